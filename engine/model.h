@@ -1,0 +1,104 @@
+// A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) resident on a Backend: its weights in
+// the backend's dtype, and the forward pass of one step over a batch of rows from many sequences.
+// q/k/v and gate/up are fused into one GEMM each; each targeted projection then gets its rows'
+// LoRA branches through the backend's segmented shrink/expand. Not thread-safe (engine thread).
+#pragma once
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "formats/hf_config.h"
+#include "formats/safetensors.h"
+#include "kernels/backend.h"
+
+namespace loraserve::engine {
+
+class KvCache;
+
+// The seven projections LoRA can target, in the order of their LoRA table index.
+enum class Module : int32_t { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr int32_t kNumModules = 7;
+std::string_view ModuleName(Module m);  // "q_proj", ...
+// LoRA table index the backend sees for (layer, module).
+inline int32_t LoraTable(int64_t layer, Module m) {
+  return static_cast<int32_t>(layer) * kNumModules + static_cast<int32_t>(m);
+}
+// (out, in) of a projection in this model.
+std::pair<int64_t, int64_t> ModuleShape(const formats::ModelConfig& c, Module m);
+
+// Where the weights come from: a checkpoint, or (benchmarks, tests) a generator.
+// Fills `out` (numel f32 values... or raw data of `dtype`) for the tensor `name` of `shape`.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  // Calls `sink(data, dtype)` with the tensor's elements, or returns why it cannot.
+  virtual Status Read(const std::string& name, const std::vector<int64_t>& shape,
+                      const std::function<Status(const void* data, DType dtype)>& sink) = 0;
+  virtual bool Has(const std::string& name) const = 0;
+};
+
+// A checkpoint folder's safetensors (one file or shards).
+std::unique_ptr<WeightSource> CheckpointSource(std::unique_ptr<formats::TensorStore> store);
+// Deterministic random weights (uniform in ±scale/sqrt(in), norms near 1) for benchmarks.
+std::unique_ptr<WeightSource> RandomSource(uint64_t seed);
+
+struct ForwardOptions {
+  int32_t max_rows = 0;         // most rows in one step (the scheduler's token budget)
+  int32_t max_logits_rows = 0;  // most rows turned into logits in one step
+  int32_t max_lora_rank = 0;    // largest rank of one module of one adapter; 0: no LoRA scratch
+};
+
+class Model {
+ public:
+  // Reads and converts every weight; progress is logged. `backend` must outlive the model.
+  static Result<std::unique_ptr<Model>> Load(const formats::ModelConfig& config, WeightSource& source,
+                                             kernels::Backend* backend, const ForwardOptions& options);
+
+  const formats::ModelConfig& config() const { return config_; }
+  kernels::Backend* backend() const { return backend_; }
+  // Bytes of weights on the backend (what one decode step reads at least once).
+  size_t weight_bytes() const { return weight_bytes_; }
+  const ForwardOptions& options() const { return options_; }
+
+  // Runs the step `meta` describes (BeginStep is called here) and returns the logits of
+  // meta.logits_rows, (logits_rows, vocab) in activation dtype, valid until the next Forward.
+  Result<kernels::Tensor> Forward(const kernels::StepMeta& meta, KvCache& cache);
+
+ private:
+  struct Layer {
+    kernels::Tensor input_norm, post_norm;  // (1, dim)
+    kernels::Tensor qkv;                    // (q_dim + 2 kv_dim, dim)
+    kernels::Tensor qkv_bias;               // (1, q_dim + 2 kv_dim) or empty
+    kernels::Tensor o, o_bias;              // (dim, q_dim), (1, dim) or empty
+    kernels::Tensor gate_up;                // (2 ffn, dim)
+    kernels::Tensor gate_up_bias;           // (1, 2 ffn) or empty
+    kernels::Tensor down, down_bias;        // (dim, ffn), (1, dim) or empty
+    kernels::Tensor q_norm, k_norm;         // (1, head_dim) or empty (Qwen3 only)
+  };
+
+  Model(const formats::ModelConfig& config, kernels::Backend* backend, const ForwardOptions& options)
+      : config_(config), backend_(backend), options_(options) {}
+  Status LoadWeights(WeightSource& source);
+  Status AllocateScratch();
+  Status LayerForward(int64_t l, const kernels::StepMeta& meta, KvCache& cache, int64_t n, bool lora);
+
+  formats::ModelConfig config_;
+  kernels::Backend* backend_;
+  ForwardOptions options_;
+  std::vector<kernels::DeviceBuffer> buffers_;  // every weight and scratch allocation
+  size_t weight_bytes_ = 0;
+  kernels::Tensor embed_, final_norm_, lm_head_, inv_freq_;
+  std::vector<Layer> layers_;
+  // Scratch activations, (max_rows, width) each.
+  kernels::Tensor hidden_, normed_, qkv_out_, attn_out_, proj_out_, gate_up_out_, act_out_, lora_tmp_;
+  kernels::Tensor final_rows_, logits_;  // (max_logits_rows, dim), (max_logits_rows, vocab)
+};
+
+// f32 inverse frequencies of RoPE for `config` (rope_scaling applied), as Hugging Face computes them.
+std::vector<float> RopeInverseFrequencies(const formats::ModelConfig& config);
+
+}  // namespace loraserve::engine

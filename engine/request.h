@@ -1,0 +1,68 @@
+// What a caller asks of the engine (GenerationRequest) and what it hears back, step by step
+// (SequenceUpdate). Plain structs: front ends (the offline command, the gRPC server, benches)
+// convert their wire types to these at the edge.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "kernels/backend.h"
+
+namespace loraserve::engine {
+
+struct SamplingParams {
+  std::optional<int32_t> max_tokens;  // absent: the engine's default, capped by the context
+  float temperature = 1.0f;           // 0: greedy
+  float top_p = 1.0f;                 // in (0, 1]
+  int32_t top_k = 0;                  // 0: off
+  std::optional<uint64_t> seed;       // absent: a fresh random seed
+  int32_t logprobs = 0;               // top alternatives reported per token (0..kMaxLogprobs)
+  bool ignore_eos = false;
+  std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop;      // stop strings (need the tokenizer); not returned in text
+};
+
+inline constexpr int32_t kMaxLogprobs = 20;
+
+enum class FinishReason { kNone, kLength, kEos, kStop, kCancelled, kDeadline, kError };
+std::string_view FinishReasonName(FinishReason r);  // "length", "eos", "stop", "cancelled", ...
+
+struct GeneratedToken {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+  std::vector<kernels::TokenLogprob> top;  // only when SamplingParams::logprobs > 0
+};
+
+// Delivered on the engine thread after every step that touched the sequence, and once at the
+// end (finished == true). Keep handlers short: they run inside the step loop.
+struct SequenceUpdate {
+  uint64_t sequence_id = 0;
+  std::vector<GeneratedToken> new_tokens;
+  std::string new_text;  // detokenized text of new_tokens, safe to concatenate (with a tokenizer)
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  Status error;  // set when finish_reason == kError
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  double queue_ms = 0.0;  // submit → first scheduled
+  double ttft_ms = 0.0;   // submit → first token (0 until then)
+  // Raw logits of each new token's step, only with GenerationRequest::return_logits (tests).
+  std::vector<std::vector<float>> logits;
+};
+
+struct GenerationRequest {
+  std::string request_id;  // for logs; the engine does not require uniqueness
+  std::string task_id;     // empty: the base model
+  std::vector<int32_t> prompt_token_ids;
+  SamplingParams params;
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  bool return_logits = false;
+  std::function<void(const SequenceUpdate&)> on_update;
+};
+
+}  // namespace loraserve::engine

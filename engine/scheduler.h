@@ -1,0 +1,54 @@
+// Iteration-level scheduling: which sequences run in the next step, and how many of their
+// tokens. Decoding sequences go first (one row each), then chunks of prompts still being
+// prefilled, then newly admitted prompts, within the step's row and sequence budgets. A prompt
+// is admitted only when the KV cache can hold all of it; when a decoding sequence needs a block
+// and none is free, the most recently admitted sequence is preempted (its blocks freed, to be
+// recomputed later from its tokens). Not thread-safe (engine thread).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/sequence.h"
+
+namespace loraserve::engine {
+
+struct SchedulerOptions {
+  int32_t max_batch_size = 32;       // sequences per step
+  int32_t max_batched_tokens = 512;  // rows per step; long prompts are prefilled in chunks
+};
+
+struct ScheduledChunk {
+  Sequence* seq = nullptr;
+  int32_t num_tokens = 0;  // rows this step: tokens [num_computed, num_computed + num_tokens)
+  bool samples() const { return seq->num_computed + num_tokens == static_cast<int32_t>(seq->tokens.size()); }
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerOptions& options, KvCache* cache) : options_(options), cache_(cache) {}
+
+  void Add(Sequence* seq) { waiting_.push_back(seq); }
+  // Takes `seq` out of the queues and frees its blocks (finished, cancelled, failed).
+  void Remove(Sequence* seq);
+  // The next step's chunks; empty when nothing can run. Sequences preempted on the way are
+  // appended to `preempted` (they are back in the waiting queue).
+  std::vector<ScheduledChunk> Next(std::vector<Sequence*>* preempted);
+
+  size_t num_waiting() const { return waiting_.size(); }
+  size_t num_running() const { return running_.size(); }
+  const std::deque<Sequence*>& waiting() const { return waiting_; }
+  const std::vector<Sequence*>& running() const { return running_; }
+
+ private:
+  void Preempt(Sequence* seq);
+
+  SchedulerOptions options_;
+  KvCache* cache_;
+  std::deque<Sequence*> waiting_;   // FIFO; preempted sequences return to the front
+  std::vector<Sequence*> running_;  // in admission order
+};
+
+}  // namespace loraserve::engine

@@ -1,0 +1,35 @@
+// The engine's state for one request in flight. Owned by the Engine; the Scheduler moves
+// pointers to it between its queues. Touched only on the engine thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "engine/request.h"
+
+namespace loraserve::engine {
+
+struct Sequence {
+  using Clock = std::chrono::steady_clock;
+
+  uint64_t id = 0;
+  GenerationRequest request;
+  int32_t max_tokens = 0;           // resolved from the request and the context
+  std::vector<int32_t> tokens;      // prompt followed by the generated tokens
+  int32_t prompt_len = 0;
+  int32_t num_computed = 0;         // leading tokens whose K/V are in the cache
+  std::vector<int32_t> blocks;      // KV-cache block table
+  std::mt19937_64 rng;              // this request's own generator: batch-independent sampling
+  int32_t preemptions = 0;
+
+  Clock::time_point submitted_at;
+  std::optional<Clock::time_point> first_scheduled_at;
+  std::optional<Clock::time_point> first_token_at;
+
+  int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
+  int32_t num_uncomputed() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
+};
+
+}  // namespace loraserve::engine

@@ -1,0 +1,66 @@
+// A Hugging Face causal-LM folder's config.json (+ generation_config.json), parsed and validated
+// into a plain ModelConfig. Pure parsing: no weights are read here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace loraserve::formats {
+
+enum class Architecture { kLlama, kMistral, kQwen2, kQwen3 };
+std::string_view ArchitectureName(Architecture a);
+
+struct RopeScaling {
+  enum class Type { kNone, kLinear, kLlama3 };
+  Type type = Type::kNone;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+struct ModelConfig {
+  Architecture architecture = Architecture::kLlama;
+  std::string architecture_name;  // as in config.json, e.g. "LlamaForCausalLM"
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;  // explicit in config.json, else hidden_size / num_heads
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 0;
+  // Longest context served: max_position_embeddings, or Mistral's sliding_window when smaller
+  // (attention beyond the window would differ from the reference, so the context stops there).
+  int64_t max_context = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool qkv_bias = false;  // Qwen2; Llama with attention_bias
+  bool o_bias = false;    // Llama with attention_bias
+  bool mlp_bias = false;  // Llama with mlp_bias
+  bool qk_norm = false;   // Qwen3: RMSNorm over each head of q and k before RoPE
+  std::string torch_dtype;  // "bfloat16", ... ("" when absent)
+  int32_t bos_token_id = -1;  // -1: none
+  // End-of-sequence ids: config.json's eos_token_id (int or list) ∪ generation_config.json's.
+  std::vector<int32_t> eos_token_ids;
+
+  int64_t q_dim() const { return num_heads * head_dim; }
+  int64_t kv_dim() const { return num_kv_heads * head_dim; }
+  // Parameter count of the weights the engine loads (embeddings, layers, final norm, lm_head).
+  int64_t ParameterCount() const;
+};
+
+// Parses `<dir>/config.json` and, when present, `<dir>/generation_config.json`.
+Result<ModelConfig> LoadModelConfig(const std::string& dir);
+// Parses config.json text (`source` names it in errors); exposed for tests.
+Result<ModelConfig> ParseModelConfig(const std::string& json_text, const std::string& source);
+// Adds generation_config.json's eos ids (and bos when config.json had none).
+Status MergeGenerationConfig(const std::string& json_text, const std::string& source,
+                             ModelConfig* config);
+
+}  // namespace loraserve::formats

@@ -1,0 +1,73 @@
+#include "kernels/backend.h"
+
+#include <spdlog/spdlog.h>
+
+#include "kernels/cpu/cpu_backend.h"
+#ifdef LORASERVE_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+namespace loraserve::kernels {
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    reset();
+    backend_ = o.backend_;
+    data_ = o.data_;
+    bytes_ = o.bytes_;
+    o.backend_ = nullptr;
+    o.data_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+
+void DeviceBuffer::reset() {
+  if (backend_ != nullptr && data_ != nullptr) backend_->Free(data_);
+  backend_ = nullptr;
+  data_ = nullptr;
+  bytes_ = 0;
+}
+
+bool CudaCompiledIn() {
+#ifdef LORASERVE_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
+  const std::string& d = options.device;
+  if (d == "cpu") return CreateCpuBackend(options.cpu_threads);
+  const bool want_cuda = d == "cuda" || d.rfind("cuda:", 0) == 0;
+  if (!want_cuda && d != "auto") {
+    return InvalidArgument("--device '{}' is not one of cpu, cuda, cuda:N, auto", d);
+  }
+#ifdef LORASERVE_HAVE_CUDA
+  int device_index = 0;
+  if (d.rfind("cuda:", 0) == 0) {
+    try {
+      device_index = std::stoi(d.substr(5));
+    } catch (...) {
+      return InvalidArgument("--device '{}': expected cuda:N with N a device number", d);
+    }
+  }
+  const int count = CudaDeviceCount();
+  if (count > 0) return CreateCudaBackend(device_index);
+  if (want_cuda) {
+    return FailedPrecondition("--device {}: no CUDA GPU is visible to this process ({})", d,
+                              CudaUnavailableReason());
+  }
+  spdlog::info("device auto: no CUDA GPU found ({}); using the CPU", CudaUnavailableReason());
+#else
+  if (want_cuda) {
+    return FailedPrecondition("--device {}: this build of loraserve has no CUDA backend "
+                              "(configure with -DLORASERVE_CUDA=ON where nvcc is installed)", d);
+  }
+  spdlog::info("device auto: this build has no CUDA backend; using the CPU");
+#endif
+  return CreateCpuBackend(options.cpu_threads);
+}
+
+}  // namespace loraserve::kernels

@@ -1,0 +1,210 @@
+// The Backend contract: memory on a device, copies to and from it, and the short list of
+// operations a Llama-family forward pass and its LoRA branches need, on plain 2-D views.
+// Backends know nothing of models: layers, modules and adapters are indices the engine chose.
+// One Backend is used by one thread at a time (the engine's step thread); ops are ordered
+// in call order on the backend's own stream, and CopyToHost / Sample / Synchronize wait for them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/status.h"
+
+namespace loraserve::kernels {
+
+// A 2-D view in backend memory: `rows` × `cols` elements, `stride` elements between row starts.
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t stride = 0;
+
+  static Tensor Make(void* data, DType dtype, int64_t rows, int64_t cols) {
+    return Tensor{data, dtype, rows, cols, cols};
+  }
+  // Rows [begin, begin + count).
+  Tensor Rows(int64_t begin, int64_t count) const {
+    return Tensor{static_cast<char*>(data) + begin * stride * DTypeSize(dtype), dtype, count, cols, stride};
+  }
+  // Columns [begin, begin + count); the stride is kept, so the view is not contiguous.
+  Tensor Cols(int64_t begin, int64_t count) const {
+    return Tensor{static_cast<char*>(data) + begin * DTypeSize(dtype), dtype, rows, count, stride};
+  }
+  bool contiguous() const { return stride == cols; }
+  size_t bytes() const { return static_cast<size_t>(rows * stride) * DTypeSize(dtype); }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data); }
+};
+
+class Backend;
+
+// Owns one allocation on a backend; frees it on destruction. Move-only.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend* backend, void* data, size_t bytes) : backend_(backend), data_(data), bytes_(bytes) {}
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  Tensor View(DType dtype, int64_t rows, int64_t cols, size_t byte_offset = 0) const {
+    return Tensor::Make(static_cast<char*>(data_) + byte_offset, dtype, rows, cols);
+  }
+  void reset();
+
+ private:
+  Backend* backend_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// One adapter's low-rank pair for one targeted linear layer, resident on the backend.
+struct LoraSlice {
+  const void* a = nullptr;  // (rank, in), activation dtype
+  const void* b = nullptr;  // (out, rank), activation dtype
+  int32_t rank = 0;         // 0: this adapter does not target this layer; the slice is skipped
+  float scale = 0.0f;       // lora_alpha / r (or / sqrt(r) with rsLoRA)
+};
+
+// Rows [row_begin, row_end) of the step share one adapter. Rows outside every segment have none.
+struct LoraSegment {
+  int32_t row_begin = 0;
+  int32_t row_end = 0;
+};
+
+// Integer metadata of one step, built on the host by the engine and handed to BeginStep.
+struct StepMeta {
+  std::vector<int32_t> token_ids;     // [rows] input token of each row
+  std::vector<int32_t> positions;     // [rows] absolute position of each row in its sequence
+  std::vector<int32_t> slot_mapping;  // [rows] KV-cache slot (block * block_size + offset) to write
+  std::vector<int32_t> row_seq;       // [rows] which block table each row reads
+  std::vector<int32_t> block_tables;  // [num_seqs * max_blocks_per_seq] block ids, -1 past the end
+  int32_t max_blocks_per_seq = 0;
+  std::vector<int32_t> logits_rows;   // rows whose final hidden state becomes logits, in output order
+  std::vector<LoraSegment> lora_segments;
+  // lora_slices[table * lora_segments.size() + segment]: the weights of segment's adapter for
+  // `table`, an index the engine assigns (for example layer * 7 + module).
+  int32_t num_lora_tables = 0;
+  std::vector<LoraSlice> lora_slices;
+
+  int32_t num_rows() const { return static_cast<int32_t>(token_ids.size()); }
+};
+
+struct AttentionShape {
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;  // num_heads is a multiple of it (grouped-query attention)
+  int32_t head_dim = 0;
+  int32_t block_size = 0;    // KV-cache slots per block
+  float scale = 0.0f;        // usually 1 / sqrt(head_dim)
+};
+
+// How to pick one token from one row of logits.
+struct SampleParams {
+  float temperature = 0.0f;  // 0: greedy (argmax, lowest id on ties)
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0f;        // 1: off
+  float uniform = 0.0f;      // a draw from U[0, 1) made by the caller's per-request generator
+  int32_t num_logprobs = 0;  // how many top alternatives to report (besides the chosen token)
+};
+
+struct TokenLogprob {
+  int32_t token_id = 0;
+  float logprob = 0.0f;
+};
+
+struct SampleResult {
+  int32_t token_id = 0;
+  float logprob = 0.0f;  // log-softmax of the raw logits (before temperature, top-k, top-p)
+  std::vector<TokenLogprob> top;  // the num_logprobs most likely tokens, most likely first
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "cpu (2 threads, OpenBLAS)", "cuda:0 NVIDIA H200 (sm_90)".
+  virtual std::string Describe() const = 0;
+  virtual std::string Kind() const = 0;  // "cpu" or "cuda"
+  // Dtype weights are kept in, given the checkpoint's (CPU: F32; CUDA: BF16, or F16 for F16).
+  virtual DType WeightDType(DType checkpoint) const = 0;
+  // Dtype of activations, the KV cache and LoRA weights.
+  virtual DType ActivationDType() const = 0;
+  // Bytes this backend could still allocate for weights and the KV cache.
+  virtual size_t AvailableMemory() const = 0;
+
+  // --- memory
+  virtual Result<DeviceBuffer> Allocate(size_t bytes) = 0;
+  // Frees what Allocate returned; called by DeviceBuffer.
+  virtual void Free(void* data) = 0;
+  // Copies `n` elements of `src_dtype` from host memory into dst, converting to dst.dtype.
+  // REQUIRES: dst is contiguous with rows * cols == n.
+  virtual Status CopyToDevice(const Tensor& dst, const void* src, DType src_dtype, size_t n) = 0;
+  // Copies a tensor into host memory as f32 (rows * cols floats), waiting for pending ops.
+  virtual Status CopyToHost(const Tensor& src, float* dst) = 0;
+  virtual Status Synchronize() = 0;
+
+  // --- ops (all shapes in elements; x, y, out are activation-dtype tensors unless said)
+  // Makes `meta` the metadata the following ops read, until the next BeginStep.
+  virtual Status BeginStep(const StepMeta& meta) = 0;
+  // out[i] = table[meta.token_ids[i]]. table: (vocab, dim) in weight dtype.
+  virtual Status Embedding(const Tensor& table, const Tensor& out) = 0;
+  // y = x · wᵀ (+ y when accumulate). x: (n, in), w: (out, in) in weight dtype, y: (n, out).
+  virtual Status Matmul(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) = 0;
+  // y[i] += bias. bias: (1, cols) in weight dtype.
+  virtual Status AddBias(const Tensor& y, const Tensor& bias) = 0;
+  // out = x / rms(x) * weight, per row. weight: (1, cols) in weight dtype.
+  virtual Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
+  // residual += x; out = RmsNorm(residual). The residual add of a layer fused with its norm.
+  virtual Status AddRmsNorm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                            const Tensor& out) = 0;
+  // In place: every head_dim-wide head of every row of x normalised with weight (1, head_dim).
+  virtual Status HeadRmsNorm(const Tensor& x, int32_t head_dim, const Tensor& weight, float eps) = 0;
+  // In place, HF rotate-half RoPE on every head of x at meta.positions. inv_freq: (1, head_dim/2)
+  // f32 (frequency scaling already applied).
+  virtual Status Rope(const Tensor& x, int32_t head_dim, const Tensor& inv_freq) = 0;
+  // Writes each row of k and v into cache slots meta.slot_mapping. caches: (slots, kv_dim).
+  virtual Status WriteKv(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache) = 0;
+  // Causal attention: row i attends to positions [0, meta.positions[i]] of its sequence, read
+  // from the paged caches through meta.block_tables. q, out: (n, num_heads * head_dim).
+  virtual Status Attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                           const AttentionShape& shape, const Tensor& out) = 0;
+  // out = silu(gate_up[:, :f]) * gate_up[:, f:], f = out.cols.
+  virtual Status SiluMul(const Tensor& gate_up, const Tensor& out) = 0;
+  // out[j] = x[meta.logits_rows[j]].
+  virtual Status GatherLogitsRows(const Tensor& x, const Tensor& out) = 0;
+  // LoRA shrink over the step's segments: for segment s, tmp[rows of s, c_t .. c_t + r_t) =
+  // x[rows of s] · A_tᵀ for each t in `tables`, where c_t is the sum of the ranks of the earlier
+  // tables of that segment (no padding between them). tmp: (n, ≥ max summed rank).
+  virtual Status LoraShrink(const Tensor& x, std::span<const int32_t> tables, const Tensor& tmp) = 0;
+  // LoRA expand: y_t[rows of s] += scale · tmp[rows of s, c_t .. c_t + r_t) · B_tᵀ for each
+  // table t, where y_t = outputs[k] for tables[k] (column slices of one output are typical).
+  virtual Status LoraExpand(const Tensor& tmp, std::span<const int32_t> tables,
+                            std::span<const Tensor> outputs) = 0;
+  // Picks one token from each row of logits (rows, vocab) as params[row] says.
+  virtual Status Sample(const Tensor& logits, std::span<const SampleParams> params,
+                        std::vector<SampleResult>* results) = 0;
+};
+
+struct BackendOptions {
+  std::string device = "auto";  // "cpu", "cuda", "cuda:N", "auto" (a GPU when present, else cpu)
+  int32_t cpu_threads = 0;      // 0: all cores
+};
+
+// Builds the backend `options.device` names. "cuda" without a GPU (or a build without CUDA) is
+// an error that says so; "auto" falls back to the CPU and logs why.
+Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options);
+
+// True when this build contains the CUDA backend.
+bool CudaCompiledIn();
+
+}  // namespace loraserve::kernels

@@ -1,0 +1,362 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifdef LORASERVE_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace loraserve::kernels {
+namespace {
+
+// Rows per OpenMP chunk below which a loop runs on one thread (thread wake-up costs more).
+constexpr int64_t kMinParallelElems = 1 << 14;
+constexpr int64_t kMaxHalfHeadDim = 512;
+
+size_t MemAvailableBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  size_t value = 0;
+  std::string unit;
+  while (in >> key >> value >> unit) {
+    if (key == "MemAvailable:") return value * 1024;
+  }
+  return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
+}
+
+Status CheckF32(const Tensor& t, const char* what) {
+  if (t.dtype != DType::kF32) {
+    return InvalidArgument("cpu backend: {} has dtype {}, expected F32", what, DTypeName(t.dtype));
+  }
+  return Status::Ok();
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int32_t threads) : threads_(threads) {
+    omp_set_num_threads(threads_);
+#ifdef LORASERVE_HAVE_OPENBLAS
+    openblas_set_num_threads(threads_);
+#endif
+  }
+
+  std::string Describe() const override {
+    return fmt::format("cpu ({} threads, {})", threads_,
+                       cpu::GemmUsesBlas() ? "OpenBLAS" : "plain C++ GEMM, no BLAS");
+  }
+  std::string Kind() const override { return "cpu"; }
+  DType WeightDType(DType) const override { return DType::kF32; }
+  DType ActivationDType() const override { return DType::kF32; }
+  size_t AvailableMemory() const override { return MemAvailableBytes(); }
+
+  Result<DeviceBuffer> Allocate(size_t bytes) override {
+    const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+    void* p = std::aligned_alloc(64, rounded);
+    if (p == nullptr) return ResourceExhausted("cpu backend: cannot allocate {} bytes", bytes);
+    return DeviceBuffer(this, p, bytes);
+  }
+  void Free(void* data) override { std::free(data); }
+
+  Status CopyToDevice(const Tensor& dst, const void* src, DType src_dtype, size_t n) override {
+    if (!dst.contiguous() || static_cast<size_t>(dst.rows * dst.cols) != n) {
+      return InvalidArgument("cpu backend: CopyToDevice of {} elements into a {}x{} view", n, dst.rows, dst.cols);
+    }
+    if (dst.dtype == src_dtype) {
+      std::memcpy(dst.data, src, n * DTypeSize(src_dtype));
+      return Status::Ok();
+    }
+    LS_RETURN_IF_ERROR(CheckF32(dst, "CopyToDevice destination"));
+    ConvertToF32(src_dtype, src, dst.as<float>(), n);
+    return Status::Ok();
+  }
+
+  Status CopyToHost(const Tensor& src, float* dst) override {
+    LS_RETURN_IF_ERROR(CheckF32(src, "CopyToHost source"));
+    for (int64_t r = 0; r < src.rows; ++r) {
+      std::memcpy(dst + r * src.cols, src.as<float>() + r * src.stride, static_cast<size_t>(src.cols) * 4);
+    }
+    return Status::Ok();
+  }
+  Status Synchronize() override { return Status::Ok(); }
+
+  Status BeginStep(const StepMeta& meta) override {
+    meta_ = &meta;
+    return Status::Ok();
+  }
+
+  Status Embedding(const Tensor& table, const Tensor& out) override {
+    const auto& ids = meta_->token_ids;
+    if (out.rows != static_cast<int64_t>(ids.size()) || out.cols != table.cols) {
+      return InvalidArgument("cpu backend: Embedding output {}x{} for {} tokens of width {}", out.rows,
+                             out.cols, ids.size(), table.cols);
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || ids[i] >= table.rows) {
+        return InvalidArgument("cpu backend: token id {} outside the vocabulary ({})", ids[i], table.rows);
+      }
+      std::memcpy(out.as<float>() + static_cast<int64_t>(i) * out.stride,
+                  table.as<float>() + ids[i] * table.stride, static_cast<size_t>(table.cols) * 4);
+    }
+    return Status::Ok();
+  }
+
+  Status Matmul(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) override {
+    if (x.cols != w.cols || y.rows != x.rows || y.cols != w.rows) {
+      return InvalidArgument("cpu backend: Matmul shapes x {}x{}, w {}x{}, y {}x{} do not fit", x.rows,
+                             x.cols, w.rows, w.cols, y.rows, y.cols);
+    }
+    cpu::Gemm(x.rows, w.rows, x.cols, x.as<float>(), x.stride, w.as<float>(), w.stride,
+              accumulate ? 1.0f : 0.0f, y.as<float>(), y.stride);
+    return Status::Ok();
+  }
+
+  Status AddBias(const Tensor& y, const Tensor& bias) override {
+    const float* b = bias.as<float>();
+    ForRows(y.rows, y.cols, [&](int64_t r) {
+      float* yr = y.as<float>() + r * y.stride;
+      for (int64_t c = 0; c < y.cols; ++c) yr[c] += b[c];
+    });
+    return Status::Ok();
+  }
+
+  Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override {
+    ForRows(x.rows, x.cols, [&](int64_t r) {
+      NormRow(x.as<float>() + r * x.stride, weight.as<float>(), x.cols, eps, out.as<float>() + r * out.stride);
+    });
+    return Status::Ok();
+  }
+
+  Status AddRmsNorm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                    const Tensor& out) override {
+    ForRows(x.rows, x.cols, [&](int64_t r) {
+      float* res = residual.as<float>() + r * residual.stride;
+      const float* xr = x.as<float>() + r * x.stride;
+      for (int64_t c = 0; c < x.cols; ++c) res[c] += xr[c];
+      NormRow(res, weight.as<float>(), x.cols, eps, out.as<float>() + r * out.stride);
+    });
+    return Status::Ok();
+  }
+
+  Status HeadRmsNorm(const Tensor& x, int32_t head_dim, const Tensor& weight, float eps) override {
+    const int64_t heads = x.cols / head_dim;
+    ForRows(x.rows, x.cols, [&](int64_t r) {
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = x.as<float>() + r * x.stride + h * head_dim;
+        NormRow(v, weight.as<float>(), head_dim, eps, v);
+      }
+    });
+    return Status::Ok();
+  }
+
+  Status Rope(const Tensor& x, int32_t head_dim, const Tensor& inv_freq) override {
+    const int64_t heads = x.cols / head_dim;
+    const int64_t half = head_dim / 2;
+    const float* freq = inv_freq.as<float>();
+    if (half > kMaxHalfHeadDim) return InvalidArgument("cpu backend: head_dim {} above {}", head_dim, 2 * kMaxHalfHeadDim);
+    ForRows(x.rows, x.cols, [&](int64_t r) {
+      const float pos = static_cast<float>(meta_->positions[static_cast<size_t>(r)]);
+      float cs[kMaxHalfHeadDim], sn[kMaxHalfHeadDim];
+      for (int64_t i = 0; i < half; ++i) {
+        const float angle = pos * freq[i];
+        cs[i] = std::cos(angle);
+        sn[i] = std::sin(angle);
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = x.as<float>() + r * x.stride + h * head_dim;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i], b = v[i + half];
+          v[i] = a * cs[i] - b * sn[i];
+          v[i + half] = b * cs[i] + a * sn[i];
+        }
+      }
+    });
+    return Status::Ok();
+  }
+
+  Status WriteKv(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache) override {
+    const auto& slots = meta_->slot_mapping;
+    for (int64_t r = 0; r < k.rows; ++r) {
+      const int64_t slot = slots[static_cast<size_t>(r)];
+      if (slot < 0 || slot >= k_cache.rows) return Internal("cpu backend: KV slot {} out of range", slot);
+      std::memcpy(k_cache.as<float>() + slot * k_cache.stride, k.as<float>() + r * k.stride,
+                  static_cast<size_t>(k.cols) * 4);
+      std::memcpy(v_cache.as<float>() + slot * v_cache.stride, v.as<float>() + r * v.stride,
+                  static_cast<size_t>(v.cols) * 4);
+    }
+    return Status::Ok();
+  }
+
+  Status Attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                   const AttentionShape& s, const Tensor& out) override {
+    const int64_t n = q.rows;
+    const int64_t group = s.num_heads / s.num_kv_heads;
+    const int64_t hd = s.head_dim;
+    const int64_t work = n * s.num_kv_heads;
+#pragma omp parallel
+    {
+      std::vector<float> scores;
+      std::vector<float> acc(static_cast<size_t>(group * hd));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t item = 0; item < work; ++item) {
+        const int64_t r = item / s.num_kv_heads;
+        const int64_t kvh = item % s.num_kv_heads;
+        const int64_t ctx = meta_->positions[static_cast<size_t>(r)] + 1;
+        const int32_t* table =
+            meta_->block_tables.data() + static_cast<int64_t>(meta_->row_seq[static_cast<size_t>(r)]) * meta_->max_blocks_per_seq;
+        scores.resize(static_cast<size_t>(ctx * group));
+        const float* qr = q.as<float>() + r * q.stride + kvh * group * hd;
+        for (int64_t t = 0; t < ctx; ++t) {
+          const int64_t slot = static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
+          const float* kt = k_cache.as<float>() + slot * k_cache.stride + kvh * hd;
+          for (int64_t g = 0; g < group; ++g) {
+            const float* qg = qr + g * hd;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t i = 0; i < hd; ++i) dot += qg[i] * kt[i];
+            scores[static_cast<size_t>(g * ctx + t)] = dot * s.scale;
+          }
+        }
+        for (int64_t g = 0; g < group; ++g) {
+          float* sc = scores.data() + g * ctx;
+          float m = -INFINITY;
+          for (int64_t t = 0; t < ctx; ++t) m = std::max(m, sc[t]);
+          float sum = 0.0f;
+          for (int64_t t = 0; t < ctx; ++t) sum += (sc[t] = std::exp(sc[t] - m));
+          const float inv = 1.0f / sum;
+          for (int64_t t = 0; t < ctx; ++t) sc[t] *= inv;
+        }
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t t = 0; t < ctx; ++t) {
+          const int64_t slot = static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
+          const float* vt = v_cache.as<float>() + slot * v_cache.stride + kvh * hd;
+          for (int64_t g = 0; g < group; ++g) {
+            const float p = scores[static_cast<size_t>(g * ctx + t)];
+            float* a = acc.data() + g * hd;
+#pragma omp simd
+            for (int64_t i = 0; i < hd; ++i) a[i] += p * vt[i];
+          }
+        }
+        std::memcpy(out.as<float>() + r * out.stride + kvh * group * hd, acc.data(), acc.size() * 4);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status SiluMul(const Tensor& gate_up, const Tensor& out) override {
+    const int64_t f = out.cols;
+    ForRows(out.rows, f, [&](int64_t r) {
+      const float* g = gate_up.as<float>() + r * gate_up.stride;
+      const float* u = g + f;
+      float* o = out.as<float>() + r * out.stride;
+      for (int64_t c = 0; c < f; ++c) o[c] = g[c] / (1.0f + std::exp(-g[c])) * u[c];
+    });
+    return Status::Ok();
+  }
+
+  Status GatherLogitsRows(const Tensor& x, const Tensor& out) override {
+    const auto& rows = meta_->logits_rows;
+    for (size_t j = 0; j < rows.size(); ++j) {
+      std::memcpy(out.as<float>() + static_cast<int64_t>(j) * out.stride, x.as<float>() + rows[j] * x.stride,
+                  static_cast<size_t>(x.cols) * 4);
+    }
+    return Status::Ok();
+  }
+
+  Status LoraShrink(const Tensor& x, std::span<const int32_t> tables, const Tensor& tmp) override {
+    const auto& segs = meta_->lora_segments;
+    for (size_t s = 0; s < segs.size(); ++s) {
+      const int64_t n = segs[s].row_end - segs[s].row_begin;
+      int64_t col = 0;
+      for (int32_t t : tables) {
+        const LoraSlice& sl = Slice(t, s);
+        if (sl.rank == 0) continue;
+        if (col + sl.rank > tmp.cols) return Internal("cpu backend: LoRA scratch narrower than the summed rank");
+        cpu::Gemm(n, sl.rank, x.cols, x.as<float>() + segs[s].row_begin * x.stride, x.stride,
+                  static_cast<const float*>(sl.a), x.cols, 0.0f,
+                  tmp.as<float>() + segs[s].row_begin * tmp.stride + col, tmp.stride);
+        col += sl.rank;
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status LoraExpand(const Tensor& tmp, std::span<const int32_t> tables, std::span<const Tensor> outputs) override {
+    const auto& segs = meta_->lora_segments;
+    std::vector<float> scaled;
+    for (size_t s = 0; s < segs.size(); ++s) {
+      const int64_t n = segs[s].row_end - segs[s].row_begin;
+      int64_t col = 0;
+      for (size_t k = 0; k < tables.size(); ++k) {
+        const LoraSlice& sl = Slice(tables[k], s);
+        if (sl.rank == 0) continue;
+        const Tensor& y = outputs[k];
+        // (x·Aᵀ) is tiny (n × r): scale it rather than the (n × out) product.
+        scaled.resize(static_cast<size_t>(n * sl.rank));
+        for (int64_t r = 0; r < n; ++r) {
+          const float* src = tmp.as<float>() + (segs[s].row_begin + r) * tmp.stride + col;
+          for (int64_t c = 0; c < sl.rank; ++c) scaled[static_cast<size_t>(r * sl.rank + c)] = src[c] * sl.scale;
+        }
+        cpu::Gemm(n, y.cols, sl.rank, scaled.data(), sl.rank, static_cast<const float*>(sl.b), sl.rank,
+                  1.0f, y.as<float>() + segs[s].row_begin * y.stride, y.stride);
+        col += sl.rank;
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status Sample(const Tensor& logits, std::span<const SampleParams> params,
+                std::vector<SampleResult>* results) override {
+    if (static_cast<int64_t>(params.size()) != logits.rows) {
+      return InvalidArgument("cpu backend: {} sampling params for {} rows", params.size(), logits.rows);
+    }
+    results->resize(params.size());
+#pragma omp parallel for schedule(dynamic, 1) if (logits.rows > 1)
+    for (int64_t r = 0; r < logits.rows; ++r) {
+      cpu::SampleRow(logits.as<float>() + r * logits.stride, logits.cols, params[static_cast<size_t>(r)],
+                     &(*results)[static_cast<size_t>(r)]);
+    }
+    return Status::Ok();
+  }
+
+ private:
+  const LoraSlice& Slice(int32_t table, size_t segment) const {
+    return meta_->lora_slices[static_cast<size_t>(table) * meta_->lora_segments.size() + segment];
+  }
+
+  static void NormRow(const float* x, const float* w, int64_t n, float eps, float* out) {
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+    for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
+  }
+
+  // Runs body(r) for every row, on all threads when the tensor is large enough to pay for it.
+  template <typename F>
+  void ForRows(int64_t rows, int64_t cols, F&& body) {
+#pragma omp parallel for schedule(static) if (rows * cols >= kMinParallelElems && rows > 1)
+    for (int64_t r = 0; r < rows; ++r) body(r);
+  }
+
+  int32_t threads_;
+  const StepMeta* meta_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateCpuBackend(int32_t threads) {
+  if (threads <= 0) threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::make_unique<CpuBackend>(threads);
+}
+
+}  // namespace loraserve::kernels

@@ -1,0 +1,102 @@
+// Token selection for one row of logits on the CPU: greedy or temperature / top-k / top-p
+// sampling, and log-softmax logprobs of the raw logits.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+
+namespace loraserve::kernels::cpu {
+
+void SampleRow(const float* logits, int64_t vocab, const SampleParams& params, SampleResult* out) {
+  float max_logit = -INFINITY;
+  int32_t argmax = 0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (logits[i] > max_logit) {
+      max_logit = logits[i];
+      argmax = static_cast<int32_t>(i);
+    }
+  }
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
+  const float log_z = max_logit + static_cast<float>(std::log(sum));
+
+  int32_t chosen = argmax;
+  if (params.temperature > 0.0f) {
+    // Candidates: all tokens, or the top_k largest (lowest id first among equal logits).
+    std::vector<int32_t> cand;
+    const bool need_order = params.top_k > 0 || params.top_p < 1.0f;
+    if (need_order) {
+      cand.resize(static_cast<size_t>(vocab));
+      std::iota(cand.begin(), cand.end(), 0);
+      auto by_logit = [&](int32_t a, int32_t b) {
+        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+      };
+      const int64_t k = params.top_k > 0 ? std::min<int64_t>(params.top_k, vocab) : vocab;
+      if (k < vocab) {
+        std::partial_sort(cand.begin(), cand.begin() + k, cand.end(), by_logit);
+        cand.resize(static_cast<size_t>(k));
+      } else {
+        std::sort(cand.begin(), cand.end(), by_logit);
+      }
+    }
+    const float inv_t = 1.0f / params.temperature;
+    auto weight = [&](int32_t i) { return std::exp(static_cast<double>((logits[i] - max_logit) * inv_t)); };
+    if (!need_order) {
+      double total = 0.0;
+      for (int64_t i = 0; i < vocab; ++i) total += weight(static_cast<int32_t>(i));
+      const double target = static_cast<double>(params.uniform) * total;
+      double acc = 0.0;
+      chosen = static_cast<int32_t>(vocab - 1);
+      for (int64_t i = 0; i < vocab; ++i) {
+        acc += weight(static_cast<int32_t>(i));
+        if (acc > target) {
+          chosen = static_cast<int32_t>(i);
+          break;
+        }
+      }
+    } else {
+      std::vector<double> w(cand.size());
+      double total = 0.0;
+      for (size_t j = 0; j < cand.size(); ++j) total += (w[j] = weight(cand[j]));
+      size_t keep = cand.size();
+      if (params.top_p < 1.0f) {
+        // Keep the smallest most-likely prefix whose probability reaches top_p.
+        double acc = 0.0;
+        for (size_t j = 0; j < cand.size(); ++j) {
+          acc += w[j] / total;
+          if (acc >= params.top_p) {
+            keep = j + 1;
+            break;
+          }
+        }
+        total = std::accumulate(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(keep), 0.0);
+      }
+      const double target = static_cast<double>(params.uniform) * total;
+      double acc = 0.0;
+      chosen = cand[keep - 1];
+      for (size_t j = 0; j < keep; ++j) {
+        acc += w[j];
+        if (acc > target) {
+          chosen = cand[j];
+          break;
+        }
+      }
+    }
+  }
+  out->token_id = chosen;
+  out->logprob = logits[chosen] - log_z;
+  out->top.clear();
+  if (params.num_logprobs > 0) {
+    const int64_t k = std::min<int64_t>(params.num_logprobs, vocab);
+    std::vector<int32_t> idx(static_cast<size_t>(vocab));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (int64_t j = 0; j < k; ++j) out->top.push_back({idx[j], logits[idx[j]] - log_z});
+  }
+}
+
+}  // namespace loraserve::kernels::cpu

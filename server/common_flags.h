@@ -1,0 +1,27 @@
+// Flags shared by the commands that run an engine (generate, serve, bench).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "engine/engine.h"
+#include "kernels/backend.h"
+
+namespace loraserve::server {
+
+struct EngineFlags {
+  std::string model;
+  kernels::BackendOptions backend;
+  engine::EngineOptions engine;
+  double kv_cache_gib = 0.0;
+
+  // Copies kv_cache_gib into engine.kv_cache_bytes.
+  void Finalize() { engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30)); }
+};
+
+void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
+
+// Logs to stderr through spdlog (stdout carries results). level: trace..off.
+void SetUpLogging(const std::string& level);
+
+}  // namespace loraserve::server

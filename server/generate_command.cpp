@@ -1,0 +1,207 @@
+#include "server/generate_command.h"
+
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "engine/loader.h"
+#include "server/common_flags.h"
+
+namespace loraserve::server {
+namespace {
+
+using nlohmann::json;
+
+struct GenerateFlags {
+  EngineFlags engine;
+  std::string input = "-";
+  std::string output;
+  std::string log_level = "info";
+};
+
+// One input line's outcome: either an error, or the tokens as they arrive.
+struct LineResult {
+  Status error;
+  bool want_logprobs = false;
+  bool done = false;
+  std::vector<engine::GeneratedToken> tokens;
+  engine::FinishReason finish = engine::FinishReason::kNone;
+  Status finish_error;
+};
+
+Status ParseLine(const std::string& line, engine::GenerationRequest* req, bool* want_logprobs) {
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgument("line is not a JSON object");
+  auto& p = req->params;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const json& v = it.value();
+    auto need_int = [&]() -> Status {
+      if (!v.is_number_integer()) return InvalidArgument("field '{}' must be an integer, got {}", k, v.dump());
+      return Status::Ok();
+    };
+    auto need_num = [&]() -> Status {
+      if (!v.is_number()) return InvalidArgument("field '{}' must be a number, got {}", k, v.dump());
+      return Status::Ok();
+    };
+    if (k == "prompt_token_ids") {
+      if (!v.is_array()) return InvalidArgument("field 'prompt_token_ids' must be a list of token ids");
+      for (const json& t : v) {
+        if (!t.is_number_integer() || t.get<int64_t>() < INT32_MIN || t.get<int64_t>() > INT32_MAX) {
+          return InvalidArgument("field 'prompt_token_ids' holds {}, not a token id", t.dump());
+        }
+        req->prompt_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+      }
+    } else if (k == "max_tokens") {
+      LS_RETURN_IF_ERROR(need_int());
+      p.max_tokens = static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
+    } else if (k == "temperature") {
+      LS_RETURN_IF_ERROR(need_num());
+      p.temperature = v.get<float>();
+    } else if (k == "top_p") {
+      LS_RETURN_IF_ERROR(need_num());
+      p.top_p = v.get<float>();
+    } else if (k == "top_k") {
+      LS_RETURN_IF_ERROR(need_int());
+      p.top_k = static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
+    } else if (k == "seed") {
+      if (!v.is_number_unsigned()) return InvalidArgument("field 'seed' must be a non-negative integer");
+      p.seed = v.get<uint64_t>();
+    } else if (k == "logprobs") {
+      LS_RETURN_IF_ERROR(need_int());
+      p.logprobs = static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
+      *want_logprobs = true;
+    } else if (k == "ignore_eos") {
+      if (!v.is_boolean()) return InvalidArgument("field 'ignore_eos' must be true or false");
+      p.ignore_eos = v.get<bool>();
+    } else if (k == "stop_token_ids") {
+      if (!v.is_array()) return InvalidArgument("field 'stop_token_ids' must be a list of token ids");
+      for (const json& t : v) {
+        if (!t.is_number_integer()) return InvalidArgument("field 'stop_token_ids' holds {}, not a token id", t.dump());
+        p.stop_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+      }
+    } else if (k == "request_id") {
+      if (!v.is_string()) return InvalidArgument("field 'request_id' must be a string");
+      req->request_id = v.get<std::string>();
+    } else {
+      return InvalidArgument("unknown field '{}'", k);
+    }
+  }
+  if (!j.contains("prompt_token_ids")) return InvalidArgument("missing field 'prompt_token_ids'");
+  return Status::Ok();
+}
+
+json ErrorJson(const Status& s) {
+  return {{"error", {{"code", std::string(StatusCodeName(s.code()))}, {"message", s.message()}}}};
+}
+
+json ResultJson(const LineResult& r) {
+  if (!r.error.ok()) return ErrorJson(r.error);
+  if (r.finish == engine::FinishReason::kError) return ErrorJson(r.finish_error);
+  json out;
+  json ids = json::array();
+  for (const auto& t : r.tokens) ids.push_back(t.token_id);
+  out["token_ids"] = ids;
+  out["finish_reason"] = std::string(engine::FinishReasonName(r.finish));
+  if (r.want_logprobs) {
+    json lps = json::array();
+    for (const auto& t : r.tokens) {
+      json top = json::array();
+      for (const auto& a : t.top) top.push_back({{"token_id", a.token_id}, {"logprob", a.logprob}});
+      lps.push_back({{"token_id", t.token_id}, {"logprob", t.logprob}, {"top", top}});
+    }
+    out["logprobs"] = lps;
+  }
+  return out;
+}
+
+int RunGenerate(GenerateFlags& f) {
+  SetUpLogging(f.log_level);
+  f.engine.Finalize();
+  if (f.engine.model.empty()) {
+    spdlog::error("generate: --model is required");
+    return 2;
+  }
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (f.input != "-") {
+    file.open(f.input);
+    if (!file) {
+      spdlog::error("generate: cannot open --input {}", f.input);
+      return 2;
+    }
+    in = &file;
+  }
+  auto engine = engine::OpenEngine(f.engine.model, f.engine.backend, f.engine.engine);
+  if (!engine.ok()) {
+    spdlog::error("{}", engine.status().ToString());
+    return 1;
+  }
+  std::vector<std::unique_ptr<LineResult>> results;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(*in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto r = std::make_unique<LineResult>();
+    engine::GenerationRequest req;
+    r->error = ParseLine(line, &req, &r->want_logprobs);
+    if (r->error.ok()) {
+      LineResult* target = r.get();
+      req.on_update = [target](const engine::SequenceUpdate& u) {
+        target->tokens.insert(target->tokens.end(), u.new_tokens.begin(), u.new_tokens.end());
+        if (u.finished) {
+          target->done = true;
+          target->finish = u.finish_reason;
+          target->finish_error = u.error;
+        }
+      };
+      auto id = (*engine)->Submit(std::move(req));
+      if (!id.ok()) r->error = id.status();
+    }
+    if (!r->error.ok()) spdlog::warn("input line {}: {}", line_no, r->error.ToString());
+    results.push_back(std::move(r));
+  }
+  spdlog::info("generate: {} requests submitted; running", results.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = (*engine)->RunUntilIdle();
+  if (!st.ok()) {
+    spdlog::error("{}", st.ToString());
+    return 1;
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto stats = (*engine)->stats();
+  spdlog::info("generate: {} tokens in {} steps, {:.2f} s ({:.1f} tokens/s), {} preemptions",
+               stats.tokens_generated, stats.steps, secs, static_cast<double>(stats.tokens_generated) / secs,
+               stats.preemptions);
+  std::ofstream out_file;
+  std::ostream* out = &std::cout;
+  if (!f.output.empty()) {
+    out_file.open(f.output, std::ios::trunc);
+    if (!out_file) {
+      spdlog::error("generate: cannot write --output {}", f.output);
+      return 1;
+    }
+    out = &out_file;
+  }
+  for (const auto& r : results) *out << ResultJson(*r).dump() << '\n';
+  out->flush();
+  return 0;
+}
+
+}  // namespace
+
+void AddGenerateCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<GenerateFlags>();
+  CLI::App* cmd = app.add_subcommand("generate", "Run JSON-lines requests through the engine, all in shared steps");
+  AddEngineFlags(cmd, &flags->engine);
+  cmd->add_option("--input", flags->input, "JSON-lines requests ('-': stdin)")->capture_default_str();
+  cmd->add_option("--output", flags->output, "Write results here instead of stdout");
+  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")->capture_default_str();
+  cmd->callback([flags, exit_code] { *exit_code = RunGenerate(*flags); });
+}
+
+}  // namespace loraserve::server
