@@ -15,6 +15,7 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
     backend_ = o.backend_;
     data_ = o.data_;
     bytes_ = o.bytes_;
+    host_ = o.host_;
     o.backend_ = nullptr;
     o.data_ = nullptr;
     o.bytes_ = 0;
@@ -23,7 +24,13 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
 }
 
 void DeviceBuffer::reset() {
-  if (backend_ != nullptr && data_ != nullptr) backend_->Free(data_);
+  if (backend_ != nullptr && data_ != nullptr) {
+    if (host_) {
+      backend_->FreeHost(data_);
+    } else {
+      backend_->Free(data_);
+    }
+  }
   backend_ = nullptr;
   data_ = nullptr;
   bytes_ = 0;

@@ -48,7 +48,8 @@ class Backend;
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  DeviceBuffer(Backend* backend, void* data, size_t bytes) : backend_(backend), data_(data), bytes_(bytes) {}
+  DeviceBuffer(Backend* backend, void* data, size_t bytes, bool host = false)
+      : backend_(backend), data_(data), bytes_(bytes), host_(host) {}
   ~DeviceBuffer() { reset(); }
   DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
@@ -66,6 +67,7 @@ class DeviceBuffer {
   Backend* backend_ = nullptr;
   void* data_ = nullptr;
   size_t bytes_ = 0;
+  bool host_ = false;  // from AllocateHost
 };
 
 // One adapter's low-rank pair for one targeted linear layer, resident on the backend.
@@ -146,9 +148,18 @@ class Backend {
   virtual Result<DeviceBuffer> Allocate(size_t bytes) = 0;
   // Frees what Allocate returned; called by DeviceBuffer.
   virtual void Free(void* data) = 0;
+  // Host memory the device reads fastest (pinned on GPUs; plain memory on the CPU backend):
+  // where adapters wait on the host, and the source of asynchronous uploads.
+  virtual Result<DeviceBuffer> AllocateHost(size_t bytes) = 0;
+  virtual void FreeHost(void* data) = 0;
   // Copies `n` elements of `src_dtype` from host memory into dst, converting to dst.dtype.
   // REQUIRES: dst is contiguous with rows * cols == n.
   virtual Status CopyToDevice(const Tensor& dst, const void* src, DType src_dtype, size_t n) = 0;
+  // Starts a copy like CopyToDevice that neither waits for running ops nor makes them wait (its
+  // own stream on GPUs), so adapter uploads overlap decoding. `src` must stay valid and `dst`
+  // unread until UploadDone(ticket). REQUIRES: src_dtype == dst.dtype.
+  virtual Result<uint64_t> CopyToDeviceAsync(const Tensor& dst, const void* src, DType src_dtype, size_t n) = 0;
+  virtual bool UploadDone(uint64_t ticket) = 0;
   // Copies a tensor into host memory as f32 (rows * cols floats), waiting for pending ops.
   virtual Status CopyToHost(const Tensor& src, float* dst) = 0;
   virtual Status Synchronize() = 0;

@@ -66,6 +66,12 @@ class CpuBackend final : public Backend {
     return DeviceBuffer(this, p, bytes);
   }
   void Free(void* data) override { std::free(data); }
+  Result<DeviceBuffer> AllocateHost(size_t bytes) override {
+    void* p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
+    if (p == nullptr) return ResourceExhausted("cpu backend: cannot allocate {} host bytes", bytes);
+    return DeviceBuffer(this, p, bytes, /*host=*/true);
+  }
+  void FreeHost(void* data) override { std::free(data); }
 
   Status CopyToDevice(const Tensor& dst, const void* src, DType src_dtype, size_t n) override {
     if (!dst.contiguous() || static_cast<size_t>(dst.rows * dst.cols) != n) {
@@ -79,6 +85,12 @@ class CpuBackend final : public Backend {
     ConvertToF32(src_dtype, src, dst.as<float>(), n);
     return Status::Ok();
   }
+
+  Result<uint64_t> CopyToDeviceAsync(const Tensor& dst, const void* src, DType src_dtype, size_t n) override {
+    LS_RETURN_IF_ERROR(CopyToDevice(dst, src, src_dtype, n));
+    return ++tickets_;
+  }
+  bool UploadDone(uint64_t) override { return true; }
 
   Status CopyToHost(const Tensor& src, float* dst) override {
     LS_RETURN_IF_ERROR(CheckF32(src, "CopyToHost source"));
@@ -350,6 +362,7 @@ class CpuBackend final : public Backend {
 
   int32_t threads_;
   const StepMeta* meta_ = nullptr;
+  uint64_t tickets_ = 0;
 };
 
 }  // namespace
