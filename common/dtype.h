@@ -12,28 +12,36 @@ namespace loraserve {
 
 enum class DType : uint8_t { kF32, kF16, kBF16, kI32 };
 
-constexpr size_t DTypeSize(DType t) {
+constexpr size_t d_type_size(DType t) {
   switch (t) {
-    case DType::kF32: return 4;
-    case DType::kI32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
+    case DType::kF32:
+      return 4;
+    case DType::kI32:
+      return 4;
+    case DType::kF16:
+      return 2;
+    case DType::kBF16:
+      return 2;
   }
   return 0;
 }
 
-constexpr std::string_view DTypeName(DType t) {
+constexpr std::string_view d_type_name(DType t) {
   switch (t) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kI32: return "I32";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kI32:
+      return "I32";
   }
   return "?";
 }
 
 // Accepts the safetensors spellings ("F32", "BF16") and the config.json ones ("float32", ...).
-inline std::optional<DType> ParseDType(std::string_view s) {
+inline std::optional<DType> parse_d_type(std::string_view s) {
   if (s == "F32" || s == "float32") return DType::kF32;
   if (s == "F16" || s == "float16") return DType::kF16;
   if (s == "BF16" || s == "bfloat16") return DType::kBF16;
@@ -41,14 +49,14 @@ inline std::optional<DType> ParseDType(std::string_view s) {
   return std::nullopt;
 }
 
-inline float Bf16ToF32(uint16_t h) {
+inline float bf16_to_f32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
 }
 
-inline uint16_t F32ToBf16(float f) {
+inline uint16_t f32_to_bf16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
@@ -56,7 +64,7 @@ inline uint16_t F32ToBf16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-inline float F16ToF32(uint16_t h) {
+inline float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
@@ -83,14 +91,14 @@ inline float F16ToF32(uint16_t h) {
   return f;
 }
 
-inline uint16_t F32ToF16(float f) {
+inline uint16_t f32_to_f16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000u;
   const uint32_t abs = x & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
-  if (abs < 0x38800000u) {  // subnormal or zero in f16
+  if (abs < 0x38800000u) {                                               // subnormal or zero in f16
     if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
     const uint32_t e = abs >> 23;
     const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
@@ -108,19 +116,19 @@ inline uint16_t F32ToF16(float f) {
 }
 
 // Converts `n` elements of `src` (any float dtype) to f32.
-inline void ConvertToF32(DType src_type, const void* src, float* dst, size_t n) {
+inline void convert_to_f32(DType src_type, const void* src, float* dst, size_t n) {
   switch (src_type) {
     case DType::kF32:
       std::memcpy(dst, src, n * 4);
       return;
     case DType::kBF16: {
       const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = Bf16ToF32(s[i]);
+      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
       return;
     }
     case DType::kF16: {
       const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = F16ToF32(s[i]);
+      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }
     case DType::kI32: {

@@ -33,56 +33,56 @@ enum class StatusCode {
   kUnauthenticated = 16,
 };
 
-std::string_view StatusCodeName(StatusCode code);
+std::string_view status_code_name(StatusCode code);
 
 class [[nodiscard]] Status {
  public:
   Status() = default;
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
-  static Status Ok() { return Status(); }
-
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
   const std::string& message() const { return message_; }
   // "INVALID_ARGUMENT: message", or "OK".
-  std::string ToString() const;
+  std::string to_string() const;
 
   // Returns a copy whose message is "<prefix>: <message>"; the code is kept.
-  Status WithContext(std::string_view prefix) const;
+  Status with_context(std::string_view prefix) const;
 
  private:
   StatusCode code_ = StatusCode::kOk;
   std::string message_;
 };
 
-// One constructor per code used in the project: InvalidArgument("bad {}", x).
-#define LORASERVE_STATUS_FACTORY(Name, Code)                                     \
-  template <typename... Args>                                                    \
-  Status Name(fmt::format_string<Args...> format, Args&&... args) {              \
+inline Status ok_status() { return Status(); }
+
+// One constructor per code used in the project: invalid_argument_error("bad {}", x).
+#define LORASERVE_STATUS_FACTORY(Name, Code)                                           \
+  template <typename... Args>                                                          \
+  Status Name(fmt::format_string<Args...> format, Args&&... args) {                    \
     return Status(StatusCode::Code, fmt::format(format, std::forward<Args>(args)...)); \
   }
-LORASERVE_STATUS_FACTORY(InvalidArgument, kInvalidArgument)
-LORASERVE_STATUS_FACTORY(NotFound, kNotFound)
-LORASERVE_STATUS_FACTORY(AlreadyExists, kAlreadyExists)
-LORASERVE_STATUS_FACTORY(PermissionDenied, kPermissionDenied)
-LORASERVE_STATUS_FACTORY(ResourceExhausted, kResourceExhausted)
-LORASERVE_STATUS_FACTORY(FailedPrecondition, kFailedPrecondition)
-LORASERVE_STATUS_FACTORY(OutOfRange, kOutOfRange)
-LORASERVE_STATUS_FACTORY(Unimplemented, kUnimplemented)
-LORASERVE_STATUS_FACTORY(Internal, kInternal)
-LORASERVE_STATUS_FACTORY(Unavailable, kUnavailable)
-LORASERVE_STATUS_FACTORY(DataLoss, kDataLoss)
-LORASERVE_STATUS_FACTORY(Unauthenticated, kUnauthenticated)
-LORASERVE_STATUS_FACTORY(Cancelled, kCancelled)
-LORASERVE_STATUS_FACTORY(DeadlineExceeded, kDeadlineExceeded)
+LORASERVE_STATUS_FACTORY(invalid_argument_error, kInvalidArgument)
+LORASERVE_STATUS_FACTORY(not_found_error, kNotFound)
+LORASERVE_STATUS_FACTORY(already_exists_error, kAlreadyExists)
+LORASERVE_STATUS_FACTORY(permission_denied_error, kPermissionDenied)
+LORASERVE_STATUS_FACTORY(resource_exhausted_error, kResourceExhausted)
+LORASERVE_STATUS_FACTORY(failed_precondition_error, kFailedPrecondition)
+LORASERVE_STATUS_FACTORY(out_of_range_error, kOutOfRange)
+LORASERVE_STATUS_FACTORY(unimplemented_error, kUnimplemented)
+LORASERVE_STATUS_FACTORY(internal_error, kInternal)
+LORASERVE_STATUS_FACTORY(unavailable_error, kUnavailable)
+LORASERVE_STATUS_FACTORY(data_loss_error, kDataLoss)
+LORASERVE_STATUS_FACTORY(unauthenticated_error, kUnauthenticated)
+LORASERVE_STATUS_FACTORY(cancelled_error, kCancelled)
+LORASERVE_STATUS_FACTORY(deadline_exceeded_error, kDeadlineExceeded)
 #undef LORASERVE_STATUS_FACTORY
 
 // A value of type T, or the Status that says why there is none.
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
     assert(!std::get<Status>(v_).ok() && "Result built from an OK status");
   }
@@ -111,10 +111,10 @@ class [[nodiscard]] Result {
 #define LS_CONCAT(a, b) LS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (a Status) is not OK.
-#define LS_RETURN_IF_ERROR(expr)                       \
-  do {                                                 \
-    ::loraserve::Status ls_status_ = (expr);           \
-    if (!ls_status_.ok()) return ls_status_;           \
+#define LS_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::loraserve::Status ls_status_ = (expr); \
+    if (!ls_status_.ok()) return ls_status_; \
   } while (0)
 
 // `LS_ASSIGN_OR_RETURN(auto x, MakeX());` binds the value or returns the error.

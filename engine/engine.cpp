@@ -10,147 +10,183 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Ms(Clock::time_point a, Clock::time_point b) {
+double millis(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-double GiB(double bytes) { return bytes / static_cast<double>(1ull << 30); }
+double gib(double bytes) { return bytes / static_cast<double>(1ull << 30); }
 
 }  // namespace
 
-std::string_view FinishReasonName(FinishReason r) {
+std::string_view finish_reason_name(FinishReason r) {
   switch (r) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kDeadline: return "deadline";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kDeadline:
+      return "deadline";
+    case FinishReason::kError:
+      return "error";
   }
   return "none";
 }
 
-Result<std::unique_ptr<Engine>> Engine::Create(const formats::ModelConfig& config, WeightSource& weights,
+Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& config,
+                                               WeightSource& weights,
                                                std::unique_ptr<kernels::Backend> backend,
                                                const EngineOptions& options) {
   if (options.max_batch_size <= 0 || options.max_batched_tokens <= 0 || options.block_size <= 0) {
-    return InvalidArgument("max_batch_size, max_batched_tokens and block_size must be positive");
+    return invalid_argument_error(
+        "max_batch_size, max_batched_tokens and block_size must be positive");
   }
   if (options.max_batched_tokens < options.max_batch_size) {
-    return InvalidArgument("max_batched_tokens ({}) must be at least max_batch_size ({}): every running "
-                           "sequence needs one row per step", options.max_batched_tokens, options.max_batch_size);
+    return invalid_argument_error(
+        "max_batched_tokens ({}) must be at least max_batch_size ({}): every running "
+        "sequence needs one row per step",
+        options.max_batched_tokens, options.max_batch_size);
   }
-  const DType wdt = backend->WeightDType(ParseDType(config.torch_dtype).value_or(DType::kBF16));
-  const DType adt = backend->ActivationDType();
-  const double weight_bytes = static_cast<double>(config.ParameterCount()) * static_cast<double>(DTypeSize(wdt));
-  const double row_width = static_cast<double>(3 * config.hidden_size + 2 * config.q_dim() + 2 * config.kv_dim() +
-                                               3 * config.intermediate_size + 3 * options.max_lora_rank);
+  const DType wdt = backend->weight_d_type(parse_d_type(config.torch_dtype).value_or(DType::kBF16));
+  const DType adt = backend->activation_d_type();
+  const double weight_bytes =
+      static_cast<double>(config.parameter_count()) * static_cast<double>(d_type_size(wdt));
+  const double row_width =
+      static_cast<double>(3 * config.hidden_size + 2 * config.q_dim() + 2 * config.kv_dim() +
+                          3 * config.intermediate_size + 3 * options.max_lora_rank);
   const double scratch = (row_width * options.max_batched_tokens +
-                          static_cast<double>(options.max_batch_size) * static_cast<double>(config.vocab_size + config.hidden_size)) *
-                         static_cast<double>(DTypeSize(adt));
-  const size_t per_block = KvCache::BytesPerBlock(config, options.block_size, adt);
-  const int64_t blocks_per_context = (config.max_context + options.block_size - 1) / options.block_size;
-  const double available = static_cast<double>(backend->AvailableMemory());
-  const double usable = available * (backend->Kind() == "cpu" ? 0.85 : 0.92);
+                          static_cast<double>(options.max_batch_size) *
+                              static_cast<double>(config.vocab_size + config.hidden_size)) *
+                         static_cast<double>(d_type_size(adt));
+  const size_t per_block = KvCache::bytes_per_block(config, options.block_size, adt);
+  const int64_t blocks_per_context =
+      (config.max_context + options.block_size - 1) / options.block_size;
+  const double available = static_cast<double>(backend->available_memory());
+  const double usable = available * (backend->kind() == "cpu" ? 0.85 : 0.92);
   const double min_kv = static_cast<double>(per_block) * static_cast<double>(blocks_per_context);
   double kv_bytes = static_cast<double>(options.kv_cache_bytes);
   if (kv_bytes <= 0) {
     const double want = min_kv * options.max_batch_size;
-    const double room = (usable - weight_bytes - scratch) * (backend->Kind() == "cpu" ? 0.5 : 0.9);
+    const double room = (usable - weight_bytes - scratch) * (backend->kind() == "cpu" ? 0.5 : 0.9);
     kv_bytes = std::max(std::min(want, room), std::min(min_kv, want));
   }
   const int64_t num_blocks = static_cast<int64_t>(kv_bytes / static_cast<double>(per_block));
-  if (num_blocks < 1) return InvalidArgument("KV cache budget {} bytes holds no block of {} bytes", kv_bytes, per_block);
-  const double need = weight_bytes + scratch + static_cast<double>(num_blocks) * static_cast<double>(per_block);
+  if (num_blocks < 1)
+    return invalid_argument_error("KV cache budget {} bytes holds no block of {} bytes", kv_bytes,
+                                  per_block);
+  const double need =
+      weight_bytes + scratch + static_cast<double>(num_blocks) * static_cast<double>(per_block);
   if (need > usable) {
-    return ResourceExhausted(
-        "not enough memory on {}: the model needs {:.2f} GiB of weights in {} plus {:.2f} GiB of KV cache "
-        "and {:.2f} GiB of activations, but only {:.2f} GiB are available (use a smaller --kv-cache-memory "
+    return resource_exhausted_error(
+        "not enough memory on {}: the model needs {:.2f} GiB of weights in {} plus {:.2f} GiB of "
+        "KV cache "
+        "and {:.2f} GiB of activations, but only {:.2f} GiB are available (use a smaller "
+        "--kv-cache-memory "
         "or --max-batched-tokens, or a machine with more memory)",
-        backend->Describe(), GiB(weight_bytes), DTypeName(wdt), GiB(static_cast<double>(num_blocks * per_block)),
-        GiB(scratch), GiB(available));
+        backend->describe(), gib(weight_bytes), d_type_name(wdt),
+        gib(static_cast<double>(num_blocks * per_block)), gib(scratch), gib(available));
   }
-  if (num_blocks > std::numeric_limits<int32_t>::max()) return InvalidArgument("KV cache too large");
-  spdlog::info("memory plan on {}: weights {:.2f} GiB ({}), KV cache {:.2f} GiB ({} blocks of {} tokens, "
-               "{:.1f} full contexts of {}), activations {:.2f} GiB; {:.2f} GiB available",
-               backend->Describe(), GiB(weight_bytes), DTypeName(wdt),
-               GiB(static_cast<double>(num_blocks * per_block)), num_blocks, options.block_size,
-               static_cast<double>(num_blocks) / static_cast<double>(blocks_per_context), config.max_context,
-               GiB(scratch), GiB(available));
+  if (num_blocks > std::numeric_limits<int32_t>::max())
+    return invalid_argument_error("KV cache too large");
+  spdlog::info(
+      "memory plan on {}: weights {:.2f} gib ({}), KV cache {:.2f} gib ({} blocks of {} tokens, "
+      "{:.1f} full contexts of {}), activations {:.2f} GiB; {:.2f} GiB available",
+      backend->describe(), gib(weight_bytes), d_type_name(wdt),
+      gib(static_cast<double>(num_blocks * per_block)), num_blocks, options.block_size,
+      static_cast<double>(num_blocks) / static_cast<double>(blocks_per_context), config.max_context,
+      gib(scratch), gib(available));
 
   std::unique_ptr<Engine> engine(new Engine(std::move(backend), options));
   ForwardOptions fo;
   fo.max_rows = options.max_batched_tokens;
   fo.max_logits_rows = options.max_batch_size;
   fo.max_lora_rank = options.max_lora_rank;
-  LS_ASSIGN_OR_RETURN(engine->model_, Model::Load(config, weights, engine->backend_.get(), fo));
-  LS_ASSIGN_OR_RETURN(engine->cache_, KvCache::Create(config, engine->backend_.get(),
-                                                      static_cast<int32_t>(num_blocks), options.block_size));
+  LS_ASSIGN_OR_RETURN(engine->model_, Model::load(config, weights, engine->backend_.get(), fo));
+  LS_ASSIGN_OR_RETURN(engine->cache_,
+                      KvCache::create(config, engine->backend_.get(),
+                                      static_cast<int32_t>(num_blocks), options.block_size));
   SchedulerOptions so;
   so.max_batch_size = options.max_batch_size;
   so.max_batched_tokens = options.max_batched_tokens;
   engine->scheduler_ = std::make_unique<Scheduler>(so, engine->cache_.get());
   engine->counters_.kv_blocks_total = engine->cache_->num_blocks();
-  engine->PublishStats();
+  engine->publish_stats();
   return engine;
 }
 
 Engine::~Engine() = default;
 
-Status Engine::ValidateRequest(const GenerationRequest& r, int32_t* max_tokens) const {
+Status Engine::validate_request(const GenerationRequest& r, int32_t* max_tokens) const {
   const auto& c = model_->config();
   const auto& p = r.params;
-  if (r.prompt_token_ids.empty()) return InvalidArgument("prompt is empty");
+  if (r.prompt_token_ids.empty()) return invalid_argument_error("prompt is empty");
   for (size_t i = 0; i < r.prompt_token_ids.size(); ++i) {
     const int32_t id = r.prompt_token_ids[i];
     if (id < 0 || id >= c.vocab_size) {
-      return InvalidArgument("prompt token id {} (at index {}) is outside the vocabulary [0, {})", id, i, c.vocab_size);
+      return invalid_argument_error(
+          "prompt token id {} (at index {}) is outside the vocabulary [0, {})", id, i,
+          c.vocab_size);
     }
   }
   const int64_t prompt_len = static_cast<int64_t>(r.prompt_token_ids.size());
   if (prompt_len >= c.max_context) {
-    return InvalidArgument("prompt has {} tokens; the model's context holds {} (prompt and output together)",
-                           prompt_len, c.max_context);
+    return invalid_argument_error(
+        "prompt has {} tokens; the model's context holds {} (prompt and output together)",
+        prompt_len, c.max_context);
   }
   if (p.max_tokens) {
-    if (*p.max_tokens < 1) return InvalidArgument("max_tokens must be at least 1, got {}", *p.max_tokens);
+    if (*p.max_tokens < 1)
+      return invalid_argument_error("max_tokens must be at least 1, got {}", *p.max_tokens);
     if (prompt_len + *p.max_tokens > c.max_context) {
-      return InvalidArgument("max_tokens {} runs past the context: prompt {} + max_tokens {} > {}", *p.max_tokens,
-                             prompt_len, *p.max_tokens, c.max_context);
+      return invalid_argument_error(
+          "max_tokens {} runs past the context: prompt {} + max_tokens {} > {}", *p.max_tokens,
+          prompt_len, *p.max_tokens, c.max_context);
     }
     *max_tokens = *p.max_tokens;
   } else {
-    *max_tokens = static_cast<int32_t>(std::min<int64_t>(options_.default_max_tokens, c.max_context - prompt_len));
+    *max_tokens = static_cast<int32_t>(
+        std::min<int64_t>(options_.default_max_tokens, c.max_context - prompt_len));
   }
   if (!std::isfinite(p.temperature) || p.temperature < 0) {
-    return InvalidArgument("temperature must be a finite number >= 0, got {}", p.temperature);
+    return invalid_argument_error("temperature must be a finite number >= 0, got {}",
+                                  p.temperature);
   }
-  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return InvalidArgument("top_p must be in (0, 1], got {}", p.top_p);
-  if (p.top_k < 0) return InvalidArgument("top_k must be >= 0 (0 turns it off), got {}", p.top_k);
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+    return invalid_argument_error("top_p must be in (0, 1], got {}", p.top_p);
+  if (p.top_k < 0)
+    return invalid_argument_error("top_k must be >= 0 (0 turns it off), got {}", p.top_k);
   if (p.logprobs < 0 || p.logprobs > kMaxLogprobs) {
-    return InvalidArgument("logprobs must be in [0, {}], got {}", kMaxLogprobs, p.logprobs);
+    return invalid_argument_error("logprobs must be in [0, {}], got {}", kMaxLogprobs, p.logprobs);
   }
   for (int32_t id : p.stop_token_ids) {
     if (id < 0 || id >= c.vocab_size) {
-      return InvalidArgument("stop_token_ids: {} is outside the vocabulary [0, {})", id, c.vocab_size);
+      return invalid_argument_error("stop_token_ids: {} is outside the vocabulary [0, {})", id,
+                                    c.vocab_size);
     }
   }
-  if (!p.stop.empty()) return InvalidArgument("stop strings need a tokenizer, and this engine has none");
-  const int32_t blocks = cache_->BlocksFor(prompt_len + *max_tokens);
+  if (!p.stop.empty())
+    return invalid_argument_error("stop strings need a tokenizer, and this engine has none");
+  const int32_t blocks = cache_->blocks_for(prompt_len + *max_tokens);
   if (blocks > cache_->num_blocks()) {
-    return ResourceExhausted("prompt {} + max_tokens {} needs {} KV blocks; the whole cache has {}", prompt_len,
-                             *max_tokens, blocks, cache_->num_blocks());
+    return resource_exhausted_error(
+        "prompt {} + max_tokens {} needs {} KV blocks; the whole cache has {}", prompt_len,
+        *max_tokens, blocks, cache_->num_blocks());
   }
-  return Status::Ok();
+  return ok_status();
 }
 
-Result<uint64_t> Engine::Submit(GenerationRequest request) {
+Result<uint64_t> Engine::submit(GenerationRequest request) {
   int32_t max_tokens = 0;
-  LS_RETURN_IF_ERROR(ValidateRequest(request, &max_tokens));
+  LS_RETURN_IF_ERROR(validate_request(request, &max_tokens));
   if (in_system_.fetch_add(1) >= options_.max_queue) {
     in_system_.fetch_sub(1);
-    return ResourceExhausted("the server holds {} requests already (max_queue)", options_.max_queue);
+    return resource_exhausted_error("the server holds {} requests already (max_queue)",
+                                    options_.max_queue);
   }
   auto seq = std::make_unique<Sequence>();
   seq->id = next_id_.fetch_add(1);
@@ -169,7 +205,7 @@ Result<uint64_t> Engine::Submit(GenerationRequest request) {
   return id;
 }
 
-void Engine::Cancel(uint64_t sequence_id) {
+void Engine::cancel(uint64_t sequence_id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     cancels_.push_back(sequence_id);
@@ -177,13 +213,13 @@ void Engine::Cancel(uint64_t sequence_id) {
   cv_.notify_all();
 }
 
-bool Engine::HasWork() const {
+bool Engine::has_work() const {
   if (!live_.empty()) return true;
   std::lock_guard<std::mutex> lock(mu_);
   return !inbox_.empty() || !cancels_.empty();
 }
 
-void Engine::DrainInbox() {
+void Engine::drain_inbox() {
   std::vector<std::unique_ptr<Sequence>> inbox;
   std::vector<uint64_t> cancels;
   {
@@ -192,7 +228,7 @@ void Engine::DrainInbox() {
     cancels.swap(cancels_);
   }
   for (auto& s : inbox) {
-    scheduler_->Add(s.get());
+    scheduler_->add(s.get());
     counters_.prompt_tokens += static_cast<uint64_t>(s->prompt_len);
     live_.emplace(s->id, std::move(s));
   }
@@ -200,7 +236,7 @@ void Engine::DrainInbox() {
     auto it = live_.find(id);
     if (it == live_.end()) continue;
     SequenceUpdate u;
-    Finish(it->second.get(), FinishReason::kCancelled, Status::Ok(), &u);
+    finish(it->second.get(), FinishReason::kCancelled, ok_status(), &u);
   }
   const auto now = Clock::now();
   std::vector<Sequence*> expired;
@@ -209,42 +245,42 @@ void Engine::DrainInbox() {
   }
   for (Sequence* s : expired) {
     SequenceUpdate u;
-    Finish(s, FinishReason::kDeadline, Status::Ok(), &u);
+    finish(s, FinishReason::kDeadline, ok_status(), &u);
   }
 }
 
-void Engine::Emit(Sequence* s, SequenceUpdate& u) {
+void Engine::emit(Sequence* s, SequenceUpdate& u) {
   u.sequence_id = s->id;
   u.prompt_tokens = s->prompt_len;
   u.completion_tokens = s->num_generated();
-  if (s->first_scheduled_at) u.queue_ms = Ms(s->submitted_at, *s->first_scheduled_at);
-  if (s->first_token_at) u.ttft_ms = Ms(s->submitted_at, *s->first_token_at);
+  if (s->first_scheduled_at) u.queue_ms = millis(s->submitted_at, *s->first_scheduled_at);
+  if (s->first_token_at) u.ttft_ms = millis(s->submitted_at, *s->first_token_at);
   if (s->request.on_update) s->request.on_update(u);
 }
 
-void Engine::Finish(Sequence* s, FinishReason reason, Status error, SequenceUpdate* u) {
-  scheduler_->Remove(s);
+void Engine::finish(Sequence* s, FinishReason reason, Status error, SequenceUpdate* u) {
+  scheduler_->remove(s);
   u->finished = true;
   u->finish_reason = reason;
   u->error = std::move(error);
-  Emit(s, *u);
+  emit(s, *u);
   ++counters_.requests_finished;
   in_system_.fetch_sub(1);
   live_.erase(s->id);  // destroys s
 }
 
-Status Engine::Step() {
-  DrainInbox();
+Status Engine::step() {
+  drain_inbox();
   std::vector<Sequence*> preempted;
-  std::vector<ScheduledChunk> chunks = scheduler_->Next(&preempted);
+  std::vector<ScheduledChunk> chunks = scheduler_->next(&preempted);
   counters_.preemptions += preempted.size();
   for (Sequence* s : preempted) {
-    spdlog::debug("preempted sequence {} ({} tokens) to free KV blocks; it will be recomputed", s->id,
-                  s->tokens.size());
+    spdlog::debug("preempted sequence {} ({} tokens) to free KV blocks; it will be recomputed",
+                  s->id, s->tokens.size());
   }
   if (chunks.empty()) {
-    PublishStats();
-    return Status::Ok();
+    publish_stats();
+    return ok_status();
   }
   const auto now = Clock::now();
   const int32_t bs = cache_->block_size();
@@ -259,7 +295,9 @@ Status Engine::Step() {
   m.lora_slices.clear();
   m.num_lora_tables = 0;
   m.max_blocks_per_seq = 0;
-  for (const auto& ch : chunks) m.max_blocks_per_seq = std::max<int32_t>(m.max_blocks_per_seq, static_cast<int32_t>(ch.seq->blocks.size()));
+  for (const auto& ch : chunks)
+    m.max_blocks_per_seq =
+        std::max<int32_t>(m.max_blocks_per_seq, static_cast<int32_t>(ch.seq->blocks.size()));
   std::vector<size_t> sampling;  // chunk indices, in logits-row order
   for (size_t ci = 0; ci < chunks.size(); ++ci) {
     Sequence* s = chunks[ci].seq;
@@ -272,7 +310,8 @@ Status Engine::Step() {
       m.row_seq.push_back(static_cast<int32_t>(ci));
     }
     for (int32_t b = 0; b < m.max_blocks_per_seq; ++b) {
-      m.block_tables.push_back(b < static_cast<int32_t>(s->blocks.size()) ? s->blocks[static_cast<size_t>(b)] : -1);
+      m.block_tables.push_back(
+          b < static_cast<int32_t>(s->blocks.size()) ? s->blocks[static_cast<size_t>(b)] : -1);
     }
     if (chunks[ci].samples()) {
       m.logits_rows.push_back(m.num_rows() - 1);
@@ -281,15 +320,15 @@ Status Engine::Step() {
   }
 
   auto fail_all = [&](const Status& st) {
-    spdlog::error("step failed: {}", st.ToString());
+    spdlog::error("step failed: {}", st.to_string());
     for (const auto& ch : chunks) {
       SequenceUpdate u;
-      Finish(ch.seq, FinishReason::kError, st, &u);
+      finish(ch.seq, FinishReason::kError, st, &u);
     }
-    PublishStats();
+    publish_stats();
     return st;
   };
-  auto logits = model_->Forward(m, *cache_);
+  auto logits = model_->forward(m, *cache_);
   if (!logits.ok()) return fail_all(logits.status());
   std::vector<kernels::SampleParams> params(sampling.size());
   for (size_t k = 0; k < sampling.size(); ++k) {
@@ -302,14 +341,15 @@ Status Engine::Step() {
     params[k].uniform = std::uniform_real_distribution<float>(0.0f, 1.0f)(s->rng);
   }
   if (!sampling.empty()) {
-    Status st = backend_->Sample(*logits, params, &samples_);
+    Status st = backend_->sample(*logits, params, &samples_);
     if (!st.ok()) return fail_all(st);
   }
   std::vector<std::vector<float>> row_logits(sampling.size());
   for (size_t k = 0; k < sampling.size(); ++k) {
     if (!chunks[sampling[k]].seq->request.return_logits) continue;
     row_logits[k].resize(static_cast<size_t>(logits->cols));
-    Status st = backend_->CopyToHost(logits->Rows(static_cast<int64_t>(k), 1), row_logits[k].data());
+    Status st =
+        backend_->copy_to_host(logits->row_slice(static_cast<int64_t>(k), 1), row_logits[k].data());
     if (!st.ok()) return fail_all(st);
   }
   ++counters_.steps;
@@ -330,47 +370,48 @@ Status Engine::Step() {
     FinishReason reason = FinishReason::kNone;
     if (!p.ignore_eos && std::find(eos.begin(), eos.end(), r.token_id) != eos.end()) {
       reason = FinishReason::kEos;
-    } else if (std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), r.token_id) != p.stop_token_ids.end()) {
+    } else if (std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), r.token_id) !=
+               p.stop_token_ids.end()) {
       reason = FinishReason::kStop;
     } else if (s->num_generated() >= s->max_tokens ||
                static_cast<int64_t>(s->tokens.size()) >= model_->config().max_context) {
       reason = FinishReason::kLength;
     }
     if (reason != FinishReason::kNone) {
-      Finish(s, reason, Status::Ok(), &u);
+      finish(s, reason, ok_status(), &u);
     } else {
-      Emit(s, u);
+      emit(s, u);
     }
   }
-  PublishStats();
-  return Status::Ok();
+  publish_stats();
+  return ok_status();
 }
 
-Status Engine::RunUntilIdle() {
-  while (HasWork()) {
+Status Engine::run_until_idle() {
+  while (has_work()) {
     const uint64_t before = counters_.steps + counters_.requests_finished;
-    LS_RETURN_IF_ERROR(Step());
+    LS_RETURN_IF_ERROR(step());
     if (counters_.steps + counters_.requests_finished == before && !live_.empty()) {
-      return Internal("engine made no progress with {} sequences waiting", live_.size());
+      return internal_error("engine made no progress with {} sequences waiting", live_.size());
     }
   }
-  return Status::Ok();
+  return ok_status();
 }
 
-Status Engine::RunLoop(std::stop_token stop) {
+Status Engine::run_loop(std::stop_token stop) {
   while (!stop.stop_requested()) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, stop, [&] { return !inbox_.empty() || !cancels_.empty() || !live_.empty(); });
     }
     if (stop.stop_requested()) break;
-    Status st = Step();
-    if (!st.ok()) spdlog::error("engine step: {}", st.ToString());
+    Status st = step();
+    if (!st.ok()) spdlog::error("engine step: {}", st.to_string());
   }
-  return Status::Ok();
+  return ok_status();
 }
 
-void Engine::PublishStats() {
+void Engine::publish_stats() {
   counters_.running = static_cast<int32_t>(scheduler_->num_running());
   counters_.waiting = static_cast<int32_t>(scheduler_->num_waiting());
   counters_.kv_blocks_free = cache_->num_free_blocks();

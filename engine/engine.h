@@ -24,13 +24,13 @@
 namespace loraserve::engine {
 
 struct EngineOptions {
-  int32_t max_batch_size = 32;        // sequences per step
-  int32_t max_batched_tokens = 512;   // rows per step (prompt chunks + decode rows)
-  int32_t block_size = 16;            // KV-cache slots per block
-  int64_t kv_cache_bytes = 0;         // 0: enough for max_batch_size full contexts, within memory
-  int32_t max_queue = 1024;           // sequences waiting or running; beyond: RESOURCE_EXHAUSTED
-  int32_t default_max_tokens = 256;   // when a request sets none (capped by the context)
-  int32_t max_lora_rank = 64;         // largest adapter rank accepted
+  int32_t max_batch_size = 32;       // sequences per step
+  int32_t max_batched_tokens = 512;  // rows per step (prompt chunks + decode rows)
+  int32_t block_size = 16;           // KV-cache slots per block
+  int64_t kv_cache_bytes = 0;        // 0: enough for max_batch_size full contexts, within memory
+  int32_t max_queue = 1024;          // sequences waiting or running; beyond: RESOURCE_EXHAUSTED
+  int32_t default_max_tokens = 256;  // when a request sets none (capped by the context)
+  int32_t max_lora_rank = 64;        // largest adapter rank accepted
 };
 
 struct EngineStats {
@@ -49,25 +49,26 @@ class Engine {
  public:
   // Estimates the memory the weights and KV cache need, refuses when the backend lacks it, then
   // loads the model.
-  static Result<std::unique_ptr<Engine>> Create(const formats::ModelConfig& config, WeightSource& weights,
+  static Result<std::unique_ptr<Engine>> create(const formats::ModelConfig& config,
+                                                WeightSource& weights,
                                                 std::unique_ptr<kernels::Backend> backend,
                                                 const EngineOptions& options);
   ~Engine();
 
   // Validates the request and queues it. Returns the sequence id. Errors: INVALID_ARGUMENT
   // (names the field), RESOURCE_EXHAUSTED (queue full, or the request can never fit the cache).
-  Result<uint64_t> Submit(GenerationRequest request);
+  Result<uint64_t> submit(GenerationRequest request);
   // Ends the sequence within one step with FinishReason::kCancelled; unknown ids are ignored.
-  void Cancel(uint64_t sequence_id);
+  void cancel(uint64_t sequence_id);
 
   // Runs one step (admits submissions, schedules, forwards, samples, calls back).
-  Status Step();
+  Status step();
   // True while any sequence is queued or running, or submissions are pending.
-  bool HasWork() const;
+  bool has_work() const;
   // Steps until every submitted sequence has finished.
-  Status RunUntilIdle();
+  Status run_until_idle();
   // Steps while there is work and waits for submissions otherwise, until `stop` is requested.
-  Status RunLoop(std::stop_token stop);
+  Status run_loop(std::stop_token stop);
 
   EngineStats stats() const;
   const formats::ModelConfig& config() const { return model_->config(); }
@@ -79,11 +80,11 @@ class Engine {
   Engine(std::unique_ptr<kernels::Backend> backend, const EngineOptions& options)
       : backend_(std::move(backend)), options_(options) {}
 
-  Status ValidateRequest(const GenerationRequest& r, int32_t* max_tokens) const;
-  void DrainInbox();
-  void Finish(Sequence* seq, FinishReason reason, Status error, SequenceUpdate* update);
-  void Emit(Sequence* seq, SequenceUpdate& update);
-  void PublishStats();
+  Status validate_request(const GenerationRequest& r, int32_t* max_tokens) const;
+  void drain_inbox();
+  void finish(Sequence* seq, FinishReason reason, Status error, SequenceUpdate* update);
+  void emit(Sequence* seq, SequenceUpdate& update);
+  void publish_stats();
 
   std::unique_ptr<kernels::Backend> backend_;
   EngineOptions options_;

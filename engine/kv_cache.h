@@ -17,8 +17,9 @@ namespace loraserve::engine {
 class KvCache {
  public:
   // Bytes one block takes over all layers (K and V).
-  static size_t BytesPerBlock(const formats::ModelConfig& config, int32_t block_size, DType dtype);
-  static Result<std::unique_ptr<KvCache>> Create(const formats::ModelConfig& config,
+  static size_t bytes_per_block(const formats::ModelConfig& config, int32_t block_size,
+                                DType dtype);
+  static Result<std::unique_ptr<KvCache>> create(const formats::ModelConfig& config,
                                                  kernels::Backend* backend, int32_t num_blocks,
                                                  int32_t block_size);
 
@@ -27,14 +28,14 @@ class KvCache {
   int32_t num_free_blocks() const { return static_cast<int32_t>(free_.size()); }
   size_t bytes() const { return bytes_; }
   // Blocks needed to hold `tokens` tokens.
-  int32_t BlocksFor(int64_t tokens) const {
+  int32_t blocks_for(int64_t tokens) const {
     return static_cast<int32_t>((tokens + block_size_ - 1) / block_size_);
   }
 
   // A free block, or nullopt when all are taken.
-  std::optional<int32_t> Allocate();
-  void Free(int32_t block);
-  void FreeAll(std::vector<int32_t>* blocks);
+  std::optional<int32_t> allocate();
+  void free(int32_t block);
+  void free_all(std::vector<int32_t>* blocks);
 
   const kernels::Tensor& k(int64_t layer) const { return k_[static_cast<size_t>(layer)]; }
   const kernels::Tensor& v(int64_t layer) const { return v_[static_cast<size_t>(layer)]; }

@@ -10,8 +10,8 @@
 
 namespace loraserve::engine {
 
-Result<std::unique_ptr<Engine>> OpenEngine(const std::string& model_dir,
-                                           const kernels::BackendOptions& backend_options,
-                                           const EngineOptions& engine_options);
+Result<std::unique_ptr<Engine>> open_engine(const std::string& model_dir,
+                                            const kernels::BackendOptions& backend_options,
+                                            const EngineOptions& engine_options);
 
 }  // namespace loraserve::engine

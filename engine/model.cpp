@@ -11,18 +11,19 @@
 namespace loraserve::engine {
 namespace {
 
-using kernels::Tensor;
 using formats::ModelConfig;
+using kernels::Tensor;
 
 class CheckpointWeightSource final : public WeightSource {
  public:
-  explicit CheckpointWeightSource(std::unique_ptr<formats::TensorStore> store) : store_(std::move(store)) {}
-  Status Read(const std::string& name, const std::vector<int64_t>& shape,
+  explicit CheckpointWeightSource(std::unique_ptr<formats::TensorStore> store)
+      : store_(std::move(store)) {}
+  Status read(const std::string& name, const std::vector<int64_t>& shape,
               const std::function<Status(const void*, DType)>& sink) override {
-    LS_ASSIGN_OR_RETURN(const formats::TensorInfo* t, store_->Get(name, shape));
+    LS_ASSIGN_OR_RETURN(const formats::TensorInfo* t, store_->get(name, shape));
     return sink(t->data, *t->dtype);
   }
-  bool Has(const std::string& name) const override { return store_->Find(name) != nullptr; }
+  bool has(const std::string& name) const override { return store_->find(name) != nullptr; }
 
  private:
   std::unique_ptr<formats::TensorStore> store_;
@@ -31,21 +32,23 @@ class CheckpointWeightSource final : public WeightSource {
 class RandomWeightSource final : public WeightSource {
  public:
   explicit RandomWeightSource(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  Status Read(const std::string& name, const std::vector<int64_t>& shape,
+  Status read(const std::string& name, const std::vector<int64_t>& shape,
               const std::function<Status(const void*, DType)>& sink) override {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     buf_.resize(static_cast<size_t>(n));
     const bool is_norm = name.find("norm") != std::string::npos;
     const bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    const float scale = is_norm ? 0.1f : is_bias ? 0.02f : 1.0f / std::sqrt(static_cast<float>(shape.back()));
-    for (auto& v : buf_) v = (is_norm ? 1.0f : 0.0f) + scale * (2.0f * Next() - 1.0f);
+    const float scale = is_norm   ? 0.1f
+                        : is_bias ? 0.02f
+                                  : 1.0f / std::sqrt(static_cast<float>(shape.back()));
+    for (auto& v : buf_) v = (is_norm ? 1.0f : 0.0f) + scale * (2.0f * next() - 1.0f);
     return sink(buf_.data(), DType::kF32);
   }
-  bool Has(const std::string&) const override { return true; }
+  bool has(const std::string&) const override { return true; }
 
  private:
-  float Next() {  // xorshift64*: fast and plenty for weights nobody trains
+  float next() {  // xorshift64*: fast and plenty for weights nobody trains
     state_ ^= state_ >> 12;
     state_ ^= state_ << 25;
     state_ ^= state_ >> 27;
@@ -57,41 +60,53 @@ class RandomWeightSource final : public WeightSource {
 
 }  // namespace
 
-std::string_view ModuleName(Module m) {
+std::string_view module_name(Module m) {
   switch (m) {
-    case Module::kQ: return "q_proj";
-    case Module::kK: return "k_proj";
-    case Module::kV: return "v_proj";
-    case Module::kO: return "o_proj";
-    case Module::kGate: return "gate_proj";
-    case Module::kUp: return "up_proj";
-    case Module::kDown: return "down_proj";
+    case Module::kQ:
+      return "q_proj";
+    case Module::kK:
+      return "k_proj";
+    case Module::kV:
+      return "v_proj";
+    case Module::kO:
+      return "o_proj";
+    case Module::kGate:
+      return "gate_proj";
+    case Module::kUp:
+      return "up_proj";
+    case Module::kDown:
+      return "down_proj";
   }
   return "?";
 }
 
-std::pair<int64_t, int64_t> ModuleShape(const ModelConfig& c, Module m) {
+std::pair<int64_t, int64_t> module_shape(const ModelConfig& c, Module m) {
   switch (m) {
-    case Module::kQ: return {c.q_dim(), c.hidden_size};
+    case Module::kQ:
+      return {c.q_dim(), c.hidden_size};
     case Module::kK:
-    case Module::kV: return {c.kv_dim(), c.hidden_size};
-    case Module::kO: return {c.hidden_size, c.q_dim()};
+    case Module::kV:
+      return {c.kv_dim(), c.hidden_size};
+    case Module::kO:
+      return {c.hidden_size, c.q_dim()};
     case Module::kGate:
-    case Module::kUp: return {c.intermediate_size, c.hidden_size};
-    case Module::kDown: return {c.hidden_size, c.intermediate_size};
+    case Module::kUp:
+      return {c.intermediate_size, c.hidden_size};
+    case Module::kDown:
+      return {c.hidden_size, c.intermediate_size};
   }
   return {0, 0};
 }
 
-std::unique_ptr<WeightSource> CheckpointSource(std::unique_ptr<formats::TensorStore> store) {
+std::unique_ptr<WeightSource> checkpoint_source(std::unique_ptr<formats::TensorStore> store) {
   return std::make_unique<CheckpointWeightSource>(std::move(store));
 }
 
-std::unique_ptr<WeightSource> RandomSource(uint64_t seed) {
+std::unique_ptr<WeightSource> random_source(uint64_t seed) {
   return std::make_unique<RandomWeightSource>(seed);
 }
 
-std::vector<float> RopeInverseFrequencies(const ModelConfig& c) {
+std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
   const int64_t half = c.head_dim / 2;
   std::vector<float> inv(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
@@ -111,7 +126,8 @@ std::vector<float> RopeInverseFrequencies(const ModelConfig& c) {
       if (wavelen > low_wavelen) {
         f = static_cast<float>(f / rs.factor);
       } else if (wavelen >= high_wavelen) {
-        const double smooth = (old_ctx / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+        const double smooth =
+            (old_ctx / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
         f = static_cast<float>((1.0 - smooth) * f / rs.factor + smooth * f);
       }
     }
@@ -119,38 +135,39 @@ std::vector<float> RopeInverseFrequencies(const ModelConfig& c) {
   return inv;
 }
 
-Result<std::unique_ptr<Model>> Model::Load(const ModelConfig& config, WeightSource& source,
-                                           kernels::Backend* backend, const ForwardOptions& options) {
+Result<std::unique_ptr<Model>> Model::load(const ModelConfig& config, WeightSource& source,
+                                           kernels::Backend* backend,
+                                           const ForwardOptions& options) {
   if (options.max_rows <= 0 || options.max_logits_rows <= 0) {
-    return InvalidArgument("model: max_rows and max_logits_rows must be positive");
+    return invalid_argument_error("model: max_rows and max_logits_rows must be positive");
   }
   std::unique_ptr<Model> model(new Model(config, backend, options));
-  LS_RETURN_IF_ERROR(model->LoadWeights(source));
-  LS_RETURN_IF_ERROR(model->AllocateScratch());
+  LS_RETURN_IF_ERROR(model->load_weights(source));
+  LS_RETURN_IF_ERROR(model->allocate_scratch());
   return model;
 }
 
-Status Model::LoadWeights(WeightSource& source) {
+Status Model::load_weights(WeightSource& source) {
   const auto& c = config_;
   const auto t0 = std::chrono::steady_clock::now();
-  const DType dt = backend_->WeightDType(ParseDType(c.torch_dtype).value_or(DType::kBF16));
+  const DType dt = backend_->weight_d_type(parse_d_type(c.torch_dtype).value_or(DType::kBF16));
   // Allocates a (rows, cols) weight tensor and fills it from one or more checkpoint tensors
   // stacked by rows (fused q/k/v and gate/up).
-  auto load = [&](const std::vector<std::string>& names, const std::vector<int64_t>& rows, int64_t cols,
-                  bool vector) -> Result<Tensor> {
+  auto load_tensor = [&](const std::vector<std::string>& names, const std::vector<int64_t>& rows,
+                         int64_t cols, bool vector) -> Result<Tensor> {
     int64_t total_rows = 0;
     for (int64_t r : rows) total_rows += r;
-    const size_t bytes = static_cast<size_t>(total_rows * cols) * DTypeSize(dt);
-    LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf, backend_->Allocate(bytes));
-    Tensor t = buf.View(dt, vector ? 1 : total_rows, vector ? total_rows * cols : cols);
-    Tensor whole = buf.View(dt, total_rows, cols);
+    const size_t bytes = static_cast<size_t>(total_rows * cols) * d_type_size(dt);
+    LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf, backend_->allocate(bytes));
+    Tensor t = buf.view(dt, vector ? 1 : total_rows, vector ? total_rows * cols : cols);
+    Tensor whole = buf.view(dt, total_rows, cols);
     int64_t row = 0;
     for (size_t i = 0; i < names.size(); ++i) {
-      const std::vector<int64_t> shape = vector ? std::vector<int64_t>{rows[i] * cols}
-                                                : std::vector<int64_t>{rows[i], cols};
-      Tensor part = whole.Rows(row, rows[i]);
-      LS_RETURN_IF_ERROR(source.Read(names[i], shape, [&](const void* data, DType src) {
-        return backend_->CopyToDevice(part, data, src, static_cast<size_t>(rows[i] * cols));
+      const std::vector<int64_t> shape =
+          vector ? std::vector<int64_t>{rows[i] * cols} : std::vector<int64_t>{rows[i], cols};
+      Tensor part = whole.row_slice(row, rows[i]);
+      LS_RETURN_IF_ERROR(source.read(names[i], shape, [&](const void* data, DType src) {
+        return backend_->copy_to_device(part, data, src, static_cast<size_t>(rows[i] * cols));
       }));
       row += rows[i];
     }
@@ -158,9 +175,10 @@ Status Model::LoadWeights(WeightSource& source) {
     buffers_.push_back(std::move(buf));
     return t;
   };
-  auto vec = [&](const std::string& name, int64_t n) { return load({name}, {n}, 1, true); };
+  auto vec = [&](const std::string& name, int64_t n) { return load_tensor({name}, {n}, 1, true); };
 
-  LS_ASSIGN_OR_RETURN(embed_, load({"model.embed_tokens.weight"}, {c.vocab_size}, c.hidden_size, false));
+  LS_ASSIGN_OR_RETURN(
+      embed_, load_tensor({"model.embed_tokens.weight"}, {c.vocab_size}, c.hidden_size, false));
   layers_.resize(static_cast<size_t>(c.num_layers));
   const int64_t log_every = std::max<int64_t>(1, c.num_layers / 8);
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -170,13 +188,15 @@ Status Model::LoadWeights(WeightSource& source) {
     const std::string m = p + "mlp.";
     LS_ASSIGN_OR_RETURN(L.input_norm, vec(p + "input_layernorm.weight", c.hidden_size));
     LS_ASSIGN_OR_RETURN(L.post_norm, vec(p + "post_attention_layernorm.weight", c.hidden_size));
-    LS_ASSIGN_OR_RETURN(L.qkv, load({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
+    LS_ASSIGN_OR_RETURN(L.qkv,
+                        load_tensor({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
                                     {c.q_dim(), c.kv_dim(), c.kv_dim()}, c.hidden_size, false));
     if (c.qkv_bias) {
-      LS_ASSIGN_OR_RETURN(L.qkv_bias, load({a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"},
-                                           {c.q_dim(), c.kv_dim(), c.kv_dim()}, 1, true));
+      LS_ASSIGN_OR_RETURN(L.qkv_bias,
+                          load_tensor({a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"},
+                                      {c.q_dim(), c.kv_dim(), c.kv_dim()}, 1, true));
     }
-    LS_ASSIGN_OR_RETURN(L.o, load({a + "o_proj.weight"}, {c.hidden_size}, c.q_dim(), false));
+    LS_ASSIGN_OR_RETURN(L.o, load_tensor({a + "o_proj.weight"}, {c.hidden_size}, c.q_dim(), false));
     if (c.o_bias) {
       LS_ASSIGN_OR_RETURN(L.o_bias, vec(a + "o_proj.bias", c.hidden_size));
     }
@@ -184,12 +204,15 @@ Status Model::LoadWeights(WeightSource& source) {
       LS_ASSIGN_OR_RETURN(L.q_norm, vec(a + "q_norm.weight", c.head_dim));
       LS_ASSIGN_OR_RETURN(L.k_norm, vec(a + "k_norm.weight", c.head_dim));
     }
-    LS_ASSIGN_OR_RETURN(L.gate_up, load({m + "gate_proj.weight", m + "up_proj.weight"},
-                                        {c.intermediate_size, c.intermediate_size}, c.hidden_size, false));
-    LS_ASSIGN_OR_RETURN(L.down, load({m + "down_proj.weight"}, {c.hidden_size}, c.intermediate_size, false));
+    LS_ASSIGN_OR_RETURN(
+        L.gate_up, load_tensor({m + "gate_proj.weight", m + "up_proj.weight"},
+                               {c.intermediate_size, c.intermediate_size}, c.hidden_size, false));
+    LS_ASSIGN_OR_RETURN(
+        L.down, load_tensor({m + "down_proj.weight"}, {c.hidden_size}, c.intermediate_size, false));
     if (c.mlp_bias) {
-      LS_ASSIGN_OR_RETURN(L.gate_up_bias, load({m + "gate_proj.bias", m + "up_proj.bias"},
-                                               {c.intermediate_size, c.intermediate_size}, 1, true));
+      LS_ASSIGN_OR_RETURN(L.gate_up_bias,
+                          load_tensor({m + "gate_proj.bias", m + "up_proj.bias"},
+                                      {c.intermediate_size, c.intermediate_size}, 1, true));
       LS_ASSIGN_OR_RETURN(L.down_bias, vec(m + "down_proj.bias", c.hidden_size));
     }
     if ((l + 1) % log_every == 0 || l + 1 == c.num_layers) {
@@ -201,31 +224,34 @@ Status Model::LoadWeights(WeightSource& source) {
   if (c.tie_word_embeddings) {
     lm_head_ = embed_;
   } else {
-    if (!source.Has("lm_head.weight")) {
-      return NotFound("missing tensor 'lm_head.weight' (config.json has tie_word_embeddings false)");
+    if (!source.has("lm_head.weight")) {
+      return not_found_error(
+          "missing tensor 'lm_head.weight' (config.json has tie_word_embeddings false)");
     }
-    LS_ASSIGN_OR_RETURN(lm_head_, load({"lm_head.weight"}, {c.vocab_size}, c.hidden_size, false));
+    LS_ASSIGN_OR_RETURN(lm_head_,
+                        load_tensor({"lm_head.weight"}, {c.vocab_size}, c.hidden_size, false));
   }
-  const std::vector<float> inv = RopeInverseFrequencies(c);
-  LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer freq_buf, backend_->Allocate(inv.size() * 4));
-  inv_freq_ = freq_buf.View(DType::kF32, 1, static_cast<int64_t>(inv.size()));
+  const std::vector<float> inv = rope_inverse_frequencies(c);
+  LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer freq_buf, backend_->allocate(inv.size() * 4));
+  inv_freq_ = freq_buf.view(DType::kF32, 1, static_cast<int64_t>(inv.size()));
   // RoPE frequencies stay f32 on every backend.
-  LS_RETURN_IF_ERROR(backend_->CopyToDevice(inv_freq_, inv.data(), DType::kF32, inv.size()));
+  LS_RETURN_IF_ERROR(backend_->copy_to_device(inv_freq_, inv.data(), DType::kF32, inv.size()));
   buffers_.push_back(std::move(freq_buf));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("loaded {} weights: {:.1f} MiB on {} in {:.2f} s", formats::ArchitectureName(c.architecture),
-               static_cast<double>(weight_bytes_) / (1 << 20), backend_->Describe(), secs);
-  return Status::Ok();
+  spdlog::info("loaded {} weights: {:.1f} MiB on {} in {:.2f} s",
+               formats::architecture_name(c.architecture),
+               static_cast<double>(weight_bytes_) / (1 << 20), backend_->describe(), secs);
+  return ok_status();
 }
 
-Status Model::AllocateScratch() {
+Status Model::allocate_scratch() {
   const auto& c = config_;
-  const DType dt = backend_->ActivationDType();
+  const DType dt = backend_->activation_d_type();
   const int64_t n = options_.max_rows;
   auto alloc = [&](int64_t rows, int64_t cols) -> Result<Tensor> {
     LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf,
-                        backend_->Allocate(static_cast<size_t>(rows * cols) * DTypeSize(dt)));
-    Tensor t = buf.View(dt, rows, cols);
+                        backend_->allocate(static_cast<size_t>(rows * cols) * d_type_size(dt)));
+    Tensor t = buf.view(dt, rows, cols);
     buffers_.push_back(std::move(buf));
     return t;
   };
@@ -242,98 +268,107 @@ Status Model::AllocateScratch() {
   }
   LS_ASSIGN_OR_RETURN(final_rows_, alloc(options_.max_logits_rows, c.hidden_size));
   LS_ASSIGN_OR_RETURN(logits_, alloc(options_.max_logits_rows, c.vocab_size));
-  return Status::Ok();
+  return ok_status();
 }
 
-Result<Tensor> Model::Forward(const kernels::StepMeta& meta, KvCache& cache) {
+Result<Tensor> Model::forward(const kernels::StepMeta& meta, KvCache& cache) {
   const int64_t n = meta.num_rows();
   const int64_t m = static_cast<int64_t>(meta.logits_rows.size());
   if (n == 0 || n > options_.max_rows || m > options_.max_logits_rows) {
-    return Internal("model: step of {} rows and {} logits rows exceeds the scratch ({} and {})", n, m,
-                    options_.max_rows, options_.max_logits_rows);
+    return internal_error(
+        "model: step of {} rows and {} logits rows exceeds the scratch ({} and {})", n, m,
+        options_.max_rows, options_.max_logits_rows);
   }
   const bool lora = !meta.lora_segments.empty();
-  if (lora && options_.max_lora_rank == 0) return Internal("model: LoRA rows but no LoRA scratch");
+  if (lora && options_.max_lora_rank == 0)
+    return internal_error("model: LoRA rows but no LoRA scratch");
   kernels::Backend& b = *backend_;
-  LS_RETURN_IF_ERROR(b.BeginStep(meta));
-  LS_RETURN_IF_ERROR(b.Embedding(embed_, hidden_.Rows(0, n)));
-  for (int64_t l = 0; l < config_.num_layers; ++l) LS_RETURN_IF_ERROR(LayerForward(l, meta, cache, n, lora));
+  LS_RETURN_IF_ERROR(b.begin_step(meta));
+  LS_RETURN_IF_ERROR(b.embedding(embed_, hidden_.row_slice(0, n)));
+  for (int64_t l = 0; l < config_.num_layers; ++l)
+    LS_RETURN_IF_ERROR(layer_forward(l, meta, cache, n, lora));
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  LS_RETURN_IF_ERROR(b.AddRmsNorm(hidden_.Rows(0, n), proj_out_.Rows(0, n), final_norm_, eps, normed_.Rows(0, n)));
-  if (m == 0) return logits_.Rows(0, 0);
-  LS_RETURN_IF_ERROR(b.GatherLogitsRows(normed_.Rows(0, n), final_rows_.Rows(0, m)));
-  LS_RETURN_IF_ERROR(b.Matmul(final_rows_.Rows(0, m), lm_head_, logits_.Rows(0, m), false));
-  return logits_.Rows(0, m);
+  LS_RETURN_IF_ERROR(b.add_rms_norm(hidden_.row_slice(0, n), proj_out_.row_slice(0, n), final_norm_,
+                                    eps, normed_.row_slice(0, n)));
+  if (m == 0) return logits_.row_slice(0, 0);
+  LS_RETURN_IF_ERROR(b.gather_logits_rows(normed_.row_slice(0, n), final_rows_.row_slice(0, m)));
+  LS_RETURN_IF_ERROR(
+      b.matmul(final_rows_.row_slice(0, m), lm_head_, logits_.row_slice(0, m), false));
+  return logits_.row_slice(0, m);
 }
 
-Status Model::LayerForward(int64_t l, const kernels::StepMeta&, KvCache& cache, int64_t n, bool lora) {
+Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache, int64_t n,
+                            bool lora) {
   const auto& c = config_;
   const Layer& L = layers_[static_cast<size_t>(l)];
   kernels::Backend& b = *backend_;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const Tensor h = hidden_.Rows(0, n), x = normed_.Rows(0, n), qkv = qkv_out_.Rows(0, n);
-  const Tensor attn = attn_out_.Rows(0, n), proj = proj_out_.Rows(0, n);
-  const Tensor gu = gate_up_out_.Rows(0, n), act = act_out_.Rows(0, n);
-  const Tensor tmp = lora ? lora_tmp_.Rows(0, n) : Tensor{};
+  const Tensor h = hidden_.row_slice(0, n), x = normed_.row_slice(0, n),
+               qkv = qkv_out_.row_slice(0, n);
+  const Tensor attn = attn_out_.row_slice(0, n), proj = proj_out_.row_slice(0, n);
+  const Tensor gu = gate_up_out_.row_slice(0, n), act = act_out_.row_slice(0, n);
+  const Tensor tmp = lora ? lora_tmp_.row_slice(0, n) : Tensor{};
   const int64_t qd = c.q_dim(), kvd = c.kv_dim(), f = c.intermediate_size;
 
   if (l == 0) {
-    LS_RETURN_IF_ERROR(b.RmsNorm(h, L.input_norm, eps, x));
+    LS_RETURN_IF_ERROR(b.rms_norm(h, L.input_norm, eps, x));
   } else {
-    LS_RETURN_IF_ERROR(b.AddRmsNorm(h, proj, L.input_norm, eps, x));  // + previous MLP output
+    LS_RETURN_IF_ERROR(b.add_rms_norm(h, proj, L.input_norm, eps, x));  // + previous MLP output
   }
   // Attention block.
-  LS_RETURN_IF_ERROR(b.Matmul(x, L.qkv, qkv, false));
-  if (L.qkv_bias.data) LS_RETURN_IF_ERROR(b.AddBias(qkv, L.qkv_bias));
-  const Tensor q = qkv.Cols(0, qd), k = qkv.Cols(qd, kvd), v = qkv.Cols(qd + kvd, kvd);
+  LS_RETURN_IF_ERROR(b.matmul(x, L.qkv, qkv, false));
+  if (L.qkv_bias.data) LS_RETURN_IF_ERROR(b.add_bias(qkv, L.qkv_bias));
+  const Tensor q = qkv.col_slice(0, qd), k = qkv.col_slice(qd, kvd),
+               v = qkv.col_slice(qd + kvd, kvd);
   if (lora) {
-    const int32_t tables[] = {LoraTable(l, Module::kQ), LoraTable(l, Module::kK), LoraTable(l, Module::kV)};
+    const int32_t tables[] = {lora_table(l, Module::kQ), lora_table(l, Module::kK),
+                              lora_table(l, Module::kV)};
     const Tensor outs[] = {q, k, v};
-    LS_RETURN_IF_ERROR(b.LoraShrink(x, tables, tmp));
-    LS_RETURN_IF_ERROR(b.LoraExpand(tmp, tables, outs));
+    LS_RETURN_IF_ERROR(b.lora_shrink(x, tables, tmp));
+    LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
   }
   if (c.qk_norm) {
-    LS_RETURN_IF_ERROR(b.HeadRmsNorm(q, static_cast<int32_t>(c.head_dim), L.q_norm, eps));
-    LS_RETURN_IF_ERROR(b.HeadRmsNorm(k, static_cast<int32_t>(c.head_dim), L.k_norm, eps));
+    LS_RETURN_IF_ERROR(b.head_rms_norm(q, static_cast<int32_t>(c.head_dim), L.q_norm, eps));
+    LS_RETURN_IF_ERROR(b.head_rms_norm(k, static_cast<int32_t>(c.head_dim), L.k_norm, eps));
   }
-  LS_RETURN_IF_ERROR(b.Rope(q, static_cast<int32_t>(c.head_dim), inv_freq_));
-  LS_RETURN_IF_ERROR(b.Rope(k, static_cast<int32_t>(c.head_dim), inv_freq_));
-  LS_RETURN_IF_ERROR(b.WriteKv(k, v, cache.k(l), cache.v(l)));
+  LS_RETURN_IF_ERROR(b.rope(q, static_cast<int32_t>(c.head_dim), inv_freq_));
+  LS_RETURN_IF_ERROR(b.rope(k, static_cast<int32_t>(c.head_dim), inv_freq_));
+  LS_RETURN_IF_ERROR(b.write_kv(k, v, cache.k(l), cache.v(l)));
   kernels::AttentionShape shape;
   shape.num_heads = static_cast<int32_t>(c.num_heads);
   shape.num_kv_heads = static_cast<int32_t>(c.num_kv_heads);
   shape.head_dim = static_cast<int32_t>(c.head_dim);
   shape.block_size = cache.block_size();
   shape.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  LS_RETURN_IF_ERROR(b.Attention(q, cache.k(l), cache.v(l), shape, attn));
-  LS_RETURN_IF_ERROR(b.Matmul(attn, L.o, proj, false));
-  if (L.o_bias.data) LS_RETURN_IF_ERROR(b.AddBias(proj, L.o_bias));
+  LS_RETURN_IF_ERROR(b.attention(q, cache.k(l), cache.v(l), shape, attn));
+  LS_RETURN_IF_ERROR(b.matmul(attn, L.o, proj, false));
+  if (L.o_bias.data) LS_RETURN_IF_ERROR(b.add_bias(proj, L.o_bias));
   if (lora) {
-    const int32_t tables[] = {LoraTable(l, Module::kO)};
+    const int32_t tables[] = {lora_table(l, Module::kO)};
     const Tensor outs[] = {proj};
-    LS_RETURN_IF_ERROR(b.LoraShrink(attn, tables, tmp));
-    LS_RETURN_IF_ERROR(b.LoraExpand(tmp, tables, outs));
+    LS_RETURN_IF_ERROR(b.lora_shrink(attn, tables, tmp));
+    LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
   }
   // MLP block.
-  LS_RETURN_IF_ERROR(b.AddRmsNorm(h, proj, L.post_norm, eps, x));
-  LS_RETURN_IF_ERROR(b.Matmul(x, L.gate_up, gu, false));
-  if (L.gate_up_bias.data) LS_RETURN_IF_ERROR(b.AddBias(gu, L.gate_up_bias));
+  LS_RETURN_IF_ERROR(b.add_rms_norm(h, proj, L.post_norm, eps, x));
+  LS_RETURN_IF_ERROR(b.matmul(x, L.gate_up, gu, false));
+  if (L.gate_up_bias.data) LS_RETURN_IF_ERROR(b.add_bias(gu, L.gate_up_bias));
   if (lora) {
-    const int32_t tables[] = {LoraTable(l, Module::kGate), LoraTable(l, Module::kUp)};
-    const Tensor outs[] = {gu.Cols(0, f), gu.Cols(f, f)};
-    LS_RETURN_IF_ERROR(b.LoraShrink(x, tables, tmp));
-    LS_RETURN_IF_ERROR(b.LoraExpand(tmp, tables, outs));
+    const int32_t tables[] = {lora_table(l, Module::kGate), lora_table(l, Module::kUp)};
+    const Tensor outs[] = {gu.col_slice(0, f), gu.col_slice(f, f)};
+    LS_RETURN_IF_ERROR(b.lora_shrink(x, tables, tmp));
+    LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
   }
-  LS_RETURN_IF_ERROR(b.SiluMul(gu, act));
-  LS_RETURN_IF_ERROR(b.Matmul(act, L.down, proj, false));
-  if (L.down_bias.data) LS_RETURN_IF_ERROR(b.AddBias(proj, L.down_bias));
+  LS_RETURN_IF_ERROR(b.silu_mul(gu, act));
+  LS_RETURN_IF_ERROR(b.matmul(act, L.down, proj, false));
+  if (L.down_bias.data) LS_RETURN_IF_ERROR(b.add_bias(proj, L.down_bias));
   if (lora) {
-    const int32_t tables[] = {LoraTable(l, Module::kDown)};
+    const int32_t tables[] = {lora_table(l, Module::kDown)};
     const Tensor outs[] = {proj};
-    LS_RETURN_IF_ERROR(b.LoraShrink(act, tables, tmp));
-    LS_RETURN_IF_ERROR(b.LoraExpand(tmp, tables, outs));
+    LS_RETURN_IF_ERROR(b.lora_shrink(act, tables, tmp));
+    LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 }  // namespace loraserve::engine

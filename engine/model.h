@@ -22,13 +22,13 @@ class KvCache;
 // The seven projections LoRA can target, in the order of their LoRA table index.
 enum class Module : int32_t { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
 inline constexpr int32_t kNumModules = 7;
-std::string_view ModuleName(Module m);  // "q_proj", ...
+std::string_view module_name(Module m);  // "q_proj", ...
 // LoRA table index the backend sees for (layer, module).
-inline int32_t LoraTable(int64_t layer, Module m) {
+inline int32_t lora_table(int64_t layer, Module m) {
   return static_cast<int32_t>(layer) * kNumModules + static_cast<int32_t>(m);
 }
 // (out, in) of a projection in this model.
-std::pair<int64_t, int64_t> ModuleShape(const formats::ModelConfig& c, Module m);
+std::pair<int64_t, int64_t> module_shape(const formats::ModelConfig& c, Module m);
 
 // Where the weights come from: a checkpoint, or (benchmarks, tests) a generator.
 // Fills `out` (numel f32 values... or raw data of `dtype`) for the tensor `name` of `shape`.
@@ -36,15 +36,15 @@ class WeightSource {
  public:
   virtual ~WeightSource() = default;
   // Calls `sink(data, dtype)` with the tensor's elements, or returns why it cannot.
-  virtual Status Read(const std::string& name, const std::vector<int64_t>& shape,
+  virtual Status read(const std::string& name, const std::vector<int64_t>& shape,
                       const std::function<Status(const void* data, DType dtype)>& sink) = 0;
-  virtual bool Has(const std::string& name) const = 0;
+  virtual bool has(const std::string& name) const = 0;
 };
 
 // A checkpoint folder's safetensors (one file or shards).
-std::unique_ptr<WeightSource> CheckpointSource(std::unique_ptr<formats::TensorStore> store);
+std::unique_ptr<WeightSource> checkpoint_source(std::unique_ptr<formats::TensorStore> store);
 // Deterministic random weights (uniform in ±scale/sqrt(in), norms near 1) for benchmarks.
-std::unique_ptr<WeightSource> RandomSource(uint64_t seed);
+std::unique_ptr<WeightSource> random_source(uint64_t seed);
 
 struct ForwardOptions {
   int32_t max_rows = 0;         // most rows in one step (the scheduler's token budget)
@@ -55,8 +55,9 @@ struct ForwardOptions {
 class Model {
  public:
   // Reads and converts every weight; progress is logged. `backend` must outlive the model.
-  static Result<std::unique_ptr<Model>> Load(const formats::ModelConfig& config, WeightSource& source,
-                                             kernels::Backend* backend, const ForwardOptions& options);
+  static Result<std::unique_ptr<Model>> load(const formats::ModelConfig& config,
+                                             WeightSource& source, kernels::Backend* backend,
+                                             const ForwardOptions& options);
 
   const formats::ModelConfig& config() const { return config_; }
   kernels::Backend* backend() const { return backend_; }
@@ -66,7 +67,7 @@ class Model {
 
   // Runs the step `meta` describes (BeginStep is called here) and returns the logits of
   // meta.logits_rows, (logits_rows, vocab) in activation dtype, valid until the next Forward.
-  Result<kernels::Tensor> Forward(const kernels::StepMeta& meta, KvCache& cache);
+  Result<kernels::Tensor> forward(const kernels::StepMeta& meta, KvCache& cache);
 
  private:
   struct Layer {
@@ -80,11 +81,13 @@ class Model {
     kernels::Tensor q_norm, k_norm;         // (1, head_dim) or empty (Qwen3 only)
   };
 
-  Model(const formats::ModelConfig& config, kernels::Backend* backend, const ForwardOptions& options)
+  Model(const formats::ModelConfig& config, kernels::Backend* backend,
+        const ForwardOptions& options)
       : config_(config), backend_(backend), options_(options) {}
-  Status LoadWeights(WeightSource& source);
-  Status AllocateScratch();
-  Status LayerForward(int64_t l, const kernels::StepMeta& meta, KvCache& cache, int64_t n, bool lora);
+  Status load_weights(WeightSource& source);
+  Status allocate_scratch();
+  Status layer_forward(int64_t l, const kernels::StepMeta& meta, KvCache& cache, int64_t n,
+                       bool lora);
 
   formats::ModelConfig config_;
   kernels::Backend* backend_;
@@ -94,11 +97,13 @@ class Model {
   kernels::Tensor embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<Layer> layers_;
   // Scratch activations, (max_rows, width) each.
-  kernels::Tensor hidden_, normed_, qkv_out_, attn_out_, proj_out_, gate_up_out_, act_out_, lora_tmp_;
+  kernels::Tensor hidden_, normed_, qkv_out_, attn_out_, proj_out_, gate_up_out_, act_out_,
+      lora_tmp_;
   kernels::Tensor final_rows_, logits_;  // (max_logits_rows, dim), (max_logits_rows, vocab)
 };
 
-// f32 inverse frequencies of RoPE for `config` (rope_scaling applied), as Hugging Face computes them.
-std::vector<float> RopeInverseFrequencies(const formats::ModelConfig& config);
+// f32 inverse frequencies of RoPE for `config` (rope_scaling applied), as Hugging Face computes
+// them.
+std::vector<float> rope_inverse_frequencies(const formats::ModelConfig& config);
 
 }  // namespace loraserve::engine

@@ -24,13 +24,13 @@ struct SamplingParams {
   int32_t logprobs = 0;               // top alternatives reported per token (0..kMaxLogprobs)
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
-  std::vector<std::string> stop;      // stop strings (need the tokenizer); not returned in text
+  std::vector<std::string> stop;  // stop strings (need the tokenizer); not returned in text
 };
 
 inline constexpr int32_t kMaxLogprobs = 20;
 
 enum class FinishReason { kNone, kLength, kEos, kStop, kCancelled, kDeadline, kError };
-std::string_view FinishReasonName(FinishReason r);  // "length", "eos", "stop", "cancelled", ...
+std::string_view finish_reason_name(FinishReason r);  // "length", "eos", "stop", "cancelled", ...
 
 struct GeneratedToken {
   int32_t token_id = 0;

@@ -4,22 +4,22 @@
 
 namespace loraserve::engine {
 
-void Scheduler::Remove(Sequence* seq) {
-  cache_->FreeAll(&seq->blocks);
+void Scheduler::remove(Sequence* seq) {
+  cache_->free_all(&seq->blocks);
   seq->num_computed = 0;
   std::erase(running_, seq);
   std::erase(waiting_, seq);
 }
 
-void Scheduler::Preempt(Sequence* seq) {
-  cache_->FreeAll(&seq->blocks);
+void Scheduler::preempt(Sequence* seq) {
+  cache_->free_all(&seq->blocks);
   seq->num_computed = 0;
   ++seq->preemptions;
   std::erase(running_, seq);
   waiting_.push_front(seq);
 }
 
-std::vector<ScheduledChunk> Scheduler::Next(std::vector<Sequence*>* preempted) {
+std::vector<ScheduledChunk> Scheduler::next(std::vector<Sequence*>* preempted) {
   std::vector<ScheduledChunk> chunks;
   int32_t rows_left = options_.max_batched_tokens;
   int32_t seqs_left = options_.max_batch_size;
@@ -29,15 +29,15 @@ std::vector<ScheduledChunk> Scheduler::Next(std::vector<Sequence*>* preempted) {
     Sequence* s = running_[i];
     const int32_t remaining = s->num_uncomputed();
     const int32_t take = std::min(remaining, rows_left);
-    const int32_t need = cache_->BlocksFor(s->num_computed + take);
+    const int32_t need = cache_->blocks_for(s->num_computed + take);
     bool fits = true;
     while (static_cast<int32_t>(s->blocks.size()) < need) {
-      if (auto b = cache_->Allocate()) {
+      if (auto b = cache_->allocate()) {
         s->blocks.push_back(*b);
         continue;
       }
       Sequence* victim = running_.back();
-      Preempt(victim);
+      preempt(victim);
       preempted->push_back(victim);
       if (victim == s) {
         fits = false;
@@ -54,9 +54,9 @@ std::vector<ScheduledChunk> Scheduler::Next(std::vector<Sequence*>* preempted) {
   // Admit waiting prompts in order while the cache can hold each one whole.
   while (!waiting_.empty() && rows_left > 0 && seqs_left > 0) {
     Sequence* s = waiting_.front();
-    const int32_t need = cache_->BlocksFor(static_cast<int64_t>(s->tokens.size()));
+    const int32_t need = cache_->blocks_for(static_cast<int64_t>(s->tokens.size()));
     if (cache_->num_free_blocks() < need) break;
-    for (int32_t b = 0; b < need; ++b) s->blocks.push_back(*cache_->Allocate());
+    for (int32_t b = 0; b < need; ++b) s->blocks.push_back(*cache_->allocate());
     waiting_.pop_front();
     running_.push_back(s);
     const int32_t take = std::min(s->num_uncomputed(), rows_left);

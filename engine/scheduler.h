@@ -23,19 +23,21 @@ struct SchedulerOptions {
 struct ScheduledChunk {
   Sequence* seq = nullptr;
   int32_t num_tokens = 0;  // rows this step: tokens [num_computed, num_computed + num_tokens)
-  bool samples() const { return seq->num_computed + num_tokens == static_cast<int32_t>(seq->tokens.size()); }
+  bool samples() const {
+    return seq->num_computed + num_tokens == static_cast<int32_t>(seq->tokens.size());
+  }
 };
 
 class Scheduler {
  public:
   Scheduler(const SchedulerOptions& options, KvCache* cache) : options_(options), cache_(cache) {}
 
-  void Add(Sequence* seq) { waiting_.push_back(seq); }
+  void add(Sequence* seq) { waiting_.push_back(seq); }
   // Takes `seq` out of the queues and frees its blocks (finished, cancelled, failed).
-  void Remove(Sequence* seq);
+  void remove(Sequence* seq);
   // The next step's chunks; empty when nothing can run. Sequences preempted on the way are
   // appended to `preempted` (they are back in the waiting queue).
-  std::vector<ScheduledChunk> Next(std::vector<Sequence*>* preempted);
+  std::vector<ScheduledChunk> next(std::vector<Sequence*>* preempted);
 
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
@@ -43,7 +45,7 @@ class Scheduler {
   const std::vector<Sequence*>& running() const { return running_; }
 
  private:
-  void Preempt(Sequence* seq);
+  void preempt(Sequence* seq);
 
   SchedulerOptions options_;
   KvCache* cache_;

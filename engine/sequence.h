@@ -16,12 +16,12 @@ struct Sequence {
 
   uint64_t id = 0;
   GenerationRequest request;
-  int32_t max_tokens = 0;           // resolved from the request and the context
-  std::vector<int32_t> tokens;      // prompt followed by the generated tokens
+  int32_t max_tokens = 0;       // resolved from the request and the context
+  std::vector<int32_t> tokens;  // prompt followed by the generated tokens
   int32_t prompt_len = 0;
-  int32_t num_computed = 0;         // leading tokens whose K/V are in the cache
-  std::vector<int32_t> blocks;      // KV-cache block table
-  std::mt19937_64 rng;              // this request's own generator: batch-independent sampling
+  int32_t num_computed = 0;     // leading tokens whose K/V are in the cache
+  std::vector<int32_t> blocks;  // KV-cache block table
+  std::mt19937_64 rng;          // this request's own generator: batch-independent sampling
   int32_t preemptions = 0;
 
   Clock::time_point submitted_at;

@@ -11,14 +11,14 @@
 namespace loraserve::formats {
 
 enum class Architecture { kLlama, kMistral, kQwen2, kQwen3 };
-std::string_view ArchitectureName(Architecture a);
+std::string_view architecture_name(Architecture a);
 
 struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 };
   Type type = Type::kNone;
   double factor = 1.0;
-  double low_freq_factor = 1.0;   // llama3
-  double high_freq_factor = 4.0;  // llama3
+  double low_freq_factor = 1.0;                     // llama3
+  double high_freq_factor = 4.0;                    // llama3
   int64_t original_max_position_embeddings = 8192;  // llama3
 };
 
@@ -40,11 +40,11 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;  // Qwen2; Llama with attention_bias
-  bool o_bias = false;    // Llama with attention_bias
-  bool mlp_bias = false;  // Llama with mlp_bias
-  bool qk_norm = false;   // Qwen3: RMSNorm over each head of q and k before RoPE
-  std::string torch_dtype;  // "bfloat16", ... ("" when absent)
+  bool qkv_bias = false;      // Qwen2; Llama with attention_bias
+  bool o_bias = false;        // Llama with attention_bias
+  bool mlp_bias = false;      // Llama with mlp_bias
+  bool qk_norm = false;       // Qwen3: RMSNorm over each head of q and k before RoPE
+  std::string torch_dtype;    // "bfloat16", ... ("" when absent)
   int32_t bos_token_id = -1;  // -1: none
   // End-of-sequence ids: config.json's eos_token_id (int or list) ∪ generation_config.json's.
   std::vector<int32_t> eos_token_ids;
@@ -52,15 +52,15 @@ struct ModelConfig {
   int64_t q_dim() const { return num_heads * head_dim; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }
   // Parameter count of the weights the engine loads (embeddings, layers, final norm, lm_head).
-  int64_t ParameterCount() const;
+  int64_t parameter_count() const;
 };
 
 // Parses `<dir>/config.json` and, when present, `<dir>/generation_config.json`.
-Result<ModelConfig> LoadModelConfig(const std::string& dir);
+Result<ModelConfig> load_model_config(const std::string& dir);
 // Parses config.json text (`source` names it in errors); exposed for tests.
-Result<ModelConfig> ParseModelConfig(const std::string& json_text, const std::string& source);
+Result<ModelConfig> parse_model_config(const std::string& json_text, const std::string& source);
 // Adds generation_config.json's eos ids (and bos when config.json had none).
-Status MergeGenerationConfig(const std::string& json_text, const std::string& source,
-                             ModelConfig* config);
+Status merge_generation_config(const std::string& json_text, const std::string& source,
+                               ModelConfig* config);
 
 }  // namespace loraserve::formats

@@ -6,9 +6,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,7 +19,7 @@ namespace loraserve::formats {
 
 struct TensorInfo {
   std::string name;
-  std::string dtype_name;    // as written in the header ("BF16", "F64", ...)
+  std::string dtype_name;      // as written in the header ("BF16", "F64", ...)
   std::optional<DType> dtype;  // nullopt: a valid safetensors dtype loraserve does not compute in
   std::vector<int64_t> shape;
   const std::byte* data = nullptr;  // inside the mapping; valid while the file is open
@@ -27,20 +27,20 @@ struct TensorInfo {
   std::string file;  // the path it came from, for error messages
 
   int64_t numel() const;
-  std::string ShapeString() const;  // "[4096, 1024]"
+  std::string shape_string() const;  // "[4096, 1024]"
 };
 
 class SafetensorsFile {
  public:
   // Maps `path` and validates its header. Errors name the file and what is wrong.
-  static Result<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  static Result<std::unique_ptr<SafetensorsFile>> open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::string& path() const { return path_; }
   // nullptr when absent.
-  const TensorInfo* Find(const std::string& name) const;
+  const TensorInfo* find(const std::string& name) const;
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
@@ -58,14 +58,14 @@ class SafetensorsFile {
 class TensorStore {
  public:
   // `dir` holds model.safetensors.index.json or exactly the file `single_file_name`.
-  static Result<std::unique_ptr<TensorStore>> OpenFolder(const std::string& dir,
-                                                         const std::string& single_file_name);
-  static Result<std::unique_ptr<TensorStore>> OpenFile(const std::string& path);
+  static Result<std::unique_ptr<TensorStore>> open_folder(const std::string& dir,
+                                                          const std::string& single_file_name);
+  static Result<std::unique_ptr<TensorStore>> open_file(const std::string& path);
 
-  const TensorInfo* Find(const std::string& name) const;
+  const TensorInfo* find(const std::string& name) const;
   // The tensor `name` with exactly `shape`, or NOT_FOUND / INVALID_ARGUMENT naming it.
-  Result<const TensorInfo*> Get(const std::string& name, const std::vector<int64_t>& shape) const;
-  std::vector<std::string> Names() const;
+  Result<const TensorInfo*> get(const std::string& name, const std::vector<int64_t>& shape) const;
+  std::vector<std::string> names() const;
   size_t size() const { return index_.size(); }
 
  private:
@@ -81,10 +81,10 @@ struct TensorToWrite {
   const void* data = nullptr;
   size_t nbytes = 0;
 };
-Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                        const std::map<std::string, std::string>& metadata = {});
+Status write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                         const std::map<std::string, std::string>& metadata = {});
 
 // Copies a tensor of F32/F16/BF16 into f32. REQUIRES: out has numel() elements.
-Status ReadAsF32(const TensorInfo& t, float* out);
+Status read_as_f32(const TensorInfo& t, float* out);
 
 }  // namespace loraserve::formats

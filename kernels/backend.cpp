@@ -26,9 +26,9 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
 void DeviceBuffer::reset() {
   if (backend_ != nullptr && data_ != nullptr) {
     if (host_) {
-      backend_->FreeHost(data_);
+      backend_->free_host(data_);
     } else {
-      backend_->Free(data_);
+      backend_->free(data_);
     }
   }
   backend_ = nullptr;
@@ -36,7 +36,7 @@ void DeviceBuffer::reset() {
   bytes_ = 0;
 }
 
-bool CudaCompiledIn() {
+bool cuda_compiled_in() {
 #ifdef LORASERVE_HAVE_CUDA
   return true;
 #else
@@ -44,12 +44,12 @@ bool CudaCompiledIn() {
 #endif
 }
 
-Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
+Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
   const std::string& d = options.device;
-  if (d == "cpu") return CreateCpuBackend(options.cpu_threads);
+  if (d == "cpu") return create_cpu_backend(options.cpu_threads);
   const bool want_cuda = d == "cuda" || d.rfind("cuda:", 0) == 0;
   if (!want_cuda && d != "auto") {
-    return InvalidArgument("--device '{}' is not one of cpu, cuda, cuda:N, auto", d);
+    return invalid_argument_error("--device '{}' is not one of cpu, cuda, cuda:N, auto", d);
   }
 #ifdef LORASERVE_HAVE_CUDA
   int device_index = 0;
@@ -57,24 +57,26 @@ Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options) {
     try {
       device_index = std::stoi(d.substr(5));
     } catch (...) {
-      return InvalidArgument("--device '{}': expected cuda:N with N a device number", d);
+      return invalid_argument_error("--device '{}': expected cuda:N with N a device number", d);
     }
   }
-  const int count = CudaDeviceCount();
-  if (count > 0) return CreateCudaBackend(device_index);
+  const int count = cuda_device_count();
+  if (count > 0) return create_cuda_backend(device_index);
   if (want_cuda) {
-    return FailedPrecondition("--device {}: no CUDA GPU is visible to this process ({})", d,
-                              CudaUnavailableReason());
+    return failed_precondition_error("--device {}: no CUDA GPU is visible to this process ({})", d,
+                                     cuda_unavailable_reason());
   }
-  spdlog::info("device auto: no CUDA GPU found ({}); using the CPU", CudaUnavailableReason());
+  spdlog::info("device auto: no CUDA GPU found ({}); using the CPU", cuda_unavailable_reason());
 #else
   if (want_cuda) {
-    return FailedPrecondition("--device {}: this build of loraserve has no CUDA backend "
-                              "(configure with -DLORASERVE_CUDA=ON where nvcc is installed)", d);
+    return failed_precondition_error(
+        "--device {}: this build of loraserve has no CUDA backend "
+        "(configure with -DLORASERVE_CUDA=ON where nvcc is installed)",
+        d);
   }
   spdlog::info("device auto: this build has no CUDA backend; using the CPU");
 #endif
-  return CreateCpuBackend(options.cpu_threads);
+  return create_cpu_backend(options.cpu_threads);
 }
 
 }  // namespace loraserve::kernels

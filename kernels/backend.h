@@ -25,21 +25,25 @@ struct Tensor {
   int64_t cols = 0;
   int64_t stride = 0;
 
-  static Tensor Make(void* data, DType dtype, int64_t rows, int64_t cols) {
+  static Tensor make(void* data, DType dtype, int64_t rows, int64_t cols) {
     return Tensor{data, dtype, rows, cols, cols};
   }
   // Rows [begin, begin + count).
-  Tensor Rows(int64_t begin, int64_t count) const {
-    return Tensor{static_cast<char*>(data) + begin * stride * DTypeSize(dtype), dtype, count, cols, stride};
+  Tensor row_slice(int64_t begin, int64_t count) const {
+    return Tensor{static_cast<char*>(data) + begin * stride * d_type_size(dtype), dtype, count,
+                  cols, stride};
   }
   // Columns [begin, begin + count); the stride is kept, so the view is not contiguous.
-  Tensor Cols(int64_t begin, int64_t count) const {
-    return Tensor{static_cast<char*>(data) + begin * DTypeSize(dtype), dtype, rows, count, stride};
+  Tensor col_slice(int64_t begin, int64_t count) const {
+    return Tensor{static_cast<char*>(data) + begin * d_type_size(dtype), dtype, rows, count,
+                  stride};
   }
   bool contiguous() const { return stride == cols; }
-  size_t bytes() const { return static_cast<size_t>(rows * stride) * DTypeSize(dtype); }
+  size_t bytes() const { return static_cast<size_t>(rows * stride) * d_type_size(dtype); }
   template <typename T>
-  T* as() const { return static_cast<T*>(data); }
+  T* as() const {
+    return static_cast<T*>(data);
+  }
 };
 
 class Backend;
@@ -58,8 +62,8 @@ class DeviceBuffer {
 
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
-  Tensor View(DType dtype, int64_t rows, int64_t cols, size_t byte_offset = 0) const {
-    return Tensor::Make(static_cast<char*>(data_) + byte_offset, dtype, rows, cols);
+  Tensor view(DType dtype, int64_t rows, int64_t cols, size_t byte_offset = 0) const {
+    return Tensor::make(static_cast<char*>(data_) + byte_offset, dtype, rows, cols);
   }
   void reset();
 
@@ -92,7 +96,8 @@ struct StepMeta {
   std::vector<int32_t> row_seq;       // [rows] which block table each row reads
   std::vector<int32_t> block_tables;  // [num_seqs * max_blocks_per_seq] block ids, -1 past the end
   int32_t max_blocks_per_seq = 0;
-  std::vector<int32_t> logits_rows;   // rows whose final hidden state becomes logits, in output order
+  std::vector<int32_t>
+      logits_rows;  // rows whose final hidden state becomes logits, in output order
   std::vector<LoraSegment> lora_segments;
   // lora_slices[table * lora_segments.size() + segment]: the weights of segment's adapter for
   // `table`, an index the engine assigns (for example layer * 7 + module).
@@ -106,8 +111,8 @@ struct AttentionShape {
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;  // num_heads is a multiple of it (grouped-query attention)
   int32_t head_dim = 0;
-  int32_t block_size = 0;    // KV-cache slots per block
-  float scale = 0.0f;        // usually 1 / sqrt(head_dim)
+  int32_t block_size = 0;  // KV-cache slots per block
+  float scale = 0.0f;      // usually 1 / sqrt(head_dim)
 };
 
 // How to pick one token from one row of logits.
@@ -135,74 +140,78 @@ class Backend {
   virtual ~Backend() = default;
 
   // "cpu (2 threads, OpenBLAS)", "cuda:0 NVIDIA H200 (sm_90)".
-  virtual std::string Describe() const = 0;
-  virtual std::string Kind() const = 0;  // "cpu" or "cuda"
+  virtual std::string describe() const = 0;
+  virtual std::string kind() const = 0;  // "cpu" or "cuda"
   // Dtype weights are kept in, given the checkpoint's (CPU: F32; CUDA: BF16, or F16 for F16).
-  virtual DType WeightDType(DType checkpoint) const = 0;
+  virtual DType weight_d_type(DType checkpoint) const = 0;
   // Dtype of activations, the KV cache and LoRA weights.
-  virtual DType ActivationDType() const = 0;
+  virtual DType activation_d_type() const = 0;
   // Bytes this backend could still allocate for weights and the KV cache.
-  virtual size_t AvailableMemory() const = 0;
+  virtual size_t available_memory() const = 0;
 
   // --- memory
-  virtual Result<DeviceBuffer> Allocate(size_t bytes) = 0;
+  virtual Result<DeviceBuffer> allocate(size_t bytes) = 0;
   // Frees what Allocate returned; called by DeviceBuffer.
-  virtual void Free(void* data) = 0;
+  virtual void free(void* data) = 0;
   // Host memory the device reads fastest (pinned on GPUs; plain memory on the CPU backend):
   // where adapters wait on the host, and the source of asynchronous uploads.
-  virtual Result<DeviceBuffer> AllocateHost(size_t bytes) = 0;
-  virtual void FreeHost(void* data) = 0;
+  virtual Result<DeviceBuffer> allocate_host(size_t bytes) = 0;
+  virtual void free_host(void* data) = 0;
   // Copies `n` elements of `src_dtype` from host memory into dst, converting to dst.dtype.
   // REQUIRES: dst is contiguous with rows * cols == n.
-  virtual Status CopyToDevice(const Tensor& dst, const void* src, DType src_dtype, size_t n) = 0;
+  virtual Status copy_to_device(const Tensor& dst, const void* src, DType src_dtype, size_t n) = 0;
   // Starts a copy like CopyToDevice that neither waits for running ops nor makes them wait (its
   // own stream on GPUs), so adapter uploads overlap decoding. `src` must stay valid and `dst`
-  // unread until UploadDone(ticket). REQUIRES: src_dtype == dst.dtype.
-  virtual Result<uint64_t> CopyToDeviceAsync(const Tensor& dst, const void* src, DType src_dtype, size_t n) = 0;
-  virtual bool UploadDone(uint64_t ticket) = 0;
+  // unread until upload_done(ticket). REQUIRES: src_dtype == dst.dtype.
+  virtual Result<uint64_t> copy_to_device_async(const Tensor& dst, const void* src, DType src_dtype,
+                                                size_t n) = 0;
+  virtual bool upload_done(uint64_t ticket) = 0;
   // Copies a tensor into host memory as f32 (rows * cols floats), waiting for pending ops.
-  virtual Status CopyToHost(const Tensor& src, float* dst) = 0;
-  virtual Status Synchronize() = 0;
+  virtual Status copy_to_host(const Tensor& src, float* dst) = 0;
+  virtual Status synchronize() = 0;
 
   // --- ops (all shapes in elements; x, y, out are activation-dtype tensors unless said)
   // Makes `meta` the metadata the following ops read, until the next BeginStep.
-  virtual Status BeginStep(const StepMeta& meta) = 0;
+  virtual Status begin_step(const StepMeta& meta) = 0;
   // out[i] = table[meta.token_ids[i]]. table: (vocab, dim) in weight dtype.
-  virtual Status Embedding(const Tensor& table, const Tensor& out) = 0;
+  virtual Status embedding(const Tensor& table, const Tensor& out) = 0;
   // y = x · wᵀ (+ y when accumulate). x: (n, in), w: (out, in) in weight dtype, y: (n, out).
-  virtual Status Matmul(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) = 0;
+  virtual Status matmul(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) = 0;
   // y[i] += bias. bias: (1, cols) in weight dtype.
-  virtual Status AddBias(const Tensor& y, const Tensor& bias) = 0;
+  virtual Status add_bias(const Tensor& y, const Tensor& bias) = 0;
   // out = x / rms(x) * weight, per row. weight: (1, cols) in weight dtype.
-  virtual Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
-  // residual += x; out = RmsNorm(residual). The residual add of a layer fused with its norm.
-  virtual Status AddRmsNorm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                            const Tensor& out) = 0;
+  virtual Status rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
+  // residual += x; out = rms_norm(residual). The residual add of a layer fused with its norm.
+  virtual Status add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
+                              float eps, const Tensor& out) = 0;
   // In place: every head_dim-wide head of every row of x normalised with weight (1, head_dim).
-  virtual Status HeadRmsNorm(const Tensor& x, int32_t head_dim, const Tensor& weight, float eps) = 0;
+  virtual Status head_rms_norm(const Tensor& x, int32_t head_dim, const Tensor& weight,
+                               float eps) = 0;
   // In place, HF rotate-half RoPE on every head of x at meta.positions. inv_freq: (1, head_dim/2)
   // f32 (frequency scaling already applied).
-  virtual Status Rope(const Tensor& x, int32_t head_dim, const Tensor& inv_freq) = 0;
+  virtual Status rope(const Tensor& x, int32_t head_dim, const Tensor& inv_freq) = 0;
   // Writes each row of k and v into cache slots meta.slot_mapping. caches: (slots, kv_dim).
-  virtual Status WriteKv(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache) = 0;
+  virtual Status write_kv(const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                          const Tensor& v_cache) = 0;
   // Causal attention: row i attends to positions [0, meta.positions[i]] of its sequence, read
   // from the paged caches through meta.block_tables. q, out: (n, num_heads * head_dim).
-  virtual Status Attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+  virtual Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                            const AttentionShape& shape, const Tensor& out) = 0;
   // out = silu(gate_up[:, :f]) * gate_up[:, f:], f = out.cols.
-  virtual Status SiluMul(const Tensor& gate_up, const Tensor& out) = 0;
+  virtual Status silu_mul(const Tensor& gate_up, const Tensor& out) = 0;
   // out[j] = x[meta.logits_rows[j]].
-  virtual Status GatherLogitsRows(const Tensor& x, const Tensor& out) = 0;
+  virtual Status gather_logits_rows(const Tensor& x, const Tensor& out) = 0;
   // LoRA shrink over the step's segments: for segment s, tmp[rows of s, c_t .. c_t + r_t) =
   // x[rows of s] · A_tᵀ for each t in `tables`, where c_t is the sum of the ranks of the earlier
   // tables of that segment (no padding between them). tmp: (n, ≥ max summed rank).
-  virtual Status LoraShrink(const Tensor& x, std::span<const int32_t> tables, const Tensor& tmp) = 0;
+  virtual Status lora_shrink(const Tensor& x, std::span<const int32_t> tables,
+                             const Tensor& tmp) = 0;
   // LoRA expand: y_t[rows of s] += scale · tmp[rows of s, c_t .. c_t + r_t) · B_tᵀ for each
   // table t, where y_t = outputs[k] for tables[k] (column slices of one output are typical).
-  virtual Status LoraExpand(const Tensor& tmp, std::span<const int32_t> tables,
-                            std::span<const Tensor> outputs) = 0;
+  virtual Status lora_expand(const Tensor& tmp, std::span<const int32_t> tables,
+                             std::span<const Tensor> outputs) = 0;
   // Picks one token from each row of logits (rows, vocab) as params[row] says.
-  virtual Status Sample(const Tensor& logits, std::span<const SampleParams> params,
+  virtual Status sample(const Tensor& logits, std::span<const SampleParams> params,
                         std::vector<SampleResult>* results) = 0;
 };
 
@@ -213,9 +222,9 @@ struct BackendOptions {
 
 // Builds the backend `options.device` names. "cuda" without a GPU (or a build without CUDA) is
 // an error that says so; "auto" falls back to the CPU and logs why.
-Result<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options);
+Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options);
 
 // True when this build contains the CUDA backend.
-bool CudaCompiledIn();
+bool cuda_compiled_in();
 
 }  // namespace loraserve::kernels

@@ -5,29 +5,37 @@
 
 namespace loraserve::server {
 
-void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
-  cmd->add_option("--model", f->model, "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
+void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
+  cmd->add_option("--model", f->model,
+                  "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
   cmd->add_option("--device", f->backend.device, "cpu, cuda, cuda:N or auto (a GPU when present)")
       ->capture_default_str();
-  cmd->add_option("--threads", f->backend.cpu_threads, "CPU threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--threads", f->backend.cpu_threads, "CPU threads (0: all cores)")
+      ->capture_default_str();
   cmd->add_option("--max-batch-size", f->engine.max_batch_size, "Sequences per step")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--max-batched-tokens", f->engine.max_batched_tokens,
                   "Rows per step; longer prompts are prefilled in chunks")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--block-size", f->engine.block_size, "KV-cache tokens per block")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--kv-cache-memory", f->kv_cache_gib,
-                  "KV-cache size in GiB (0: room for max-batch-size full contexts, within memory)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+                  "KV-cache size in gib (0: room for max-batch-size full contexts, within memory)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-queue", f->engine.max_queue, "Requests held at once (running and waiting)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--default-max-tokens", f->engine.default_max_tokens,
                   "max_tokens of requests that set none (capped by the context)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
 }
 
-void SetUpLogging(const std::string& level) {
+void set_up_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("loraserve");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(level));

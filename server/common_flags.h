@@ -16,12 +16,12 @@ struct EngineFlags {
   double kv_cache_gib = 0.0;
 
   // Copies kv_cache_gib into engine.kv_cache_bytes.
-  void Finalize() { engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30)); }
+  void finalize() { engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30)); }
 };
 
-void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
+void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
 
 // Logs to stderr through spdlog (stdout carries results). level: trace..off.
-void SetUpLogging(const std::string& level);
+void set_up_logging(const std::string& level);
 
 }  // namespace loraserve::server

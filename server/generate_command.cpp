@@ -32,32 +32,39 @@ struct LineResult {
   Status finish_error;
 };
 
-Status ParseLine(const std::string& line, engine::GenerationRequest* req, bool* want_logprobs) {
+Status parse_line(const std::string& line, engine::GenerationRequest* req, bool* want_logprobs) {
   json j = json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return InvalidArgument("line is not a JSON object");
+  if (j.is_discarded() || !j.is_object())
+    return invalid_argument_error("line is not a JSON object");
   auto& p = req->params;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const json& v = it.value();
     auto need_int = [&]() -> Status {
-      if (!v.is_number_integer()) return InvalidArgument("field '{}' must be an integer, got {}", k, v.dump());
-      return Status::Ok();
+      if (!v.is_number_integer())
+        return invalid_argument_error("field '{}' must be an integer, got {}", k, v.dump());
+      return ok_status();
     };
     auto need_num = [&]() -> Status {
-      if (!v.is_number()) return InvalidArgument("field '{}' must be a number, got {}", k, v.dump());
-      return Status::Ok();
+      if (!v.is_number())
+        return invalid_argument_error("field '{}' must be a number, got {}", k, v.dump());
+      return ok_status();
     };
     if (k == "prompt_token_ids") {
-      if (!v.is_array()) return InvalidArgument("field 'prompt_token_ids' must be a list of token ids");
+      if (!v.is_array())
+        return invalid_argument_error("field 'prompt_token_ids' must be a list of token ids");
       for (const json& t : v) {
-        if (!t.is_number_integer() || t.get<int64_t>() < INT32_MIN || t.get<int64_t>() > INT32_MAX) {
-          return InvalidArgument("field 'prompt_token_ids' holds {}, not a token id", t.dump());
+        if (!t.is_number_integer() || t.get<int64_t>() < INT32_MIN ||
+            t.get<int64_t>() > INT32_MAX) {
+          return invalid_argument_error("field 'prompt_token_ids' holds {}, not a token id",
+                                        t.dump());
         }
         req->prompt_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
       }
     } else if (k == "max_tokens") {
       LS_RETURN_IF_ERROR(need_int());
-      p.max_tokens = static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
+      p.max_tokens =
+          static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
     } else if (k == "temperature") {
       LS_RETURN_IF_ERROR(need_num());
       p.temperature = v.get<float>();
@@ -68,44 +75,51 @@ Status ParseLine(const std::string& line, engine::GenerationRequest* req, bool* 
       LS_RETURN_IF_ERROR(need_int());
       p.top_k = static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
     } else if (k == "seed") {
-      if (!v.is_number_unsigned()) return InvalidArgument("field 'seed' must be a non-negative integer");
+      if (!v.is_number_unsigned())
+        return invalid_argument_error("field 'seed' must be a non-negative integer");
       p.seed = v.get<uint64_t>();
     } else if (k == "logprobs") {
       LS_RETURN_IF_ERROR(need_int());
-      p.logprobs = static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
+      p.logprobs =
+          static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
       *want_logprobs = true;
     } else if (k == "ignore_eos") {
-      if (!v.is_boolean()) return InvalidArgument("field 'ignore_eos' must be true or false");
+      if (!v.is_boolean())
+        return invalid_argument_error("field 'ignore_eos' must be true or false");
       p.ignore_eos = v.get<bool>();
     } else if (k == "stop_token_ids") {
-      if (!v.is_array()) return InvalidArgument("field 'stop_token_ids' must be a list of token ids");
+      if (!v.is_array())
+        return invalid_argument_error("field 'stop_token_ids' must be a list of token ids");
       for (const json& t : v) {
-        if (!t.is_number_integer()) return InvalidArgument("field 'stop_token_ids' holds {}, not a token id", t.dump());
+        if (!t.is_number_integer())
+          return invalid_argument_error("field 'stop_token_ids' holds {}, not a token id",
+                                        t.dump());
         p.stop_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
       }
     } else if (k == "request_id") {
-      if (!v.is_string()) return InvalidArgument("field 'request_id' must be a string");
+      if (!v.is_string()) return invalid_argument_error("field 'request_id' must be a string");
       req->request_id = v.get<std::string>();
     } else {
-      return InvalidArgument("unknown field '{}'", k);
+      return invalid_argument_error("unknown field '{}'", k);
     }
   }
-  if (!j.contains("prompt_token_ids")) return InvalidArgument("missing field 'prompt_token_ids'");
-  return Status::Ok();
+  if (!j.contains("prompt_token_ids"))
+    return invalid_argument_error("missing field 'prompt_token_ids'");
+  return ok_status();
 }
 
-json ErrorJson(const Status& s) {
-  return {{"error", {{"code", std::string(StatusCodeName(s.code()))}, {"message", s.message()}}}};
+json error_json(const Status& s) {
+  return {{"error", {{"code", std::string(status_code_name(s.code()))}, {"message", s.message()}}}};
 }
 
-json ResultJson(const LineResult& r) {
-  if (!r.error.ok()) return ErrorJson(r.error);
-  if (r.finish == engine::FinishReason::kError) return ErrorJson(r.finish_error);
+json result_json(const LineResult& r) {
+  if (!r.error.ok()) return error_json(r.error);
+  if (r.finish == engine::FinishReason::kError) return error_json(r.finish_error);
   json out;
   json ids = json::array();
   for (const auto& t : r.tokens) ids.push_back(t.token_id);
   out["token_ids"] = ids;
-  out["finish_reason"] = std::string(engine::FinishReasonName(r.finish));
+  out["finish_reason"] = std::string(engine::finish_reason_name(r.finish));
   if (r.want_logprobs) {
     json lps = json::array();
     for (const auto& t : r.tokens) {
@@ -118,9 +132,9 @@ json ResultJson(const LineResult& r) {
   return out;
 }
 
-int RunGenerate(GenerateFlags& f) {
-  SetUpLogging(f.log_level);
-  f.engine.Finalize();
+int run_generate(GenerateFlags& f) {
+  set_up_logging(f.log_level);
+  f.engine.finalize();
   if (f.engine.model.empty()) {
     spdlog::error("generate: --model is required");
     return 2;
@@ -135,9 +149,9 @@ int RunGenerate(GenerateFlags& f) {
     }
     in = &file;
   }
-  auto engine = engine::OpenEngine(f.engine.model, f.engine.backend, f.engine.engine);
+  auto engine = engine::open_engine(f.engine.model, f.engine.backend, f.engine.engine);
   if (!engine.ok()) {
-    spdlog::error("{}", engine.status().ToString());
+    spdlog::error("{}", engine.status().to_string());
     return 1;
   }
   std::vector<std::unique_ptr<LineResult>> results;
@@ -148,7 +162,7 @@ int RunGenerate(GenerateFlags& f) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto r = std::make_unique<LineResult>();
     engine::GenerationRequest req;
-    r->error = ParseLine(line, &req, &r->want_logprobs);
+    r->error = parse_line(line, &req, &r->want_logprobs);
     if (r->error.ok()) {
       LineResult* target = r.get();
       req.on_update = [target](const engine::SequenceUpdate& u) {
@@ -159,24 +173,24 @@ int RunGenerate(GenerateFlags& f) {
           target->finish_error = u.error;
         }
       };
-      auto id = (*engine)->Submit(std::move(req));
+      auto id = (*engine)->submit(std::move(req));
       if (!id.ok()) r->error = id.status();
     }
-    if (!r->error.ok()) spdlog::warn("input line {}: {}", line_no, r->error.ToString());
+    if (!r->error.ok()) spdlog::warn("input line {}: {}", line_no, r->error.to_string());
     results.push_back(std::move(r));
   }
   spdlog::info("generate: {} requests submitted; running", results.size());
   const auto t0 = std::chrono::steady_clock::now();
-  Status st = (*engine)->RunUntilIdle();
+  Status st = (*engine)->run_until_idle();
   if (!st.ok()) {
-    spdlog::error("{}", st.ToString());
+    spdlog::error("{}", st.to_string());
     return 1;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto stats = (*engine)->stats();
   spdlog::info("generate: {} tokens in {} steps, {:.2f} s ({:.1f} tokens/s), {} preemptions",
-               stats.tokens_generated, stats.steps, secs, static_cast<double>(stats.tokens_generated) / secs,
-               stats.preemptions);
+               stats.tokens_generated, stats.steps, secs,
+               static_cast<double>(stats.tokens_generated) / secs, stats.preemptions);
   std::ofstream out_file;
   std::ostream* out = &std::cout;
   if (!f.output.empty()) {
@@ -187,21 +201,24 @@ int RunGenerate(GenerateFlags& f) {
     }
     out = &out_file;
   }
-  for (const auto& r : results) *out << ResultJson(*r).dump() << '\n';
+  for (const auto& r : results) *out << result_json(*r).dump() << '\n';
   out->flush();
   return 0;
 }
 
 }  // namespace
 
-void AddGenerateCommand(CLI::App& app, int* exit_code) {
+void add_generate_command(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<GenerateFlags>();
-  CLI::App* cmd = app.add_subcommand("generate", "Run JSON-lines requests through the engine, all in shared steps");
-  AddEngineFlags(cmd, &flags->engine);
-  cmd->add_option("--input", flags->input, "JSON-lines requests ('-': stdin)")->capture_default_str();
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "Run JSON-lines requests through the engine, all in shared steps");
+  add_engine_flags(cmd, &flags->engine);
+  cmd->add_option("--input", flags->input, "JSON-lines requests ('-': stdin)")
+      ->capture_default_str();
   cmd->add_option("--output", flags->output, "Write results here instead of stdout");
-  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")->capture_default_str();
-  cmd->callback([flags, exit_code] { *exit_code = RunGenerate(*flags); });
+  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
+      ->capture_default_str();
+  cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });
 }
 
 }  // namespace loraserve::server

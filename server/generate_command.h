@@ -7,6 +7,6 @@
 namespace loraserve::server {
 
 // Registers the subcommand and its flags on `app`; running it is wired through the callback.
-void AddGenerateCommand(CLI::App& app, int* exit_code);
+void add_generate_command(CLI::App& app, int* exit_code);
 
 }  // namespace loraserve::server

@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(LORASERVE_VERSION));
   int exit_code = 0;
-  loraserve::server::AddGenerateCommand(app, &exit_code);
+  loraserve::server::add_generate_command(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

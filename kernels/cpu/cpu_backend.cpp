@@ -23,7 +23,7 @@ namespace {
 constexpr int64_t kMinParallelElems = 1 << 14;
 constexpr int64_t kMaxHalfHeadDim = 512;
 
-size_t MemAvailableBytes() {
+size_t mem_available_bytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
   size_t value = 0;
@@ -34,11 +34,12 @@ size_t MemAvailableBytes() {
   return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
 }
 
-Status CheckF32(const Tensor& t, const char* what) {
+Status check_f32(const Tensor& t, const char* what) {
   if (t.dtype != DType::kF32) {
-    return InvalidArgument("cpu backend: {} has dtype {}, expected F32", what, DTypeName(t.dtype));
+    return invalid_argument_error("cpu backend: {} has dtype {}, expected F32", what,
+                                  d_type_name(t.dtype));
   }
-  return Status::Ok();
+  return ok_status();
 }
 
 class CpuBackend final : public Backend {
@@ -50,132 +51,143 @@ class CpuBackend final : public Backend {
 #endif
   }
 
-  std::string Describe() const override {
+  std::string describe() const override {
     return fmt::format("cpu ({} threads, {})", threads_,
-                       cpu::GemmUsesBlas() ? "OpenBLAS" : "plain C++ GEMM, no BLAS");
+                       cpu::gemm_uses_blas() ? "OpenBLAS" : "plain C++ GEMM, no BLAS");
   }
-  std::string Kind() const override { return "cpu"; }
-  DType WeightDType(DType) const override { return DType::kF32; }
-  DType ActivationDType() const override { return DType::kF32; }
-  size_t AvailableMemory() const override { return MemAvailableBytes(); }
+  std::string kind() const override { return "cpu"; }
+  DType weight_d_type(DType) const override { return DType::kF32; }
+  DType activation_d_type() const override { return DType::kF32; }
+  size_t available_memory() const override { return mem_available_bytes(); }
 
-  Result<DeviceBuffer> Allocate(size_t bytes) override {
+  Result<DeviceBuffer> allocate(size_t bytes) override {
     const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
     void* p = std::aligned_alloc(64, rounded);
-    if (p == nullptr) return ResourceExhausted("cpu backend: cannot allocate {} bytes", bytes);
+    if (p == nullptr)
+      return resource_exhausted_error("cpu backend: cannot allocate {} bytes", bytes);
     return DeviceBuffer(this, p, bytes);
   }
-  void Free(void* data) override { std::free(data); }
-  Result<DeviceBuffer> AllocateHost(size_t bytes) override {
+  void free(void* data) override { std::free(data); }
+  Result<DeviceBuffer> allocate_host(size_t bytes) override {
     void* p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
-    if (p == nullptr) return ResourceExhausted("cpu backend: cannot allocate {} host bytes", bytes);
+    if (p == nullptr)
+      return resource_exhausted_error("cpu backend: cannot allocate {} host bytes", bytes);
     return DeviceBuffer(this, p, bytes, /*host=*/true);
   }
-  void FreeHost(void* data) override { std::free(data); }
+  void free_host(void* data) override { std::free(data); }
 
-  Status CopyToDevice(const Tensor& dst, const void* src, DType src_dtype, size_t n) override {
+  Status copy_to_device(const Tensor& dst, const void* src, DType src_dtype, size_t n) override {
     if (!dst.contiguous() || static_cast<size_t>(dst.rows * dst.cols) != n) {
-      return InvalidArgument("cpu backend: CopyToDevice of {} elements into a {}x{} view", n, dst.rows, dst.cols);
+      return invalid_argument_error("cpu backend: CopyToDevice of {} elements into a {}x{} view", n,
+                                    dst.rows, dst.cols);
     }
     if (dst.dtype == src_dtype) {
-      std::memcpy(dst.data, src, n * DTypeSize(src_dtype));
-      return Status::Ok();
+      std::memcpy(dst.data, src, n * d_type_size(src_dtype));
+      return ok_status();
     }
-    LS_RETURN_IF_ERROR(CheckF32(dst, "CopyToDevice destination"));
-    ConvertToF32(src_dtype, src, dst.as<float>(), n);
-    return Status::Ok();
+    LS_RETURN_IF_ERROR(check_f32(dst, "CopyToDevice destination"));
+    convert_to_f32(src_dtype, src, dst.as<float>(), n);
+    return ok_status();
   }
 
-  Result<uint64_t> CopyToDeviceAsync(const Tensor& dst, const void* src, DType src_dtype, size_t n) override {
-    LS_RETURN_IF_ERROR(CopyToDevice(dst, src, src_dtype, n));
+  Result<uint64_t> copy_to_device_async(const Tensor& dst, const void* src, DType src_dtype,
+                                        size_t n) override {
+    LS_RETURN_IF_ERROR(copy_to_device(dst, src, src_dtype, n));
     return ++tickets_;
   }
-  bool UploadDone(uint64_t) override { return true; }
+  bool upload_done(uint64_t) override { return true; }
 
-  Status CopyToHost(const Tensor& src, float* dst) override {
-    LS_RETURN_IF_ERROR(CheckF32(src, "CopyToHost source"));
+  Status copy_to_host(const Tensor& src, float* dst) override {
+    LS_RETURN_IF_ERROR(check_f32(src, "CopyToHost source"));
     for (int64_t r = 0; r < src.rows; ++r) {
-      std::memcpy(dst + r * src.cols, src.as<float>() + r * src.stride, static_cast<size_t>(src.cols) * 4);
+      std::memcpy(dst + r * src.cols, src.as<float>() + r * src.stride,
+                  static_cast<size_t>(src.cols) * 4);
     }
-    return Status::Ok();
+    return ok_status();
   }
-  Status Synchronize() override { return Status::Ok(); }
+  Status synchronize() override { return ok_status(); }
 
-  Status BeginStep(const StepMeta& meta) override {
+  Status begin_step(const StepMeta& meta) override {
     meta_ = &meta;
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status Embedding(const Tensor& table, const Tensor& out) override {
+  Status embedding(const Tensor& table, const Tensor& out) override {
     const auto& ids = meta_->token_ids;
     if (out.rows != static_cast<int64_t>(ids.size()) || out.cols != table.cols) {
-      return InvalidArgument("cpu backend: Embedding output {}x{} for {} tokens of width {}", out.rows,
-                             out.cols, ids.size(), table.cols);
+      return invalid_argument_error("cpu backend: Embedding output {}x{} for {} tokens of width {}",
+                                    out.rows, out.cols, ids.size(), table.cols);
     }
     for (size_t i = 0; i < ids.size(); ++i) {
       if (ids[i] < 0 || ids[i] >= table.rows) {
-        return InvalidArgument("cpu backend: token id {} outside the vocabulary ({})", ids[i], table.rows);
+        return invalid_argument_error("cpu backend: token id {} outside the vocabulary ({})",
+                                      ids[i], table.rows);
       }
       std::memcpy(out.as<float>() + static_cast<int64_t>(i) * out.stride,
                   table.as<float>() + ids[i] * table.stride, static_cast<size_t>(table.cols) * 4);
     }
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status Matmul(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) override {
+  Status matmul(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) override {
     if (x.cols != w.cols || y.rows != x.rows || y.cols != w.rows) {
-      return InvalidArgument("cpu backend: Matmul shapes x {}x{}, w {}x{}, y {}x{} do not fit", x.rows,
-                             x.cols, w.rows, w.cols, y.rows, y.cols);
+      return invalid_argument_error(
+          "cpu backend: Matmul shapes x {}x{}, w {}x{}, y {}x{} do not fit", x.rows, x.cols, w.rows,
+          w.cols, y.rows, y.cols);
     }
-    cpu::Gemm(x.rows, w.rows, x.cols, x.as<float>(), x.stride, w.as<float>(), w.stride,
+    cpu::gemm(x.rows, w.rows, x.cols, x.as<float>(), x.stride, w.as<float>(), w.stride,
               accumulate ? 1.0f : 0.0f, y.as<float>(), y.stride);
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status AddBias(const Tensor& y, const Tensor& bias) override {
+  Status add_bias(const Tensor& y, const Tensor& bias) override {
     const float* b = bias.as<float>();
-    ForRows(y.rows, y.cols, [&](int64_t r) {
+    for_rows(y.rows, y.cols, [&](int64_t r) {
       float* yr = y.as<float>() + r * y.stride;
       for (int64_t c = 0; c < y.cols; ++c) yr[c] += b[c];
     });
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status RmsNorm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override {
-    ForRows(x.rows, x.cols, [&](int64_t r) {
-      NormRow(x.as<float>() + r * x.stride, weight.as<float>(), x.cols, eps, out.as<float>() + r * out.stride);
+  Status rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) override {
+    for_rows(x.rows, x.cols, [&](int64_t r) {
+      norm_row(x.as<float>() + r * x.stride, weight.as<float>(), x.cols, eps,
+               out.as<float>() + r * out.stride);
     });
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status AddRmsNorm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                    const Tensor& out) override {
-    ForRows(x.rows, x.cols, [&](int64_t r) {
+  Status add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                      const Tensor& out) override {
+    for_rows(x.rows, x.cols, [&](int64_t r) {
       float* res = residual.as<float>() + r * residual.stride;
       const float* xr = x.as<float>() + r * x.stride;
       for (int64_t c = 0; c < x.cols; ++c) res[c] += xr[c];
-      NormRow(res, weight.as<float>(), x.cols, eps, out.as<float>() + r * out.stride);
+      norm_row(res, weight.as<float>(), x.cols, eps, out.as<float>() + r * out.stride);
     });
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status HeadRmsNorm(const Tensor& x, int32_t head_dim, const Tensor& weight, float eps) override {
+  Status head_rms_norm(const Tensor& x, int32_t head_dim, const Tensor& weight,
+                       float eps) override {
     const int64_t heads = x.cols / head_dim;
-    ForRows(x.rows, x.cols, [&](int64_t r) {
+    for_rows(x.rows, x.cols, [&](int64_t r) {
       for (int64_t h = 0; h < heads; ++h) {
         float* v = x.as<float>() + r * x.stride + h * head_dim;
-        NormRow(v, weight.as<float>(), head_dim, eps, v);
+        norm_row(v, weight.as<float>(), head_dim, eps, v);
       }
     });
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status Rope(const Tensor& x, int32_t head_dim, const Tensor& inv_freq) override {
+  Status rope(const Tensor& x, int32_t head_dim, const Tensor& inv_freq) override {
     const int64_t heads = x.cols / head_dim;
     const int64_t half = head_dim / 2;
     const float* freq = inv_freq.as<float>();
-    if (half > kMaxHalfHeadDim) return InvalidArgument("cpu backend: head_dim {} above {}", head_dim, 2 * kMaxHalfHeadDim);
-    ForRows(x.rows, x.cols, [&](int64_t r) {
+    if (half > kMaxHalfHeadDim)
+      return invalid_argument_error("cpu backend: head_dim {} above {}", head_dim,
+                                    2 * kMaxHalfHeadDim);
+    for_rows(x.rows, x.cols, [&](int64_t r) {
       const float pos = static_cast<float>(meta_->positions[static_cast<size_t>(r)]);
       float cs[kMaxHalfHeadDim], sn[kMaxHalfHeadDim];
       for (int64_t i = 0; i < half; ++i) {
@@ -192,23 +204,25 @@ class CpuBackend final : public Backend {
         }
       }
     });
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status WriteKv(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache) override {
+  Status write_kv(const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                  const Tensor& v_cache) override {
     const auto& slots = meta_->slot_mapping;
     for (int64_t r = 0; r < k.rows; ++r) {
       const int64_t slot = slots[static_cast<size_t>(r)];
-      if (slot < 0 || slot >= k_cache.rows) return Internal("cpu backend: KV slot {} out of range", slot);
+      if (slot < 0 || slot >= k_cache.rows)
+        return internal_error("cpu backend: KV slot {} out of range", slot);
       std::memcpy(k_cache.as<float>() + slot * k_cache.stride, k.as<float>() + r * k.stride,
                   static_cast<size_t>(k.cols) * 4);
       std::memcpy(v_cache.as<float>() + slot * v_cache.stride, v.as<float>() + r * v.stride,
                   static_cast<size_t>(v.cols) * 4);
     }
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status Attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+  Status attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                    const AttentionShape& s, const Tensor& out) override {
     const int64_t n = q.rows;
     const int64_t group = s.num_heads / s.num_kv_heads;
@@ -223,12 +237,14 @@ class CpuBackend final : public Backend {
         const int64_t r = item / s.num_kv_heads;
         const int64_t kvh = item % s.num_kv_heads;
         const int64_t ctx = meta_->positions[static_cast<size_t>(r)] + 1;
-        const int32_t* table =
-            meta_->block_tables.data() + static_cast<int64_t>(meta_->row_seq[static_cast<size_t>(r)]) * meta_->max_blocks_per_seq;
+        const int32_t* table = meta_->block_tables.data() +
+                               static_cast<int64_t>(meta_->row_seq[static_cast<size_t>(r)]) *
+                                   meta_->max_blocks_per_seq;
         scores.resize(static_cast<size_t>(ctx * group));
         const float* qr = q.as<float>() + r * q.stride + kvh * group * hd;
         for (int64_t t = 0; t < ctx; ++t) {
-          const int64_t slot = static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
+          const int64_t slot =
+              static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
           const float* kt = k_cache.as<float>() + slot * k_cache.stride + kvh * hd;
           for (int64_t g = 0; g < group; ++g) {
             const float* qg = qr + g * hd;
@@ -249,7 +265,8 @@ class CpuBackend final : public Backend {
         }
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (int64_t t = 0; t < ctx; ++t) {
-          const int64_t slot = static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
+          const int64_t slot =
+              static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
           const float* vt = v_cache.as<float>() + slot * v_cache.stride + kvh * hd;
           for (int64_t g = 0; g < group; ++g) {
             const float p = scores[static_cast<size_t>(g * ctx + t)];
@@ -258,94 +275,99 @@ class CpuBackend final : public Backend {
             for (int64_t i = 0; i < hd; ++i) a[i] += p * vt[i];
           }
         }
-        std::memcpy(out.as<float>() + r * out.stride + kvh * group * hd, acc.data(), acc.size() * 4);
+        std::memcpy(out.as<float>() + r * out.stride + kvh * group * hd, acc.data(),
+                    acc.size() * 4);
       }
     }
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status SiluMul(const Tensor& gate_up, const Tensor& out) override {
+  Status silu_mul(const Tensor& gate_up, const Tensor& out) override {
     const int64_t f = out.cols;
-    ForRows(out.rows, f, [&](int64_t r) {
+    for_rows(out.rows, f, [&](int64_t r) {
       const float* g = gate_up.as<float>() + r * gate_up.stride;
       const float* u = g + f;
       float* o = out.as<float>() + r * out.stride;
       for (int64_t c = 0; c < f; ++c) o[c] = g[c] / (1.0f + std::exp(-g[c])) * u[c];
     });
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status GatherLogitsRows(const Tensor& x, const Tensor& out) override {
+  Status gather_logits_rows(const Tensor& x, const Tensor& out) override {
     const auto& rows = meta_->logits_rows;
     for (size_t j = 0; j < rows.size(); ++j) {
-      std::memcpy(out.as<float>() + static_cast<int64_t>(j) * out.stride, x.as<float>() + rows[j] * x.stride,
-                  static_cast<size_t>(x.cols) * 4);
+      std::memcpy(out.as<float>() + static_cast<int64_t>(j) * out.stride,
+                  x.as<float>() + rows[j] * x.stride, static_cast<size_t>(x.cols) * 4);
     }
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status LoraShrink(const Tensor& x, std::span<const int32_t> tables, const Tensor& tmp) override {
+  Status lora_shrink(const Tensor& x, std::span<const int32_t> tables, const Tensor& tmp) override {
     const auto& segs = meta_->lora_segments;
     for (size_t s = 0; s < segs.size(); ++s) {
       const int64_t n = segs[s].row_end - segs[s].row_begin;
       int64_t col = 0;
       for (int32_t t : tables) {
-        const LoraSlice& sl = Slice(t, s);
+        const LoraSlice& sl = slice(t, s);
         if (sl.rank == 0) continue;
-        if (col + sl.rank > tmp.cols) return Internal("cpu backend: LoRA scratch narrower than the summed rank");
-        cpu::Gemm(n, sl.rank, x.cols, x.as<float>() + segs[s].row_begin * x.stride, x.stride,
+        if (col + sl.rank > tmp.cols)
+          return internal_error("cpu backend: LoRA scratch narrower than the summed rank");
+        cpu::gemm(n, sl.rank, x.cols, x.as<float>() + segs[s].row_begin * x.stride, x.stride,
                   static_cast<const float*>(sl.a), x.cols, 0.0f,
                   tmp.as<float>() + segs[s].row_begin * tmp.stride + col, tmp.stride);
         col += sl.rank;
       }
     }
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status LoraExpand(const Tensor& tmp, std::span<const int32_t> tables, std::span<const Tensor> outputs) override {
+  Status lora_expand(const Tensor& tmp, std::span<const int32_t> tables,
+                     std::span<const Tensor> outputs) override {
     const auto& segs = meta_->lora_segments;
     std::vector<float> scaled;
     for (size_t s = 0; s < segs.size(); ++s) {
       const int64_t n = segs[s].row_end - segs[s].row_begin;
       int64_t col = 0;
       for (size_t k = 0; k < tables.size(); ++k) {
-        const LoraSlice& sl = Slice(tables[k], s);
+        const LoraSlice& sl = slice(tables[k], s);
         if (sl.rank == 0) continue;
         const Tensor& y = outputs[k];
         // (x·Aᵀ) is tiny (n × r): scale it rather than the (n × out) product.
         scaled.resize(static_cast<size_t>(n * sl.rank));
         for (int64_t r = 0; r < n; ++r) {
           const float* src = tmp.as<float>() + (segs[s].row_begin + r) * tmp.stride + col;
-          for (int64_t c = 0; c < sl.rank; ++c) scaled[static_cast<size_t>(r * sl.rank + c)] = src[c] * sl.scale;
+          for (int64_t c = 0; c < sl.rank; ++c)
+            scaled[static_cast<size_t>(r * sl.rank + c)] = src[c] * sl.scale;
         }
-        cpu::Gemm(n, y.cols, sl.rank, scaled.data(), sl.rank, static_cast<const float*>(sl.b), sl.rank,
-                  1.0f, y.as<float>() + segs[s].row_begin * y.stride, y.stride);
+        cpu::gemm(n, y.cols, sl.rank, scaled.data(), sl.rank, static_cast<const float*>(sl.b),
+                  sl.rank, 1.0f, y.as<float>() + segs[s].row_begin * y.stride, y.stride);
         col += sl.rank;
       }
     }
-    return Status::Ok();
+    return ok_status();
   }
 
-  Status Sample(const Tensor& logits, std::span<const SampleParams> params,
+  Status sample(const Tensor& logits, std::span<const SampleParams> params,
                 std::vector<SampleResult>* results) override {
     if (static_cast<int64_t>(params.size()) != logits.rows) {
-      return InvalidArgument("cpu backend: {} sampling params for {} rows", params.size(), logits.rows);
+      return invalid_argument_error("cpu backend: {} sampling params for {} rows", params.size(),
+                                    logits.rows);
     }
     results->resize(params.size());
 #pragma omp parallel for schedule(dynamic, 1) if (logits.rows > 1)
     for (int64_t r = 0; r < logits.rows; ++r) {
-      cpu::SampleRow(logits.as<float>() + r * logits.stride, logits.cols, params[static_cast<size_t>(r)],
-                     &(*results)[static_cast<size_t>(r)]);
+      cpu::sample_row(logits.as<float>() + r * logits.stride, logits.cols,
+                      params[static_cast<size_t>(r)], &(*results)[static_cast<size_t>(r)]);
     }
-    return Status::Ok();
+    return ok_status();
   }
 
  private:
-  const LoraSlice& Slice(int32_t table, size_t segment) const {
+  const LoraSlice& slice(int32_t table, size_t segment) const {
     return meta_->lora_slices[static_cast<size_t>(table) * meta_->lora_segments.size() + segment];
   }
 
-  static void NormRow(const float* x, const float* w, int64_t n, float eps, float* out) {
+  static void norm_row(const float* x, const float* w, int64_t n, float eps, float* out) {
     float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
     for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
@@ -355,7 +377,7 @@ class CpuBackend final : public Backend {
 
   // Runs body(r) for every row, on all threads when the tensor is large enough to pay for it.
   template <typename F>
-  void ForRows(int64_t rows, int64_t cols, F&& body) {
+  void for_rows(int64_t rows, int64_t cols, F&& body) {
 #pragma omp parallel for schedule(static) if (rows * cols >= kMinParallelElems && rows > 1)
     for (int64_t r = 0; r < rows; ++r) body(r);
   }
@@ -367,8 +389,9 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> CreateCpuBackend(int32_t threads) {
-  if (threads <= 0) threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+std::unique_ptr<Backend> create_cpu_backend(int32_t threads) {
+  if (threads <= 0)
+    threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
   return std::make_unique<CpuBackend>(threads);
 }
 

@@ -10,16 +10,16 @@
 namespace loraserve::kernels {
 
 // `threads` 0: all cores.
-std::unique_ptr<Backend> CreateCpuBackend(int32_t threads);
+std::unique_ptr<Backend> create_cpu_backend(int32_t threads);
 
 namespace cpu {
 // y (n, out) = x (n, in) · w (out, in)ᵀ + beta · y, all f32 with the given row strides.
-void Gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
+void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy);
 // True when Gemm runs on OpenBLAS.
-bool GemmUsesBlas();
+bool gemm_uses_blas();
 // Picks a token from one row of f32 logits; see SampleParams.
-void SampleRow(const float* logits, int64_t vocab, const SampleParams& params, SampleResult* out);
+void sample_row(const float* logits, int64_t vocab, const SampleParams& params, SampleResult* out);
 }  // namespace cpu
 
 }  // namespace loraserve::kernels

@@ -11,7 +11,7 @@
 
 namespace loraserve::kernels::cpu {
 
-bool GemmUsesBlas() {
+bool gemm_uses_blas() {
 #ifdef LORASERVE_HAVE_OPENBLAS
   return true;
 #else
@@ -21,7 +21,7 @@ bool GemmUsesBlas() {
 
 #ifdef LORASERVE_HAVE_OPENBLAS
 
-void Gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
+void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy) {
   if (n == 0 || out == 0) return;
   if (n == 1) {
@@ -31,13 +31,13 @@ void Gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out),
-              static_cast<int>(in), 1.0f, x, static_cast<int>(ldx), w, static_cast<int>(ldw), beta, y,
-              static_cast<int>(ldy));
+              static_cast<int>(in), 1.0f, x, static_cast<int>(ldx), w, static_cast<int>(ldw), beta,
+              y, static_cast<int>(ldy));
 }
 
 #else
 
-void Gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
+void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy) {
   // Each thread owns a band of output columns (rows of w) and reads each of them once per block
   // of 4 input rows.

@@ -9,7 +9,7 @@
 
 namespace loraserve::kernels::cpu {
 
-void SampleRow(const float* logits, int64_t vocab, const SampleParams& params, SampleResult* out) {
+void sample_row(const float* logits, int64_t vocab, const SampleParams& params, SampleResult* out) {
   float max_logit = -INFINITY;
   int32_t argmax = 0;
   for (int64_t i = 0; i < vocab; ++i) {
@@ -42,7 +42,9 @@ void SampleRow(const float* logits, int64_t vocab, const SampleParams& params, S
       }
     }
     const float inv_t = 1.0f / params.temperature;
-    auto weight = [&](int32_t i) { return std::exp(static_cast<double>((logits[i] - max_logit) * inv_t)); };
+    auto weight = [&](int32_t i) {
+      return std::exp(static_cast<double>((logits[i] - max_logit) * inv_t));
+    };
     if (!need_order) {
       double total = 0.0;
       for (int64_t i = 0; i < vocab; ++i) total += weight(static_cast<int32_t>(i));
