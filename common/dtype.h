@@ -12,7 +12,7 @@ namespace loraserve {
 
 enum class DType : uint8_t { kF32, kF16, kBF16, kI32 };
 
-constexpr size_t d_type_size(DType t) {
+constexpr size_t dtype_size(DType t) {
   switch (t) {
     case DType::kF32:
       return 4;
@@ -26,7 +26,7 @@ constexpr size_t d_type_size(DType t) {
   return 0;
 }
 
-constexpr std::string_view d_type_name(DType t) {
+constexpr std::string_view dtype_name(DType t) {
   switch (t) {
     case DType::kF32:
       return "F32";
@@ -41,7 +41,7 @@ constexpr std::string_view d_type_name(DType t) {
 }
 
 // Accepts the safetensors spellings ("F32", "BF16") and the config.json ones ("float32", ...).
-inline std::optional<DType> parse_d_type(std::string_view s) {
+inline std::optional<DType> parse_dtype(std::string_view s) {
   if (s == "F32" || s == "float32") return DType::kF32;
   if (s == "F16" || s == "float16") return DType::kF16;
   if (s == "BF16" || s == "bfloat16") return DType::kBF16;

@@ -52,17 +52,17 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
         "sequence needs one row per step",
         options.max_batched_tokens, options.max_batch_size);
   }
-  const DType wdt = backend->weight_d_type(parse_d_type(config.torch_dtype).value_or(DType::kBF16));
-  const DType adt = backend->activation_d_type();
+  const DType wdt = backend->weight_dtype(parse_dtype(config.torch_dtype).value_or(DType::kBF16));
+  const DType adt = backend->activation_dtype();
   const double weight_bytes =
-      static_cast<double>(config.parameter_count()) * static_cast<double>(d_type_size(wdt));
+      static_cast<double>(config.parameter_count()) * static_cast<double>(dtype_size(wdt));
   const double row_width =
       static_cast<double>(3 * config.hidden_size + 2 * config.q_dim() + 2 * config.kv_dim() +
                           3 * config.intermediate_size + 3 * options.max_lora_rank);
   const double scratch = (row_width * options.max_batched_tokens +
                           static_cast<double>(options.max_batch_size) *
                               static_cast<double>(config.vocab_size + config.hidden_size)) *
-                         static_cast<double>(d_type_size(adt));
+                         static_cast<double>(dtype_size(adt));
   const size_t per_block = KvCache::bytes_per_block(config, options.block_size, adt);
   const int64_t blocks_per_context =
       (config.max_context + options.block_size - 1) / options.block_size;
@@ -88,15 +88,15 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
         "and {:.2f} GiB of activations, but only {:.2f} GiB are available (use a smaller "
         "--kv-cache-memory "
         "or --max-batched-tokens, or a machine with more memory)",
-        backend->describe(), gib(weight_bytes), d_type_name(wdt),
+        backend->describe(), gib(weight_bytes), dtype_name(wdt),
         gib(static_cast<double>(num_blocks * per_block)), gib(scratch), gib(available));
   }
   if (num_blocks > std::numeric_limits<int32_t>::max())
     return invalid_argument_error("KV cache too large");
   spdlog::info(
-      "memory plan on {}: weights {:.2f} gib ({}), KV cache {:.2f} gib ({} blocks of {} tokens, "
+      "memory plan on {}: weights {:.2f} GiB ({}), KV cache {:.2f} GiB ({} blocks of {} tokens, "
       "{:.1f} full contexts of {}), activations {:.2f} GiB; {:.2f} GiB available",
-      backend->describe(), gib(weight_bytes), d_type_name(wdt),
+      backend->describe(), gib(weight_bytes), dtype_name(wdt),
       gib(static_cast<double>(num_blocks * per_block)), num_blocks, options.block_size,
       static_cast<double>(num_blocks) / static_cast<double>(blocks_per_context), config.max_context,
       gib(scratch), gib(available));

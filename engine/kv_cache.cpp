@@ -4,7 +4,7 @@ namespace loraserve::engine {
 
 size_t KvCache::bytes_per_block(const formats::ModelConfig& c, int32_t block_size, DType dtype) {
   return 2 * static_cast<size_t>(c.num_layers) * static_cast<size_t>(block_size) *
-         static_cast<size_t>(c.kv_dim()) * d_type_size(dtype);
+         static_cast<size_t>(c.kv_dim()) * dtype_size(dtype);
 }
 
 Result<std::unique_ptr<KvCache>> KvCache::create(const formats::ModelConfig& c,
@@ -18,9 +18,9 @@ Result<std::unique_ptr<KvCache>> KvCache::create(const formats::ModelConfig& c,
   std::unique_ptr<KvCache> cache(new KvCache());
   cache->block_size_ = block_size;
   cache->num_blocks_ = num_blocks;
-  const DType dt = backend->activation_d_type();
+  const DType dt = backend->activation_dtype();
   const int64_t slots = static_cast<int64_t>(num_blocks) * block_size;
-  const size_t layer_bytes = static_cast<size_t>(slots * c.kv_dim()) * d_type_size(dt);
+  const size_t layer_bytes = static_cast<size_t>(slots * c.kv_dim()) * dtype_size(dt);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     for (auto* list : {&cache->k_, &cache->v_}) {
       LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf, backend->allocate(layer_bytes));

@@ -150,14 +150,14 @@ Result<std::unique_ptr<Model>> Model::load(const ModelConfig& config, WeightSour
 Status Model::load_weights(WeightSource& source) {
   const auto& c = config_;
   const auto t0 = std::chrono::steady_clock::now();
-  const DType dt = backend_->weight_d_type(parse_d_type(c.torch_dtype).value_or(DType::kBF16));
+  const DType dt = backend_->weight_dtype(parse_dtype(c.torch_dtype).value_or(DType::kBF16));
   // Allocates a (rows, cols) weight tensor and fills it from one or more checkpoint tensors
   // stacked by rows (fused q/k/v and gate/up).
   auto load_tensor = [&](const std::vector<std::string>& names, const std::vector<int64_t>& rows,
                          int64_t cols, bool vector) -> Result<Tensor> {
     int64_t total_rows = 0;
     for (int64_t r : rows) total_rows += r;
-    const size_t bytes = static_cast<size_t>(total_rows * cols) * d_type_size(dt);
+    const size_t bytes = static_cast<size_t>(total_rows * cols) * dtype_size(dt);
     LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf, backend_->allocate(bytes));
     Tensor t = buf.view(dt, vector ? 1 : total_rows, vector ? total_rows * cols : cols);
     Tensor whole = buf.view(dt, total_rows, cols);
@@ -246,11 +246,11 @@ Status Model::load_weights(WeightSource& source) {
 
 Status Model::allocate_scratch() {
   const auto& c = config_;
-  const DType dt = backend_->activation_d_type();
+  const DType dt = backend_->activation_dtype();
   const int64_t n = options_.max_rows;
   auto alloc = [&](int64_t rows, int64_t cols) -> Result<Tensor> {
     LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf,
-                        backend_->allocate(static_cast<size_t>(rows * cols) * d_type_size(dt)));
+                        backend_->allocate(static_cast<size_t>(rows * cols) * dtype_size(dt)));
     Tensor t = buf.view(dt, rows, cols);
     buffers_.push_back(std::move(buf));
     return t;

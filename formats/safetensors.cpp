@@ -22,7 +22,7 @@ using nlohmann::json;
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // same limit as the reference implementation
 
 // Element size of every dtype the safetensors format defines; 0 for names it does not define.
-size_t safetensors_d_type_size(const std::string& s) {
+size_t safetensors_dtype_size(const std::string& s) {
   static const std::map<std::string, size_t> kSizes = {
       {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1},
       {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},
@@ -110,11 +110,11 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
     if (!entry["dtype"].is_string())
       return invalid_argument_error("{}: tensor '{}': dtype is not a string", path, name);
     t.dtype_name = entry["dtype"].get<std::string>();
-    const size_t elem = safetensors_d_type_size(t.dtype_name);
+    const size_t elem = safetensors_dtype_size(t.dtype_name);
     if (elem == 0)
       return invalid_argument_error("{}: tensor '{}' has unknown dtype '{}'", path, name,
                                     t.dtype_name);
-    t.dtype = parse_d_type(t.dtype_name);
+    t.dtype = parse_dtype(t.dtype_name);
     if (!entry["shape"].is_array())
       return invalid_argument_error("{}: tensor '{}': shape is not a list", path, name);
     uint64_t numel = 1;

@@ -30,16 +30,16 @@ struct Tensor {
   }
   // Rows [begin, begin + count).
   Tensor row_slice(int64_t begin, int64_t count) const {
-    return Tensor{static_cast<char*>(data) + begin * stride * d_type_size(dtype), dtype, count,
+    return Tensor{static_cast<char*>(data) + begin * stride * dtype_size(dtype), dtype, count,
                   cols, stride};
   }
   // Columns [begin, begin + count); the stride is kept, so the view is not contiguous.
   Tensor col_slice(int64_t begin, int64_t count) const {
-    return Tensor{static_cast<char*>(data) + begin * d_type_size(dtype), dtype, rows, count,
+    return Tensor{static_cast<char*>(data) + begin * dtype_size(dtype), dtype, rows, count,
                   stride};
   }
   bool contiguous() const { return stride == cols; }
-  size_t bytes() const { return static_cast<size_t>(rows * stride) * d_type_size(dtype); }
+  size_t bytes() const { return static_cast<size_t>(rows * stride) * dtype_size(dtype); }
   template <typename T>
   T* as() const {
     return static_cast<T*>(data);
@@ -143,9 +143,9 @@ class Backend {
   virtual std::string describe() const = 0;
   virtual std::string kind() const = 0;  // "cpu" or "cuda"
   // Dtype weights are kept in, given the checkpoint's (CPU: F32; CUDA: BF16, or F16 for F16).
-  virtual DType weight_d_type(DType checkpoint) const = 0;
+  virtual DType weight_dtype(DType checkpoint) const = 0;
   // Dtype of activations, the KV cache and LoRA weights.
-  virtual DType activation_d_type() const = 0;
+  virtual DType activation_dtype() const = 0;
   // Bytes this backend could still allocate for weights and the KV cache.
   virtual size_t available_memory() const = 0;
 

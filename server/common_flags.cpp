@@ -23,7 +23,7 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--kv-cache-memory", f->kv_cache_gib,
-                  "KV-cache size in gib (0: room for max-batch-size full contexts, within memory)")
+                  "KV-cache size in GiB (0: room for max-batch-size full contexts, within memory)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-queue", f->engine.max_queue, "Requests held at once (running and waiting)")

@@ -37,7 +37,7 @@ size_t mem_available_bytes() {
 Status check_f32(const Tensor& t, const char* what) {
   if (t.dtype != DType::kF32) {
     return invalid_argument_error("cpu backend: {} has dtype {}, expected F32", what,
-                                  d_type_name(t.dtype));
+                                  dtype_name(t.dtype));
   }
   return ok_status();
 }
@@ -47,7 +47,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int32_t threads) : threads_(threads) {
     omp_set_num_threads(threads_);
 #ifdef LORASERVE_HAVE_OPENBLAS
-    openblas_set_num_threads(threads_);
+    openblas_set_num_threads(1);  // cpu::gemm splits work over the OpenMP threads itself
 #endif
   }
 
@@ -56,8 +56,8 @@ class CpuBackend final : public Backend {
                        cpu::gemm_uses_blas() ? "OpenBLAS" : "plain C++ GEMM, no BLAS");
   }
   std::string kind() const override { return "cpu"; }
-  DType weight_d_type(DType) const override { return DType::kF32; }
-  DType activation_d_type() const override { return DType::kF32; }
+  DType weight_dtype(DType) const override { return DType::kF32; }
+  DType activation_dtype() const override { return DType::kF32; }
   size_t available_memory() const override { return mem_available_bytes(); }
 
   Result<DeviceBuffer> allocate(size_t bytes) override {
@@ -82,7 +82,7 @@ class CpuBackend final : public Backend {
                                     dst.rows, dst.cols);
     }
     if (dst.dtype == src_dtype) {
-      std::memcpy(dst.data, src, n * d_type_size(src_dtype));
+      std::memcpy(dst.data, src, n * dtype_size(src_dtype));
       return ok_status();
     }
     LS_RETURN_IF_ERROR(check_f32(dst, "CopyToDevice destination"));

@@ -21,18 +21,46 @@ bool gemm_uses_blas() {
 
 #ifdef LORASERVE_HAVE_OPENBLAS
 
+namespace {
+
+// One thread's share: output columns [o0, o1).
+void gemm_slice(int64_t n, int64_t o0, int64_t o1, int64_t in, const float* x, int64_t ldx, const float* w,
+                int64_t ldw, float beta, float* y, int64_t ldy) {
+  const int cols = static_cast<int>(o1 - o0);
+  if (cols <= 0) return;
+  if (n == 1) {
+    // One row is a matrix-vector product: sgemv streams w once, which is all decode at batch 1 is.
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, cols, static_cast<int>(in), 1.0f, w + o0 * ldw,
+                static_cast<int>(ldw), x, 1, beta, y + o0, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), cols, static_cast<int>(in), 1.0f, x,
+              static_cast<int>(ldx), w + o0 * ldw, static_cast<int>(ldw), beta, y + o0, static_cast<int>(ldy));
+}
+
+}  // namespace
+
 void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy) {
   if (n == 0 || out == 0) return;
-  if (n == 1) {
-    // One row is a matrix-vector product: sgemv streams w once, which is all decode at batch 1 is.
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(out), static_cast<int>(in), 1.0f, w,
-                static_cast<int>(ldw), x, 1, beta, y, 1);
+  // OpenBLAS runs single-threaded (set by the backend); the OpenMP threads that run every other
+  // op split the output columns between them, so one thread pool serves the whole step.
+  const int64_t work = n * out * in;
+  const int threads = work < (1 << 18) ? 1 : omp_get_max_threads();
+  if (threads == 1) {
+    gemm_slice(n, 0, out, in, x, ldx, w, ldw, beta, y, ldy);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out),
-              static_cast<int>(in), 1.0f, x, static_cast<int>(ldx), w, static_cast<int>(ldw), beta,
-              y, static_cast<int>(ldy));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+    // Column bands rounded to 16 so each thread's slice of w stays aligned to cache lines.
+    const int64_t band = ((out + nt - 1) / nt + 15) / 16 * 16;
+    const int64_t o0 = std::min(out, t * band);
+    const int64_t o1 = std::min(out, o0 + band);
+    gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
+  }
 }
 
 #else
