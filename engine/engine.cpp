@@ -113,7 +113,15 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
   SchedulerOptions so;
   so.max_batch_size = options.max_batch_size;
   so.max_batched_tokens = options.max_batched_tokens;
-  engine->scheduler_ = std::make_unique<Scheduler>(so, engine->cache_.get());
+  adapters::RegistryOptions ro;
+  ro.max_adapters = options.max_host_adapters;
+  ro.max_rank = options.max_lora_rank;
+  engine->registry_ = std::make_unique<adapters::AdapterRegistry>(config, engine->backend_.get(), ro);
+  engine->adapter_cache_ =
+      std::make_unique<adapters::AdapterCache>(engine->backend_.get(), config, options.max_device_adapters);
+  Engine* e = engine.get();
+  engine->scheduler_ = std::make_unique<Scheduler>(so, engine->cache_.get(),
+                                                   [e](Sequence* seq) { return e->adapter_ready(seq); });
   engine->counters_.kv_blocks_total = engine->cache_->num_blocks();
   engine->publish_stats();
   return engine;
@@ -195,6 +203,14 @@ Result<uint64_t> Engine::submit(GenerationRequest request) {
   seq->prompt_len = static_cast<int32_t>(seq->tokens.size());
   seq->rng.seed(request.params.seed ? *request.params.seed : std::random_device{}());
   seq->submitted_at = Clock::now();
+  if (!request.task_id.empty()) {
+    seq->adapter = registry_->find(request.task_id);
+    if (!seq->adapter) {
+      in_system_.fetch_sub(1);
+      return not_found_error("unknown task '{}': no adapter is loaded under that task ID", request.task_id);
+    }
+    seq->adapter->in_flight.fetch_add(1);
+  }
   seq->request = std::move(request);
   const uint64_t id = seq->id;
   {
@@ -260,6 +276,12 @@ void Engine::emit(Sequence* s, SequenceUpdate& u) {
 
 void Engine::finish(Sequence* s, FinishReason reason, Status error, SequenceUpdate* u) {
   scheduler_->remove(s);
+  if (s->slot >= 0) adapter_cache_->release(s->slot);
+  if (s->adapter) {
+    s->adapter->in_flight.fetch_sub(1);
+    s->adapter->requests_served.fetch_add(1);
+    s->adapter->tokens_generated.fetch_add(static_cast<uint64_t>(std::max(0, s->num_generated())));
+  }
   u->finished = true;
   u->finish_reason = reason;
   u->error = std::move(error);
@@ -282,6 +304,9 @@ Status Engine::step() {
     publish_stats();
     return ok_status();
   }
+  // Rows of one adapter must be contiguous: order the chunks by slot (base-model rows first).
+  std::stable_sort(chunks.begin(), chunks.end(),
+                   [](const ScheduledChunk& a, const ScheduledChunk& b) { return a.seq->slot < b.seq->slot; });
   const auto now = Clock::now();
   const int32_t bs = cache_->block_size();
   auto& m = meta_;
@@ -318,6 +343,8 @@ Status Engine::step() {
       sampling.push_back(ci);
     }
   }
+
+  build_lora_meta(chunks);
 
   auto fail_all = [&](const Status& st) {
     spdlog::error("step failed: {}", st.to_string());
@@ -387,6 +414,42 @@ Status Engine::step() {
   return ok_status();
 }
 
+bool Engine::adapter_ready(Sequence* seq) {
+  if (!seq->adapter) return true;
+  if (seq->slot < 0) {
+    auto slot = adapter_cache_->acquire(seq->adapter);
+    if (!slot) return false;  // every slot is pinned by running requests: wait
+    seq->slot = *slot;
+  }
+  return adapter_cache_->ready(seq->slot);
+}
+
+void Engine::build_lora_meta(const std::vector<ScheduledChunk>& chunks) {
+  auto& m = meta_;
+  int32_t row = 0;
+  std::vector<int32_t> segment_slots;
+  for (const auto& ch : chunks) {
+    const int32_t slot = ch.seq->slot;
+    if (slot >= 0) {
+      if (segment_slots.empty() || segment_slots.back() != slot) {
+        m.lora_segments.push_back({row, row});
+        segment_slots.push_back(slot);
+      }
+      m.lora_segments.back().row_end = row + ch.num_tokens;
+    }
+    row += ch.num_tokens;
+  }
+  if (segment_slots.empty()) return;
+  m.num_lora_tables = adapters::num_lora_tables(model_->config());
+  const size_t nseg = segment_slots.size();
+  m.lora_slices.resize(static_cast<size_t>(m.num_lora_tables) * nseg);
+  for (int32_t t = 0; t < m.num_lora_tables; ++t) {
+    for (size_t k = 0; k < nseg; ++k) {
+      m.lora_slices[static_cast<size_t>(t) * nseg + k] = adapter_cache_->slice(segment_slots[k], t);
+    }
+  }
+}
+
 Status Engine::run_until_idle() {
   while (has_work()) {
     const uint64_t before = counters_.steps + counters_.requests_finished;
@@ -412,6 +475,24 @@ Status Engine::run_loop(std::stop_token stop) {
 }
 
 void Engine::publish_stats() {
+  adapter_cache_->sweep();
+  counters_.adapter_slots_total = adapter_cache_->num_slots();
+  counters_.adapter_slots_used = adapter_cache_->slots_used();
+  counters_.adapter_loads = adapter_cache_->counters().loads;
+  counters_.adapter_evictions = adapter_cache_->counters().evictions;
+  counters_.waiting_for_adapter.clear();
+  for (const Sequence* s : scheduler_->waiting()) {
+    if (!s->adapter || (s->slot >= 0 && adapter_cache_->ready(s->slot))) continue;
+    auto& w = counters_.waiting_for_adapter;
+    auto it = std::find_if(w.begin(), w.end(), [&](const auto& p) { return p.first == s->adapter->task_id; });
+    if (it == w.end()) {
+      w.emplace_back(s->adapter->task_id, 1);
+    } else {
+      ++it->second;
+    }
+  }
+  counters_.adapter_slots.clear();
+  for (const auto& info : adapter_cache_->snapshot()) counters_.adapter_slots.emplace_back(info.version, info.slot);
   counters_.running = static_cast<int32_t>(scheduler_->num_running());
   counters_.waiting = static_cast<int32_t>(scheduler_->num_waiting());
   counters_.kv_blocks_free = cache_->num_free_blocks();

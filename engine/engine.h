@@ -13,6 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "adapters/adapter_cache.h"
+#include "adapters/registry.h"
 #include "common/status.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
@@ -31,6 +33,8 @@ struct EngineOptions {
   int32_t max_queue = 1024;          // sequences waiting or running; beyond: RESOURCE_EXHAUSTED
   int32_t default_max_tokens = 256;  // when a request sets none (capped by the context)
   int32_t max_lora_rank = 64;        // largest adapter rank accepted
+  int32_t max_device_adapters = 16;  // adapter slots on the device (LRU among unpinned)
+  int32_t max_host_adapters = 64;    // adapters loaded at once (held in host memory)
 };
 
 struct EngineStats {
@@ -43,6 +47,14 @@ struct EngineStats {
   uint64_t tokens_generated = 0;
   uint64_t prompt_tokens = 0;
   uint64_t requests_finished = 0;
+  int32_t adapter_slots_total = 0;
+  int32_t adapter_slots_used = 0;
+  uint64_t adapter_loads = 0;      // placements of an adapter into a device slot
+  uint64_t adapter_evictions = 0;
+  // Requests waiting for their adapter to get a ready slot, per task.
+  std::vector<std::pair<std::string, int32_t>> waiting_for_adapter;
+  // Where each resident adapter version lives: (version, slot).
+  std::vector<std::pair<uint64_t, int32_t>> adapter_slots;
 };
 
 class Engine {
@@ -55,8 +67,9 @@ class Engine {
                                                 const EngineOptions& options);
   ~Engine();
 
-  // Validates the request and queues it. Returns the sequence id. Errors: INVALID_ARGUMENT
-  // (names the field), RESOURCE_EXHAUSTED (queue full, or the request can never fit the cache).
+  // Validates the request and queues it, pinning the adapter version its task is served by now.
+  // Returns the sequence id. Errors: INVALID_ARGUMENT (names the field), NOT_FOUND (unknown
+  // task), RESOURCE_EXHAUSTED (queue full, or the request can never fit the cache).
   Result<uint64_t> submit(GenerationRequest request);
   // Ends the sequence within one step with FinishReason::kCancelled; unknown ids are ignored.
   void cancel(uint64_t sequence_id);
@@ -74,6 +87,8 @@ class Engine {
   const formats::ModelConfig& config() const { return model_->config(); }
   const EngineOptions& options() const { return options_; }
   kernels::Backend& backend() const { return *backend_; }
+  // The task ID → adapter map; thread-safe, shared with the admin front end.
+  adapters::AdapterRegistry& adapters() const { return *registry_; }
   const Model& model() const { return *model_; }
 
  private:
@@ -81,6 +96,10 @@ class Engine {
       : backend_(std::move(backend)), options_(options) {}
 
   Status validate_request(const GenerationRequest& r, int32_t* max_tokens) const;
+  // Scheduler hook: acquires the sequence's adapter slot; true once it is ready.
+  bool adapter_ready(Sequence* seq);
+  // Fills meta_'s LoRA segments and slices for `chunks` (ordered by slot).
+  void build_lora_meta(const std::vector<ScheduledChunk>& chunks);
   void drain_inbox();
   void finish(Sequence* seq, FinishReason reason, Status error, SequenceUpdate* update);
   void emit(Sequence* seq, SequenceUpdate& update);
@@ -91,6 +110,8 @@ class Engine {
   std::unique_ptr<Model> model_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<adapters::AdapterRegistry> registry_;
+  std::unique_ptr<adapters::AdapterCache> adapter_cache_;
 
   // Engine-thread state.
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> live_;

@@ -6,12 +6,14 @@
 #include <cmath>
 #include <numbers>
 
+#include "adapters/lora_adapter.h"
 #include "engine/kv_cache.h"
 
 namespace loraserve::engine {
 namespace {
 
 using formats::ModelConfig;
+using formats::Projection;
 using kernels::Tensor;
 
 class CheckpointWeightSource final : public WeightSource {
@@ -59,44 +61,6 @@ class RandomWeightSource final : public WeightSource {
 };
 
 }  // namespace
-
-std::string_view module_name(Module m) {
-  switch (m) {
-    case Module::kQ:
-      return "q_proj";
-    case Module::kK:
-      return "k_proj";
-    case Module::kV:
-      return "v_proj";
-    case Module::kO:
-      return "o_proj";
-    case Module::kGate:
-      return "gate_proj";
-    case Module::kUp:
-      return "up_proj";
-    case Module::kDown:
-      return "down_proj";
-  }
-  return "?";
-}
-
-std::pair<int64_t, int64_t> module_shape(const ModelConfig& c, Module m) {
-  switch (m) {
-    case Module::kQ:
-      return {c.q_dim(), c.hidden_size};
-    case Module::kK:
-    case Module::kV:
-      return {c.kv_dim(), c.hidden_size};
-    case Module::kO:
-      return {c.hidden_size, c.q_dim()};
-    case Module::kGate:
-    case Module::kUp:
-      return {c.intermediate_size, c.hidden_size};
-    case Module::kDown:
-      return {c.hidden_size, c.intermediate_size};
-  }
-  return {0, 0};
-}
 
 std::unique_ptr<WeightSource> checkpoint_source(std::unique_ptr<formats::TensorStore> store) {
   return std::make_unique<CheckpointWeightSource>(std::move(store));
@@ -321,8 +285,8 @@ Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache,
   const Tensor q = qkv.col_slice(0, qd), k = qkv.col_slice(qd, kvd),
                v = qkv.col_slice(qd + kvd, kvd);
   if (lora) {
-    const int32_t tables[] = {lora_table(l, Module::kQ), lora_table(l, Module::kK),
-                              lora_table(l, Module::kV)};
+    const int32_t tables[] = {adapters::lora_table(l, Projection::kQ), adapters::lora_table(l, Projection::kK),
+                              adapters::lora_table(l, Projection::kV)};
     const Tensor outs[] = {q, k, v};
     LS_RETURN_IF_ERROR(b.lora_shrink(x, tables, tmp));
     LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
@@ -344,7 +308,7 @@ Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache,
   LS_RETURN_IF_ERROR(b.matmul(attn, L.o, proj, false));
   if (L.o_bias.data) LS_RETURN_IF_ERROR(b.add_bias(proj, L.o_bias));
   if (lora) {
-    const int32_t tables[] = {lora_table(l, Module::kO)};
+    const int32_t tables[] = {adapters::lora_table(l, Projection::kO)};
     const Tensor outs[] = {proj};
     LS_RETURN_IF_ERROR(b.lora_shrink(attn, tables, tmp));
     LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
@@ -354,7 +318,7 @@ Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache,
   LS_RETURN_IF_ERROR(b.matmul(x, L.gate_up, gu, false));
   if (L.gate_up_bias.data) LS_RETURN_IF_ERROR(b.add_bias(gu, L.gate_up_bias));
   if (lora) {
-    const int32_t tables[] = {lora_table(l, Module::kGate), lora_table(l, Module::kUp)};
+    const int32_t tables[] = {adapters::lora_table(l, Projection::kGate), adapters::lora_table(l, Projection::kUp)};
     const Tensor outs[] = {gu.col_slice(0, f), gu.col_slice(f, f)};
     LS_RETURN_IF_ERROR(b.lora_shrink(x, tables, tmp));
     LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
@@ -363,7 +327,7 @@ Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache,
   LS_RETURN_IF_ERROR(b.matmul(act, L.down, proj, false));
   if (L.down_bias.data) LS_RETURN_IF_ERROR(b.add_bias(proj, L.down_bias));
   if (lora) {
-    const int32_t tables[] = {lora_table(l, Module::kDown)};
+    const int32_t tables[] = {adapters::lora_table(l, Projection::kDown)};
     const Tensor outs[] = {proj};
     LS_RETURN_IF_ERROR(b.lora_shrink(act, tables, tmp));
     LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));

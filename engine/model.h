@@ -19,17 +19,6 @@ namespace loraserve::engine {
 
 class KvCache;
 
-// The seven projections LoRA can target, in the order of their LoRA table index.
-enum class Module : int32_t { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
-inline constexpr int32_t kNumModules = 7;
-std::string_view module_name(Module m);  // "q_proj", ...
-// LoRA table index the backend sees for (layer, module).
-inline int32_t lora_table(int64_t layer, Module m) {
-  return static_cast<int32_t>(layer) * kNumModules + static_cast<int32_t>(m);
-}
-// (out, in) of a projection in this model.
-std::pair<int64_t, int64_t> module_shape(const formats::ModelConfig& c, Module m);
-
 // Where the weights come from: a checkpoint, or (benchmarks, tests) a generator.
 // Fills `out` (numel f32 values... or raw data of `dtype`) for the tensor `name` of `shape`.
 class WeightSource {

@@ -51,13 +51,18 @@ std::vector<ScheduledChunk> Scheduler::next(std::vector<Sequence*>* preempted) {
     ++i;
   }
 
-  // Admit waiting prompts in order while the cache can hold each one whole.
-  while (!waiting_.empty() && rows_left > 0 && seqs_left > 0) {
-    Sequence* s = waiting_.front();
+  // Admit waiting prompts in order while the cache can hold each one whole; a prompt whose
+  // adapter is not ready is passed over, one that does not fit stops admission (FIFO).
+  for (auto it = waiting_.begin(); it != waiting_.end() && rows_left > 0 && seqs_left > 0;) {
+    Sequence* s = *it;
+    if (!can_start_(s)) {
+      ++it;
+      continue;
+    }
     const int32_t need = cache_->blocks_for(static_cast<int64_t>(s->tokens.size()));
     if (cache_->num_free_blocks() < need) break;
     for (int32_t b = 0; b < need; ++b) s->blocks.push_back(*cache_->allocate());
-    waiting_.pop_front();
+    it = waiting_.erase(it);
     running_.push_back(s);
     const int32_t take = std::min(s->num_uncomputed(), rows_left);
     chunks.push_back({s, take});

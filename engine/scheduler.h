@@ -3,11 +3,13 @@
 // prefilled, then newly admitted prompts, within the step's row and sequence budgets. A prompt
 // is admitted only when the KV cache can hold all of it; when a decoding sequence needs a block
 // and none is free, the most recently admitted sequence is preempted (its blocks freed, to be
-// recomputed later from its tokens). Not thread-safe (engine thread).
+// recomputed later from its tokens). A waiting sequence whose adapter has no ready slot yet is
+// passed over for the ones behind it. Not thread-safe (engine thread).
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <vector>
 
 #include "engine/kv_cache.h"
@@ -30,7 +32,11 @@ struct ScheduledChunk {
 
 class Scheduler {
  public:
-  Scheduler(const SchedulerOptions& options, KvCache* cache) : options_(options), cache_(cache) {}
+  // `can_start(seq)` says whether a waiting sequence may be admitted now apart from KV blocks
+  // (its adapter has a ready slot); a sequence that may not is skipped, not waited for, so it
+  // never holds up the others.
+  Scheduler(const SchedulerOptions& options, KvCache* cache, std::function<bool(Sequence*)> can_start)
+      : options_(options), cache_(cache), can_start_(std::move(can_start)) {}
 
   void add(Sequence* seq) { waiting_.push_back(seq); }
   // Takes `seq` out of the queues and frees its blocks (finished, cancelled, failed).
@@ -49,6 +55,7 @@ class Scheduler {
 
   SchedulerOptions options_;
   KvCache* cache_;
+  std::function<bool(Sequence*)> can_start_;
   std::deque<Sequence*> waiting_;   // FIFO; preempted sequences return to the front
   std::vector<Sequence*> running_;  // in admission order
 };

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "adapters/registry.h"
 #include "engine/request.h"
 
 namespace loraserve::engine {
@@ -23,6 +24,8 @@ struct Sequence {
   std::vector<int32_t> blocks;  // KV-cache block table
   std::mt19937_64 rng;          // this request's own generator: batch-independent sampling
   int32_t preemptions = 0;
+  adapters::AdapterRef adapter;  // the version pinned at submission; null for the base model
+  int32_t slot = -1;             // its adapter cache slot once acquired (pinned until the end)
 
   Clock::time_point submitted_at;
   std::optional<Clock::time_point> first_scheduled_at;

@@ -120,6 +120,48 @@ std::string_view architecture_name(Architecture a) {
   return "?";
 }
 
+std::string_view projection_name(Projection p) {
+  switch (p) {
+    case Projection::kQ:
+      return "q_proj";
+    case Projection::kK:
+      return "k_proj";
+    case Projection::kV:
+      return "v_proj";
+    case Projection::kO:
+      return "o_proj";
+    case Projection::kGate:
+      return "gate_proj";
+    case Projection::kUp:
+      return "up_proj";
+    case Projection::kDown:
+      return "down_proj";
+  }
+  return "?";
+}
+
+std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p) {
+  switch (p) {
+    case Projection::kQ:
+      return {c.q_dim(), c.hidden_size};
+    case Projection::kK:
+    case Projection::kV:
+      return {c.kv_dim(), c.hidden_size};
+    case Projection::kO:
+      return {c.hidden_size, c.q_dim()};
+    case Projection::kGate:
+    case Projection::kUp:
+      return {c.intermediate_size, c.hidden_size};
+    case Projection::kDown:
+      return {c.hidden_size, c.intermediate_size};
+  }
+  return {0, 0};
+}
+
+std::string_view projection_block(Projection p) {
+  return p == Projection::kQ || p == Projection::kK || p == Projection::kV || p == Projection::kO ? "self_attn" : "mlp";
+}
+
 int64_t ModelConfig::parameter_count() const {
   const int64_t d = hidden_size;
   int64_t layer = d * (q_dim() + 2 * kv_dim()) + q_dim() * d + 3 * d * intermediate_size + 2 * d;

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -54,6 +56,18 @@ struct ModelConfig {
   // Parameter count of the weights the engine loads (embeddings, layers, final norm, lm_head).
   int64_t parameter_count() const;
 };
+
+// The seven linear projections of a decoder layer, the ones LoRA adapters can target.
+enum class Projection : int32_t { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr int32_t kNumProjections = 7;
+inline constexpr Projection kAllProjections[] = {Projection::kQ,    Projection::kK,  Projection::kV,
+                                                 Projection::kO,    Projection::kGate, Projection::kUp,
+                                                 Projection::kDown};
+std::string_view projection_name(Projection p);  // "q_proj", ...
+// "self_attn" or "mlp": the block that holds the projection.
+std::string_view projection_block(Projection p);
+// (out, in) of a projection's weight in this model.
+std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p);
 
 // Parses `<dir>/config.json` and, when present, `<dir>/generation_config.json`.
 Result<ModelConfig> load_model_config(const std::string& dir);

@@ -148,6 +148,8 @@ class Backend {
   virtual DType activation_dtype() const = 0;
   // Bytes this backend could still allocate for weights and the KV cache.
   virtual size_t available_memory() const = 0;
+  // True when ops read host memory directly (the CPU backend): adapters then need no device copy.
+  virtual bool shares_host_memory() const = 0;
 
   // --- memory
   virtual Result<DeviceBuffer> allocate(size_t bytes) = 0;

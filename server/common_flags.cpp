@@ -29,6 +29,16 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--max-queue", f->engine.max_queue, "Requests held at once (running and waiting)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-lora-rank", f->engine.max_lora_rank, "Largest LoRA rank accepted")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-device-adapters", f->engine.max_device_adapters,
+                  "Adapter slots on the device (least recently used unpinned adapters are evicted)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-host-adapters", f->engine.max_host_adapters, "Adapters loaded at once (in host memory)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--default-max-tokens", f->engine.default_max_tokens,
                   "max_tokens of requests that set none (capped by the context)")
       ->capture_default_str()

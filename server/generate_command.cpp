@@ -20,6 +20,7 @@ struct GenerateFlags {
   std::string input = "-";
   std::string output;
   std::string log_level = "info";
+  std::vector<std::string> adapters;  // TASK=DIR
 };
 
 // One input line's outcome: either an error, or the tokens as they arrive.
@@ -96,6 +97,9 @@ Status parse_line(const std::string& line, engine::GenerationRequest* req, bool*
                                         t.dump());
         p.stop_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
       }
+    } else if (k == "task") {
+      if (!v.is_string() && !v.is_null()) return invalid_argument_error("field 'task' must be a string (a task ID)");
+      if (v.is_string()) req->task_id = v.get<std::string>();
     } else if (k == "request_id") {
       if (!v.is_string()) return invalid_argument_error("field 'request_id' must be a string");
       req->request_id = v.get<std::string>();
@@ -153,6 +157,18 @@ int run_generate(GenerateFlags& f) {
   if (!engine.ok()) {
     spdlog::error("{}", engine.status().to_string());
     return 1;
+  }
+  for (const std::string& spec : f.adapters) {
+    const auto eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+      spdlog::error("generate: --adapter '{}' must be TASK=DIR", spec);
+      return 2;
+    }
+    auto loaded = (*engine)->adapters().load(spec.substr(0, eq), spec.substr(eq + 1), /*replace=*/false);
+    if (!loaded.ok()) {
+      spdlog::error("--adapter {}: {}", spec, loaded.status().to_string());
+      return 1;
+    }
   }
   std::vector<std::unique_ptr<LineResult>> results;
   std::string line;
@@ -216,6 +232,7 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--input", flags->input, "JSON-lines requests ('-': stdin)")
       ->capture_default_str();
   cmd->add_option("--output", flags->output, "Write results here instead of stdout");
+  cmd->add_option("--adapter", flags->adapters, "TASK=DIR: serve the PEFT LoRA adapter in DIR under TASK (repeatable)");
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
   cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });

@@ -59,6 +59,7 @@ class CpuBackend final : public Backend {
   DType weight_dtype(DType) const override { return DType::kF32; }
   DType activation_dtype() const override { return DType::kF32; }
   size_t available_memory() const override { return mem_available_bytes(); }
+  bool shares_host_memory() const override { return true; }
 
   Result<DeviceBuffer> allocate(size_t bytes) override {
     const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
