@@ -1,0 +1,222 @@
+// Loading PEFT adapters: what a good one becomes, and a clear error for each way one can be bad,
+// with the registry unchanged afterwards.
+#include "adapters/lora_adapter.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "adapters/registry.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/adapters/adapter_test_util.h"
+
+namespace loraserve::adapters {
+namespace {
+
+using formats::Projection;
+using testing::AdapterSpec;
+using testing::make_adapter_spec;
+using testing::peft_name;
+
+constexpr const char* kModel = "tests/reference/fixtures/llama_mha_f32";
+
+class LoraAdapterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = formats::load_model_config(kModel);
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    config_ = *c;
+    backend_ = kernels::create_cpu_backend(1);
+    registry_ = std::make_unique<AdapterRegistry>(config_, backend_.get(), RegistryOptions{4, 32});
+    // One adapter served throughout: every failure below must leave it in place.
+    write_adapter(make_adapter_spec(config_, 4, 1), dir_.path() / "good");
+    auto ref = registry_->load("kept", (dir_.path() / "good").string(), false);
+    ASSERT_TRUE(ref.ok()) << ref.status().to_string();
+    kept_version_ = (*ref)->version;
+  }
+
+  // Loads `spec` as task "bad" and returns the error; checks the registry is unchanged.
+  Status load_bad(const AdapterSpec& spec) {
+    const auto dir = dir_.path() / fmt::format("bad{}", ++counter_);
+    write_adapter(spec, dir);
+    return load_bad_dir(dir.string());
+  }
+  Status load_bad_dir(const std::string& dir) {
+    auto r = registry_->load("bad", dir, false);
+    EXPECT_FALSE(r.ok());
+    EXPECT_EQ(registry_->size(), 1u);
+    EXPECT_EQ(registry_->find("bad"), nullptr);
+    EXPECT_NE(registry_->find("kept"), nullptr);
+    if (registry_->find("kept")) EXPECT_EQ(registry_->find("kept")->version, kept_version_);
+    return r.ok() ? ok_status() : r.status();
+  }
+  static void expect_message(const Status& st, StatusCode code, const std::string& needle) {
+    EXPECT_EQ(st.code(), code) << st.to_string();
+    EXPECT_NE(st.message().find(needle), std::string::npos) << "message: " << st.message() << "\nexpected: " << needle;
+  }
+
+  formats::ModelConfig config_;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<AdapterRegistry> registry_;
+  testing::TempDir dir_;
+  uint64_t kept_version_ = 0;
+  int counter_ = 0;
+};
+
+TEST_F(LoraAdapterTest, GoodAdapterIsLaidOutWithItsScaleAndValues) {
+  AdapterSpec spec = make_adapter_spec(config_, 8, 7);
+  spec.config["lora_alpha"] = 4;
+  write_adapter(spec, dir_.path() / "r8");
+  auto a = LoraAdapter::load((dir_.path() / "r8").string(), config_, backend_.get(), 32);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_EQ((*a)->max_rank(), 8);
+  EXPECT_EQ((*a)->target_modules().size(), 7u);
+  const LoraModule& m = (*a)->module(1, Projection::kUp);
+  EXPECT_EQ(m.rank, 8);
+  EXPECT_FLOAT_EQ(m.scale, 0.5f);
+  const auto* base = static_cast<const float*>((*a)->weights().data());
+  const auto& want_a = spec.tensors.at(peft_name(1, Projection::kUp, 'A')).second;
+  const auto& want_b = spec.tensors.at(peft_name(1, Projection::kUp, 'B')).second;
+  EXPECT_EQ(base[m.a_offset / 4 + 5], want_a[5]);
+  EXPECT_EQ(base[m.b_offset / 4 + want_b.size() - 1], want_b.back());
+  // q, k and v A's are adjacent so one GEMM can shrink them together.
+  const LoraModule& q = (*a)->module(0, Projection::kQ);
+  const LoraModule& k = (*a)->module(0, Projection::kK);
+  EXPECT_EQ(k.a_offset, q.a_offset + static_cast<size_t>(q.rank * config_.hidden_size) * 4);
+}
+
+TEST_F(LoraAdapterTest, PartialTargetsLeaveOtherModulesEmpty) {
+  AdapterSpec spec = make_adapter_spec(config_, 4, 2);
+  spec.config["target_modules"] = {"q_proj", "v_proj"};
+  spec.config["layers_to_transform"] = {1};
+  for (auto it = spec.tensors.begin(); it != spec.tensors.end();) {
+    const bool keep = it->first.find("layers.1.self_attn.q_proj") != std::string::npos ||
+                      it->first.find("layers.1.self_attn.v_proj") != std::string::npos;
+    it = keep ? std::next(it) : spec.tensors.erase(it);
+  }
+  write_adapter(spec, dir_.path() / "partial");
+  auto a = LoraAdapter::load((dir_.path() / "partial").string(), config_, backend_.get(), 32);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_EQ((*a)->module(0, Projection::kQ).rank, 0);
+  EXPECT_EQ((*a)->module(1, Projection::kQ).rank, 4);
+  EXPECT_EQ((*a)->module(1, Projection::kK).rank, 0);
+  EXPECT_EQ((*a)->target_modules(), (std::vector<std::string>{"q_proj", "v_proj"}));
+}
+
+TEST_F(LoraAdapterTest, MissingFolderOrFiles) {
+  expect_message(load_bad_dir((dir_.path() / "nowhere").string()), StatusCode::kNotFound, "does not exist");
+  const auto no_config = dir_.path() / "no_config";
+  write_adapter(make_adapter_spec(config_, 4, 3), no_config);
+  std::filesystem::remove(no_config / "adapter_config.json");
+  expect_message(load_bad_dir(no_config.string()), StatusCode::kNotFound, "adapter_config.json");
+  const auto no_weights = dir_.path() / "no_weights";
+  write_adapter(make_adapter_spec(config_, 4, 3), no_weights);
+  std::filesystem::remove(no_weights / "adapter_model.safetensors");
+  expect_message(load_bad_dir(no_weights.string()), StatusCode::kNotFound, "adapter_model.safetensors");
+}
+
+TEST_F(LoraAdapterTest, PickleIsRefusedNeverRead) {
+  const auto dir = dir_.path() / "pickle";
+  write_adapter(make_adapter_spec(config_, 4, 3), dir);
+  std::filesystem::remove(dir / "adapter_model.safetensors");
+  std::ofstream(dir / "adapter_model.bin") << "\x80\x02}q\x00.";
+  expect_message(load_bad_dir(dir.string()), StatusCode::kInvalidArgument, "pickle");
+}
+
+TEST_F(LoraAdapterTest, RankMismatchBetweenAAndB) {
+  AdapterSpec spec = make_adapter_spec(config_, 4, 4);
+  auto& b = spec.tensors[peft_name(0, Projection::kV, 'B')];
+  b = {{b.first[0], 2}, std::vector<float>(static_cast<size_t>(b.first[0] * 2), 0.1f)};
+  expect_message(load_bad(spec), StatusCode::kInvalidArgument, "rank mismatch for model.layers.0.self_attn.v_proj");
+}
+
+TEST_F(LoraAdapterTest, ShapesThatDoNotFitTheBaseModel) {
+  AdapterSpec spec = make_adapter_spec(config_, 4, 5);
+  spec.tensors[peft_name(1, Projection::kDown, 'A')] = {{4, 50}, std::vector<float>(200, 0.1f)};
+  expect_message(load_bad(spec), StatusCode::kInvalidArgument, "do not fit the base model");
+}
+
+TEST_F(LoraAdapterTest, ConfigRankDisagreesWithTensors) {
+  AdapterSpec spec = make_adapter_spec(config_, 4, 5);
+  spec.config["r"] = 8;
+  expect_message(load_bad(spec), StatusCode::kInvalidArgument, "gives r = 8");
+}
+
+TEST_F(LoraAdapterTest, TargetModuleTheModelLacks) {
+  AdapterSpec spec = make_adapter_spec(config_, 4, 6);
+  spec.config["target_modules"] = {"q_proj", "c_attn"};
+  expect_message(load_bad(spec), StatusCode::kInvalidArgument, "target module 'c_attn' does not exist");
+  AdapterSpec regex = make_adapter_spec(config_, 4, 6);
+  regex.config["target_modules"] = ".*\\.c_attn";
+  expect_message(load_bad(regex), StatusCode::kInvalidArgument, "matches no module");
+}
+
+TEST_F(LoraAdapterTest, LayerIndexPastTheModel) {
+  AdapterSpec spec = make_adapter_spec(config_, 4, 7);
+  spec.tensors[peft_name(2, Projection::kQ, 'A')] = spec.tensors[peft_name(0, Projection::kQ, 'A')];
+  expect_message(load_bad(spec), StatusCode::kInvalidArgument, "is for layer 2, but the model has 2 layers");
+  AdapterSpec ltt = make_adapter_spec(config_, 4, 7);
+  ltt.config["layers_to_transform"] = {0, 5};
+  expect_message(load_bad(ltt), StatusCode::kInvalidArgument, "layers_to_transform names layer 5");
+}
+
+TEST_F(LoraAdapterTest, NonFiniteValues) {
+  for (float bad : {NAN, INFINITY}) {
+    AdapterSpec spec = make_adapter_spec(config_, 4, 8);
+    spec.tensors[peft_name(1, Projection::kO, 'B')].second[3] = bad;
+    expect_message(load_bad(spec), StatusCode::kInvalidArgument, "non-finite");
+  }
+}
+
+TEST_F(LoraAdapterTest, UnsupportedFeaturesSayWhat) {
+  struct Case {
+    const char* key;
+    nlohmann::ordered_json value;
+    const char* expect;
+  } cases[] = {{"use_dora", true, "DoRA"},
+               {"modules_to_save", {"score"}, "modules_to_save"},
+               {"bias", "lora_only", "bias"},
+               {"target_modules", {"q_proj", "embed_tokens"}, "embed_tokens"},
+               {"target_modules", {"lm_head"}, "lm_head"}};
+  for (const auto& c : cases) {
+    AdapterSpec spec = make_adapter_spec(config_, 4, 9);
+    spec.config[c.key] = c.value;
+    expect_message(load_bad(spec), StatusCode::kInvalidArgument, c.expect);
+  }
+  AdapterSpec emb = make_adapter_spec(config_, 4, 9);
+  emb.tensors["base_model.model.model.embed_tokens.lora_embedding_A"] = {{4, 256}, std::vector<float>(1024, 0.f)};
+  expect_message(load_bad(emb), StatusCode::kInvalidArgument, "embed_tokens is not supported");
+  AdapterSpec head = make_adapter_spec(config_, 4, 9);
+  head.tensors["base_model.model.lm_head.lora_A.weight"] = {{4, 32}, std::vector<float>(128, 0.f)};
+  expect_message(load_bad(head), StatusCode::kInvalidArgument, "lm_head is not supported");
+}
+
+TEST_F(LoraAdapterTest, RankZeroAndRankAboveTheMaximum) {
+  AdapterSpec zero = make_adapter_spec(config_, 4, 10);
+  zero.config["r"] = 0;
+  expect_message(load_bad(zero), StatusCode::kInvalidArgument, "r must be positive");
+  expect_message(load_bad(make_adapter_spec(config_, 64, 10)), StatusCode::kInvalidArgument,
+                 "above the server's maximum LoRA rank 32");
+}
+
+TEST_F(LoraAdapterTest, StrayAndMissingTensors) {
+  AdapterSpec missing = make_adapter_spec(config_, 4, 11);
+  missing.tensors.erase(peft_name(1, Projection::kGate, 'B'));
+  expect_message(load_bad(missing), StatusCode::kNotFound, "lora_B.weight");
+  AdapterSpec stray = make_adapter_spec(config_, 4, 11);
+  stray.config["target_modules"] = {"q_proj"};
+  expect_message(load_bad(stray), StatusCode::kInvalidArgument, "does not target");
+  AdapterSpec odd = make_adapter_spec(config_, 4, 11);
+  odd.tensors["something.else"] = {{1}, {0.f}};
+  expect_message(load_bad(odd), StatusCode::kInvalidArgument, "not a PEFT LoRA tensor");
+}
+
+TEST_F(LoraAdapterTest, MalformedSafetensors) {
+  const auto dir = dir_.path() / "truncated";
+  write_adapter(make_adapter_spec(config_, 4, 12), dir);
+  std::filesystem::resize_file(dir / "adapter_model.safetensors", 100);
+  expect_message(load_bad_dir(dir.string()), StatusCode::kInvalidArgument, "adapter_model.safetensors");
+}
+
+}  // namespace
+}  // namespace loraserve::adapters

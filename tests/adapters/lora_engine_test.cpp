@@ -1,0 +1,276 @@
+// LoRA through the engine: mixed-adapter batches against solo runs, merged weights and the
+// PyTorch reference; hot replace / unload with requests in flight; memory returned when the last
+// request of an unloaded version ends; requests waiting for a device slot.
+#include <gtest/gtest.h>
+#include <malloc.h>
+
+#include "engine/engine.h"
+#include "engine/loader.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/adapters/adapter_test_util.h"
+#include "tests/reference/engine_runner.h"
+#include "tests/reference/golden.h"
+
+namespace loraserve::testing {
+namespace {
+
+using engine::Engine;
+using engine::EngineOptions;
+using formats::Projection;
+
+constexpr double kEps = 1e-3;  // near-tie threshold for fp32 (DESIGN.md)
+
+EngineOptions small_options() {
+  EngineOptions o;
+  o.max_batch_size = 16;
+  o.max_batched_tokens = 256;
+  o.max_lora_rank = 32;
+  return o;
+}
+
+std::unique_ptr<Engine> open(const std::string& dir, EngineOptions o = small_options()) {
+  kernels::BackendOptions bo;
+  bo.device = "cpu";
+  auto e = engine::open_engine(dir, bo, o);
+  EXPECT_TRUE(e.ok()) << e.status().to_string();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+// Weights of a checkpoint with one adapter merged in: W + scale · B · A for every targeted module.
+class MergedSource final : public engine::WeightSource {
+ public:
+  MergedSource(std::unique_ptr<engine::WeightSource> base, const adapters::LoraAdapter& adapter,
+               const formats::ModelConfig& c)
+      : base_(std::move(base)), adapter_(adapter), config_(c) {}
+  Status read(const std::string& name, const std::vector<int64_t>& shape,
+              const std::function<Status(const void*, DType)>& sink) override {
+    return base_->read(name, shape, [&](const void* data, DType dtype) -> Status {
+      const adapters::LoraModule* m = module_for(name);
+      if (m == nullptr || m->rank == 0) return sink(data, dtype);
+      const int64_t out = shape[0], in = shape[1];
+      std::vector<float> w(static_cast<size_t>(out * in));
+      convert_to_f32(dtype, data, w.data(), w.size());
+      const auto* base = static_cast<const std::byte*>(adapter_.weights().data());
+      const auto* a = reinterpret_cast<const float*>(base + m->a_offset);
+      const auto* b = reinterpret_cast<const float*>(base + m->b_offset);
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t i = 0; i < in; ++i) {
+          double acc = 0;
+          for (int32_t r = 0; r < m->rank; ++r) acc += static_cast<double>(b[o * m->rank + r]) * a[r * in + i];
+          w[static_cast<size_t>(o * in + i)] += static_cast<float>(m->scale * acc);
+        }
+      }
+      return sink(w.data(), DType::kF32);
+    });
+  }
+  bool has(const std::string& name) const override { return base_->has(name); }
+
+ private:
+  const adapters::LoraModule* module_for(const std::string& name) const {
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      for (Projection p : formats::kAllProjections) {
+        if (name == fmt::format("model.layers.{}.{}.{}.weight", l, formats::projection_block(p),
+                                formats::projection_name(p))) {
+          return &adapter_.module(l, p);
+        }
+      }
+    }
+    return nullptr;
+  }
+  std::unique_ptr<engine::WeightSource> base_;
+  const adapters::LoraAdapter& adapter_;
+  formats::ModelConfig config_;
+};
+
+void expect_same(const Trace& want, const Trace& got, double logit_tol, const std::string& what) {
+  Comparison c = compare_traces(want, got, kEps);
+  EXPECT_TRUE(c.tokens_match()) << what << ": " << c.mismatch;
+  EXPECT_LE(c.max_logit_diff, logit_tol) << what;
+  EXPECT_GT(c.compared_logits, 0) << what;
+}
+
+class LoraEngineTest : public ::testing::TestWithParam<std::string> {};
+
+// Every golden case of a fixture (base rows and ≥ 4 adapters of different ranks), together in one
+// batch with prefill and decode rows mixed, against each run alone and against the reference.
+TEST_P(LoraEngineTest, MixedBatchMatchesAloneAndReference) {
+  auto golden = load_golden(GetParam());
+  ASSERT_TRUE(golden.ok()) << golden.status().to_string();
+  auto eng = open(golden->model_dir);
+  ASSERT_NE(eng, nullptr);
+  std::set<std::string> loaded;
+  for (const auto& c : golden->cases) {
+    if (c.adapter && loaded.insert(*c.adapter).second) {
+      auto r = eng->adapters().load(*c.adapter, golden->adapter_dir(c), false);
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+    }
+  }
+  ASSERT_GE(loaded.size(), 4u);
+  auto requests = [&] {
+    std::vector<engine::GenerationRequest> rs;
+    for (const auto& c : golden->cases) {
+      rs.push_back(greedy_request(c.prompt_token_ids, static_cast<int32_t>(c.expected.steps()), c.adapter.value_or("")));
+    }
+    return rs;
+  };
+  auto alone = run_alone(*eng, requests());
+  ASSERT_TRUE(alone.ok()) << alone.status().to_string();
+  // Half the requests start, run a few steps (they are decoding), then the rest join.
+  TraceCollector mixed;
+  auto rs = requests();
+  const size_t half = rs.size() / 2;
+  for (size_t i = 0; i < half; ++i) ASSERT_TRUE(mixed.submit(*eng, std::move(rs[i])).ok());
+  for (int s = 0; s < 3; ++s) ASSERT_TRUE(eng->step().ok());
+  for (size_t i = half; i < rs.size(); ++i) ASSERT_TRUE(mixed.submit(*eng, std::move(rs[i])).ok());
+  ASSERT_TRUE(eng->run_until_idle().ok());
+  ASSERT_TRUE(mixed.all_finished().ok()) << mixed.all_finished().to_string();
+  for (size_t i = 0; i < golden->cases.size(); ++i) {
+    const auto& c = golden->cases[i];
+    expect_same((*alone)[i], mixed.trace(i), 1e-4, c.name + " mixed vs alone");
+    expect_same(c.expected, mixed.trace(i), 1e-3, c.name + " vs reference");
+  }
+}
+
+// LoRA rows equal the model whose weights have the adapter merged in, through the same engine.
+TEST_P(LoraEngineTest, MatchesMergedWeights) {
+  auto golden = load_golden(GetParam());
+  ASSERT_TRUE(golden.ok());
+  auto eng = open(golden->model_dir);
+  ASSERT_NE(eng, nullptr);
+  for (const auto& c : golden->cases) {
+    if (!c.adapter) continue;
+    auto ref = eng->adapters().load(*c.adapter, golden->adapter_dir(c), /*replace=*/true);
+    ASSERT_TRUE(ref.ok()) << ref.status().to_string();
+    auto lora = run_alone(*eng, {greedy_request(c.prompt_token_ids, 32, *c.adapter)});
+    ASSERT_TRUE(lora.ok());
+    auto store = formats::TensorStore::open_folder(golden->model_dir, "model.safetensors");
+    ASSERT_TRUE(store.ok());
+    MergedSource merged(engine::checkpoint_source(std::move(*store)), *(*ref)->adapter, eng->config());
+    auto merged_engine = Engine::create(eng->config(), merged, kernels::create_cpu_backend(0), small_options());
+    ASSERT_TRUE(merged_engine.ok()) << merged_engine.status().to_string();
+    auto want = run_alone(**merged_engine, {greedy_request(c.prompt_token_ids, 32)});
+    ASSERT_TRUE(want.ok());
+    expect_same((*want)[0], (*lora)[0], 1e-3, c.name + " vs merged weights");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, LoraEngineTest, ::testing::ValuesIn(fixture_names()));
+
+class LoraLifecycleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    eng_ = open("tests/reference/fixtures/llama_mha_f32");
+    ASSERT_NE(eng_, nullptr);
+    write_adapter(make_adapter_spec(eng_->config(), 8, 1, 0.3f), dir_.path() / "v1");
+    write_adapter(make_adapter_spec(eng_->config(), 16, 2, 0.3f), dir_.path() / "v2");
+  }
+  std::vector<int32_t> prompt(int32_t seed) {
+    std::vector<int32_t> p;
+    for (int32_t i = 0; i < 12; ++i) p.push_back((seed * 37 + i * 11) % 250 + 3);
+    return p;
+  }
+  std::unique_ptr<Engine> eng_;
+  TempDir dir_;
+};
+
+TEST_F(LoraLifecycleTest, ReplaceAndUnloadNeverDisturbRequestsInFlight) {
+  auto& reg = eng_->adapters();
+  ASSERT_TRUE(reg.load("task", (dir_.path() / "v1").string(), false).ok());
+  auto solo_v1 = run_alone(*eng_, {greedy_request(prompt(1), 24, "task")});
+  ASSERT_TRUE(reg.load("task", (dir_.path() / "v2").string(), true).ok());
+  auto solo_v2 = run_alone(*eng_, {greedy_request(prompt(1), 24, "task")});
+  ASSERT_TRUE(solo_v1.ok() && solo_v2.ok());
+  ASSERT_NE((*solo_v1)[0].token_ids, (*solo_v2)[0].token_ids) << "the two versions must differ to tell them apart";
+
+  // Back to v1; start two requests, replace with v2 mid-flight, start one more, then unload.
+  ASSERT_TRUE(reg.load("task", (dir_.path() / "v1").string(), true).ok());
+  TraceCollector c;
+  ASSERT_TRUE(c.submit(*eng_, greedy_request(prompt(1), 24, "task")).ok());
+  ASSERT_TRUE(c.submit(*eng_, greedy_request(prompt(1), 24, "task")).ok());
+  for (int s = 0; s < 4; ++s) ASSERT_TRUE(eng_->step().ok());
+  ASSERT_TRUE(reg.load("task", (dir_.path() / "v2").string(), true).ok());
+  ASSERT_TRUE(c.submit(*eng_, greedy_request(prompt(1), 24, "task")).ok());
+  for (int s = 0; s < 4; ++s) ASSERT_TRUE(eng_->step().ok());
+  ASSERT_TRUE(reg.unload("task").ok());
+  EXPECT_EQ(eng_->submit(greedy_request(prompt(1), 24, "task")).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(eng_->run_until_idle().ok());
+  ASSERT_TRUE(c.all_finished().ok());
+  expect_same((*solo_v1)[0], c.trace(0), 1e-4, "in flight across replace");
+  expect_same((*solo_v1)[0], c.trace(1), 1e-4, "in flight across replace");
+  expect_same((*solo_v2)[0], c.trace(2), 1e-4, "admitted after replace, in flight across unload");
+}
+
+size_t heap_bytes() {
+  const struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+TEST_F(LoraLifecycleTest, MemoryOfAnUnloadedVersionComesBackWhenItsLastRequestEnds) {
+  // A large adapter (≈ 6 MiB of f32) so the heap difference is unmistakable.
+  const auto& c = eng_->config();
+  std::vector<adapters::LoraModuleWeights> mods;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    for (Projection p : formats::kAllProjections) {
+      const auto [out, in] = formats::projection_shape(c, p);
+      adapters::LoraModuleWeights w;
+      w.layer = l;
+      w.projection = p;
+      w.rank = 32;
+      w.scale = 0.5f;
+      w.a.assign(static_cast<size_t>(32 * in), 0.01f);
+      w.b.assign(static_cast<size_t>(out * 32), 0.01f);
+      mods.push_back(std::move(w));
+    }
+  }
+  for (int copy = 0; copy < 40; ++copy) {  // 40 tasks share nothing: each copy is its own memory
+    auto a = adapters::LoraAdapter::from_weights(mods, c, &eng_->backend(), 32);
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE(eng_->adapters().add(fmt::format("big{}", copy), *a, false).ok());
+  }
+  mods.clear();
+  mods.shrink_to_fit();
+  const size_t with_adapters = heap_bytes();
+  TraceCollector col;
+  for (int copy = 0; copy < 40; ++copy) {
+    ASSERT_TRUE(col.submit(*eng_, greedy_request(prompt(copy), 20, fmt::format("big{}", copy))).ok());
+  }
+  for (int s = 0; s < 3; ++s) ASSERT_TRUE(eng_->step().ok());
+  for (int copy = 0; copy < 40; ++copy) ASSERT_TRUE(eng_->adapters().unload(fmt::format("big{}", copy)).ok());
+  // Unloaded but still in flight: the memory is still held.
+  EXPECT_GT(heap_bytes() + (1u << 20), with_adapters);
+  ASSERT_TRUE(eng_->run_until_idle().ok());
+  ASSERT_TRUE(col.all_finished().ok());
+  const size_t after = heap_bytes();
+  const size_t adapter_bytes = 40 * (static_cast<size_t>(32 * (c.hidden_size * 10 + c.intermediate_size * 6)) * 4);
+  EXPECT_LT(after + adapter_bytes / 2, with_adapters)
+      << "heap with adapters " << with_adapters << ", after the last request " << after;
+  EXPECT_EQ(eng_->stats().adapter_slots_used, 0);
+}
+
+TEST_F(LoraLifecycleTest, RequestsWaitForASlotInsteadOfFailing) {
+  EngineOptions o = small_options();
+  o.max_device_adapters = 1;
+  auto eng = open("tests/reference/fixtures/llama_mha_f32", o);
+  ASSERT_NE(eng, nullptr);
+  ASSERT_TRUE(eng->adapters().load("a", (dir_.path() / "v1").string(), false).ok());
+  ASSERT_TRUE(eng->adapters().load("b", (dir_.path() / "v2").string(), false).ok());
+  auto solo = run_alone(*eng, {greedy_request(prompt(3), 16, "a"), greedy_request(prompt(4), 16, "b"),
+                               greedy_request(prompt(5), 16, "")});
+  ASSERT_TRUE(solo.ok());
+  TraceCollector c;
+  ASSERT_TRUE(c.submit(*eng, greedy_request(prompt(3), 16, "a")).ok());
+  ASSERT_TRUE(c.submit(*eng, greedy_request(prompt(4), 16, "b")).ok());
+  ASSERT_TRUE(c.submit(*eng, greedy_request(prompt(5), 16, "")).ok());
+  ASSERT_TRUE(eng->step().ok());
+  const auto stats = eng->stats();
+  ASSERT_EQ(stats.waiting_for_adapter.size(), 1u);
+  EXPECT_EQ(stats.waiting_for_adapter[0].first, "b");
+  EXPECT_EQ(stats.running, 2);  // a and the base-model request run; b waits without blocking them
+  ASSERT_TRUE(eng->run_until_idle().ok());
+  ASSERT_TRUE(c.all_finished().ok());
+  for (size_t i = 0; i < 3; ++i) expect_same((*solo)[i], c.trace(i), 1e-4, fmt::format("request {}", i));
+  EXPECT_GE(eng->stats().adapter_evictions, 1u);
+}
+
+}  // namespace
+}  // namespace loraserve::testing
