@@ -306,28 +306,47 @@ class CpuBackend final : public Backend {
   Status lora_shrink(const Tensor& x, std::span<const int32_t> tables, const Tensor& tmp) override {
     const auto& segs = meta_->lora_segments;
     for (size_t s = 0; s < segs.size(); ++s) {
-      const int64_t n = segs[s].row_end - segs[s].row_begin;
-      int64_t col = 0;
-      for (int32_t t : tables) {
-        const LoraSlice& sl = slice(t, s);
-        if (sl.rank == 0) continue;
-        if (col + sl.rank > tmp.cols)
-          return internal_error("cpu backend: LoRA scratch narrower than the summed rank");
-        cpu::gemm(n, sl.rank, x.cols, x.as<float>() + segs[s].row_begin * x.stride, x.stride,
-                  static_cast<const float*>(sl.a), x.cols, 0.0f,
-                  tmp.as<float>() + segs[s].row_begin * tmp.stride + col, tmp.stride);
-        col += sl.rank;
+      int64_t total = 0;
+      for (int32_t t : tables) total += slice(t, s).rank;
+      if (total > tmp.cols) {
+        return internal_error("cpu backend: LoRA scratch ({} columns) narrower than the summed rank {}", tmp.cols,
+                              total);
       }
     }
+    for_segments(segs.size(), [&](size_t s) {
+      const int64_t row0 = segs[s].row_begin;
+      const int64_t n = segs[s].row_end - row0;
+      int64_t col = 0;
+      // Tables whose A's are adjacent in memory (q/k/v, gate/up of one adapter) are one GEMM.
+      for (size_t k = 0; k < tables.size();) {
+        const LoraSlice& first = slice(tables[k], s);
+        if (first.rank == 0) {
+          ++k;
+          continue;
+        }
+        int64_t rows = first.rank;
+        size_t next = k + 1;
+        for (; next < tables.size(); ++next) {
+          const LoraSlice& sl = slice(tables[next], s);
+          if (sl.rank == 0 || sl.a != static_cast<const float*>(first.a) + rows * x.cols) break;
+          rows += sl.rank;
+        }
+        cpu::gemm(n, rows, x.cols, x.as<float>() + row0 * x.stride, x.stride, static_cast<const float*>(first.a),
+                  x.cols, 0.0f, tmp.as<float>() + row0 * tmp.stride + col, tmp.stride);
+        col += rows;
+        k = next;
+      }
+    });
     return ok_status();
   }
 
   Status lora_expand(const Tensor& tmp, std::span<const int32_t> tables,
                      std::span<const Tensor> outputs) override {
     const auto& segs = meta_->lora_segments;
-    std::vector<float> scaled;
-    for (size_t s = 0; s < segs.size(); ++s) {
-      const int64_t n = segs[s].row_end - segs[s].row_begin;
+    for_segments(segs.size(), [&](size_t s) {
+      thread_local std::vector<float> scaled;
+      const int64_t row0 = segs[s].row_begin;
+      const int64_t n = segs[s].row_end - row0;
       int64_t col = 0;
       for (size_t k = 0; k < tables.size(); ++k) {
         const LoraSlice& sl = slice(tables[k], s);
@@ -336,15 +355,14 @@ class CpuBackend final : public Backend {
         // (x·Aᵀ) is tiny (n × r): scale it rather than the (n × out) product.
         scaled.resize(static_cast<size_t>(n * sl.rank));
         for (int64_t r = 0; r < n; ++r) {
-          const float* src = tmp.as<float>() + (segs[s].row_begin + r) * tmp.stride + col;
-          for (int64_t c = 0; c < sl.rank; ++c)
-            scaled[static_cast<size_t>(r * sl.rank + c)] = src[c] * sl.scale;
+          const float* src = tmp.as<float>() + (row0 + r) * tmp.stride + col;
+          for (int64_t c = 0; c < sl.rank; ++c) scaled[static_cast<size_t>(r * sl.rank + c)] = src[c] * sl.scale;
         }
-        cpu::gemm(n, y.cols, sl.rank, scaled.data(), sl.rank, static_cast<const float*>(sl.b),
-                  sl.rank, 1.0f, y.as<float>() + segs[s].row_begin * y.stride, y.stride);
+        cpu::gemm(n, y.cols, sl.rank, scaled.data(), sl.rank, static_cast<const float*>(sl.b), sl.rank, 1.0f,
+                  y.as<float>() + row0 * y.stride, y.stride);
         col += sl.rank;
       }
-    }
+    });
     return ok_status();
   }
 
@@ -374,6 +392,18 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
     const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
     for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
+  }
+
+  // Runs body(s) for every LoRA segment: segments spread over the threads when there are several
+  // (each GEMM then runs on one thread), else the one segment's GEMMs use every thread.
+  template <typename F>
+  void for_segments(size_t count, F&& body) {
+    if (count == 1) {
+      body(0);
+      return;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t s = 0; s < count; ++s) body(s);
   }
 
   // Runs body(r) for every row, on all threads when the tensor is large enough to pay for it.
