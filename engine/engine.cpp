@@ -287,6 +287,9 @@ void Engine::finish(Sequence* s, FinishReason reason, Status error, SequenceUpda
   u->error = std::move(error);
   emit(s, *u);
   ++counters_.requests_finished;
+  auto& task = counters_.per_task[s->request.task_id];
+  ++task.requests;
+  task.tokens += static_cast<uint64_t>(std::max(0, s->num_generated()));
   in_system_.fetch_sub(1);
   live_.erase(s->id);  // destroys s
 }
