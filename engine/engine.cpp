@@ -41,7 +41,8 @@ std::string_view finish_reason_name(FinishReason r) {
 Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& config,
                                                WeightSource& weights,
                                                std::unique_ptr<kernels::Backend> backend,
-                                               const EngineOptions& options) {
+                                               const EngineOptions& options,
+                                               std::unique_ptr<tokenizer::Tokenizer> tokenizer) {
   if (options.max_batch_size <= 0 || options.max_batched_tokens <= 0 || options.block_size <= 0) {
     return invalid_argument_error(
         "max_batch_size, max_batched_tokens and block_size must be positive");
@@ -122,6 +123,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
   Engine* e = engine.get();
   engine->scheduler_ = std::make_unique<Scheduler>(so, engine->cache_.get(),
                                                    [e](Sequence* seq) { return e->adapter_ready(seq); });
+  engine->tokenizer_ = std::move(tokenizer);
   engine->counters_.kv_blocks_total = engine->cache_->num_blocks();
   engine->publish_stats();
   return engine;
@@ -177,8 +179,12 @@ Status Engine::validate_request(const GenerationRequest& r, int32_t* max_tokens)
                                     c.vocab_size);
     }
   }
-  if (!p.stop.empty())
-    return invalid_argument_error("stop strings need a tokenizer, and this engine has none");
+  if (!p.stop.empty() && tokenizer_ == nullptr) {
+    return invalid_argument_error("stop strings need a tokenizer, and this model folder has no tokenizer.json");
+  }
+  for (size_t i = 0; i < p.stop.size(); ++i) {
+    if (p.stop[i].empty()) return invalid_argument_error("stop[{}] is an empty string", i);
+  }
   const int32_t blocks = cache_->blocks_for(prompt_len + *max_tokens);
   if (blocks > cache_->num_blocks()) {
     return resource_exhausted_error(
@@ -210,6 +216,10 @@ Result<uint64_t> Engine::submit(GenerationRequest request) {
       return not_found_error("unknown task '{}': no adapter is loaded under that task ID", request.task_id);
     }
     seq->adapter->in_flight.fetch_add(1);
+  }
+  if (tokenizer_) {
+    seq->detokenizer =
+        std::make_unique<tokenizer::IncrementalDecoder>(*tokenizer_, request.params.skip_special_tokens);
   }
   seq->request = std::move(request);
   const uint64_t id = seq->id;
@@ -281,6 +291,10 @@ void Engine::finish(Sequence* s, FinishReason reason, Status error, SequenceUpda
     s->adapter->in_flight.fetch_sub(1);
     s->adapter->requests_served.fetch_add(1);
     s->adapter->tokens_generated.fetch_add(static_cast<uint64_t>(std::max(0, s->num_generated())));
+  }
+  if (s->detokenizer && reason != FinishReason::kError) {
+    auto r = detokenize(s, u, /*finishing=*/true);
+    if (r.ok() && *r == FinishReason::kStop) reason = FinishReason::kStop;
   }
   u->finished = true;
   u->finish_reason = reason;
@@ -407,6 +421,14 @@ Status Engine::step() {
                static_cast<int64_t>(s->tokens.size()) >= model_->config().max_context) {
       reason = FinishReason::kLength;
     }
+    if (s->detokenizer && reason == FinishReason::kNone) {
+      auto text = detokenize(s, &u, /*finishing=*/false);
+      if (!text.ok()) {
+        finish(s, FinishReason::kError, text.status(), &u);
+        continue;
+      }
+      reason = *text;
+    }
     if (reason != FinishReason::kNone) {
       finish(s, reason, ok_status(), &u);
     } else {
@@ -415,6 +437,52 @@ Status Engine::step() {
   }
   publish_stats();
   return ok_status();
+}
+
+Result<FinishReason> Engine::detokenize(Sequence* s, SequenceUpdate* u, bool finishing) {
+  if (s->text_stopped) return FinishReason::kStop;
+  const auto& stops = s->request.params.stop;
+  const size_t before = s->text.size();
+  for (; s->detokenized < s->num_generated(); ++s->detokenized) {
+    const int32_t id = s->tokens[static_cast<size_t>(s->prompt_len + s->detokenized)];
+    LS_ASSIGN_OR_RETURN(std::string piece, s->detokenizer->add(id));
+    s->text += piece;
+  }
+  if (finishing) {
+    LS_ASSIGN_OR_RETURN(std::string rest, s->detokenizer->flush());
+    s->text += rest;
+  }
+  FinishReason reason = FinishReason::kNone;
+  size_t deliverable = s->text.size();
+  if (!stops.empty()) {
+    // The earliest stop string that ends in the new text: the text ends before it.
+    size_t longest = 0;
+    for (const auto& stop : stops) longest = std::max(longest, stop.size());
+    const size_t from = before >= longest ? before - longest + 1 : 0;
+    size_t cut = std::string::npos;
+    for (const auto& stop : stops) cut = std::min(cut, s->text.find(stop, from));
+    if (cut != std::string::npos) {
+      s->text.resize(cut);
+      s->text_stopped = true;
+      deliverable = cut;
+      reason = FinishReason::kStop;
+    } else if (!finishing) {
+      // Hold back the longest tail that begins some stop string.
+      for (const auto& stop : stops) {
+        for (size_t len = std::min(stop.size() - 1, s->text.size()); len > 0; --len) {
+          if (s->text.compare(s->text.size() - len, len, stop, 0, len) == 0) {
+            deliverable = std::min(deliverable, s->text.size() - len);
+            break;
+          }
+        }
+      }
+    }
+  }
+  if (deliverable > s->text_delivered) {
+    u->new_text += s->text.substr(s->text_delivered, deliverable - s->text_delivered);
+    s->text_delivered = deliverable;
+  }
+  return reason;
 }
 
 bool Engine::adapter_ready(Sequence* seq) {

@@ -23,6 +23,7 @@
 #include "engine/scheduler.h"
 #include "formats/hf_config.h"
 #include "kernels/backend.h"
+#include "tokenizer/tokenizer.h"
 
 namespace loraserve::engine {
 
@@ -67,11 +68,12 @@ struct EngineStats {
 class Engine {
  public:
   // Estimates the memory the weights and KV cache need, refuses when the backend lacks it, then
-  // loads the model.
+  // loads the model. With a tokenizer, updates carry text and requests may set stop strings.
   static Result<std::unique_ptr<Engine>> create(const formats::ModelConfig& config,
                                                 WeightSource& weights,
                                                 std::unique_ptr<kernels::Backend> backend,
-                                                const EngineOptions& options);
+                                                const EngineOptions& options,
+                                                std::unique_ptr<tokenizer::Tokenizer> tokenizer = nullptr);
   ~Engine();
 
   // Validates the request and queues it, pinning the adapter version its task is served by now.
@@ -94,6 +96,8 @@ class Engine {
   const formats::ModelConfig& config() const { return model_->config(); }
   const EngineOptions& options() const { return options_; }
   kernels::Backend& backend() const { return *backend_; }
+  // The model's tokenizer, or nullptr when the engine has none. Thread-safe.
+  const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }
   // The task ID → adapter map; thread-safe, shared with the admin front end.
   adapters::AdapterRegistry& adapters() const { return *registry_; }
   const Model& model() const { return *model_; }
@@ -110,6 +114,10 @@ class Engine {
   void drain_inbox();
   void finish(Sequence* seq, FinishReason reason, Status error, SequenceUpdate* update);
   void emit(Sequence* seq, SequenceUpdate& update);
+  // Detokenizes the update's new tokens into update->new_text, holding back text that may still
+  // become a stop string. Returns kStop when a stop string completed (the text ends before it),
+  // or an error the decoder met; `finishing` flushes everything held back.
+  Result<FinishReason> detokenize(Sequence* seq, SequenceUpdate* update, bool finishing);
   void publish_stats();
 
   std::unique_ptr<kernels::Backend> backend_;
@@ -119,6 +127,7 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<adapters::AdapterRegistry> registry_;
   std::unique_ptr<adapters::AdapterCache> adapter_cache_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
 
   // Engine-thread state.
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> live_;

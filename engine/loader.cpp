@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
 
@@ -18,9 +20,22 @@ Result<std::unique_ptr<Engine>> open_engine(const std::string& model_dir,
       config.num_kv_heads, config.head_dim, config.vocab_size, config.max_context);
   LS_ASSIGN_OR_RETURN(auto store,
                       formats::TensorStore::open_folder(model_dir, "model.safetensors"));
-  LS_ASSIGN_OR_RETURN(auto backend, kernels::create_backend(backend_options));
+  kernels::BackendOptions options = backend_options;
+  if (parse_dtype(config.torch_dtype) == DType::kF16) options.cuda_dtype = DType::kF16;
+  LS_ASSIGN_OR_RETURN(auto backend, kernels::create_backend(options));
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  const std::string tokenizer_path = model_dir + "/tokenizer.json";
+  if (std::filesystem::exists(tokenizer_path)) {
+    LS_ASSIGN_OR_RETURN(tok, tokenizer::Tokenizer::from_file(tokenizer_path));
+    if (tok->vocab_size() > config.vocab_size) {
+      spdlog::warn("{} has {} tokens, more than the model's vocab_size {}: prompts that use the extra ids are refused",
+                   tokenizer_path, tok->vocab_size(), config.vocab_size);
+    }
+  } else {
+    spdlog::warn("model {} has no tokenizer.json: only token-id prompts are served", model_dir);
+  }
   auto source = checkpoint_source(std::move(store));
-  return Engine::create(config, *source, std::move(backend), engine_options);
+  return Engine::create(config, *source, std::move(backend), engine_options, std::move(tok));
 }
 
 }  // namespace loraserve::engine

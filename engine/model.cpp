@@ -212,13 +212,14 @@ Status Model::allocate_scratch() {
   const auto& c = config_;
   const DType dt = backend_->activation_dtype();
   const int64_t n = options_.max_rows;
-  auto alloc = [&](int64_t rows, int64_t cols) -> Result<Tensor> {
+  auto alloc_as = [&](int64_t rows, int64_t cols, DType type) -> Result<Tensor> {
     LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf,
-                        backend_->allocate(static_cast<size_t>(rows * cols) * dtype_size(dt)));
-    Tensor t = buf.view(dt, rows, cols);
+                        backend_->allocate(static_cast<size_t>(rows * cols) * dtype_size(type)));
+    Tensor t = buf.view(type, rows, cols);
     buffers_.push_back(std::move(buf));
     return t;
   };
+  auto alloc = [&](int64_t rows, int64_t cols) { return alloc_as(rows, cols, dt); };
   LS_ASSIGN_OR_RETURN(hidden_, alloc(n, c.hidden_size));
   LS_ASSIGN_OR_RETURN(normed_, alloc(n, c.hidden_size));
   LS_ASSIGN_OR_RETURN(qkv_out_, alloc(n, c.q_dim() + 2 * c.kv_dim()));
@@ -231,7 +232,8 @@ Status Model::allocate_scratch() {
     LS_ASSIGN_OR_RETURN(lora_tmp_, alloc(n, 3 * static_cast<int64_t>(options_.max_lora_rank)));
   }
   LS_ASSIGN_OR_RETURN(final_rows_, alloc(options_.max_logits_rows, c.hidden_size));
-  LS_ASSIGN_OR_RETURN(logits_, alloc(options_.max_logits_rows, c.vocab_size));
+  // Logits are F32 on every backend: 16-bit logits would round near-ties into exact ties.
+  LS_ASSIGN_OR_RETURN(logits_, alloc_as(options_.max_logits_rows, c.vocab_size, DType::kF32));
   return ok_status();
 }
 

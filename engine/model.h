@@ -55,7 +55,7 @@ class Model {
   const ForwardOptions& options() const { return options_; }
 
   // Runs the step `meta` describes (BeginStep is called here) and returns the logits of
-  // meta.logits_rows, (logits_rows, vocab) in activation dtype, valid until the next Forward.
+  // meta.logits_rows, (logits_rows, vocab) in F32, valid until the next Forward.
   Result<kernels::Tensor> forward(const kernels::StepMeta& meta, KvCache& cache);
 
  private:

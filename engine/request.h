@@ -25,6 +25,7 @@ struct SamplingParams {
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;  // stop strings (need the tokenizer); not returned in text
+  bool skip_special_tokens = true;  // leave special tokens out of the text
 };
 
 inline constexpr int32_t kMaxLogprobs = 20;

@@ -3,12 +3,15 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
+#include <string>
 #include <cstdint>
 #include <random>
 #include <vector>
 
 #include "adapters/registry.h"
 #include "engine/request.h"
+#include "tokenizer/incremental_decoder.h"
 
 namespace loraserve::engine {
 
@@ -26,6 +29,14 @@ struct Sequence {
   int32_t preemptions = 0;
   adapters::AdapterRef adapter;  // the version pinned at submission; null for the base model
   int32_t slot = -1;             // its adapter cache slot once acquired (pinned until the end)
+
+  // Text of the generated tokens (with a tokenizer): what the decoder has made final, and how
+  // much of it has been delivered (text held back could still become a stop string).
+  std::unique_ptr<tokenizer::IncrementalDecoder> detokenizer;
+  std::string text;
+  size_t text_delivered = 0;
+  int32_t detokenized = 0;    // generated tokens fed to the detokenizer
+  bool text_stopped = false;  // a stop string ended the text
 
   Clock::time_point submitted_at;
   std::optional<Clock::time_point> first_scheduled_at;

@@ -29,11 +29,15 @@ struct LineResult {
   bool want_logprobs = false;
   bool done = false;
   std::vector<engine::GeneratedToken> tokens;
+  std::string text;
+  bool has_text = false;
   engine::FinishReason finish = engine::FinishReason::kNone;
   Status finish_error;
 };
 
-Status parse_line(const std::string& line, engine::GenerationRequest* req, bool* want_logprobs) {
+// Fills `req` from one input line; a "prompt" text is encoded with `tok` (null: none loaded).
+Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engine::GenerationRequest* req,
+                  bool* want_logprobs) {
   json j = json::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object())
     return invalid_argument_error("line is not a JSON object");
@@ -51,7 +55,25 @@ Status parse_line(const std::string& line, engine::GenerationRequest* req, bool*
         return invalid_argument_error("field '{}' must be a number, got {}", k, v.dump());
       return ok_status();
     };
-    if (k == "prompt_token_ids") {
+    if (k == "prompt") {
+      if (!v.is_string()) return invalid_argument_error("field 'prompt' must be a string");
+      if (tok == nullptr) {
+        return invalid_argument_error("field 'prompt' needs a tokenizer, and the model folder has no tokenizer.json "
+                                      "(send prompt_token_ids)");
+      }
+      auto ids = tok->encode(v.get<std::string>(), /*add_special_tokens=*/true);
+      if (!ids.ok()) return ids.status().with_context("field 'prompt'");
+      req->prompt_token_ids = std::move(*ids);
+    } else if (k == "stop") {
+      if (!v.is_array()) return invalid_argument_error("field 'stop' must be a list of strings");
+      for (const json& t : v) {
+        if (!t.is_string()) return invalid_argument_error("field 'stop' holds {}, not a string", t.dump());
+        p.stop.push_back(t.get<std::string>());
+      }
+    } else if (k == "skip_special_tokens") {
+      if (!v.is_boolean()) return invalid_argument_error("field 'skip_special_tokens' must be true or false");
+      p.skip_special_tokens = v.get<bool>();
+    } else if (k == "prompt_token_ids") {
       if (!v.is_array())
         return invalid_argument_error("field 'prompt_token_ids' must be a list of token ids");
       for (const json& t : v) {
@@ -107,8 +129,9 @@ Status parse_line(const std::string& line, engine::GenerationRequest* req, bool*
       return invalid_argument_error("unknown field '{}'", k);
     }
   }
-  if (!j.contains("prompt_token_ids"))
-    return invalid_argument_error("missing field 'prompt_token_ids'");
+  if (j.contains("prompt_token_ids") == j.contains("prompt")) {
+    return invalid_argument_error("give exactly one of 'prompt' (text) and 'prompt_token_ids'");
+  }
   return ok_status();
 }
 
@@ -123,6 +146,7 @@ json result_json(const LineResult& r) {
   json ids = json::array();
   for (const auto& t : r.tokens) ids.push_back(t.token_id);
   out["token_ids"] = ids;
+  if (r.has_text) out["text"] = r.text;
   out["finish_reason"] = std::string(engine::finish_reason_name(r.finish));
   if (r.want_logprobs) {
     json lps = json::array();
@@ -178,11 +202,13 @@ int run_generate(GenerateFlags& f) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto r = std::make_unique<LineResult>();
     engine::GenerationRequest req;
-    r->error = parse_line(line, &req, &r->want_logprobs);
+    r->error = parse_line(line, (*engine)->tokenizer(), &req, &r->want_logprobs);
+    r->has_text = (*engine)->tokenizer() != nullptr;
     if (r->error.ok()) {
       LineResult* target = r.get();
       req.on_update = [target](const engine::SequenceUpdate& u) {
         target->tokens.insert(target->tokens.end(), u.new_tokens.begin(), u.new_tokens.end());
+        target->text += u.new_text;
         if (u.finished) {
           target->done = true;
           target->finish = u.finish_reason;
