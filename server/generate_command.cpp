@@ -38,9 +38,13 @@ struct LineResult {
 // Fills `req` from one input line; a "prompt" text is encoded with `tok` (null: none loaded).
 Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engine::GenerationRequest* req,
                   bool* want_logprobs) {
-  json j = json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return invalid_argument_error("line is not a JSON object");
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::parse_error& e) {
+    return invalid_argument_error("line is not valid JSON: {}", e.what());
+  }
+  if (!j.is_object()) return invalid_argument_error("line is not a JSON object");
   auto& p = req->params;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
