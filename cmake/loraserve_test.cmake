@@ -9,6 +9,9 @@ function(loraserve_add_test source)
   add_executable(${_name} ${source})
   target_link_libraries(${_name} PRIVATE ${T_LIBS} ls::gtest_main)
   add_test(NAME ${_name} COMMAND ${_name} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  # Tests run tiny models: a step is a few short OpenMP regions, and threads that spin between
+  # them (OpenMP's default) slow everything tens of times over when tests share the cores.
+  set_tests_properties(${_name} PROPERTIES ENVIRONMENT OMP_WAIT_POLICY=PASSIVE)
   if(T_LABELS)
     set_tests_properties(${_name} PROPERTIES LABELS "${T_LABELS}")
   endif()

@@ -218,6 +218,8 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   }
   if (j.contains("head_dim") && !j["head_dim"].is_null()) {
     LS_ASSIGN_OR_RETURN(c.head_dim, positive_int(j, "head_dim", source));
+  } else if (c.architecture == Architecture::kQwen3) {
+    c.head_dim = 128;  // transformers' Qwen3Config default, not hidden_size / heads
   } else {
     if (c.hidden_size % c.num_heads != 0) {
       return invalid_argument_error(

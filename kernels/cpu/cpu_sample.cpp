@@ -20,7 +20,10 @@ void sample_row(const float* logits, int64_t vocab, const SampleParams& params, 
   }
   double sum = 0.0;
   for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
-  const float log_z = max_logit + static_cast<float>(std::log(sum));
+  // logprob(i) = (logit_i - max) - log(sum): subtracting the max first keeps it exact for large
+  // logits, where max + log(sum) would round to the logits' own (coarse) spacing.
+  const float log_sum = static_cast<float>(std::log(sum));
+  auto logprob = [&](int32_t i) { return (logits[i] - max_logit) - log_sum; };
 
   int32_t chosen = argmax;
   if (params.temperature > 0.0f) {
@@ -88,7 +91,7 @@ void sample_row(const float* logits, int64_t vocab, const SampleParams& params, 
     }
   }
   out->token_id = chosen;
-  out->logprob = logits[chosen] - log_z;
+  out->logprob = logprob(chosen);
   out->top.clear();
   if (params.num_logprobs > 0) {
     const int64_t k = std::min<int64_t>(params.num_logprobs, vocab);
@@ -97,7 +100,7 @@ void sample_row(const float* logits, int64_t vocab, const SampleParams& params, 
     std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
     });
-    for (int64_t j = 0; j < k; ++j) out->top.push_back({idx[j], logits[idx[j]] - log_z});
+    for (int64_t j = 0; j < k; ++j) out->top.push_back({idx[j], logprob(idx[j])});
   }
 }
 

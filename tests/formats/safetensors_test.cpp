@@ -1,0 +1,303 @@
+// Reading safetensors: exact F32/F16/BF16 values, sharded checkpoints, and every malformed file
+// refused with a clear error naming the file and the tensor at fault (never a crash).
+#include "formats/safetensors.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+
+namespace loraserve::formats {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh folder per test, removed afterwards.
+class SafetensorsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() /
+           fmt::format("loraserve_{}_{}_{}", info->name(), ::getpid(), counter_++);
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Writes the 8-byte little-endian `header_len` (the header's size unless given), the header
+  // text and `data`. Returns the path.
+  std::string write(const std::string& name, const std::string& header, const std::string& data,
+                    std::optional<uint64_t> header_len = std::nullopt) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream out(path, std::ios::binary);
+    const uint64_t len = header_len.value_or(header.size());
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out << header << data;
+    return path;
+  }
+
+  // Expects `open` to fail with `code` and a message holding the path and every one of `words`.
+  static void expect_error(const std::string& path, StatusCode code,
+                           std::initializer_list<const char*> words) {
+    auto f = SafetensorsFile::open(path);
+    ASSERT_FALSE(f.ok()) << path << " opened";
+    EXPECT_EQ(f.status().code(), code) << f.status().to_string();
+    EXPECT_NE(f.status().message().find(path), std::string::npos) << f.status().to_string();
+    for (const char* w : words)
+      EXPECT_NE(f.status().message().find(w), std::string::npos) << f.status().to_string();
+  }
+
+  static std::string bytes(const void* p, size_t n) {
+    return std::string(static_cast<const char*>(p), n);
+  }
+
+  fs::path dir_;
+  static inline int counter_ = 0;
+};
+
+TEST_F(SafetensorsTest, ReadsF32F16AndBf16Exactly) {
+  const float f32[] = {1.0f, -2.5f, 0.1f, 3.0e-8f, 65504.0f, -0.0f};
+  // F16: 1, -2, 0x3555 = 0.333251953125, smallest subnormal 2^-24, largest normal, -0.
+  const uint16_t f16[] = {0x3C00, 0xC000, 0x3555, 0x0001, 0x7BFF, 0x8000};
+  // BF16: 1, -2.5, 0x3DCD = 0.10009765625, 2^-126 (smallest normal), 0x7F7F = 3.3895e38, -0.
+  const uint16_t bf16[] = {0x3F80, 0xC020, 0x3DCD, 0x0080, 0x7F7F, 0x8000};
+  const std::string header = R"({"__metadata__":{"format":"pt"},)"
+                             R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
+                             R"("b":{"dtype":"F16","shape":[6],"data_offsets":[24,36]},)"
+                             R"("c":{"dtype":"BF16","shape":[3,2],"data_offsets":[36,48]}})";
+  const std::string path =
+      write("good.safetensors", header, bytes(f32, 24) + bytes(f16, 12) + bytes(bf16, 12));
+  auto file = SafetensorsFile::open(path);
+  ASSERT_TRUE(file.ok()) << file.status().to_string();
+  EXPECT_EQ((*file)->tensors().size(), 3u);
+  EXPECT_EQ((*file)->metadata().at("format"), "pt");
+
+  const TensorInfo* a = (*file)->find("a");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->dtype, DType::kF32);
+  EXPECT_EQ(a->shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(a->nbytes, 24u);
+  float out[6];
+  ASSERT_TRUE(read_as_f32(*a, out).ok());
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(std::memcmp(&out[i], &f32[i], 4), 0) << i;
+
+  const TensorInfo* b = (*file)->find("b");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->dtype, DType::kF16);
+  ASSERT_TRUE(read_as_f32(*b, out).ok());
+  const float f16_values[] = {1.0f, -2.0f, 0.333251953125f, 5.9604644775390625e-8f, 65504.0f};
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(out[i], f16_values[i]) << i;
+  EXPECT_TRUE(std::signbit(out[5]) && out[5] == 0.0f);
+
+  const TensorInfo* c = (*file)->find("c");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->dtype, DType::kBF16);
+  EXPECT_EQ(c->shape_string(), "[3, 2]");
+  ASSERT_TRUE(read_as_f32(*c, out).ok());
+  const float bf16_values[] = {1.0f, -2.5f, 0.10009765625f, 1.1754943508222875e-38f,
+                               3.3895313892515355e38f};
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(out[i], bf16_values[i]) << i;
+  EXPECT_TRUE(std::signbit(out[5]) && out[5] == 0.0f);
+  EXPECT_EQ((*file)->find("d"), nullptr);
+}
+
+TEST_F(SafetensorsTest, WriterOutputReadsBack) {
+  const float values[] = {1.5f, -3.25f, 7.0f, 0.125f};
+  const std::string path = (dir_ / "written.safetensors").string();
+  ASSERT_TRUE(
+      write_safetensors(path, {{"w", "F32", {2, 2}, values, sizeof(values)}}, {{"format", "pt"}})
+          .ok());
+  auto store = TensorStore::open_file(path);
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  auto t = (*store)->get("w", {2, 2});
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  float out[4];
+  ASSERT_TRUE(read_as_f32(**t, out).ok());
+  EXPECT_EQ(std::memcmp(out, values, sizeof(values)), 0);
+}
+
+TEST_F(SafetensorsTest, TruncatedFile) {
+  const std::string path = (dir_ / "five.safetensors").string();
+  std::ofstream(path, std::ios::binary) << "abcde";
+  expect_error(path, StatusCode::kInvalidArgument, {"truncated", "5 bytes"});
+}
+
+TEST_F(SafetensorsTest, HeaderLengthPastTheEnd) {
+  const std::string header = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  expect_error(write("long.safetensors", header, "xxxx", 1000), StatusCode::kInvalidArgument,
+               {"header length 1000", "past the end"});
+  expect_error(write("huge.safetensors", header, "xxxx", ~0ull), StatusCode::kInvalidArgument,
+               {"header length"});
+}
+
+TEST_F(SafetensorsTest, HeaderIsNotJson) {
+  expect_error(write("bad.safetensors", "{\"a\": [1, 2", ""), StatusCode::kInvalidArgument,
+               {"not a JSON object"});
+  expect_error(write("list.safetensors", "[1, 2]", ""), StatusCode::kInvalidArgument,
+               {"not a JSON object"});
+}
+
+TEST_F(SafetensorsTest, OffsetsOutOfRange) {
+  const std::string header = R"({"w":{"dtype":"F32","shape":[16],"data_offsets":[0,64]}})";
+  expect_error(write("range.safetensors", header, std::string(16, '\0')),
+               StatusCode::kInvalidArgument, {"'w'", "outside the 16 data bytes"});
+}
+
+TEST_F(SafetensorsTest, DataCutShortIsOutOfRange) {
+  const std::string header = R"({"w":{"dtype":"BF16","shape":[4,4],"data_offsets":[0,32]}})";
+  expect_error(write("cut.safetensors", header, std::string(20, '\0')),
+               StatusCode::kInvalidArgument, {"'w'", "outside"});
+}
+
+TEST_F(SafetensorsTest, OffsetsEndBeforeBegin) {
+  const std::string header = R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})";
+  expect_error(write("backwards.safetensors", header, std::string(8, '\0')),
+               StatusCode::kInvalidArgument, {"'w'", "end 4 < begin 8"});
+}
+
+TEST_F(SafetensorsTest, OverlappingTensors) {
+  const std::string header = R"({"first":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                             R"("second":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})";
+  expect_error(write("overlap.safetensors", header, std::string(24, '\0')),
+               StatusCode::kInvalidArgument, {"'first'", "'second'", "overlap"});
+}
+
+TEST_F(SafetensorsTest, UnknownDtype) {
+  const std::string header = R"({"w":{"dtype":"F12","shape":[2],"data_offsets":[0,4]}})";
+  expect_error(write("dtype.safetensors", header, std::string(4, '\0')),
+               StatusCode::kInvalidArgument, {"'w'", "unknown dtype 'F12'"});
+}
+
+TEST_F(SafetensorsTest, ByteCountDisagreesWithShape) {
+  const std::string header = R"({"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})";
+  expect_error(write("shape.safetensors", header, std::string(20, '\0')),
+               StatusCode::kInvalidArgument, {"'w'", "20 bytes", "[2, 3]", "expected 24"});
+}
+
+TEST_F(SafetensorsTest, EntryWithoutItsFields) {
+  expect_error(write("fields.safetensors", R"({"w":{"dtype":"F32","shape":[1]}})", ""),
+               StatusCode::kInvalidArgument, {"'w'", "data_offsets"});
+  expect_error(
+      write("negative.safetensors", R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})",
+            std::string(4, '\0')),
+      StatusCode::kInvalidArgument, {"'w'", "invalid dimension -1"});
+}
+
+TEST_F(SafetensorsTest, MissingFile) {
+  expect_error((dir_ / "absent.safetensors").string(), StatusCode::kNotFound, {"cannot open"});
+}
+
+TEST_F(SafetensorsTest, EveryTruncationOfAGoodFileFailsCleanly) {
+  const float values[6] = {1, 2, 3, 4, 5, 6};
+  const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                             R"("b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}})";
+  const std::string whole = write("whole.safetensors", header, bytes(values, 24));
+  std::string content;
+  {
+    std::ifstream in(whole, std::ios::binary);
+    content.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  ASSERT_TRUE(SafetensorsFile::open(whole).ok());
+  for (size_t n = 0; n < content.size(); ++n) {
+    const std::string path = (dir_ / fmt::format("prefix_{}.safetensors", n)).string();
+    std::ofstream(path, std::ios::binary) << content.substr(0, n);
+    auto f = SafetensorsFile::open(path);
+    EXPECT_FALSE(f.ok()) << "a file cut to " << n << " bytes opened";
+    EXPECT_EQ(f.status().code(), StatusCode::kInvalidArgument) << f.status().to_string();
+  }
+}
+
+TEST_F(SafetensorsTest, StoreNamesMissingTensorsAndWrongShapes) {
+  const std::string header = R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
+                             R"("i":{"dtype":"I64","shape":[2],"data_offsets":[16,32]},)"
+                             R"("d":{"dtype":"F64","shape":[1],"data_offsets":[32,40]}})";
+  const std::string path = write("store.safetensors", header, std::string(40, '\0'));
+  auto store = TensorStore::open_file(path);
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  EXPECT_EQ((*store)->size(), 3u);
+
+  auto missing = (*store)->get("model.norm.weight", {2});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("'model.norm.weight'"), std::string::npos);
+
+  auto shape = (*store)->get("w", {4, 1});
+  ASSERT_FALSE(shape.ok());
+  EXPECT_EQ(shape.status().code(), StatusCode::kInvalidArgument);
+  for (const char* w : {"'w'", "[2, 2]", "expected [4, 1]", "store.safetensors"})
+    EXPECT_NE(shape.status().message().find(w), std::string::npos) << shape.status().to_string();
+
+  // Valid safetensors dtypes that are no weight dtype: opened, but refused as weights.
+  EXPECT_FALSE((*store)->find("d")->dtype.has_value());
+  for (const char* name : {"i", "d"}) {
+    auto t = (*store)->get(name, {(*store)->find(name)->shape});
+    ASSERT_FALSE(t.ok()) << name;
+    EXPECT_NE(t.status().message().find("F32, F16 or BF16"), std::string::npos)
+        << t.status().to_string();
+  }
+}
+
+TEST_F(SafetensorsTest, ShardedFixtureCheckpoint) {
+  const std::string dir = "tests/reference/fixtures/qwen2_sharded_f16";
+  std::ifstream in(dir + "/model.safetensors.index.json");
+  ASSERT_TRUE(in) << "run from the source root";
+  const auto index = nlohmann::json::parse(in);
+  auto store = TensorStore::open_folder(dir, "model.safetensors");
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  EXPECT_EQ((*store)->size(), index["weight_map"].size());
+  std::set<std::string> files;
+  for (const auto& [name, shard] : index["weight_map"].items()) {
+    const TensorInfo* t = (*store)->find(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(fs::path(t->file).filename().string(), shard.get<std::string>()) << name;
+    EXPECT_EQ(t->dtype, DType::kF16) << name;
+    files.insert(t->file);
+  }
+  EXPECT_EQ(files.size(), 2u);
+  auto embed = (*store)->get("model.embed_tokens.weight", {256, 48});
+  EXPECT_TRUE(embed.ok()) << embed.status().to_string();
+}
+
+TEST_F(SafetensorsTest, ShardedIndexErrors) {
+  const std::string shard_header = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  write("shard-1.safetensors", shard_header, std::string(4, '\0'));
+  auto write_index = [&](const std::string& text) {
+    std::ofstream((dir_ / "model.safetensors.index.json").string()) << text;
+    return TensorStore::open_folder(dir_.string(), "model.safetensors");
+  };
+  auto ok = write_index(R"({"weight_map":{"a":"shard-1.safetensors"}})");
+  EXPECT_TRUE(ok.ok()) << ok.status().to_string();
+
+  auto absent = write_index(R"({"weight_map":{"b":"shard-1.safetensors"}})");
+  ASSERT_FALSE(absent.ok());
+  EXPECT_EQ(absent.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(absent.status().message().find("'b'"), std::string::npos);
+  EXPECT_NE(absent.status().message().find("shard-1.safetensors"), std::string::npos);
+
+  auto no_shard = write_index(R"({"weight_map":{"a":"shard-2.safetensors"}})");
+  ASSERT_FALSE(no_shard.ok());
+  EXPECT_EQ(no_shard.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(no_shard.status().message().find("shard-2.safetensors"), std::string::npos);
+
+  auto escape = write_index(R"({"weight_map":{"a":"../shard-1.safetensors"}})");
+  ASSERT_FALSE(escape.ok());
+  EXPECT_NE(escape.status().message().find("plain file name"), std::string::npos);
+
+  auto no_map = write_index(R"({"metadata":{}})");
+  ASSERT_FALSE(no_map.ok());
+  EXPECT_NE(no_map.status().message().find("weight_map"), std::string::npos);
+
+  fs::remove(dir_ / "model.safetensors.index.json");
+  auto none = TensorStore::open_folder(dir_.string(), "model.safetensors");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace loraserve::formats

@@ -1,0 +1,156 @@
+// Token selection on the CPU (kernels/cpu/cpu_sample.cpp): greedy with ties to the lowest id,
+// temperature, top-k, top-p as the smallest most-likely prefix reaching p, logprobs as the
+// log-softmax of the raw logits, and the same draw always giving the same token.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+
+namespace loraserve::kernels {
+namespace {
+
+SampleResult sample(const std::vector<float>& logits, const SampleParams& p) {
+  SampleResult r;
+  cpu::sample_row(logits.data(), static_cast<int64_t>(logits.size()), p, &r);
+  return r;
+}
+
+SampleParams params(float temperature, int32_t top_k = 0, float top_p = 1.0f, float u = 0.0f) {
+  SampleParams p;
+  p.temperature = temperature;
+  p.top_k = top_k;
+  p.top_p = top_p;
+  p.uniform = u;
+  return p;
+}
+
+// Every token the draw can pick, over a fine grid of uniform values.
+std::set<int32_t> reachable(const std::vector<float>& logits, SampleParams p) {
+  std::set<int32_t> ids;
+  for (int i = 0; i < 1000; ++i) {
+    p.uniform = static_cast<float>(i) / 1000.0f;
+    ids.insert(sample(logits, p).token_id);
+  }
+  return ids;
+}
+
+double log_softmax(const std::vector<float>& logits, size_t i) {
+  double m = -INFINITY, sum = 0;
+  for (float v : logits) m = std::max(m, static_cast<double>(v));
+  for (float v : logits) sum += std::exp(v - m);
+  return logits[i] - m - std::log(sum);
+}
+
+TEST(CpuSampleTest, GreedyTakesTheMaximumAndTheLowestIdOnTies) {
+  const std::vector<float> logits = {1.0f, 5.0f, 3.0f, 5.0f, -2.0f};
+  for (float u : {0.0f, 0.5f, 0.999f}) EXPECT_EQ(sample(logits, params(0, 0, 1, u)).token_id, 1);
+  EXPECT_EQ(sample({-1.0f, -1.0f}, params(0)).token_id, 0);
+  EXPECT_EQ(sample({-3.0f, 2.0f, 7.5f}, params(0)).token_id, 2);
+}
+
+TEST(CpuSampleTest, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
+  const std::vector<float> logits = {2.0f, 1.0f, 0.0f, -1.0f, 0.5f};
+  SampleParams p = params(0);
+  p.num_logprobs = 3;
+  SampleResult r = sample(logits, p);
+  EXPECT_EQ(r.token_id, 0);
+  EXPECT_NEAR(r.logprob, log_softmax(logits, 0), 1e-6);
+  ASSERT_EQ(r.top.size(), 3u);
+  const int32_t order[] = {0, 1, 4};
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_EQ(r.top[k].token_id, order[k]);
+    EXPECT_NEAR(r.top[k].logprob, log_softmax(logits, static_cast<size_t>(order[k])), 1e-6);
+  }
+  // Temperature and top-k change which token is drawn, not how its logprob is reported.
+  p = params(3.0f, 2, 1.0f, 0.99f);
+  r = sample(logits, p);
+  EXPECT_EQ(r.token_id, 1);
+  EXPECT_NEAR(r.logprob, log_softmax(logits, 1), 1e-6);
+  EXPECT_TRUE(r.top.empty());
+}
+
+TEST(CpuSampleTest, LogprobsStayFiniteForLargeLogits) {
+  SampleResult r = sample({1e4f, 1e4f - 1.0f, -1e4f}, params(0));
+  EXPECT_EQ(r.token_id, 0);
+  EXPECT_NEAR(r.logprob, -std::log1p(std::exp(-1.0)), 1e-5);
+}
+
+TEST(CpuSampleTest, TemperatureScalesTheDistribution) {
+  // Two tokens: p(0) = 1 / (1 + e^(1/T)); the draw picks 0 when u < p(0).
+  const std::vector<float> logits = {0.0f, 1.0f};
+  for (float t : {0.5f, 1.0f, 2.0f}) {
+    const double p0 = 1.0 / (1.0 + std::exp(1.0 / t));
+    EXPECT_EQ(sample(logits, params(t, 0, 1, static_cast<float>(p0 - 1e-3))).token_id, 0) << t;
+    EXPECT_EQ(sample(logits, params(t, 0, 1, static_cast<float>(p0 + 1e-3))).token_id, 1) << t;
+  }
+}
+
+TEST(CpuSampleTest, TopKKeepsTheKMostLikely) {
+  const std::vector<float> logits = {0.0f, 3.0f, 1.0f, 2.9f, 2.8f};
+  EXPECT_EQ(reachable(logits, params(1.0f, 1)), (std::set<int32_t>{1}));
+  EXPECT_EQ(reachable(logits, params(1.0f, 2)), (std::set<int32_t>{1, 3}));
+  EXPECT_EQ(reachable(logits, params(1.0f, 3)), (std::set<int32_t>{1, 3, 4}));
+  EXPECT_EQ(reachable(logits, params(1.0f, 100)).size(), 5u);
+  // Within the top 2, the draw follows their renormalised probabilities.
+  const double p1 = 1.0 / (1.0 + std::exp(-0.1));
+  EXPECT_EQ(sample(logits, params(1.0f, 2, 1, static_cast<float>(p1 - 1e-3))).token_id, 1);
+  EXPECT_EQ(sample(logits, params(1.0f, 2, 1, static_cast<float>(p1 + 1e-3))).token_id, 3);
+}
+
+TEST(CpuSampleTest, TopPKeepsTheSmallestPrefixReachingP) {
+  // Probabilities 0.5 (id 2), 0.3 (id 0), 0.15 (id 3), 0.05 (id 1).
+  const std::vector<float> logits = {std::log(0.3f), std::log(0.05f), std::log(0.5f),
+                                     std::log(0.15f)};
+  EXPECT_EQ(reachable(logits, params(1.0f, 0, 0.4f)), (std::set<int32_t>{2}));
+  EXPECT_EQ(reachable(logits, params(1.0f, 0, 0.75f)), (std::set<int32_t>{2, 0}));
+  EXPECT_EQ(reachable(logits, params(1.0f, 0, 0.9f)), (std::set<int32_t>{2, 0, 3}));
+  EXPECT_EQ(reachable(logits, params(1.0f, 0, 1.0f)), (std::set<int32_t>{0, 1, 2, 3}));
+  // Kept {2, 0}: renormalised, id 2 holds 0.5 / 0.8 = 0.625 of the mass.
+  EXPECT_EQ(sample(logits, params(1.0f, 0, 0.75f, 0.62f)).token_id, 2);
+  EXPECT_EQ(sample(logits, params(1.0f, 0, 0.75f, 0.63f)).token_id, 0);
+  // top-k first, then top-p over the renormalised rest: k = 3 leaves 0.5, 0.3 and 0.15, where
+  // the first two hold 0.8 / 0.95 = 0.842 >= 0.83; without top-k they hold 0.8 < 0.83.
+  EXPECT_EQ(reachable(logits, params(1.0f, 3, 0.83f)), (std::set<int32_t>{2, 0}));
+  EXPECT_EQ(reachable(logits, params(1.0f, 0, 0.83f)), (std::set<int32_t>{2, 0, 3}));
+}
+
+TEST(CpuSampleTest, MaskedTokensAreNeverDrawn) {
+  const std::vector<float> logits = {-INFINITY, 0.0f, 1.0f};
+  EXPECT_EQ(reachable(logits, params(1.0f)), (std::set<int32_t>{1, 2}));
+  EXPECT_EQ(reachable(logits, params(1.0f, 0, 0.99f)), (std::set<int32_t>{1, 2}));
+}
+
+TEST(CpuSampleTest, TheSameDrawGivesTheSameTokenAloneOrInABatch) {
+  auto backend = create_cpu_backend(2);
+  const int64_t rows = 4, vocab = 50;
+  std::vector<float> logits(static_cast<size_t>(rows * vocab));
+  for (size_t i = 0; i < logits.size(); ++i)
+    logits[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * 3.0);
+  auto buf = backend->allocate(logits.size() * 4);
+  ASSERT_TRUE(buf.ok());
+  const Tensor t = buf->view(DType::kF32, rows, vocab);
+  ASSERT_TRUE(backend->copy_to_device(t, logits.data(), DType::kF32, logits.size()).ok());
+  std::vector<SampleParams> p = {params(0), params(0.7f, 5, 1, 0.3f), params(1.2f, 0, 0.8f, 0.9f),
+                                 params(1.0f, 0, 1, 0.5f)};
+  p[1].num_logprobs = 2;
+  std::vector<SampleResult> batch;
+  ASSERT_TRUE(backend->sample(t, p, &batch).ok());
+  ASSERT_EQ(batch.size(), 4u);
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<float> row(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab);
+    for (int repeat = 0; repeat < 2; ++repeat) {
+      const SampleResult alone = sample(row, p[static_cast<size_t>(r)]);
+      EXPECT_EQ(alone.token_id, batch[static_cast<size_t>(r)].token_id) << r;
+      EXPECT_EQ(alone.logprob, batch[static_cast<size_t>(r)].logprob) << r;
+      EXPECT_EQ(alone.top.size(), batch[static_cast<size_t>(r)].top.size()) << r;
+    }
+  }
+  std::vector<SampleParams> wrong(3);
+  EXPECT_FALSE(backend->sample(t, wrong, &batch).ok());  // one params entry per row
+}
+
+}  // namespace
+}  // namespace loraserve::kernels
