@@ -1,0 +1,162 @@
+// Text through the engine: streaming pieces that concatenate to the full decode, stop strings cut
+// from the text (and never streamed, even in part), and text prompts. The model is a vocab-256
+// fixture given a byte-level BPE tokenizer.json (one token per byte, GPT-2's byte alphabet).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "engine/loader.h"
+#include "tests/reference/golden.h"
+
+namespace loraserve::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+// GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to U+0100 upwards.
+std::string byte_char(int b) {
+  std::vector<int> bs;
+  for (int c = '!'; c <= '~'; ++c) bs.push_back(c);
+  for (int c = 0xA1; c <= 0xAC; ++c) bs.push_back(c);
+  for (int c = 0xAE; c <= 0xFF; ++c) bs.push_back(c);
+  int code = -1, extra = 0;
+  for (int x = 0; x < 256; ++x) {
+    const bool printable = std::find(bs.begin(), bs.end(), x) != bs.end();
+    const int cp = printable ? x : 256 + extra++;
+    if (x == b) code = cp;
+  }
+  std::string out;
+  if (code < 0x80) {
+    out.push_back(static_cast<char>(code));
+  } else {
+    out.push_back(static_cast<char>(0xC0 | (code >> 6)));
+    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
+  }
+  return out;
+}
+
+class TextTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    dir_ = fs::temp_directory_path() / fmt::format("loraserve_text_{:x}", rd());
+    fs::create_directories(dir_);
+    const fs::path fixture = fs::path(testing::kFixturesDir) / "llama_mha_f32";
+    fs::copy_file(fixture / "config.json", dir_ / "config.json");
+    fs::create_symlink(fs::absolute(fixture / "model.safetensors"), dir_ / "model.safetensors");
+    nlohmann::json vocab = nlohmann::json::object();
+    for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
+    nlohmann::json tok = {
+        {"version", "1.0"},
+        {"added_tokens", nlohmann::json::array()},
+        {"normalizer", nullptr},
+        {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
+        {"post_processor", nullptr},
+        {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+        {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+                   {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
+                   {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+    std::ofstream(dir_ / "tokenizer.json") << tok.dump();
+    kernels::BackendOptions bo;
+    bo.device = "cpu";
+    EngineOptions eo;
+    eo.max_batch_size = 8;
+    eo.max_batched_tokens = 128;
+    auto e = open_engine(dir_.string(), bo, eo);
+    ASSERT_TRUE(e.ok()) << e.status().to_string();
+    engine_ = std::move(*e);
+    ASSERT_NE(engine_->tokenizer(), nullptr);
+  }
+  void TearDown() override {
+    engine_.reset();
+    fs::remove_all(dir_);
+  }
+
+  struct Output {
+    std::vector<int32_t> ids;
+    std::vector<std::string> pieces;
+    FinishReason reason = FinishReason::kNone;
+  };
+  Output run(GenerationRequest r) {
+    auto out = std::make_shared<Output>();
+    r.on_update = [out](const SequenceUpdate& u) {
+      for (const auto& t : u.new_tokens) out->ids.push_back(t.token_id);
+      out->pieces.push_back(u.new_text);
+      if (u.finished) out->reason = u.finish_reason;
+    };
+    EXPECT_TRUE(engine_->submit(std::move(r)).ok());
+    EXPECT_TRUE(engine_->run_until_idle().ok());
+    return *out;
+  }
+  static GenerationRequest greedy(std::vector<int32_t> prompt, int32_t max_tokens) {
+    GenerationRequest r;
+    r.prompt_token_ids = std::move(prompt);
+    r.params.temperature = 0;
+    r.params.max_tokens = max_tokens;
+    r.params.ignore_eos = true;
+    return r;
+  }
+  static std::string join(const std::vector<std::string>& pieces) {
+    std::string s;
+    for (const auto& p : pieces) s += p;
+    return s;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(TextTest, PiecesConcatenateToTheFullDecode) {
+  auto prompt = engine_->tokenizer()->encode("Hello, LoRA!", false);
+  ASSERT_TRUE(prompt.ok());
+  EXPECT_EQ(prompt->size(), 12u);
+  Output out = run(greedy(*prompt, 32));
+  ASSERT_EQ(out.ids.size(), 32u);
+  auto full = engine_->tokenizer()->decode(out.ids, true);
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(join(out.pieces), *full);
+  EXPECT_EQ(out.reason, FinishReason::kLength);
+}
+
+TEST_F(TextTest, StopStringEndsTheTextBeforeItAndIsNeverStreamed) {
+  const std::vector<int32_t> prompt = {72, 101, 108, 108, 111, 32, 76, 111};
+  Output free_run = run(greedy(prompt, 32));
+  const std::string full = join(free_run.pieces);
+  // A stop string taken from the middle of the free run: its first two ASCII characters in a row
+  // after the start (an ASCII pair cannot be half of a character the decoder holds back).
+  size_t at = 4;
+  while (at + 1 < full.size() && !(std::isprint(static_cast<unsigned char>(full[at])) &&
+                                   std::isprint(static_cast<unsigned char>(full[at + 1])))) {
+    ++at;
+  }
+  ASSERT_LT(at + 1, full.size()) << "the free run has no two ASCII characters in a row: " << full;
+  const std::string stop = full.substr(at, 2);
+  const size_t first = full.find(stop);
+  GenerationRequest r = greedy(prompt, 32);
+  r.params.stop = {stop, "a stop string that never occurs"};
+  Output out = run(std::move(r));
+  EXPECT_EQ(out.reason, FinishReason::kStop);
+  EXPECT_EQ(join(out.pieces), full.substr(0, first));
+  // Generation stopped at the token that completed the stop string.
+  size_t k = 0;
+  while (k < free_run.ids.size() &&
+         engine_->tokenizer()->decode(std::span(free_run.ids).first(k), true)->find(stop) == std::string::npos) {
+    ++k;
+  }
+  EXPECT_EQ(out.ids, std::vector<int32_t>(free_run.ids.begin(), free_run.ids.begin() + static_cast<std::ptrdiff_t>(k)));
+  for (const auto& piece : out.pieces) EXPECT_EQ(piece.find(stop), std::string::npos);
+}
+
+TEST_F(TextTest, StopStringsNeedNonEmptyText) {
+  GenerationRequest r = greedy({5, 6, 7}, 4);
+  r.params.stop = {""};
+  auto st = engine_->submit(std::move(r));
+  EXPECT_EQ(st.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.status().message().find("stop[0]"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace loraserve::engine
