@@ -61,7 +61,13 @@ Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
     }
   }
   const int count = cuda_device_count();
-  if (count > 0) return create_cuda_backend(device_index);
+  if (count > 0) {
+    CudaOptions cuda_options;
+    cuda_options.device = device_index;
+    cuda_options.compute_dtype = options.cuda_dtype;
+    cuda_options.graphs = options.cuda_graphs;
+    return create_cuda_backend(cuda_options);
+  }
   if (want_cuda) {
     return failed_precondition_error("--device {}: no CUDA GPU is visible to this process ({})", d,
                                      cuda_unavailable_reason());

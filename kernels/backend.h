@@ -220,6 +220,10 @@ class Backend {
 struct BackendOptions {
   std::string device = "auto";  // "cpu", "cuda", "cuda:N", "auto" (a GPU when present, else cpu)
   int32_t cpu_threads = 0;      // 0: all cores
+  // CUDA: the one 16-bit dtype of weights, activations and the KV cache (BF16, or F16, which
+  // open_engine picks for F16 checkpoints), and whether repeated decode steps replay as graphs.
+  DType cuda_dtype = DType::kBF16;
+  bool cuda_graphs = true;
 };
 
 // Builds the backend `options.device` names. "cuda" without a GPU (or a build without CUDA) is

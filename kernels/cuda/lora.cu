@@ -1,0 +1,188 @@
+// LoRA shrink and expand over the step's segments, with mixed ranks and no padding. The host
+// cuts every segment into tiles of at most kLoraTileRows rows; one block serves one tile for one
+// table. A one-row tile (a decode row with its own adapter) is BGMV: each warp streams one row
+// of A against one activation row. A tile of several rows is SGMV: each row of A (shrink) or B
+// (expand) is read once for all the tile's rows. Rows outside every segment, and slices of
+// rank 0, get no delta.
+#include <cstdint>
+
+#include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/launchers.h"
+
+namespace loraserve::kernels::cuda {
+namespace {
+
+constexpr int kShrinkWarps = 8;      // rank rows per shrink block, one per warp
+constexpr int kExpandThreads = 256;  // output columns per expand block, one per thread
+constexpr int kMaxRank = kMaxLoraRank;
+
+__device__ inline const DeviceLoraSlice& slice_of(const StepHeader* step, int32_t table,
+                                                  int32_t segment) {
+  return step_array<DeviceLoraSlice>(
+      step, step->lora_slices)[int64_t{table} * step->num_segments + segment];
+}
+
+// Where table k's columns start in tmp for `segment`: the summed ranks of tables 0 .. k-1.
+__device__ inline int tmp_column(const StepHeader* step, const LoraTables& tables, int k,
+                                 int32_t segment) {
+  int col = 0;
+  for (int i = 0; i < k; ++i) col += max(0, slice_of(step, tables.id[i], segment).rank);
+  return col;
+}
+
+// kernels
+
+// grid: (tiles, tables, rank rows / kShrinkWarps). Warp w computes rank row j of every row of
+// the tile, tmp[row, col + j] = x[row, :] · A[j, :], streaming A[j] once (16-byte loads when
+// aligned) while the tile's activation rows, shared by the block's warps, come from L1/L2.
+template <typename T>
+__global__ void __launch_bounds__(kShrinkWarps * 32)
+    lora_shrink_kernel(const T* x, int64_t x_stride, int64_t in, LoraTables tables,
+                       const StepHeader* step, T* tmp, int64_t tmp_stride) {
+  const int64_t tile_index = blockIdx.x;
+  const int k = blockIdx.y;
+  const int lane = threadIdx.x & 31;
+  const int j = blockIdx.z * kShrinkWarps + (threadIdx.x >> 5);
+  if (tile_index >= step->num_lora_tiles) return;
+  const LoraTile tile = step_array<LoraTile>(step, step->lora_tiles)[tile_index];
+  const DeviceLoraSlice sl = slice_of(step, tables.id[k], tile.segment);
+  if (j >= sl.rank) return;  // a whole warp: this kernel has no block-wide barrier
+  const int col = tmp_column(step, tables, k, tile.segment);
+  const T* a = static_cast<const T*>(sl.a) + int64_t{j} * in;
+  const T* xt = x + tile.row_begin * x_stride;
+  const int rows = tile.row_count;
+
+  float acc[kLoraTileRows];
+#pragma unroll
+  for (int r = 0; r < kLoraTileRows; ++r) acc[r] = 0.0f;
+  if (in % 8 == 0 && x_stride % 8 == 0 && aligned16(a) && aligned16(xt)) {
+#pragma unroll 2
+    for (int64_t c = int64_t{lane} * 8; c < in; c += 32 * 8) {
+      float av[8];
+      load8(a + c, av);
+#pragma unroll
+      for (int r = 0; r < kLoraTileRows; ++r) {
+        if (r < rows) {
+          float xv[8];
+          load8(xt + r * x_stride + c, xv);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[r] += av[e] * xv[e];
+        }
+      }
+    }
+  } else {
+    for (int64_t c = lane; c < in; c += 32) {
+      const float av = to_float(a[c]);
+#pragma unroll
+      for (int r = 0; r < kLoraTileRows; ++r) {
+        if (r < rows) acc[r] += av * to_float(xt[r * x_stride + c]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kLoraTileRows; ++r) {
+    if (r < rows) {
+      const float v = warp_sum(acc[r]);
+      if (lane == 0) tmp[(tile.row_begin + r) * tmp_stride + col + j] = from_float<T>(v);
+    }
+  }
+}
+
+// grid: (tiles, tables, output columns / kExpandThreads). Thread o adds
+// scale * tmp[row, col .. col + rank) · B[o, :] to output column o of every row of the tile.
+template <typename T>
+__global__ void __launch_bounds__(kExpandThreads)
+    lora_expand_kernel(const T* tmp, int64_t tmp_stride, LoraTables tables, LoraOutputs outputs,
+                       int32_t max_rank, const StepHeader* step) {
+  extern __shared__ float t_s[];  // [row_count][rank], scaled
+  const int64_t tile_index = blockIdx.x;
+  const int k = blockIdx.y;
+  const int64_t o = int64_t{blockIdx.z} * kExpandThreads + threadIdx.x;
+  if (tile_index >= step->num_lora_tiles) return;
+  const LoraTile tile = step_array<LoraTile>(step, step->lora_tiles)[tile_index];
+  const DeviceLoraSlice sl = slice_of(step, tables.id[k], tile.segment);
+  const int rank = sl.rank;
+  const int64_t cols = outputs.cols[k];
+  // rank > max_rank would overrun t_s; the host sizes max_rank from the same slices.
+  if (rank <= 0 || rank > max_rank || int64_t{blockIdx.z} * kExpandThreads >= cols) return;
+  const int col = tmp_column(step, tables, k, tile.segment);
+  for (int i = threadIdx.x; i < tile.row_count * rank; i += blockDim.x) {
+    const int r = i / rank, jj = i % rank;
+    t_s[i] = to_float(tmp[(tile.row_begin + r) * tmp_stride + col + jj]) * sl.scale;
+  }
+  __syncthreads();
+  if (o >= cols) return;
+  const T* b = static_cast<const T*>(sl.b) + o * rank;
+  float acc[kLoraTileRows];
+#pragma unroll
+  for (int r = 0; r < kLoraTileRows; ++r) acc[r] = 0.0f;
+  for (int jj = 0; jj < rank; ++jj) {
+    const float bv = to_float(b[jj]);
+#pragma unroll
+    for (int r = 0; r < kLoraTileRows; ++r) {
+      if (r < tile.row_count) acc[r] += t_s[r * rank + jj] * bv;
+    }
+  }
+  T* y = static_cast<T*>(outputs.data[k]);
+  const int64_t stride = outputs.stride[k];
+#pragma unroll
+  for (int r = 0; r < kLoraTileRows; ++r) {
+    if (r < tile.row_count) {
+      T& dst = y[(tile.row_begin + r) * stride + o];
+      dst = from_float<T>(to_float(dst) + acc[r]);
+    }
+  }
+}
+
+Launch check_tables(const LoraTables& tables, int32_t max_rank) {
+  if (tables.count < 1 || tables.count > kMaxLoraTables)
+    return refuse("lora: between 1 and 8 tables per call");
+  if (max_rank < 0 || max_rank > kMaxRank) return refuse("lora: max_rank above kMaxLoraRank");
+  return {};
+}
+
+}  // namespace
+
+// launchers
+
+Launch lora_shrink(DType dtype, const void* x, int64_t x_stride, int64_t in,
+                   const LoraTables& tables, int32_t max_rank, const StepHeader* step,
+                   int64_t max_tiles, void* tmp, int64_t tmp_stride, cudaStream_t stream) {
+  Launch l = check_tables(tables, max_rank);
+  if (!l.ok()) return l;
+  if (in <= 0 || x_stride < in) return refuse("lora_shrink: bad shape");
+  if (max_tiles <= 0 || max_rank == 0) return {};
+  return dispatch_half(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>(tables.count),
+                    static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps));
+    lora_shrink_kernel<T><<<grid, kShrinkWarps * 32, 0, stream>>>(
+        static_cast<const T*>(x), x_stride, in, tables, step, static_cast<T*>(tmp), tmp_stride);
+    return launched();
+  });
+}
+
+Launch lora_expand(DType dtype, const void* tmp, int64_t tmp_stride, const LoraTables& tables,
+                   const LoraOutputs& outputs, int32_t max_rank, const StepHeader* step,
+                   int64_t max_tiles, cudaStream_t stream) {
+  Launch l = check_tables(tables, max_rank);
+  if (!l.ok()) return l;
+  int64_t max_cols = 0;
+  for (int k = 0; k < tables.count; ++k) {
+    if (outputs.data[k] == nullptr || outputs.cols[k] <= 0 || outputs.stride[k] < outputs.cols[k])
+      return refuse("lora_expand: bad output");
+    max_cols = max_cols > outputs.cols[k] ? max_cols : outputs.cols[k];
+  }
+  if (max_tiles <= 0 || max_rank == 0) return {};
+  return dispatch_half(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>(tables.count),
+                    static_cast<unsigned>((max_cols + kExpandThreads - 1) / kExpandThreads));
+    const size_t smem = static_cast<size_t>(kLoraTileRows) * max_rank * sizeof(float);
+    lora_expand_kernel<T><<<grid, kExpandThreads, smem, stream>>>(
+        static_cast<const T*>(tmp), tmp_stride, tables, outputs, max_rank, step);
+    return launched();
+  });
+}
+
+}  // namespace loraserve::kernels::cuda
