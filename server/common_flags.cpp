@@ -3,6 +3,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+#include <filesystem>
+
 namespace loraserve::server {
 
 void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
@@ -43,6 +46,28 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
                   "max_tokens of requests that set none (capped by the context)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+}
+
+std::vector<std::string> default_model_candidates() {
+  std::vector<std::string> out;
+  if (const char* env = std::getenv("LORASERVE_MODEL"); env != nullptr && *env != '\0')
+    out.emplace_back(env);
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    out.push_back(
+        (exe.parent_path().parent_path() / "share" / "loraserve" / "models" / "demo").string());
+  }
+  out.push_back(std::string(LORASERVE_SOURCE_DIR) + "/models/demo");
+  return out;
+}
+
+std::string default_model_dir() {
+  for (const std::string& dir : default_model_candidates()) {
+    std::error_code ec;
+    if (std::filesystem::exists(std::filesystem::path(dir) / "config.json", ec)) return dir;
+  }
+  return "";
 }
 
 void set_up_logging(const std::string& level) {

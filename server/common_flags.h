@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "engine/engine.h"
 #include "kernels/backend.h"
@@ -20,6 +21,13 @@ struct EngineFlags {
 };
 
 void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
+
+// Where the shipped demo model is looked for, in order: $LORASERVE_MODEL, the installed
+// <prefix>/share/loraserve/models/demo (found from the executable's path), the source tree's
+// models/demo.
+std::vector<std::string> default_model_candidates();
+// The first candidate that holds a config.json, or "" when none does.
+std::string default_model_dir();
 
 // Logs to stderr through spdlog (stdout carries results). level: trace..off.
 void set_up_logging(const std::string& level);

@@ -110,6 +110,9 @@ class CpuBackend final : public Backend {
 
   Status begin_step(const StepMeta& meta) override {
     meta_ = &meta;
+    // OpenMP's thread count is per thread: set it on the thread that runs the step (the
+    // server's engine thread is not the one that created the backend).
+    omp_set_num_threads(threads_);
     return ok_status();
   }
 

@@ -1,0 +1,53 @@
+#include "server/adapter_root.h"
+
+#include <filesystem>
+#include <system_error>
+
+namespace loraserve::server {
+
+namespace fs = std::filesystem;
+
+Result<AdapterRoot> AdapterRoot::create(const std::string& dir) {
+  std::error_code ec;
+  const fs::path real = fs::canonical(dir, ec);
+  if (ec) return not_found_error("--adapter-root '{}': {}", dir, ec.message());
+  if (!fs::is_directory(real, ec))
+    return invalid_argument_error("--adapter-root '{}' is not a folder", dir);
+  return AdapterRoot(real.string());
+}
+
+bool AdapterRoot::contains(const std::string& real_path) const {
+  if (real_path == root_) return true;
+  const std::string prefix = root_ == "/" ? root_ : root_ + "/";
+  return real_path.compare(0, prefix.size(), prefix) == 0;
+}
+
+Result<std::string> AdapterRoot::resolve(const std::string& path) const {
+  if (path.empty()) return invalid_argument_error("path is empty: name an adapter folder");
+  if (path.find('\0') != std::string::npos)
+    return invalid_argument_error("path contains a NUL character");
+  const fs::path requested(path);
+  const fs::path joined = requested.is_absolute() ? requested : fs::path(root_) / requested;
+  // weakly_canonical resolves the existing prefix (symlinks included) and normalizes the rest
+  // lexically, so a path that leads outside is refused whether or not its target exists.
+  std::error_code ec;
+  const fs::path weak = fs::weakly_canonical(joined, ec);
+  if (ec) return invalid_argument_error("path '{}': {}", path, ec.message());
+  if (!contains(weak.string())) {
+    return permission_denied_error("path '{}' resolves outside the adapter root '{}'", path, root_);
+  }
+  const fs::path real = fs::canonical(joined, ec);
+  if (ec) return not_found_error("path '{}' does not exist under the adapter root", path);
+  if (!contains(real.string())) {  // a link swapped in between the two looks
+    return permission_denied_error("path '{}' resolves outside the adapter root '{}'", path, root_);
+  }
+  return real.string();
+}
+
+std::string AdapterRoot::relative(const std::string& real_path) const {
+  if (!contains(real_path)) return real_path;
+  if (real_path == root_) return ".";
+  return real_path.substr(root_ == "/" ? 1 : root_.size() + 1);
+}
+
+}  // namespace loraserve::server

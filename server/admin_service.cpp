@@ -1,0 +1,257 @@
+#include "server/admin_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/dtype.h"
+#include "engine/request.h"
+#include "server/wire.h"
+
+namespace loraserve::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Compares in time that depends on the lengths only, not on where the strings differ.
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+void fill_info(const adapters::AdapterVersion& v, const engine::EngineStats& stats,
+               const AdapterRoot& root, v1::AdapterInfo* out) {
+  const adapters::LoraAdapter& a = *v.adapter;
+  out->set_task_id(v.task_id);
+  out->set_version(v.version);
+  out->set_max_rank(static_cast<uint32_t>(a.max_rank()));
+  out->set_min_rank(static_cast<uint32_t>(a.min_rank()));
+  out->set_lora_alpha(a.lora_alpha());
+  out->set_use_rslora(a.use_rslora());
+  for (const auto& m : a.target_modules()) out->add_target_modules(m);
+  out->set_bytes(a.bytes());
+  out->set_path(root.relative(v.source));
+  out->set_residence(v1::RESIDENCE_HOST);
+  out->set_device_slot(-1);
+  for (const auto& [version, slot] : stats.adapter_slots) {
+    if (version != v.version) continue;
+    out->set_residence(v1::RESIDENCE_DEVICE_SLOT);
+    out->set_device_slot(slot);
+  }
+  out->set_requests_served(v.requests_served.load());
+  out->set_tokens_generated(v.tokens_generated.load());
+  out->set_in_flight(v.in_flight.load());
+  const auto since_epoch = v.loaded_at.time_since_epoch();
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  out->mutable_loaded_at()->set_seconds(secs.count());
+  out->mutable_loaded_at()->set_nanos(static_cast<int32_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count()));
+}
+
+}  // namespace
+
+Status AdminService::check_access(const grpc::CallbackServerContext& context) const {
+  if (!options_.token.empty()) {
+    const auto& md = context.client_metadata();
+    const auto it = md.find("authorization");
+    if (it == md.end()) {
+      return unauthenticated_error(
+          "the Admin service needs the metadata 'authorization: Bearer <token>'");
+    }
+    const std::string_view value(it->second.data(), it->second.size());
+    constexpr std::string_view kBearer = "Bearer ";
+    if (!value.starts_with(kBearer) ||
+        !constant_time_equal(value.substr(kBearer.size()), options_.token)) {
+      return unauthenticated_error("the admin token in 'authorization' is wrong");
+    }
+  }
+  if (!options_.adapter_root) {
+    return failed_precondition_error(
+        "the Admin service is off: the server was started without --adapter-root, so adapter "
+        "paths could not be confined");
+  }
+  if (state_->engine() == nullptr)
+    return unavailable_error("the model is still loading; retry shortly");
+  return ok_status();
+}
+
+grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext* context,
+                                                    const v1::LoadAdapterRequest* request,
+                                                    v1::AdapterInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Status st = check_access(*context);
+  if (!st.ok()) {
+    spdlog::warn("admin: load of task '{}' from {} refused: {}", request->task_id(),
+                 context->peer(), st.to_string());
+    reactor->Finish(to_grpc(st));
+    return reactor;
+  }
+  worker_.post([this, reactor, request, response, peer = context->peer()] {
+    reactor->Finish(to_grpc(load(*request, peer, response)));
+  });
+  return reactor;
+}
+
+Status AdminService::load(const v1::LoadAdapterRequest& request, const std::string& peer,
+                          v1::AdapterInfo* response) {
+  const auto t0 = Clock::now();
+  Status st = [&]() -> Status {
+    if (state_->draining()) return unavailable_error("the server is shutting down");
+    LS_RETURN_IF_ERROR(adapters::AdapterRegistry::validate_task_id(request.task_id()));
+    LS_ASSIGN_OR_RETURN(const std::string dir, options_.adapter_root->resolve(request.path()));
+    engine::Engine& e = *state_->engine();
+    LS_ASSIGN_OR_RETURN(auto version, e.adapters().load(request.task_id(), dir, request.replace()));
+    fill_info(*version, e.stats(), *options_.adapter_root, response);
+    return ok_status();
+  }();
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  if (st.ok()) {
+    spdlog::info("admin: {} task {} version {} from '{}' (rank {}, {} bytes) in {:.1f} ms, by {}",
+                 request.replace() ? "replaced" : "loaded", request.task_id(), response->version(),
+                 response->path(), response->max_rank(), response->bytes(), ms, peer);
+  } else {
+    spdlog::warn("admin: load of task '{}' from '{}' failed, by {}: {}", request.task_id(),
+                 request.path(), peer, st.to_string());
+  }
+  return st;
+}
+
+grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContext* context,
+                                                      const v1::UnloadAdapterRequest* request,
+                                                      v1::UnloadAdapterResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Status st = check_access(*context);
+  if (!st.ok()) {
+    spdlog::warn("admin: unload of task '{}' from {} refused: {}", request->task_id(),
+                 context->peer(), st.to_string());
+    reactor->Finish(to_grpc(st));
+    return reactor;
+  }
+  worker_.post([this, reactor, request, response, peer = context->peer()] {
+    reactor->Finish(to_grpc(unload(*request, peer, response)));
+  });
+  return reactor;
+}
+
+Status AdminService::unload(const v1::UnloadAdapterRequest& request, const std::string& peer,
+                            v1::UnloadAdapterResponse* response) {
+  Status st = [&]() -> Status {
+    if (state_->draining()) return unavailable_error("the server is shutting down");
+    auto& registry = state_->engine()->adapters();
+    const adapters::AdapterRef current = registry.find(request.task_id());
+    if (!current) {
+      return not_found_error("unknown task '{}': no adapter is loaded under that task ID",
+                             request.task_id());
+    }
+    LS_RETURN_IF_ERROR(registry.unload(request.task_id()));
+    response->set_version(current->version);
+    return ok_status();
+  }();
+  if (st.ok()) {
+    spdlog::info("admin: unloaded task {} version {}, by {}", request.task_id(),
+                 response->version(), peer);
+  } else {
+    spdlog::warn("admin: unload of task '{}' failed, by {}: {}", request.task_id(), peer,
+                 st.to_string());
+  }
+  return st;
+}
+
+grpc::ServerUnaryReactor* AdminService::ListAdapters(grpc::CallbackServerContext* context,
+                                                     const v1::ListAdaptersRequest*,
+                                                     v1::ListAdaptersResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Status st = check_access(*context);
+  if (st.ok()) {
+    engine::Engine& e = *state_->engine();
+    auto versions = e.adapters().list();
+    std::sort(versions.begin(), versions.end(),
+              [](const auto& a, const auto& b) { return a->task_id < b->task_id; });
+    const engine::EngineStats stats = e.stats();
+    for (const auto& v : versions)
+      fill_info(*v, stats, *options_.adapter_root, response->add_adapters());
+  }
+  reactor->Finish(to_grpc(st));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContext* context,
+                                                      const v1::GetServerInfoRequest*,
+                                                      v1::GetServerInfoResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Status st = check_access(*context);
+  if (st.ok()) {
+    const engine::Engine& e = *state_->engine();
+    const formats::ModelConfig& c = e.config();
+    const engine::EngineOptions& o = e.options();
+    const DType checkpoint = parse_dtype(c.torch_dtype).value_or(DType::kBF16);
+    response->set_model(options_.model_dir);
+    response->set_architecture(c.architecture_name);
+    response->set_backend(e.backend().kind());
+    response->set_device(e.backend().describe());
+    response->set_weight_dtype(std::string(dtype_name(e.backend().weight_dtype(checkpoint))));
+    response->set_compute_dtype(std::string(dtype_name(e.backend().activation_dtype())));
+    response->set_vocab_size(static_cast<uint32_t>(c.vocab_size));
+    response->set_num_layers(static_cast<uint32_t>(c.num_layers));
+    response->set_hidden_size(static_cast<uint32_t>(c.hidden_size));
+    response->set_has_tokenizer(e.tokenizer() != nullptr);
+    response->set_version(options_.version);
+    v1::Limits* l = response->mutable_limits();
+    l->set_max_batch_size(static_cast<uint32_t>(o.max_batch_size));
+    l->set_max_batched_tokens(static_cast<uint32_t>(o.max_batched_tokens));
+    l->set_max_queue(static_cast<uint32_t>(o.max_queue));
+    l->set_max_context(static_cast<uint32_t>(c.max_context));
+    l->set_default_max_tokens(static_cast<uint32_t>(o.default_max_tokens));
+    l->set_kv_block_size(static_cast<uint32_t>(o.block_size));
+    l->set_kv_blocks(static_cast<uint32_t>(e.stats().kv_blocks_total));
+    l->set_max_lora_rank(static_cast<uint32_t>(o.max_lora_rank));
+    l->set_max_device_adapters(static_cast<uint32_t>(o.max_device_adapters));
+    l->set_max_host_adapters(static_cast<uint32_t>(o.max_host_adapters));
+    l->set_max_logprobs(static_cast<uint32_t>(engine::kMaxLogprobs));
+  }
+  reactor->Finish(to_grpc(st));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* context,
+                                                 const v1::GetStatsRequest*,
+                                                 v1::GetStatsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Status st = check_access(*context);
+  if (st.ok()) {
+    const engine::EngineStats s = state_->engine()->stats();
+    response->set_kv_blocks_used(static_cast<uint32_t>(s.kv_blocks_total - s.kv_blocks_free));
+    response->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));
+    response->set_requests_running(static_cast<uint32_t>(s.running));
+    response->set_requests_queued(static_cast<uint32_t>(s.waiting));
+    for (const auto& [task, n] : s.waiting_for_adapter) {
+      v1::TaskWaiting* w = response->add_waiting_for_adapter();
+      w->set_task_id(task);
+      w->set_requests(static_cast<uint32_t>(n));
+    }
+    response->set_adapter_slots_used(static_cast<uint32_t>(s.adapter_slots_used));
+    response->set_adapter_slots_free(
+        static_cast<uint32_t>(s.adapter_slots_total - s.adapter_slots_used));
+    response->set_adapter_loads(s.adapter_loads);
+    response->set_adapter_evictions(s.adapter_evictions);
+    response->set_preemptions(s.preemptions);
+    response->set_steps(s.steps);
+    response->set_prompt_tokens(s.prompt_tokens);
+    response->set_tokens_generated(s.tokens_generated);
+    response->set_requests_finished(s.requests_finished);
+    for (const TaskTotals& t : state_->task_totals()) {
+      v1::TaskCounters* c = response->add_tasks();
+      c->set_task_id(t.task_id);
+      c->set_requests(t.requests);
+      c->set_prompt_tokens(t.prompt_tokens);
+      c->set_completion_tokens(t.completion_tokens);
+    }
+  }
+  reactor->Finish(to_grpc(st));
+  return reactor;
+}
+
+}  // namespace loraserve::server

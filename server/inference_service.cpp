@@ -1,0 +1,422 @@
+#include "server/inference_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <optional>
+
+#include "server/wire.h"
+#include "tokenizer/tokenizer.h"
+
+namespace loraserve::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double millis_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// The call's deadline on the engine's clock; nullopt when the client set none.
+std::optional<Clock::time_point> engine_deadline(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  const auto now = std::chrono::system_clock::now();
+  if (deadline - now > std::chrono::hours(24 * 365)) return std::nullopt;
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
+}
+
+// Converts a parsed GenerateRequest into the engine's request (prompt tokenized when it is text).
+Status to_engine_request(const v1::GenerateRequest& in, const engine::Engine& engine,
+                         ServingState* state, engine::GenerationRequest* out) {
+  out->request_id = in.request_id().empty() ? state->next_request_id() : in.request_id();
+  out->task_id = in.task_id();
+  switch (in.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      const tokenizer::Tokenizer* tok = engine.tokenizer();
+      if (tok == nullptr) {
+        return failed_precondition_error(
+            "prompt: this model has no tokenizer.json, so it takes token_ids, not text");
+      }
+      auto ids = tok->encode(in.text(), /*add_special_tokens=*/true);
+      if (!ids.ok()) return ids.status().with_context("prompt text");
+      out->prompt_token_ids = std::move(ids).value();
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds:
+      out->prompt_token_ids.assign(in.token_ids().ids().begin(), in.token_ids().ids().end());
+      break;
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      return invalid_argument_error("prompt is required: set text or token_ids");
+  }
+  out->params = to_engine_params(in.params());
+  return ok_status();
+}
+
+// The server side of one engine sequence: submits it, makes a cancellation reach the engine
+// whenever it arrives (even before the sequence id is known), and at the end writes the request
+// log line and the task's totals. Thread-safe.
+class SequenceHandle {
+ public:
+  explicit SequenceHandle(ServingState* state) : state_(state) {}
+
+  Status submit(engine::GenerationRequest request) {
+    request_id_ = request.request_id;
+    task_id_ = request.task_id;
+    auto id = state_->engine()->submit(std::move(request));
+    if (!id.ok()) return id.status();
+    std::lock_guard<std::mutex> lock(mu_);
+    id_ = *id;
+    if (done_) return ok_status();
+    state_->add_sequence(*id);
+    if (cancel_requested_) state_->engine()->cancel(*id);
+    return ok_status();
+  }
+
+  void cancel() {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancel_requested_ = true;
+    if (id_ && !done_) state_->engine()->cancel(*id_);
+  }
+
+  // On the engine thread, with the final update: no cancellation reaches the engine after it.
+  void mark_finished(uint64_t sequence_id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    state_->remove_sequence(sequence_id);
+  }
+
+  // Counts the request in its task's totals and writes its log line.
+  void log_finished(const SequenceSummary& s) const {
+    state_->record_finished(task_id_, s.prompt_tokens, s.completion_tokens);
+    spdlog::info(
+        "request {} task {} prompt {} completion {} queue {:.1f} ms ttft {:.1f} ms total {:.1f} "
+        "ms finish {}{}",
+        request_id_, task_label(), s.prompt_tokens, s.completion_tokens, s.queue_ms, s.ttft_ms,
+        s.total_ms, engine::finish_reason_name(s.finish_reason),
+        s.error.ok() ? "" : ": " + s.error.to_string());
+  }
+
+  void log_rejected(const Status& status) const {
+    spdlog::info("request {} task {} rejected: {}", request_id_, task_label(), status.to_string());
+  }
+
+  const std::string& request_id() const { return request_id_; }
+  void set_request_id(std::string id) { request_id_ = std::move(id); }
+  void set_task_id(std::string id) { task_id_ = std::move(id); }
+
+ private:
+  std::string task_label() const { return task_id_.empty() ? "(base)" : task_id_; }
+
+  ServingState* state_;
+  std::string request_id_;
+  std::string task_id_;
+  std::mutex mu_;
+  std::optional<uint64_t> id_;
+  bool cancel_requested_ = false;
+  bool done_ = false;
+};
+
+// The status a finished sequence ends its call with; OK when a response carries the result.
+grpc::Status final_status(const SequenceSummary& u, bool client_cancelled) {
+  switch (u.finish_reason) {
+    case engine::FinishReason::kError:
+      return to_grpc(u.error);
+    case engine::FinishReason::kDeadline:
+      return grpc::Status(
+          grpc::StatusCode::DEADLINE_EXCEEDED,
+          fmt::format("the deadline passed after {} generated tokens", u.completion_tokens));
+    case engine::FinishReason::kCancelled:
+      if (client_cancelled) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      return grpc::Status::OK;  // the server ended it (drain timeout): a CANCELLED finish_reason
+    default:
+      return grpc::Status::OK;
+  }
+}
+
+// Converts the parsed request and submits it, its updates going to `reactor->on_update` on the
+// engine thread; on error the caller finishes the call with the status.
+template <typename Reactor>
+Status submit_request(ServingState* state, grpc::CallbackServerContext* context,
+                      const v1::GenerateRequest& parsed, SequenceHandle* sequence,
+                      Reactor* reactor) {
+  engine::GenerationRequest request;
+  Status st = to_engine_request(parsed, *state->engine(), state, &request);
+  sequence->set_request_id(request.request_id);
+  sequence->set_task_id(request.task_id);
+  if (!st.ok()) return st;
+  request.deadline = engine_deadline(*context);
+  request.on_update = [reactor](const engine::SequenceUpdate& u) { reactor->on_update(u); };
+  return sequence->submit(std::move(request));
+}
+
+// Generate: gathers the whole result and finishes once. The engine thread only appends tokens;
+// the writer serializes the response and finishes the call. Deleted when gRPC is done with it
+// and the engine's final update has been handled (two references).
+class GenerateReactor final : public grpc::ServerUnaryReactor {
+ public:
+  GenerateReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context,
+                  grpc::ByteBuffer* response)
+      : state_(state),
+        writer_(writer),
+        context_(context),
+        response_bytes_(response),
+        sequence_(state) {}
+
+  void start(const grpc::ByteBuffer* bytes) {
+    Status st = state_->begin_call();
+    if (!st.ok()) return finish_now(st);
+    admitted_ = true;
+    v1::GenerateRequest parsed;
+    st = parse_message(*bytes, &parsed);
+    if (!st.ok()) return finish_now(st);
+    with_logprobs_ = parsed.params().has_logprobs();
+    refs_.fetch_add(1);  // the engine's, released after the final update
+    st = submit_request(state_, context_, parsed, &sequence_, this);
+    if (!st.ok()) {
+      refs_.fetch_sub(1);
+      return finish_now(st);
+    }
+  }
+
+  // Engine thread. The final update hands the engine's reference to the writer's job.
+  void on_update(const engine::SequenceUpdate& u) {
+    for (const auto& t : u.new_tokens) append_token(t, with_logprobs_, &response_);
+    response_.mutable_text()->append(u.new_text);
+    if (!u.finished) return;
+    sequence_.mark_finished(u.sequence_id);
+    summary_ = summarize(u, millis_since(started_));
+    writer_->post([this] { finish(); });
+  }
+
+  void OnCancel() override {
+    client_cancelled_.store(true);
+    sequence_.cancel();
+  }
+
+  void OnDone() override {
+    if (admitted_) state_->end_call();
+    unref();
+  }
+
+ private:
+  // Writer thread, after the final update.
+  void finish() {
+    sequence_.log_finished(summary_);
+    grpc::Status status = final_status(summary_, client_cancelled_.load());
+    if (status.ok()) {
+      response_.set_request_id(sequence_.request_id());
+      set_summary(summary_, &response_);
+      Status st = serialize_message(response_, response_bytes_);
+      if (!st.ok()) status = to_grpc(st);
+    }
+    Finish(status);
+    unref();
+  }
+  void finish_now(const Status& status) {
+    sequence_.log_rejected(status);
+    Finish(to_grpc(status));
+  }
+  void unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  ServingState* state_;
+  Executor* writer_;
+  grpc::CallbackServerContext* context_;
+  grpc::ByteBuffer* response_bytes_;
+  SequenceHandle sequence_;
+  const Clock::time_point started_ = Clock::now();
+  std::atomic<int> refs_{1};  // gRPC's, released in OnDone
+  std::atomic<bool> client_cancelled_{false};
+  bool admitted_ = false;
+  bool with_logprobs_ = false;
+  v1::GenerateResponse response_;  // the engine thread's until the final update, then the writer's
+  SequenceSummary summary_;
+};
+
+// GenerateStream: the engine thread appends each step's tokens to the pending message and starts
+// a write when none is in flight; tokens that arrive while one is in flight are merged into the
+// next message, which OnWriteDone starts. Deleted like GenerateReactor.
+class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  GenerateStreamReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context)
+      : state_(state), writer_(writer), context_(context), sequence_(state) {}
+
+  void start(const grpc::ByteBuffer* bytes) {
+    Status st = state_->begin_call();
+    if (!st.ok()) return finish_now(st);
+    admitted_ = true;
+    v1::GenerateStreamRequest parsed;
+    st = parse_message(*bytes, &parsed);
+    if (!st.ok()) return finish_now(st);
+    with_logprobs_ = parsed.request().params().has_logprobs();
+    refs_.fetch_add(1);  // the engine's, released after the final update
+    st = submit_request(state_, context_, parsed.request(), &sequence_, this);
+    if (!st.ok()) {
+      refs_.fetch_sub(1);
+      return finish_now(st);
+    }
+  }
+
+  // Engine thread. When no write is in flight the new tokens go out at once (the first one
+  // included, so the client sees it as soon as it exists); otherwise they wait in `pending_` and
+  // OnWriteDone sends them together.
+  void on_update(const engine::SequenceUpdate& u) {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (const auto& t : u.new_tokens) append_token(t, with_logprobs_, &pending_);
+    pending_.mutable_text()->append(u.new_text);
+    if (u.finished) {
+      sequence_.mark_finished(u.sequence_id);
+      summary_ = summarize(u, millis_since(started_));
+      final_status_ = final_status(*summary_, broken_);
+      if (final_status_->ok()) set_summary(*summary_, &pending_);
+      refs_.fetch_add(1);  // the log job's
+      writer_->post([this] { log_finished(); });
+    }
+    pump(lock);
+    if (lock.owns_lock()) lock.unlock();
+    if (u.finished) unref();  // the engine's
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok && !broken_) {
+      broken_ = true;
+      lock.unlock();
+      sequence_.cancel();
+      lock.lock();
+    }
+    pump(lock);
+  }
+
+  void OnCancel() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      broken_ = true;
+    }
+    sequence_.cancel();
+  }
+
+  void OnDone() override {
+    if (admitted_) state_->end_call();
+    unref();
+  }
+
+ private:
+  // Writer thread, after the final update: the request's log line stays off the engine thread.
+  void log_finished() {
+    sequence_.log_finished(*summary_);
+    unref();
+  }
+
+  // Starts the next write, or the finish, when one is due. REQUIRES: `lock` holds mu_; it is
+  // released before calling into gRPC (and may be released on return).
+  void pump(std::unique_lock<std::mutex>& lock) {
+    if (writing_ || finish_started_) return;
+    if (final_status_ && (broken_ || !final_status_->ok())) {
+      finish_started_ = true;
+      const grpc::Status status = broken_ && final_status_->ok()
+                                      ? grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")
+                                      : *final_status_;
+      lock.unlock();
+      Finish(status);
+      return;
+    }
+    if (broken_) return;  // the final update will finish the call
+    const bool last = final_status_.has_value();
+    if (!last && pending_.token_ids_size() == 0 && pending_.text().empty()) return;
+    pending_.set_request_id(sequence_.request_id());
+    Status st = serialize_message(pending_, &out_);
+    pending_.Clear();
+    if (!st.ok()) {
+      broken_ = true;
+      lock.unlock();
+      sequence_.cancel();
+      return;
+    }
+    writing_ = true;
+    if (last) finish_started_ = true;
+    lock.unlock();
+    if (last) {
+      StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
+    } else {
+      StartWrite(&out_);
+    }
+  }
+
+  void finish_now(const Status& status) {
+    sequence_.log_rejected(status);
+    Finish(to_grpc(status));
+  }
+  void unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  ServingState* state_;
+  Executor* writer_;
+  grpc::CallbackServerContext* context_;
+  SequenceHandle sequence_;
+  const Clock::time_point started_ = Clock::now();
+  std::atomic<int> refs_{1};  // gRPC's, released in OnDone
+  bool admitted_ = false;
+  bool with_logprobs_ = false;
+
+  std::mutex mu_;
+  v1::GenerateStreamResponse pending_;        // tokens not written yet
+  std::optional<SequenceSummary> summary_;    // set by the final update
+  std::optional<grpc::Status> final_status_;  // likewise
+  bool writing_ = false;    // a StartWrite is in flight
+  bool finish_started_ = false;
+  bool broken_ = false;  // the client cancelled, or a write failed
+  grpc::ByteBuffer out_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext* context,
+                                                     const grpc::ByteBuffer* request,
+                                                     grpc::ByteBuffer* response) {
+  auto* reactor = new GenerateReactor(state_, &writer_, context, response);
+  reactor->start(request);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::GenerateStream(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  auto* reactor = new GenerateStreamReactor(state_, &writer_, context);
+  reactor->start(request);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
+                                                     const grpc::ByteBuffer* request,
+                                                     grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Status st = state_->begin_call();
+  if (!st.ok()) {
+    reactor->Finish(to_grpc(st));
+    return reactor;
+  }
+  st = [&]() -> Status {
+    v1::TokenizeRequest in;
+    LS_RETURN_IF_ERROR(parse_message(*request, &in));
+    const tokenizer::Tokenizer* tok = state_->engine()->tokenizer();
+    if (tok == nullptr)
+      return failed_precondition_error(
+          "this model has no tokenizer.json: nothing to tokenize with");
+    LS_ASSIGN_OR_RETURN(
+        auto ids,
+        tok->encode(in.text(), in.has_add_special_tokens() ? in.add_special_tokens() : true));
+    v1::TokenizeResponse out;
+    out.mutable_token_ids()->Add(ids.begin(), ids.end());
+    return serialize_message(out, response);
+  }();
+  state_->end_call();
+  reactor->Finish(to_grpc(st));
+  return reactor;
+}
+
+}  // namespace loraserve::server

@@ -1,0 +1,209 @@
+#include "server/serve_command.h"
+
+#include <google/protobuf/stubs/logging.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "server/common_flags.h"
+#include "server/server.h"
+
+namespace loraserve::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ServeFlags {
+  EngineFlags engine;
+  ServeOptions serve;
+  std::vector<std::string> preload;  // TASK=DIR
+  std::string log_level = "info";
+  std::string ready_file;
+  std::string config;
+};
+
+std::string config_scalar(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  if (v.is_number()) return fmt::format("{}", v.get<double>());
+  return v.dump();  // the flag's own check refuses it, naming the flag
+}
+
+// Applies `--config FILE.json`: an object whose keys are the flag names without dashes
+// ({"max-batch-size": 64, "preload": ["a=dir"]}). A flag given on the command line (or through
+// its environment variable) wins over the file.
+Status apply_config_file(CLI::App* cmd, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return not_found_error("--config {}: cannot read the file", path);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return invalid_argument_error("--config {}: the file is not a JSON object", path);
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    CLI::Option* opt = cmd->get_option_no_throw("--" + it.key());
+    if (opt == nullptr || it.key() == "config")
+      return invalid_argument_error("--config {}: unknown flag '{}'", path, it.key());
+    if (opt->count() > 0) continue;
+    std::vector<std::string> values;
+    if (it->is_array()) {
+      for (const auto& v : *it) values.push_back(config_scalar(v));
+    } else {
+      values.push_back(config_scalar(*it));
+    }
+    try {
+      opt->add_result(values);
+      opt->run_callback();
+    } catch (const CLI::Error& e) {
+      return invalid_argument_error("--config {}: '{}': {}", path, it.key(), e.what());
+    }
+  }
+  return ok_status();
+}
+
+// Sends protobuf's own log lines (e.g. about malformed UTF-8 in a request) through spdlog.
+void protobuf_log_handler(google::protobuf::LogLevel level, const char* file, int line,
+                          const std::string& message) {
+  if (level >= google::protobuf::LOGLEVEL_ERROR) {
+    spdlog::debug("protobuf {}:{}: {}", file, line, message);
+  } else {
+    spdlog::trace("protobuf {}:{}: {}", file, line, message);
+  }
+}
+
+Status write_ready_file(const std::string& path, const Server& server) {
+  const nlohmann::json j = {{"listen", server.address()},
+                            {"admin_listen", server.admin_address()},
+                            {"pid", static_cast<int64_t>(getpid())}};
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump() << '\n';
+    if (!out) return internal_error("cannot write --ready-file {}", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return internal_error("cannot write --ready-file {}: {}", path, ec.message());
+  return ok_status();
+}
+
+// Fills serve options from the flags; the demo model brings its adapters along.
+Status resolve_flags(ServeFlags& f) {
+  f.engine.finalize();
+  ServeOptions& o = f.serve;
+  o.model_dir = f.engine.model;
+  o.backend = f.engine.backend;
+  o.engine = f.engine.engine;
+  o.version = LORASERVE_VERSION;
+  if (o.model_dir.empty()) {
+    o.model_dir = default_model_dir();
+    if (o.model_dir.empty()) {
+      return invalid_argument_error(
+          "no --model given, LORASERVE_MODEL is not set and the demo model was not found in "
+          "{}: pass --model DIR (a Hugging Face model folder)",
+          fmt::join(default_model_candidates(), ", "));
+    }
+    const fs::path adapters = fs::path(o.model_dir) / "adapters";
+    if (o.adapter_root.empty() && f.preload.empty() && fs::is_directory(adapters)) {
+      o.adapter_root = adapters.string();
+      for (const auto& entry : fs::directory_iterator(adapters)) {
+        if (entry.is_directory())
+          f.preload.push_back(entry.path().filename().string() + "=" + entry.path().string());
+      }
+      std::sort(f.preload.begin(), f.preload.end());
+    }
+  }
+  for (const std::string& spec : f.preload) {
+    const size_t eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+      return invalid_argument_error("--preload '{}' must be TASK=DIR", spec);
+    o.preload.emplace_back(spec.substr(0, eq), spec.substr(eq + 1));
+  }
+  return ok_status();
+}
+
+int run_serve(ServeFlags& f, CLI::App* cmd) {
+  Status config = f.config.empty() ? ok_status() : apply_config_file(cmd, f.config);
+  set_up_logging(f.log_level);
+  if (!config.ok()) {
+    spdlog::error("serve: {}", config.message());
+    return 2;
+  }
+  google::protobuf::SetLogHandler(protobuf_log_handler);
+  // Signals are taken by sigwait below, never by a handler: block them before any thread starts
+  // so that every thread (gRPC's too) inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  Status st = resolve_flags(f);
+  if (!st.ok()) {
+    spdlog::error("serve: {}", st.message());
+    return 2;
+  }
+  auto server = Server::listen(f.serve);
+  if (!server.ok()) {
+    spdlog::error("serve: {}", server.status().message());
+    return server.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  st = (*server)->load();
+  if (!st.ok()) {
+    spdlog::error("serve: {}", st.to_string());
+    (*server)->shutdown();
+    return 1;
+  }
+  if (!f.ready_file.empty()) {
+    st = write_ready_file(f.ready_file, **server);
+    if (!st.ok()) spdlog::warn("serve: {}", st.message());
+  }
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info("received {}; draining", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->shutdown();
+  if (!f.ready_file.empty()) fs::remove(f.ready_file);
+  return 0;
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<ServeFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "serve", "Serve the model and its LoRA adapters over gRPC (Inference, Admin, Health)");
+  add_engine_flags(cmd, &flags->engine);
+  cmd->get_option("--model")
+      ->envname("LORASERVE_MODEL")
+      ->description(
+          "Hugging Face model folder (default: $LORASERVE_MODEL, else the shipped demo model)");
+  ServeOptions& o = flags->serve;
+  cmd->add_option("--listen", o.listen, "Inference address (host:port; port 0 picks a free one)")
+      ->capture_default_str();
+  cmd->add_option("--admin-listen", o.admin_listen, "Admin address; Admin is served only here")
+      ->capture_default_str();
+  cmd->add_option("--admin-token", o.admin_token,
+                  "Admin calls need 'authorization: Bearer TOKEN' (required off loopback)")
+      ->envname("LORASERVE_ADMIN_TOKEN");
+  cmd->add_option("--adapter-root", o.adapter_root,
+                  "Folder that LoadAdapter paths are confined to (without it, Admin is off)");
+  cmd->add_option("--preload", flags->preload,
+                  "TASK=DIR: serve the adapter in DIR under TASK from the start (repeatable)");
+  cmd->add_option("--drain-timeout", o.drain_timeout_s,
+                  "Seconds that requests in flight get to finish after SIGTERM/SIGINT")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--ready-file", flags->ready_file,
+                  "Once serving, write {\"listen\", \"admin_listen\", \"pid\"} as JSON here");
+  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
+      ->capture_default_str();
+  cmd->add_option("--config", flags->config,
+                  "JSON file of flags ({\"max-batch-size\": 64, ...}); flags given here win");
+  cmd->callback([flags, exit_code, cmd] { *exit_code = run_serve(*flags, cmd); });
+}
+
+}  // namespace loraserve::server

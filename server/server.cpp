@@ -1,0 +1,180 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "engine/loader.h"
+
+namespace loraserve::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kInferenceName = "loraserve.v1.Inference";
+constexpr std::string_view kAdminName = "loraserve.v1.Admin";
+// After a drain timeout, how long cancelled sequences get to end (they end within a step).
+constexpr auto kCancelGrace = std::chrono::seconds(10);
+// After the last call ends, how long new calls still get a clean UNAVAILABLE before the gRPC
+// servers shut down: a client that sends its next request right after its last response is
+// refused by the drain, not cut off by the transport going away.
+constexpr auto kLinger = std::chrono::milliseconds(200);
+
+// "host:port" with the bound port in place of the requested one.
+std::string bound_address(const std::string& requested, int port) {
+  const size_t colon = requested.rfind(':');
+  return requested.substr(0, colon) + ":" + std::to_string(port);
+}
+
+Result<std::unique_ptr<grpc::Server>> start_grpc(const std::string& address,
+                                                 std::vector<grpc::Service*> services, int* port) {
+  grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+  for (grpc::Service* s : services) builder.RegisterService(s);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || *port == 0) {
+    return unavailable_error(
+        "cannot listen on '{}' (address in use, or not an address of this machine)", address);
+  }
+  return server;
+}
+
+}  // namespace
+
+bool is_loopback_address(const std::string& address) {
+  std::string a = address;
+  if (a.starts_with("unix:") || a.starts_with("unix-abstract:")) return true;
+  for (std::string_view scheme : {"ipv4:", "ipv6:", "dns:///", "dns:"}) {
+    if (a.starts_with(scheme)) a = a.substr(scheme.size());
+  }
+  std::string host;
+  if (a.starts_with("[")) {
+    const size_t close = a.find(']');
+    if (close == std::string::npos) return false;
+    host = a.substr(1, close - 1);
+  } else {
+    host = a.substr(0, a.rfind(':'));
+  }
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+Status validate_serve_options(const ServeOptions& o) {
+  if (o.admin_token.empty() && !is_loopback_address(o.admin_listen)) {
+    return invalid_argument_error(
+        "--admin-listen {} is reachable from other machines, so the Admin service needs a token: "
+        "set --admin-token or LORASERVE_ADMIN_TOKEN (or listen on 127.0.0.1)",
+        o.admin_listen);
+  }
+  if (o.listen == o.admin_listen && !o.listen.ends_with(":0"))
+    return invalid_argument_error("--listen and --admin-listen must differ ({})", o.listen);
+  if (!std::isfinite(o.drain_timeout_s) || o.drain_timeout_s < 0)
+    return invalid_argument_error("--drain-timeout must be >= 0 seconds, got {}",
+                                  o.drain_timeout_s);
+  if (o.model_dir.empty()) return invalid_argument_error("no model folder given (--model)");
+  return ok_status();
+}
+
+Server::Server(ServeOptions options) : options_(std::move(options)) {}
+
+Server::~Server() { shutdown(); }
+
+Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
+  LS_RETURN_IF_ERROR(validate_serve_options(options));
+  AdminOptions admin;
+  if (!options.adapter_root.empty()) {
+    LS_ASSIGN_OR_RETURN(AdapterRoot root, AdapterRoot::create(options.adapter_root));
+    admin.adapter_root = std::move(root);
+  }
+  admin.token = options.admin_token;
+  admin.model_dir = options.model_dir;
+  admin.version = options.version;
+
+  std::unique_ptr<Server> s(new Server(options));
+  s->inference_ = std::make_unique<InferenceService>(&s->state_);
+  s->admin_ = std::make_unique<AdminService>(&s->state_, std::move(admin));
+  s->health_ =
+      std::make_unique<HealthService>(std::vector<std::string>{std::string(kInferenceName)});
+  s->admin_health_ =
+      std::make_unique<HealthService>(std::vector<std::string>{std::string(kAdminName)});
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  int port = 0;
+  LS_ASSIGN_OR_RETURN(s->server_,
+                      start_grpc(options.listen, {s->inference_.get(), s->health_.get()}, &port));
+  s->address_ = bound_address(options.listen, port);
+  int admin_port = 0;
+  auto admin_server =
+      start_grpc(options.admin_listen, {s->admin_.get(), s->admin_health_.get()}, &admin_port);
+  if (!admin_server.ok()) {
+    s->server_->Shutdown();
+    return admin_server.status();
+  }
+  s->admin_server_ = std::move(admin_server).value();
+  s->admin_address_ = bound_address(options.admin_listen, admin_port);
+  spdlog::info("listening on {} (inference) and {} (admin{}); loading the model", s->address_,
+               s->admin_address_, options.admin_token.empty() ? "" : ", token required");
+  return s;
+}
+
+Status Server::load() {
+  const auto t0 = Clock::now();
+  LS_ASSIGN_OR_RETURN(engine_,
+                      engine::open_engine(options_.model_dir, options_.backend, options_.engine));
+  for (const auto& [task, dir] : options_.preload) {
+    auto loaded = engine_->adapters().load(task, dir, /*replace=*/false);
+    if (!loaded.ok()) return loaded.status().with_context("--preload " + task + "=" + dir);
+    spdlog::info("admin: preloaded task {} version {} from '{}' (rank {})", task,
+                 (*loaded)->version, dir, (*loaded)->adapter->max_rank());
+  }
+  engine::Engine* e = engine_.get();
+  engine_thread_ = std::jthread([e](std::stop_token stop) {
+    Status st = e->run_loop(stop);
+    if (!st.ok()) spdlog::error("engine loop stopped: {}", st.to_string());
+  });
+  state_.set_engine(e);
+  health_->set_serving(true);
+  admin_health_->set_serving(true);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  spdlog::info("serving {} ({}, {}) on {} after {:.1f} s; admin on {}", options_.model_dir,
+               e->config().architecture_name, e->backend().describe(), address_, secs,
+               admin_address_);
+  return ok_status();
+}
+
+void Server::shutdown() {
+  if (stopped_) return;
+  stopped_ = true;
+  state_.start_draining();
+  health_->set_serving(false);
+  admin_health_->set_serving(false);
+  const auto drain = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(options_.drain_timeout_s));
+  spdlog::info("draining: {} calls in flight, waiting up to {:.0f} s", state_.calls_in_flight(),
+               options_.drain_timeout_s);
+  if (!state_.wait_for_calls(Clock::now() + drain)) {
+    const size_t n = state_.cancel_sequences();
+    spdlog::warn("drain timeout: cancelling {} requests still running", n);
+    if (!state_.wait_for_calls(Clock::now() + kCancelGrace))
+      spdlog::error("{} calls did not end after cancellation", state_.calls_in_flight());
+  }
+  std::this_thread::sleep_for(kLinger);
+  health_->end_watches();
+  admin_health_->end_watches();
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
+  if (server_) server_->Shutdown(deadline);
+  if (admin_server_) admin_server_->Shutdown(deadline);
+  if (engine_thread_.joinable()) {
+    engine_thread_.request_stop();
+    engine_thread_.join();
+  }
+  if (engine_) {
+    const engine::EngineStats s = engine_->stats();
+    spdlog::info("stopped: {} requests finished, {} tokens generated, {} preemptions",
+                 s.requests_finished, s.tokens_generated, s.preemptions);
+  }
+}
+
+}  // namespace loraserve::server

@@ -1,0 +1,80 @@
+// Server: one `loraserve serve` process. It listens first, on the public address (Inference,
+// Health, reflection) and the admin address (Admin, Health, reflection), answering NOT_SERVING
+// and UNAVAILABLE while load() reads the model and preloads adapters; then one engine thread
+// runs every step and health turns SERVING. shutdown() drains: health NOT_SERVING, new calls
+// UNAVAILABLE, calls in flight finish (those left at the drain timeout are cancelled), then the
+// gRPC servers, the engine thread and the engine stop, in that order.
+// listen(), load() and shutdown() are called from one thread; the services are thread-safe.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/engine.h"
+#include "kernels/backend.h"
+#include "server/admin_service.h"
+#include "server/health_service.h"
+#include "server/inference_service.h"
+#include "server/serving_state.h"
+
+namespace loraserve::server {
+
+struct ServeOptions {
+  std::string model_dir;
+  kernels::BackendOptions backend;
+  engine::EngineOptions engine;
+  std::string listen = "127.0.0.1:50051";
+  std::string admin_listen = "127.0.0.1:50052";
+  std::string admin_token;   // empty: Admin needs no token (allowed on loopback only)
+  std::string adapter_root;  // empty: Admin is off
+  std::vector<std::pair<std::string, std::string>> preload;  // (task, folder)
+  double drain_timeout_s = 30.0;
+  std::string version;
+};
+
+// True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, unix sockets.
+bool is_loopback_address(const std::string& address);
+
+// Checks the options that need no file system: the admin token rule, the drain timeout.
+Status validate_serve_options(const ServeOptions& options);
+
+class Server {
+ public:
+  // Validates the options and starts listening (not serving yet).
+  static Result<std::unique_ptr<Server>> listen(const ServeOptions& options);
+  ~Server();
+
+  // Loads the model, preloads the adapters and starts serving.
+  Status load();
+  // Drains and stops; idempotent.
+  void shutdown();
+
+  // The addresses actually bound (the port chosen when the flag said port 0).
+  const std::string& address() const { return address_; }
+  const std::string& admin_address() const { return admin_address_; }
+
+ private:
+  explicit Server(ServeOptions options);
+
+  ServeOptions options_;
+  ServingState state_;
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<HealthService> health_;
+  std::unique_ptr<HealthService> admin_health_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> admin_server_;
+  std::jthread engine_thread_;
+  std::string address_;
+  std::string admin_address_;
+  bool stopped_ = false;
+};
+
+}  // namespace loraserve::server

@@ -1,0 +1,78 @@
+#include "server/serving_state.h"
+
+namespace loraserve::server {
+
+Status ServingState::begin_call() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (draining_) return unavailable_error("the server is shutting down; retry on another replica");
+  if (engine() == nullptr) return unavailable_error("the model is still loading; retry shortly");
+  ++calls_;
+  return ok_status();
+}
+
+void ServingState::end_call() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--calls_ == 0) idle_.notify_all();
+}
+
+void ServingState::add_sequence(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sequences_.insert(id);
+}
+
+void ServingState::remove_sequence(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sequences_.erase(id);
+}
+
+void ServingState::start_draining() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+}
+
+bool ServingState::draining() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return draining_;
+}
+
+bool ServingState::wait_for_calls(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_.wait_until(lock, deadline, [&] { return calls_ == 0; });
+}
+
+size_t ServingState::calls_in_flight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return calls_;
+}
+
+size_t ServingState::cancel_sequences() {
+  std::set<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ids = sequences_;
+  }
+  engine::Engine* e = engine();
+  if (e == nullptr) return 0;
+  for (uint64_t id : ids) e->cancel(id);
+  return ids.size();
+}
+
+void ServingState::record_finished(const std::string& task_id, int32_t prompt_tokens,
+                                   int32_t completion_tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  TaskTotals& t = totals_[task_id];
+  t.task_id = task_id;
+  ++t.requests;
+  t.prompt_tokens += static_cast<uint64_t>(prompt_tokens);
+  t.completion_tokens += static_cast<uint64_t>(completion_tokens);
+}
+
+std::vector<TaskTotals> ServingState::task_totals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<TaskTotals> out;
+  out.reserve(totals_.size());
+  for (const auto& [task, t] : totals_) out.push_back(t);
+  return out;
+}
+
+}  // namespace loraserve::server

@@ -1,0 +1,73 @@
+// ServingState: what the gRPC services share with the Server that runs them: the engine once it
+// is loaded, whether the server is draining, the calls and sequences in flight (so a drain can
+// wait for them, or cancel them at its timeout), and per-task totals. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/engine.h"
+
+namespace loraserve::server {
+
+// Requests of one task that finished since the server started.
+struct TaskTotals {
+  std::string task_id;  // "" for the base model
+  uint64_t requests = 0;
+  uint64_t prompt_tokens = 0;
+  uint64_t completion_tokens = 0;
+};
+
+class ServingState {
+ public:
+  // The engine, or nullptr while the model loads.
+  engine::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
+  // Publishes the loaded engine; calls are admitted from now on. REQUIRES: called once.
+  void set_engine(engine::Engine* engine) { engine_.store(engine, std::memory_order_release); }
+
+  // Admits a new call: UNAVAILABLE while the model loads or the server drains. Each admitted
+  // call ends with exactly one end_call().
+  Status begin_call();
+  void end_call();
+  // Sequences submitted to the engine and not finished (cancelled when a drain times out).
+  void add_sequence(uint64_t id);
+  void remove_sequence(uint64_t id);
+
+  // Refuses new calls from now on.
+  void start_draining();
+  bool draining() const;
+  // Waits until no admitted call is left, or `deadline`. True when none is left.
+  bool wait_for_calls(std::chrono::steady_clock::time_point deadline);
+  size_t calls_in_flight() const;
+  // Cancels every sequence in flight in the engine; returns how many.
+  size_t cancel_sequences();
+
+  void record_finished(const std::string& task_id, int32_t prompt_tokens,
+                       int32_t completion_tokens);
+  // Sorted by task ID.
+  std::vector<TaskTotals> task_totals() const;
+
+  // "req-<n>", for requests that bring no request_id.
+  std::string next_request_id() { return "req-" + std::to_string(next_request_.fetch_add(1)); }
+
+ private:
+  std::atomic<engine::Engine*> engine_{nullptr};
+  std::atomic<uint64_t> next_request_{1};
+
+  mutable std::mutex mu_;
+  std::condition_variable idle_;
+  bool draining_ = false;
+  size_t calls_ = 0;
+  std::set<uint64_t> sequences_;
+  std::map<std::string, TaskTotals> totals_;
+};
+
+}  // namespace loraserve::server

@@ -1,0 +1,71 @@
+// The edge between the wire and the engine: gRPC byte buffers to proto messages (with errors
+// that name a malformed field), proto messages to engine structs and back, and Status to
+// grpc::Status. Stateless functions; thread-safe.
+#pragma once
+
+#include <google/protobuf/message.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/status.h>
+
+#include "common/status.h"
+#include "engine/request.h"
+#include "loraserve/v1/inference.pb.h"
+
+namespace loraserve::server {
+
+// Parses `buffer` into `message`. A message that does not parse is INVALID_ARGUMENT; when the
+// cause is a string field holding malformed UTF-8, the message names that field.
+Status parse_message(const grpc::ByteBuffer& buffer, google::protobuf::Message* message);
+// Serializes `message` into `buffer`, replacing what it held.
+// REQUIRES: no write of `buffer` is in flight.
+Status serialize_message(const google::protobuf::Message& message, grpc::ByteBuffer* buffer);
+
+grpc::Status to_grpc(const Status& status);
+
+// The sampling fields that were set, over the engine's defaults; nothing is validated here
+// (the engine does, naming the field).
+engine::SamplingParams to_engine_params(const v1::SamplingParams& params);
+
+v1::FinishReason to_proto(engine::FinishReason reason);
+
+// Appends `token` to `token_ids`, and to `logprobs` when `with_logprobs`.
+template <typename Response>
+void append_token(const engine::GeneratedToken& token, bool with_logprobs, Response* response) {
+  response->add_token_ids(token.token_id);
+  if (!with_logprobs) return;
+  v1::Logprob* lp = response->add_logprobs();
+  lp->set_token_id(token.token_id);
+  lp->set_logprob(token.logprob);
+  for (const auto& alt : token.top) {
+    v1::TokenLogprob* t = lp->add_top();
+    t->set_token_id(alt.token_id);
+    t->set_logprob(alt.logprob);
+  }
+}
+
+// What a sequence's final update says, kept past the engine's callback.
+struct SequenceSummary {
+  uint64_t sequence_id = 0;
+  engine::FinishReason finish_reason = engine::FinishReason::kNone;
+  Status error;
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  double queue_ms = 0.0;
+  double ttft_ms = 0.0;
+  double total_ms = 0.0;  // accepted → finished, measured by the server
+};
+
+SequenceSummary summarize(const engine::SequenceUpdate& final_update, double total_ms);
+
+// Fills finish_reason, usage and timing.
+template <typename Response>
+void set_summary(const SequenceSummary& s, Response* response) {
+  response->set_finish_reason(to_proto(s.finish_reason));
+  response->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(s.prompt_tokens));
+  response->mutable_usage()->set_completion_tokens(static_cast<uint32_t>(s.completion_tokens));
+  response->mutable_timing()->set_queue_ms(s.queue_ms);
+  response->mutable_timing()->set_time_to_first_token_ms(s.ttft_ms);
+  response->mutable_timing()->set_total_ms(s.total_ms);
+}
+
+}  // namespace loraserve::server
