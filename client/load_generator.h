@@ -1,0 +1,49 @@
+// The load generator behind `loractl bench`: sends every request of a trace at its arrival time
+// as a GenerateStream call (greedy, EOS ignored, so each generates exactly max_tokens) without
+// waiting for earlier ones (open loop), and measures each request's time to first token and
+// time per output token on the client. Runs on gRPC's callback threads; run_load blocks.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "client/client.h"
+#include "client/trace.h"
+
+namespace loraserve::client {
+
+struct LoadProgress {
+  int32_t sent = 0;
+  int32_t finished = 0;
+  int32_t total = 0;
+  uint64_t tokens = 0;
+  double elapsed_s = 0.0;
+};
+
+struct Percentiles {
+  double p50 = 0.0;
+  double p90 = 0.0;
+  double p99 = 0.0;
+};
+
+struct LoadResult {
+  int32_t requests = 0;
+  int32_t succeeded = 0;
+  std::map<std::string, int32_t> errors;  // "CODE: message" → count
+  double duration_s = 0.0;                // first send → last completion
+  uint64_t prompt_tokens = 0;
+  uint64_t completion_tokens = 0;
+  double requests_per_s = 0.0;
+  double tokens_per_s = 0.0;  // completion tokens
+  Percentiles ttft_ms;
+  Percentiles tpot_ms;  // (last token - first token) / (tokens - 1), per request
+};
+
+// `progress` is called about every 200 ms while the trace runs, and once at the end.
+LoadResult run_load(const Client& client, const std::vector<TraceRequest>& trace,
+                    const std::function<void(const LoadProgress&)>& progress);
+
+}  // namespace loraserve::client

@@ -1,0 +1,89 @@
+#include "client/trace.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace loraserve::client {
+namespace {
+
+// Uniform in [0, 1) from the generator's raw 64 bits.
+double uniform(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+int32_t uniform_int(std::mt19937_64& rng, int32_t lo, int32_t hi) {
+  const double span = static_cast<double>(hi) - static_cast<double>(lo) + 1.0;
+  return lo + static_cast<int32_t>(std::min(span - 1.0, std::floor(uniform(rng) * span)));
+}
+
+}  // namespace
+
+Result<std::vector<TraceRequest>> make_trace(const TraceOptions& o) {
+  if (o.requests < 1) return invalid_argument_error("--requests must be >= 1, got {}", o.requests);
+  if (!(o.rate >= 0.0) || !std::isfinite(o.rate))
+    return invalid_argument_error("--rate must be >= 0 requests/s, got {}", o.rate);
+  if (o.tasks.empty()) return invalid_argument_error("the trace needs at least one task");
+  if (!(o.zipf >= 0.0)) return invalid_argument_error("--zipf must be >= 0, got {}", o.zipf);
+  if (o.prompt_min < 1 || o.prompt_max < o.prompt_min)
+    return invalid_argument_error("--prompt-len {}:{} is not a range of lengths >= 1", o.prompt_min,
+                                  o.prompt_max);
+  if (o.output_min < 1 || o.output_max < o.output_min)
+    return invalid_argument_error("--output-len {}:{} is not a range of lengths >= 1", o.output_min,
+                                  o.output_max);
+  if (o.first_token_id < 0 || o.vocab_size <= o.first_token_id)
+    return invalid_argument_error("vocabulary size {} leaves no prompt ids from {}", o.vocab_size,
+                                  o.first_token_id);
+
+  std::vector<double> cumulative(o.tasks.size());
+  double total = 0.0;
+  for (size_t i = 0; i < o.tasks.size(); ++i) {
+    total += 1.0 / std::pow(static_cast<double>(i + 1), o.zipf);
+    cumulative[i] = total;
+  }
+  std::mt19937_64 rng(o.seed);
+  std::vector<TraceRequest> trace(static_cast<size_t>(o.requests));
+  double t = 0.0;
+  for (TraceRequest& r : trace) {
+    if (o.rate > 0.0) t += -std::log1p(-uniform(rng)) / o.rate;
+    r.arrival_s = t;
+    const double pick = uniform(rng) * total;
+    const size_t task = static_cast<size_t>(
+        std::upper_bound(cumulative.begin(), cumulative.end(), pick) - cumulative.begin());
+    r.task_id = o.tasks[std::min(task, o.tasks.size() - 1)];
+    r.prompt.resize(static_cast<size_t>(uniform_int(rng, o.prompt_min, o.prompt_max)));
+    for (int32_t& id : r.prompt) id = uniform_int(rng, o.first_token_id, o.vocab_size - 1);
+    r.max_tokens = uniform_int(rng, o.output_min, o.output_max);
+  }
+  return trace;
+}
+
+Status parse_range(const std::string& text, const std::string& name, int32_t* lo, int32_t* hi) {
+  const size_t colon = text.find(':');
+  try {
+    size_t used = 0;
+    *lo = std::stoi(text.substr(0, colon), &used);
+    if (used != (colon == std::string::npos ? text.size() : colon)) throw std::invalid_argument("");
+    if (colon == std::string::npos) {
+      *hi = *lo;
+    } else {
+      const std::string rest = text.substr(colon + 1);
+      *hi = std::stoi(rest, &used);
+      if (used != rest.size()) throw std::invalid_argument("");
+    }
+  } catch (const std::exception&) {
+    return invalid_argument_error("{} '{}' must be MIN:MAX (or N)", name, text);
+  }
+  if (*lo < 1 || *hi < *lo)
+    return invalid_argument_error("{} '{}' must be MIN:MAX with 1 <= MIN <= MAX", name, text);
+  return ok_status();
+}
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const double rank = std::ceil(p / 100.0 * static_cast<double>(values.size()));
+  const size_t index =
+      static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size())));
+  return values[index - 1];
+}
+
+}  // namespace loraserve::client
