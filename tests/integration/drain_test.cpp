@@ -1,0 +1,150 @@
+// SIGTERM under load: health turns NOT_SERVING, new requests get UNAVAILABLE, every request
+// the server accepted completes, and the process exits 0. With a short drain timeout, requests
+// still running at the timeout end with finish_reason CANCELLED (and their tokens so far).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "client/client.h"
+#include "tests/integration/server_process.h"
+
+namespace loraserve::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kClients = 24;
+constexpr int32_t kMaxTokens = 120;
+
+struct Sample {
+  Clock::time_point sent, received;
+  Status status;
+  int messages = 0;
+  int tokens = 0;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+};
+
+struct Load {
+  std::vector<Sample> samples;
+  bool saw_not_serving = false;
+  Clock::time_point signalled;
+};
+
+// Streams long requests from kClients threads until each sees a failure, sends SIGTERM after
+// `warmup`, and watches health.
+Load run_load_and_terminate(ServerProcess& server, std::chrono::milliseconds warmup) {
+  client::ClientOptions o;
+  o.address = server.address();
+  o.admin_address = server.admin_address();
+  o.timeout_s = 120;
+  client::Client client(o);
+  Load load;
+  std::mutex mu;
+  std::atomic<bool> signalled{false};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      for (;;) {
+        Sample s;
+        v1::GenerateRequest r;
+        for (int32_t id : {5 + c, 6, 7, 8}) r.mutable_token_ids()->add_ids(id);
+        r.mutable_params()->set_max_tokens(kMaxTokens);
+        r.mutable_params()->set_temperature(0.0f);
+        r.mutable_params()->set_ignore_eos(true);
+        s.sent = Clock::now();
+        s.status = client.generate_stream(r, [&](const v1::GenerateStreamResponse& m) {
+          ++s.messages;
+          s.tokens += m.token_ids_size();
+          s.finish = m.finish_reason();
+          return true;
+        });
+        s.received = Clock::now();
+        const bool failed = !s.status.ok();
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          load.samples.push_back(s);
+        }
+        if (failed && signalled.load()) return;
+      }
+    });
+  }
+  std::this_thread::sleep_for(warmup);
+  load.signalled = Clock::now();
+  server.signal(SIGTERM);
+  signalled.store(true);
+  for (int i = 0; i < 200; ++i) {
+    auto h = client.health("", false);
+    if (!h.ok()) break;  // the server is gone
+    if (*h == grpc::health::v1::HealthCheckResponse::NOT_SERVING) {
+      load.saw_not_serving = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (auto& t : threads) t.join();
+  return load;
+}
+
+TEST(Drain, SigtermUnderLoadCompletesEveryAcceptedRequestAndExitsZero) {
+  TempDir dir;
+  auto server = ServerProcess::start(
+      {"--model", kFixtureModel, "--max-batch-size", "4", "--drain-timeout", "60"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const Load load = run_load_and_terminate(**server, std::chrono::milliseconds(1500));
+  EXPECT_EQ((*server)->wait(90), 0) << (*server)->log();
+
+  int completed = 0, in_flight_at_signal = 0, refused = 0;
+  for (const Sample& s : load.samples) {
+    if (s.status.ok()) {
+      EXPECT_EQ(s.tokens, kMaxTokens);
+      EXPECT_EQ(s.finish, v1::FINISH_REASON_LENGTH);
+      ++completed;
+      if (s.sent < load.signalled && s.received > load.signalled) ++in_flight_at_signal;
+      continue;
+    }
+    // Refused after the signal: never a request that had started streaming.
+    EXPECT_EQ(s.status.code(), StatusCode::kUnavailable) << s.status.to_string();
+    EXPECT_EQ(s.messages, 0) << s.status.to_string();
+    EXPECT_GE(s.sent, load.signalled - std::chrono::milliseconds(1));
+    ++refused;
+  }
+  EXPECT_GE(in_flight_at_signal, 1);
+  EXPECT_EQ(refused, kClients);  // each client stops at its first refusal
+  EXPECT_TRUE(load.saw_not_serving);
+  const std::string log = (*server)->log();
+  EXPECT_NE(log.find("received SIGTERM; draining"), std::string::npos);
+  EXPECT_EQ(log.find("drain timeout"), std::string::npos);
+  if (HasFailure()) std::cerr << "server log (end):\n" << log_tail(**server) << "\n";
+  std::cout << completed << " requests completed, " << in_flight_at_signal
+            << " of them in flight at SIGTERM; " << refused << " refused after\n";
+}
+
+TEST(Drain, RequestsLeftAtTheDrainTimeoutEndCancelled) {
+  TempDir dir;
+  auto server = ServerProcess::start(
+      {"--model", kFixtureModel, "--max-batch-size", "1", "--drain-timeout", "0.05"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const Load load = run_load_and_terminate(**server, std::chrono::milliseconds(500));
+  EXPECT_EQ((*server)->wait(60), 0) << (*server)->log();
+  int cancelled = 0;
+  for (const Sample& s : load.samples) {
+    if (!s.status.ok()) {
+      EXPECT_EQ(s.status.code(), StatusCode::kUnavailable) << s.status.to_string();
+      continue;
+    }
+    if (s.finish == v1::FINISH_REASON_CANCELLED) {
+      EXPECT_LT(s.tokens, kMaxTokens);
+      ++cancelled;
+    } else {
+      EXPECT_EQ(s.tokens, kMaxTokens);
+    }
+  }
+  EXPECT_GE(cancelled, 1);
+  EXPECT_NE((*server)->log().find("drain timeout: cancelling"), std::string::npos);
+  if (HasFailure()) std::cerr << "server log (end):\n" << log_tail(**server) << "\n";
+}
+
+}  // namespace
+}  // namespace loraserve::testing

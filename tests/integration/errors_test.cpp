@@ -1,0 +1,322 @@
+// Every bad input gets its status from a real server: Admin without the token, paths outside
+// the adapter root, unknown tasks, invalid parameters, a full queue, Admin without an adapter
+// root, an open admin address without a token; and cancelling a stream frees its KV blocks.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "client/client.h"
+#include "tests/integration/server_process.h"
+
+namespace loraserve::testing {
+namespace {
+
+constexpr char kToken[] = "s3cret";
+
+client::ClientOptions options_for(const ServerProcess& s, const std::string& token) {
+  client::ClientOptions o;
+  o.address = s.address();
+  o.admin_address = s.admin_address();
+  o.admin_token = token;
+  o.timeout_s = 60;
+  return o;
+}
+
+v1::GenerateRequest ids_request(std::vector<int32_t> ids, int32_t max_tokens) {
+  v1::GenerateRequest r;
+  r.mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+  r.mutable_params()->set_max_tokens(max_tokens);
+  r.mutable_params()->set_temperature(0.0f);
+  return r;
+}
+
+class ErrorsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    root_ = dir_->path() / "adapters";
+    make_adapter_root(root_, 2);
+    fs::create_directories(dir_->path() / "outside");
+    copy_adapter(fs::path(kFixtureModel) / "adapters" / "all7_r8", dir_->path() / "outside" / "x",
+                 1.0);
+    fs::create_directory_symlink(dir_->path() / "outside" / "x", root_ / "sneaky");
+    fs::create_directories(root_ / "broken");  // no adapter files
+    auto server = ServerProcess::start(
+        {"--model", kFixtureModel, "--adapter-root", root_.string(), "--admin-token", kToken,
+         "--preload", "t0=" + (root_ / "t0").string()},
+        dir_->path());
+    ASSERT_TRUE(server.ok()) << server.status().to_string();
+    server_ = server->release();
+    client_ = new client::Client(options_for(*server_, kToken));
+  }
+  static void TearDownTestSuite() {
+    delete client_;
+    delete server_;
+    delete dir_;
+  }
+  void SetUp() override {
+    if (server_ == nullptr) GTEST_SKIP() << "the server did not start";
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "server log (end):\n" << log_tail(*server_) << "\n";
+  }
+
+  static TempDir* dir_;
+  static fs::path root_;
+  static ServerProcess* server_;
+  static client::Client* client_;
+};
+
+TempDir* ErrorsTest::dir_ = nullptr;
+fs::path ErrorsTest::root_;
+ServerProcess* ErrorsTest::server_ = nullptr;
+client::Client* ErrorsTest::client_ = nullptr;
+
+TEST_F(ErrorsTest, AdminWithoutTheTokenIsUnauthenticated) {
+  client::Client none(options_for(*server_, ""));
+  for (const Status& st :
+       {none.list_adapters().status(), none.stats().status(), none.server_info().status(),
+        none.load_adapter("x", "t1", false).status(), none.unload_adapter("t0").status()}) {
+    EXPECT_EQ(st.code(), StatusCode::kUnauthenticated) << st.to_string();
+    EXPECT_NE(st.message().find("authorization"), std::string::npos) << st.message();
+  }
+  client::Client wrong(options_for(*server_, "s3cre7"));
+  EXPECT_EQ(wrong.list_adapters().status().code(), StatusCode::kUnauthenticated);
+  // Nothing changed: t0 is still served.
+  auto list = client_->list_adapters();
+  ASSERT_TRUE(list.ok()) << list.status().to_string();
+  ASSERT_EQ(list->adapters_size(), 1);
+  EXPECT_EQ(list->adapters(0).task_id(), "t0");
+}
+
+TEST_F(ErrorsTest, PathsOutsideTheRootArePermissionDenied) {
+  for (const std::string& path :
+       {std::string("../outside/x"), (dir_->path() / "outside" / "x").string(),
+        std::string("sneaky"), std::string("t1/../../outside/x")}) {
+    auto r = client_->load_adapter("new_task", path, false);
+    ASSERT_FALSE(r.ok()) << path;
+    EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied) << r.status().to_string();
+    EXPECT_NE(r.status().message().find(path), std::string::npos) << r.status().message();
+  }
+  // An absolute path inside the root is fine.
+  auto inside = client_->load_adapter("abs_task", (root_ / "t1").string(), false);
+  ASSERT_TRUE(inside.ok()) << inside.status().to_string();
+  EXPECT_EQ(inside->path(), "t1");
+  ASSERT_TRUE(client_->unload_adapter("abs_task").ok());
+}
+
+TEST_F(ErrorsTest, AdminErrorsNameTheTaskOrFileAndChangeNothing) {
+  auto missing = client_->load_adapter("new_task", "missing", false);
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().to_string();
+  auto broken = client_->load_adapter("new_task", "broken", false);
+  ASSERT_FALSE(broken.ok());
+  EXPECT_NE(broken.status().message().find("adapter_config.json"), std::string::npos)
+      << broken.status().to_string();
+  auto exists = client_->load_adapter("t0", "t1", false);
+  EXPECT_EQ(exists.status().code(), StatusCode::kAlreadyExists) << exists.status().to_string();
+  auto bad_task = client_->load_adapter("bad task!", "t1", false);
+  EXPECT_EQ(bad_task.status().code(), StatusCode::kInvalidArgument);
+  auto unload = client_->unload_adapter("never_loaded");
+  EXPECT_EQ(unload.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(unload.status().message().find("never_loaded"), std::string::npos);
+  auto list = client_->list_adapters();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->adapters_size(), 1);
+  EXPECT_EQ(list->adapters(0).task_id(), "t0");
+  EXPECT_EQ(list->adapters(0).path(), "t0");
+}
+
+TEST_F(ErrorsTest, UnknownTaskIsNotFound) {
+  v1::GenerateRequest r = ids_request({5, 6}, 2);
+  r.set_task_id("no_such_task");
+  auto g = client_->generate(r);
+  EXPECT_EQ(g.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(g.status().message().find("no_such_task"), std::string::npos);
+  const Status st = client_->generate_stream(r, [](const auto&) { return true; });
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+}
+
+TEST_F(ErrorsTest, InvalidParametersAreInvalidArgumentNamingTheField) {
+  struct Bad {
+    std::string what;
+    std::function<void(v1::GenerateRequest*)> edit;
+    std::string field;  // a word the message must contain
+  };
+  const std::vector<Bad> cases = {
+      {"negative temperature", [](auto* r) { r->mutable_params()->set_temperature(-0.5f); },
+       "temperature"},
+      {"top_p 0", [](auto* r) { r->mutable_params()->set_top_p(0.0f); }, "top_p"},
+      {"top_p above 1", [](auto* r) { r->mutable_params()->set_top_p(1.5f); }, "top_p"},
+      {"max_tokens 0", [](auto* r) { r->mutable_params()->set_max_tokens(0); }, "max_tokens"},
+      {"max_tokens past the context", [](auto* r) { r->mutable_params()->set_max_tokens(127); },
+       "context"},
+      {"negative top_k", [](auto* r) { r->mutable_params()->set_top_k(-1); }, "top_k"},
+      {"logprobs 21", [](auto* r) { r->mutable_params()->set_logprobs(21); }, "logprobs"},
+      {"empty token_ids", [](auto* r) { r->mutable_token_ids()->clear_ids(); }, "prompt"},
+      {"no prompt", [](auto* r) { r->clear_prompt(); }, "prompt"},
+      {"token id past the vocabulary", [](auto* r) { r->mutable_token_ids()->add_ids(256); },
+       "vocabulary"},
+      {"negative token id", [](auto* r) { r->mutable_token_ids()->add_ids(-1); }, "vocabulary"},
+      {"malformed UTF-8", [](auto* r) { r->set_text(std::string("bad \xff\xfe", 6)); },
+       "field 'text' is not valid UTF-8"},
+      {"malformed UTF-8 stop",
+       [](auto* r) { r->mutable_params()->add_stop(std::string("\xc0", 1)); },
+       "field 'params.stop[0]' is not valid UTF-8"},
+  };
+  for (const Bad& b : cases) {
+    SCOPED_TRACE(b.what);
+    v1::GenerateRequest r = ids_request({5, 6, 7}, 4);
+    b.edit(&r);
+    auto g = client_->generate(r);
+    ASSERT_FALSE(g.ok());
+    EXPECT_EQ(g.status().code(), StatusCode::kInvalidArgument) << g.status().to_string();
+    EXPECT_NE(g.status().message().find(b.field), std::string::npos) << g.status().message();
+    const Status st = client_->generate_stream(r, [](const auto&) { return true; });
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  }
+  // Unset fields are not validated: only max_tokens and the prompt here.
+  v1::GenerateRequest minimal;
+  minimal.mutable_token_ids()->add_ids(5);
+  minimal.mutable_params()->set_max_tokens(2);
+  EXPECT_TRUE(client_->generate(minimal).ok());
+}
+
+TEST_F(ErrorsTest, TextWithoutATokenizerIsFailedPrecondition) {
+  v1::GenerateRequest r;
+  r.set_text("hello");
+  auto g = client_->generate(r);
+  EXPECT_EQ(g.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(g.status().message().find("tokenizer"), std::string::npos);
+  EXPECT_EQ(client_->tokenize("hello", true).status().code(), StatusCode::kFailedPrecondition);
+}
+
+// The engine may finish a short request before the cancellation lands; a long one with EOS
+// ignored is cut short, which the per-task totals show, and its KV blocks come back.
+TEST_F(ErrorsTest, CancellingAStreamFreesItsKvBlocks) {
+  constexpr int kMaxTokens = 120;
+  bool cut_short = false;
+  for (int attempt = 0; attempt < 3 && !cut_short; ++attempt) {
+    const std::string task = attempt == 0 ? "t0" : "";
+    auto before = client_->stats();
+    ASSERT_TRUE(before.ok()) << before.status().to_string();
+    v1::GenerateRequest r = ids_request({5, 6, 7, 8}, kMaxTokens);
+    r.set_task_id(task);
+    r.mutable_params()->set_ignore_eos(true);
+    int messages = 0;
+    const Status st = client_->generate_stream(r, [&](const auto&) { return ++messages < 1; });
+    EXPECT_EQ(st.code(), StatusCode::kCancelled) << st.to_string();
+    // Wait for the engine to end the sequence.
+    v1::GetStatsResponse after;
+    for (int i = 0; i < 200; ++i) {
+      auto s = client_->stats();
+      ASSERT_TRUE(s.ok());
+      after = *s;
+      if (after.requests_finished() > before->requests_finished()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(after.requests_finished(), before->requests_finished() + 1);
+    EXPECT_EQ(after.kv_blocks_used(), 0u);
+    EXPECT_EQ(after.requests_running(), 0u);
+    uint64_t generated = after.tokens_generated() - before->tokens_generated();
+    cut_short = generated < static_cast<uint64_t>(kMaxTokens);
+  }
+  EXPECT_TRUE(cut_short) << "every cancelled stream ran to its end before the cancel landed";
+  EXPECT_NE(server_->log().find("finish cancelled"), std::string::npos);
+}
+
+TEST(ErrorsStandalone, FullQueueIsResourceExhausted) {
+  TempDir dir;
+  auto server = ServerProcess::start(
+      {"--model", kFixtureModel, "--max-queue", "2", "--max-batch-size", "1"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  client::Client client(options_for(**server, ""));
+  constexpr int kRequests = 32;
+  std::vector<Status> results(kRequests);
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] {
+      while (!go.load()) std::this_thread::yield();
+      v1::GenerateRequest r = ids_request({5, 6, 7, 8}, 100);
+      r.mutable_params()->set_ignore_eos(true);
+      results[static_cast<size_t>(i)] = client.generate(r).status();
+    });
+  }
+  go.store(true);
+  for (auto& t : threads) t.join();
+  int ok = 0, exhausted = 0;
+  for (const Status& st : results) {
+    if (st.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st.to_string();
+      EXPECT_NE(st.message().find("max_queue"), std::string::npos) << st.message();
+      ++exhausted;
+    }
+  }
+  EXPECT_GE(ok, 2);
+  EXPECT_GE(exhausted, 1);
+}
+
+TEST(ErrorsStandalone, AdminWithoutAnAdapterRootIsFailedPrecondition) {
+  TempDir dir;
+  auto server = ServerProcess::start({"--model", kFixtureModel}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  client::Client client(options_for(**server, ""));
+  for (const Status& st : {client.list_adapters().status(), client.stats().status(),
+                           client.load_adapter("x", "/tmp", false).status()}) {
+    EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.to_string();
+    EXPECT_NE(st.message().find("--adapter-root"), std::string::npos) << st.message();
+  }
+  EXPECT_TRUE(client.generate(ids_request({5, 6}, 2)).ok());
+}
+
+TEST(ErrorsStandalone, OpenAdminAddressWithoutATokenRefusesToStart) {
+  TempDir dir;
+  std::string out;
+  const fs::path log = dir.path() / "serve.log";
+  const int rc = run_command({loraserve_binary(), "serve", "--model", kFixtureModel, "--listen",
+                              "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"},
+                             &out, log);
+  EXPECT_EQ(rc, 2);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("--admin-token"), std::string::npos) << text;
+}
+
+TEST(ErrorsStandalone, ConfigFileSetsFlagsAndFlagsWin) {
+  TempDir dir;
+  const fs::path config = dir.path() / "serve.json";
+  std::ofstream(config) << R"({"max-batch-size": 5, "max-queue": 7, "default-max-tokens": 3,
+                               "adapter-root": ")"
+                        << (fs::path(kFixtureModel) / "adapters").string() << "\"}";
+  auto server = ServerProcess::start(
+      {"--config", config.string(), "--model", kFixtureModel, "--max-queue", "9"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  client::Client client(options_for(**server, ""));
+  auto info = client.server_info();
+  ASSERT_TRUE(info.ok()) << info.status().to_string();
+  EXPECT_EQ(info->limits().max_batch_size(), 5u);
+  EXPECT_EQ(info->limits().max_queue(), 9u);
+  EXPECT_EQ(info->limits().default_max_tokens(), 3u);
+
+  std::ofstream(config) << R"({"no-such-flag": 1})";
+  std::string out;
+  EXPECT_NE(run_command({loraserve_binary(), "serve", "--config", config.string(), "--model",
+                         kFixtureModel},
+                        &out, dir.path() / "bad_config.log"),
+            0);
+}
+
+TEST(ErrorsStandalone, MissingModelFailsWithTheFolderNamed) {
+  TempDir dir;
+  auto server = ServerProcess::start({"--model", "/nonexistent/model"}, dir.path(), 20);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("/nonexistent/model"), std::string::npos)
+      << server.status().message();
+}
+
+}  // namespace
+}  // namespace loraserve::testing
