@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
 
 #include "client/client.h"
 #include "client/load_generator.h"
@@ -22,7 +24,7 @@ struct GlobalFlags {
 };
 
 struct GenerateFlags {
-  std::string task;
+  std::vector<std::string> tasks;  // several: the same prompt to each, all at once
   std::string text;
   std::vector<int32_t> ids;
   std::string request_id;
@@ -64,7 +66,8 @@ void add_generate_flags(CLI::App* cmd, GenerateFlags* g) {
   prompt->add_option("--text,text", g->text, "Prompt text (needs a model with a tokenizer)");
   prompt->add_option("--ids", g->ids, "Prompt token ids (comma separated)")->delimiter(',');
   prompt->require_option(1);
-  cmd->add_option("--task", g->task, "Task ID of the adapter (default: the base model)");
+  cmd->add_option("--task", g->tasks,
+                  "Task ID of the adapter (default: the base model; \"\" is the base model too)");
   cmd->add_option("--request-id", g->request_id, "Echoed back and written in the server's log");
   cmd->add_option("--max-tokens", g->max_tokens, "Most tokens to generate");
   cmd->add_option("--temperature", g->temperature, "0: greedy (server default 1.0)");
@@ -77,10 +80,10 @@ void add_generate_flags(CLI::App* cmd, GenerateFlags* g) {
   cmd->add_flag("--ignore-eos", g->ignore_eos, "Keep generating past end-of-sequence tokens");
 }
 
-v1::GenerateRequest build_request(const GenerateFlags& g) {
+v1::GenerateRequest build_request(const GenerateFlags& g, const std::string& task) {
   v1::GenerateRequest r;
   r.set_request_id(g.request_id);
-  r.set_task_id(g.task);
+  r.set_task_id(task);
   if (!g.ids.empty()) {
     r.mutable_token_ids()->mutable_ids()->Add(g.ids.begin(), g.ids.end());
   } else {
@@ -130,9 +133,45 @@ std::string join_ids(const google::protobuf::RepeatedField<int32_t>& ids) {
   return out;
 }
 
-int run_generate(const GlobalFlags& gf, const GenerateFlags& g) {
+// Several tasks: the same prompt goes to each at once (concurrent calls, so the server runs them
+// in one mixed batch); one line per task, in the order given: "task<TAB>text", or with --json
+// the response with a "task_id" field added.
+int run_generate_tasks(const GlobalFlags& gf, const GenerateFlags& g) {
   Client client(gf.client);
-  auto r = client.generate(build_request(g));
+  std::vector<std::optional<Result<v1::GenerateResponse>>> results(g.tasks.size());
+  {
+    std::vector<std::jthread> calls;
+    for (size_t i = 0; i < g.tasks.size(); ++i) {
+      calls.emplace_back(
+          [&, i] { results[i].emplace(client.generate(build_request(g, g.tasks[i]))); });
+    }
+  }
+  int code = 0;
+  for (size_t i = 0; i < g.tasks.size(); ++i) {
+    const std::string& task = g.tasks[i];
+    const Result<v1::GenerateResponse>& r = *results[i];
+    if (!r.ok()) {
+      std::cerr << "loractl: task '" << task << "': " << r.status().to_string() << "\n";
+      code = 1;
+      continue;
+    }
+    if (gf.json) {
+      nlohmann::json j = nlohmann::json::parse(to_json(*r), nullptr, /*allow_exceptions=*/false);
+      j["task_id"] = task;
+      std::cout << j.dump() << "\n";
+    } else {
+      const std::string out =
+          !r->text().empty() || g.ids.empty() ? r->text() : join_ids(r->token_ids());
+      std::cout << (task.empty() ? "(base)" : task) << "\t" << out << "\n";
+    }
+  }
+  return code;
+}
+
+int run_generate(const GlobalFlags& gf, const GenerateFlags& g) {
+  if (g.tasks.size() > 1) return run_generate_tasks(gf, g);
+  Client client(gf.client);
+  auto r = client.generate(build_request(g, g.tasks.empty() ? "" : g.tasks[0]));
   if (!r.ok()) return fail(r.status());
   if (gf.json) {
     std::cout << to_json(*r) << "\n";
@@ -153,11 +192,15 @@ int run_generate(const GlobalFlags& gf, const GenerateFlags& g) {
 }
 
 int run_stream(const GlobalFlags& gf, const GenerateFlags& g) {
+  if (g.tasks.size() > 1) {
+    std::cerr << "loractl: stream takes one --task (generate takes several)\n";
+    return 2;
+  }
   Client client(gf.client);
   const bool ids_only = !g.ids.empty();
   bool printed_any = false;
   v1::GenerateStreamResponse last;
-  Status st = client.generate_stream(build_request(g), [&](const v1::GenerateStreamResponse& m) {
+  Status st = client.generate_stream(build_request(g, g.tasks.empty() ? "" : g.tasks[0]), [&](const v1::GenerateStreamResponse& m) {
     if (gf.json) {
       std::cout << to_json(m) << "\n" << std::flush;
     } else if (ids_only && m.text().empty()) {
@@ -411,7 +454,7 @@ int main(int argc, char** argv) {
   int code = 0;
 
   GenerateFlags gen;
-  CLI::App* generate = app.add_subcommand("generate", "Generate a completion (one response)");
+  CLI::App* generate = app.add_subcommand("generate", "Generate a completion (several --task: the same prompt to each, at once)");
   add_generate_flags(generate, &gen);
   generate->callback([&] { code = run_generate(gf, gen); });
 

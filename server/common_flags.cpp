@@ -3,6 +3,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -68,6 +69,19 @@ std::string default_model_dir() {
     if (std::filesystem::exists(std::filesystem::path(dir) / "config.json", ec)) return dir;
   }
   return "";
+}
+
+std::vector<std::string> bundled_adapter_specs(const std::string& model_dir) {
+  std::vector<std::string> out;
+  const std::filesystem::path adapters = std::filesystem::path(model_dir) / "adapters";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(adapters, ec)) return out;
+  for (const auto& entry : std::filesystem::directory_iterator(adapters, ec)) {
+    if (entry.is_directory(ec) && std::filesystem::exists(entry.path() / "adapter_config.json", ec))
+      out.push_back(entry.path().filename().string() + "=" + entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 void set_up_logging(const std::string& level) {

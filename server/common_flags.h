@@ -28,6 +28,9 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
 std::vector<std::string> default_model_candidates();
 // The first candidate that holds a config.json, or "" when none does.
 std::string default_model_dir();
+// "TASK=DIR" for each adapter folder shipped in `model_dir`/adapters (the task is the folder's
+// name), sorted; empty when there is no such folder. The demo model ships its adapters so.
+std::vector<std::string> bundled_adapter_specs(const std::string& model_dir);
 
 // Logs to stderr through spdlog (stdout carries results). level: trace..off.
 void set_up_logging(const std::string& level);

@@ -168,8 +168,18 @@ int run_generate(GenerateFlags& f) {
   set_up_logging(f.log_level);
   f.engine.finalize();
   if (f.engine.model.empty()) {
-    spdlog::error("generate: --model is required");
-    return 2;
+    // The shipped demo model, with its adapters under their task names unless --adapter is given.
+    f.engine.model = default_model_dir();
+    if (f.engine.model.empty()) {
+      spdlog::error(
+          "generate: no --model given, LORASERVE_MODEL is not set and the demo model was not "
+          "found in {}: pass --model DIR (a Hugging Face model folder)",
+          fmt::join(default_model_candidates(), ", "));
+      return 2;
+    }
+    if (f.adapters.empty()) f.adapters = bundled_adapter_specs(f.engine.model);
+    spdlog::info("generate: no --model given; using {} with adapters [{}]", f.engine.model,
+                 fmt::join(f.adapters, ", "));
   }
   std::ifstream file;
   std::istream* in = &std::cin;

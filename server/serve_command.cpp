@@ -107,14 +107,12 @@ Status resolve_flags(ServeFlags& f) {
           "{}: pass --model DIR (a Hugging Face model folder)",
           fmt::join(default_model_candidates(), ", "));
     }
+    // The demo model brings its adapters: preloaded under their folder names, and their folder
+    // as the adapter root, unless the flags say otherwise.
     const fs::path adapters = fs::path(o.model_dir) / "adapters";
     if (o.adapter_root.empty() && f.preload.empty() && fs::is_directory(adapters)) {
       o.adapter_root = adapters.string();
-      for (const auto& entry : fs::directory_iterator(adapters)) {
-        if (entry.is_directory())
-          f.preload.push_back(entry.path().filename().string() + "=" + entry.path().string());
-      }
-      std::sort(f.preload.begin(), f.preload.end());
+      f.preload = bundled_adapter_specs(o.model_dir);
     }
   }
   for (const std::string& spec : f.preload) {
