@@ -1,9 +1,12 @@
-// GEMM for the CPU backend: OpenBLAS when built with it, else a cache-blocked C++ loop.
+// GEMM for the CPU backend: few rows (decode) through the small-row AVX2 kernel when the CPU has
+// it; otherwise OpenBLAS when built with it, else a cache-blocked C++ loop. The OpenMP threads
+// split the output columns.
 #include <omp.h>
 
 #include <algorithm>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_gemm_small.h"
 
 #ifdef LORASERVE_HAVE_OPENBLAS
 #include <cblas.h>
@@ -32,6 +35,10 @@ void gemm_slice(int64_t n, int64_t o0, int64_t o1, int64_t in, const float* x, i
     // One row is a matrix-vector product: sgemv streams w once, which is all decode at batch 1 is.
     cblas_sgemv(CblasRowMajor, CblasNoTrans, cols, static_cast<int>(in), 1.0f, w + o0 * ldw,
                 static_cast<int>(ldw), x, 1, beta, y + o0, 1);
+    return;
+  }
+  if (n <= kSmallGemmMaxRows && small_gemm_available()) {
+    small_gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), cols, static_cast<int>(in), 1.0f, x,
@@ -67,6 +74,19 @@ void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const
 
 void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy) {
+  if (n <= kSmallGemmMaxRows && small_gemm_available()) {
+    const int threads = n * out * in < (1 << 18) ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num();
+      const int nt = omp_get_num_threads();
+      const int64_t band = ((out + nt - 1) / nt + 15) / 16 * 16;
+      const int64_t o0 = std::min(out, t * band);
+      const int64_t o1 = std::min(out, o0 + band);
+      if (o1 > o0) small_gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
+    }
+    return;
+  }
   // Each thread owns a band of output columns (rows of w) and reads each of them once per block
   // of 4 input rows.
   constexpr int64_t kRowBlock = 4;
