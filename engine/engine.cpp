@@ -382,6 +382,7 @@ Status Engine::step() {
     params[k].top_k = p.top_k;
     params[k].top_p = p.top_p;
     params[k].num_logprobs = p.logprobs;
+    params[k].want_logprob = p.want_logprob || p.logprobs > 0;
     params[k].uniform = std::uniform_real_distribution<float>(0.0f, 1.0f)(s->rng);
   }
   if (!sampling.empty()) {

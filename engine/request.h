@@ -22,6 +22,9 @@ struct SamplingParams {
   int32_t top_k = 0;                  // 0: off
   std::optional<uint64_t> seed;       // absent: a fresh random seed
   int32_t logprobs = 0;               // top alternatives reported per token (0..kMaxLogprobs)
+  // False when nobody reads GeneratedToken::logprob (left 0 then): greedy rows skip the softmax
+  // over the vocabulary.
+  bool want_logprob = true;
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;  // stop strings (need the tokenizer); not returned in text

@@ -122,6 +122,7 @@ struct SampleParams {
   float top_p = 1.0f;        // 1: off
   float uniform = 0.0f;      // a draw from U[0, 1) made by the caller's per-request generator
   int32_t num_logprobs = 0;  // how many top alternatives to report (besides the chosen token)
+  bool want_logprob = true;  // false (and num_logprobs 0): logprob may be left 0
 };
 
 struct TokenLogprob {

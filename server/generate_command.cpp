@@ -217,6 +217,7 @@ int run_generate(GenerateFlags& f) {
     auto r = std::make_unique<LineResult>();
     engine::GenerationRequest req;
     r->error = parse_line(line, (*engine)->tokenizer(), &req, &r->want_logprobs);
+    req.params.want_logprob = r->want_logprobs;  // the output line carries logprobs only then
     r->has_text = (*engine)->tokenizer() != nullptr;
     if (r->error.ok()) {
       LineResult* target = r.get();

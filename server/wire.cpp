@@ -80,6 +80,7 @@ engine::SamplingParams to_engine_params(const v1::SamplingParams& p) {
   if (p.has_top_k()) out.top_k = p.top_k();
   if (p.has_seed()) out.seed = p.seed();
   if (p.has_logprobs()) out.logprobs = p.logprobs();
+  out.want_logprob = p.has_logprobs();  // the response carries logprobs only then
   out.ignore_eos = p.ignore_eos();
   out.stop.assign(p.stop().begin(), p.stop().end());
   out.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());

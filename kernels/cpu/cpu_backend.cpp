@@ -42,6 +42,56 @@ Status check_f32(const Tensor& t, const char* what) {
   return ok_status();
 }
 
+// Runs where the compiler may use AVX2 and FMA, chosen at run time (x86-64-v3 clones of the hot
+// loops); elsewhere the baseline code.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LS_HOT_LOOP __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define LS_HOT_LOOP
+#endif
+
+// One row's attention for the `group` query heads that share KV head `kvh`: q (group·head_dim)
+// against the row's first `ctx` cached positions (through its block table); softmax in f32;
+// the weighted sum of V into acc (group·head_dim). scores: ctx·group floats of scratch.
+LS_HOT_LOOP void attend_kv_head(const float* qr, const Tensor& k_cache, const Tensor& v_cache,
+                                const int32_t* table, int64_t ctx, int64_t kvh, int64_t group,
+                                const AttentionShape& s, float* scores, float* acc) {
+  const int64_t hd = s.head_dim;
+  for (int64_t t = 0; t < ctx; ++t) {
+    const int64_t slot =
+        static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
+    const float* kt = k_cache.as<float>() + slot * k_cache.stride + kvh * hd;
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = qr + g * hd;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t i = 0; i < hd; ++i) dot += qg[i] * kt[i];
+      scores[g * ctx + t] = dot * s.scale;
+    }
+  }
+  for (int64_t g = 0; g < group; ++g) {
+    float* sc = scores + g * ctx;
+    float m = -INFINITY;
+    for (int64_t t = 0; t < ctx; ++t) m = std::max(m, sc[t]);
+    float sum = 0.0f;
+    for (int64_t t = 0; t < ctx; ++t) sum += (sc[t] = std::exp(sc[t] - m));
+    const float inv = 1.0f / sum;
+    for (int64_t t = 0; t < ctx; ++t) sc[t] *= inv;
+  }
+  std::fill(acc, acc + group * hd, 0.0f);
+  for (int64_t t = 0; t < ctx; ++t) {
+    const int64_t slot =
+        static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
+    const float* vt = v_cache.as<float>() + slot * v_cache.stride + kvh * hd;
+    for (int64_t g = 0; g < group; ++g) {
+      const float p = scores[g * ctx + t];
+      float* a = acc + g * hd;
+#pragma omp simd
+      for (int64_t i = 0; i < hd; ++i) a[i] += p * vt[i];
+    }
+  }
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int32_t threads) : threads_(threads) {
@@ -230,12 +280,11 @@ class CpuBackend final : public Backend {
                    const AttentionShape& s, const Tensor& out) override {
     const int64_t n = q.rows;
     const int64_t group = s.num_heads / s.num_kv_heads;
-    const int64_t hd = s.head_dim;
     const int64_t work = n * s.num_kv_heads;
 #pragma omp parallel
     {
       std::vector<float> scores;
-      std::vector<float> acc(static_cast<size_t>(group * hd));
+      std::vector<float> acc(static_cast<size_t>(group * s.head_dim));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t item = 0; item < work; ++item) {
         const int64_t r = item / s.num_kv_heads;
@@ -245,41 +294,9 @@ class CpuBackend final : public Backend {
                                static_cast<int64_t>(meta_->row_seq[static_cast<size_t>(r)]) *
                                    meta_->max_blocks_per_seq;
         scores.resize(static_cast<size_t>(ctx * group));
-        const float* qr = q.as<float>() + r * q.stride + kvh * group * hd;
-        for (int64_t t = 0; t < ctx; ++t) {
-          const int64_t slot =
-              static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
-          const float* kt = k_cache.as<float>() + slot * k_cache.stride + kvh * hd;
-          for (int64_t g = 0; g < group; ++g) {
-            const float* qg = qr + g * hd;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t i = 0; i < hd; ++i) dot += qg[i] * kt[i];
-            scores[static_cast<size_t>(g * ctx + t)] = dot * s.scale;
-          }
-        }
-        for (int64_t g = 0; g < group; ++g) {
-          float* sc = scores.data() + g * ctx;
-          float m = -INFINITY;
-          for (int64_t t = 0; t < ctx; ++t) m = std::max(m, sc[t]);
-          float sum = 0.0f;
-          for (int64_t t = 0; t < ctx; ++t) sum += (sc[t] = std::exp(sc[t] - m));
-          const float inv = 1.0f / sum;
-          for (int64_t t = 0; t < ctx; ++t) sc[t] *= inv;
-        }
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t t = 0; t < ctx; ++t) {
-          const int64_t slot =
-              static_cast<int64_t>(table[t / s.block_size]) * s.block_size + t % s.block_size;
-          const float* vt = v_cache.as<float>() + slot * v_cache.stride + kvh * hd;
-          for (int64_t g = 0; g < group; ++g) {
-            const float p = scores[static_cast<size_t>(g * ctx + t)];
-            float* a = acc.data() + g * hd;
-#pragma omp simd
-            for (int64_t i = 0; i < hd; ++i) a[i] += p * vt[i];
-          }
-        }
-        std::memcpy(out.as<float>() + r * out.stride + kvh * group * hd, acc.data(),
+        attend_kv_head(q.as<float>() + r * q.stride + kvh * group * s.head_dim, k_cache, v_cache,
+                       table, ctx, kvh, group, s, scores.data(), acc.data());
+        std::memcpy(out.as<float>() + r * out.stride + kvh * group * s.head_dim, acc.data(),
                     acc.size() * 4);
       }
     }

@@ -18,6 +18,13 @@ void sample_row(const float* logits, int64_t vocab, const SampleParams& params, 
       argmax = static_cast<int32_t>(i);
     }
   }
+  if (params.temperature <= 0.0f && !params.want_logprob && params.num_logprobs == 0) {
+    // Greedy and no logprob wanted: the softmax over the vocabulary is not needed.
+    out->token_id = argmax;
+    out->logprob = 0.0f;
+    out->top.clear();
+    return;
+  }
   double sum = 0.0;
   for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
   // logprob(i) = (logit_i - max) - log(sum): subtracting the max first keeps it exact for large
