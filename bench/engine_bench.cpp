@@ -8,6 +8,7 @@
 
 #include "bench/bench_util.h"
 #include "engine/engine.h"
+#include "kernels/cpu/cpu_backend.h"
 
 namespace loraserve::bench {
 namespace {
@@ -29,6 +30,7 @@ Result<RunResult> run_batch(engine::Engine& eng, int batch, int prompt_len, int 
     r.prompt_token_ids.resize(static_cast<size_t>(prompt_len));
     for (auto& t : r.prompt_token_ids) t = tok(rng);
     r.params.temperature = 0;
+    r.params.want_logprob = false;  // as a server request that asks for no logprobs
     r.params.ignore_eos = true;
     r.params.max_tokens = decode_steps + 1;
     r.on_update = [&finished](const engine::SequenceUpdate& u) { finished += u.finished; };
@@ -51,6 +53,43 @@ Result<RunResult> run_batch(engine::Engine& eng, int batch, int prompt_len, int 
   out.decode_step_s = summarize(steps).median;
   out.decode_tokens_per_s = batch / out.decode_step_s;
   return out;
+}
+
+// The step's GEMMs alone, as the CPU backend runs them (fused QKV, O, fused gate/up, down per
+// layer; lm_head), on weights of the model's shapes: median milliseconds of `repeats` passes at
+// `rows` rows. What a decode step at that batch could take if everything else were free.
+double gemm_only_ms(const formats::ModelConfig& c, int64_t rows, int repeats) {
+  struct Shape {
+    int64_t out, in, count;
+  };
+  const std::vector<Shape> shapes = {{c.q_dim() + 2 * c.kv_dim(), c.hidden_size, c.num_layers},
+                                     {c.hidden_size, c.q_dim(), c.num_layers},
+                                     {2 * c.intermediate_size, c.hidden_size, c.num_layers},
+                                     {c.hidden_size, c.intermediate_size, c.num_layers},
+                                     {c.vocab_size, c.hidden_size, 1}};
+  // One weight per GEMM, as in the model, so every pass reads them all from memory.
+  std::vector<std::vector<float>> weights;
+  int64_t widest = 0;
+  for (const Shape& sh : shapes) {
+    for (int64_t i = 0; i < sh.count; ++i)
+      weights.emplace_back(static_cast<size_t>(sh.out * sh.in), 0.01f);
+    widest = std::max({widest, sh.out, sh.in});
+  }
+  std::vector<float> x(static_cast<size_t>(rows * widest), 0.02f);
+  std::vector<float> y(static_cast<size_t>(rows * widest));
+  std::vector<double> times;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t w = 0;
+    for (const Shape& sh : shapes) {
+      for (int64_t i = 0; i < sh.count; ++i, ++w) {
+        kernels::cpu::gemm(rows, sh.out, sh.in, x.data(), sh.in, weights[w].data(), sh.in, 0.0f,
+                           y.data(), sh.out);
+      }
+    }
+    times.push_back(seconds_since(t0));
+  }
+  return summarize(times).median * 1e3;
 }
 
 int run(int argc, char** argv) {
@@ -119,6 +158,17 @@ int run(int argc, char** argv) {
       fmt::print("       batch-1 decode reads {:.1f} MiB per step: {:.2f} GB/s = {:.1f}% of measured bandwidth\n",
                  step_bytes / (1 << 20), achieved / 1e9, 100.0 * achieved / bw);
     }
+  }
+  // How far batching can go here: the GEMMs alone at each batch, on the backend's threads.
+  spdlog::info("timing the step's GEMMs alone at each batch size");
+  fmt::print(
+      "GEMMs alone (the step's shapes, same threads, median of 5); 'ceiling' is the rows/s of a\n"
+      "step that did nothing but its GEMMs, over the batch-{} decode tokens/s above:\n",
+      batches.front());
+  fmt::print("{:>6} {:>14} {:>16} {:>12}\n", "batch", "GEMMs ms", "rows/s", "ceiling");
+  for (int b : batches) {
+    const double ms = gemm_only_ms(c, b, 5);
+    fmt::print("{:>6} {:>14.2f} {:>16.1f} {:>11.2f}x\n", b, ms, b / ms * 1e3, b / ms * 1e3 / base);
   }
   return 0;
 }

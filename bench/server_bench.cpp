@@ -49,6 +49,7 @@ RunResult replay(engine::Engine& e, const std::vector<client::TraceRequest>& tra
     req.prompt_token_ids = r.prompt;
     req.params.max_tokens = r.max_tokens;
     req.params.temperature = 0.0f;
+    req.params.want_logprob = false;  // as the server, which is asked for none
     req.params.ignore_eos = true;
     req.on_update = [&](const engine::SequenceUpdate& u) {
       tokens.fetch_add(u.new_tokens.size());
