@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -324,6 +325,7 @@ class CpuBackend final : public Backend {
   }
 
   Status lora_shrink(const Tensor& x, std::span<const int32_t> tables, const Tensor& tmp) override {
+    const LoraTimer timer(&lora_seconds_);
     const auto& segs = meta_->lora_segments;
     for (size_t s = 0; s < segs.size(); ++s) {
       int64_t total = 0;
@@ -362,6 +364,7 @@ class CpuBackend final : public Backend {
 
   Status lora_expand(const Tensor& tmp, std::span<const int32_t> tables,
                      std::span<const Tensor> outputs) override {
+    const LoraTimer timer(&lora_seconds_);
     const auto& segs = meta_->lora_segments;
     for_segments(segs.size(), [&](size_t s) {
       thread_local std::vector<float> scaled;
@@ -433,12 +436,36 @@ class CpuBackend final : public Backend {
     for (int64_t r = 0; r < rows; ++r) body(r);
   }
 
+  // Adds the lifetime of the scope to *total (seconds): what the LoRA ops cost, for benches.
+  class LoraTimer {
+   public:
+    explicit LoraTimer(double* total) : total_(total) {}
+    ~LoraTimer() {
+      *total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    }
+
+   private:
+    double* total_;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  };
+
+ public:
+  double lora_seconds() const { return lora_seconds_; }
+
+ private:
   int32_t threads_;
+  double lora_seconds_ = 0.0;
   const StepMeta* meta_ = nullptr;
   uint64_t tickets_ = 0;
 };
 
 }  // namespace
+
+Result<double> cpu_lora_seconds(const Backend& backend) {
+  const auto* cpu = dynamic_cast<const CpuBackend*>(&backend);
+  if (cpu == nullptr) return invalid_argument_error("cpu_lora_seconds: not the CPU backend");
+  return cpu->lora_seconds();
+}
 
 std::unique_ptr<Backend> create_cpu_backend(int32_t threads) {
   if (threads <= 0)

@@ -12,6 +12,10 @@ namespace loraserve::kernels {
 // `threads` 0: all cores.
 std::unique_ptr<Backend> create_cpu_backend(int32_t threads);
 
+// Seconds the CPU backend has spent in lora_shrink and lora_expand so far (benches read it to
+// time the LoRA branch inside real steps); an error for another backend.
+Result<double> cpu_lora_seconds(const Backend& backend);
+
 namespace cpu {
 // y (n, out) = x (n, in) · w (out, in)ᵀ + beta · y, all f32 with the given row strides.
 void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,

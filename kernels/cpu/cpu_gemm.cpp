@@ -37,7 +37,7 @@ void gemm_slice(int64_t n, int64_t o0, int64_t o1, int64_t in, const float* x, i
                 static_cast<int>(ldw), x, 1, beta, y + o0, 1);
     return;
   }
-  if (n <= kSmallGemmMaxRows && small_gemm_available()) {
+  if (n <= kSmallGemmMaxRows && in >= kSmallGemmMinInner && small_gemm_available()) {
     small_gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
     return;
   }

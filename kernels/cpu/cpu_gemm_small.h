@@ -5,8 +5,11 @@
 
 namespace loraserve::kernels::cpu {
 
-// Rows up to which small_gemm_slice is used (measured: faster than OpenBLAS sgemm up to here).
+// With OpenBLAS, small_gemm_slice is used for up to this many rows when the shared dimension is
+// at least kSmallGemmMinInner (measured: faster than sgemm there; with a short shared dimension,
+// e.g. a LoRA expand over rank r, every output costs a horizontal sum and sgemm wins).
 inline constexpr int64_t kSmallGemmMaxRows = 32;
+inline constexpr int64_t kSmallGemmMinInner = 256;
 
 // True when this CPU runs the small-row kernel (x86-64 with AVX2 and FMA).
 bool small_gemm_available();

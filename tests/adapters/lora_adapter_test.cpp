@@ -47,7 +47,9 @@ class LoraAdapterTest : public ::testing::Test {
     EXPECT_EQ(registry_->size(), 1u);
     EXPECT_EQ(registry_->find("bad"), nullptr);
     EXPECT_NE(registry_->find("kept"), nullptr);
-    if (registry_->find("kept")) EXPECT_EQ(registry_->find("kept")->version, kept_version_);
+    if (registry_->find("kept")) {
+      EXPECT_EQ(registry_->find("kept")->version, kept_version_);
+    }
     return r.ok() ? ok_status() : r.status();
   }
   static void expect_message(const Status& st, StatusCode code, const std::string& needle) {
