@@ -22,6 +22,31 @@ bool gemm_uses_blas() {
 #endif
 }
 
+namespace {
+
+// Runs slice(o0, o1) on bands of the `out` output columns, one band per OpenMP thread (one thread
+// when the product is too small to pay for waking the others). Bands are rounded to 16 columns so
+// each thread's rows of w stay aligned to cache lines.
+template <typename Slice>
+void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
+  const int threads = n * out * in < (1 << 18) ? 1 : omp_get_max_threads();
+  if (threads == 1) {
+    slice(int64_t{0}, out);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+    const int64_t band = ((out + nt - 1) / nt + 15) / 16 * 16;
+    const int64_t o0 = std::min(out, t * band);
+    const int64_t o1 = std::min(out, o0 + band);
+    if (o1 > o0) slice(o0, o1);
+  }
+}
+
+}  // namespace
+
 #ifdef LORASERVE_HAVE_OPENBLAS
 
 namespace {
@@ -52,22 +77,9 @@ void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const
   if (n == 0 || out == 0) return;
   // OpenBLAS runs single-threaded (set by the backend); the OpenMP threads that run every other
   // op split the output columns between them, so one thread pool serves the whole step.
-  const int64_t work = n * out * in;
-  const int threads = work < (1 << 18) ? 1 : omp_get_max_threads();
-  if (threads == 1) {
-    gemm_slice(n, 0, out, in, x, ldx, w, ldw, beta, y, ldy);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    const int nt = omp_get_num_threads();
-    // Column bands rounded to 16 so each thread's slice of w stays aligned to cache lines.
-    const int64_t band = ((out + nt - 1) / nt + 15) / 16 * 16;
-    const int64_t o0 = std::min(out, t * band);
-    const int64_t o1 = std::min(out, o0 + band);
+  for_column_bands(n, out, in, [&](int64_t o0, int64_t o1) {
     gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
-  }
+  });
 }
 
 #else
@@ -75,16 +87,9 @@ void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const
 void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy) {
   if (n <= kSmallGemmMaxRows && small_gemm_available()) {
-    const int threads = n * out * in < (1 << 18) ? 1 : omp_get_max_threads();
-#pragma omp parallel num_threads(threads)
-    {
-      const int t = omp_get_thread_num();
-      const int nt = omp_get_num_threads();
-      const int64_t band = ((out + nt - 1) / nt + 15) / 16 * 16;
-      const int64_t o0 = std::min(out, t * band);
-      const int64_t o1 = std::min(out, o0 + band);
-      if (o1 > o0) small_gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
-    }
+    for_column_bands(n, out, in, [&](int64_t o0, int64_t o1) {
+      small_gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
+    });
     return;
   }
   // Each thread owns a band of output columns (rows of w) and reads each of them once per block

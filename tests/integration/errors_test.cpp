@@ -9,20 +9,12 @@
 
 #include "client/client.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/server_suite.h"
 
 namespace loraserve::testing {
 namespace {
 
 constexpr char kToken[] = "s3cret";
-
-client::ClientOptions options_for(const ServerProcess& s, const std::string& token) {
-  client::ClientOptions o;
-  o.address = s.address();
-  o.admin_address = s.admin_address();
-  o.admin_token = token;
-  o.timeout_s = 60;
-  return o;
-}
 
 v1::GenerateRequest ids_request(std::vector<int32_t> ids, int32_t max_tokens) {
   v1::GenerateRequest r;
@@ -32,7 +24,7 @@ v1::GenerateRequest ids_request(std::vector<int32_t> ids, int32_t max_tokens) {
   return r;
 }
 
-class ErrorsTest : public ::testing::Test {
+class ErrorsTest : public ServerSuite<ErrorsTest> {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
@@ -43,46 +35,25 @@ class ErrorsTest : public ::testing::Test {
                  1.0);
     fs::create_directory_symlink(dir_->path() / "outside" / "x", root_ / "sneaky");
     fs::create_directories(root_ / "broken");  // no adapter files
-    auto server = ServerProcess::start(
-        {"--model", kFixtureModel, "--adapter-root", root_.string(), "--admin-token", kToken,
-         "--preload", "t0=" + (root_ / "t0").string()},
-        dir_->path());
-    ASSERT_TRUE(server.ok()) << server.status().to_string();
-    server_ = server->release();
-    client_ = new client::Client(options_for(*server_, kToken));
-  }
-  static void TearDownTestSuite() {
-    delete client_;
-    delete server_;
-    delete dir_;
-  }
-  void SetUp() override {
-    if (server_ == nullptr) GTEST_SKIP() << "the server did not start";
-  }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << "server log (end):\n" << log_tail(*server_) << "\n";
+    start_suite_server({"--model", kFixtureModel, "--adapter-root", root_.string(), "--admin-token",
+                        kToken, "--preload", "t0=" + (root_ / "t0").string()},
+                       kToken);
   }
 
-  static TempDir* dir_;
   static fs::path root_;
-  static ServerProcess* server_;
-  static client::Client* client_;
 };
 
-TempDir* ErrorsTest::dir_ = nullptr;
 fs::path ErrorsTest::root_;
-ServerProcess* ErrorsTest::server_ = nullptr;
-client::Client* ErrorsTest::client_ = nullptr;
 
 TEST_F(ErrorsTest, AdminWithoutTheTokenIsUnauthenticated) {
-  client::Client none(options_for(*server_, ""));
+  client::Client none(client_options(*server_, ""));
   for (const Status& st :
        {none.list_adapters().status(), none.stats().status(), none.server_info().status(),
         none.load_adapter("x", "t1", false).status(), none.unload_adapter("t0").status()}) {
     EXPECT_EQ(st.code(), StatusCode::kUnauthenticated) << st.to_string();
     EXPECT_NE(st.message().find("authorization"), std::string::npos) << st.message();
   }
-  client::Client wrong(options_for(*server_, "s3cre7"));
+  client::Client wrong(client_options(*server_, "s3cre7"));
   EXPECT_EQ(wrong.list_adapters().status().code(), StatusCode::kUnauthenticated);
   // Nothing changed: t0 is still served.
   auto list = client_->list_adapters();
@@ -231,7 +202,7 @@ TEST(ErrorsStandalone, FullQueueIsResourceExhausted) {
   auto server = ServerProcess::start(
       {"--model", kFixtureModel, "--max-queue", "2", "--max-batch-size", "1"}, dir.path());
   ASSERT_TRUE(server.ok()) << server.status().to_string();
-  client::Client client(options_for(**server, ""));
+  client::Client client(client_options(**server, ""));
   constexpr int kRequests = 32;
   std::vector<Status> results(kRequests);
   std::atomic<bool> go{false};
@@ -264,7 +235,7 @@ TEST(ErrorsStandalone, AdminWithoutAnAdapterRootIsFailedPrecondition) {
   TempDir dir;
   auto server = ServerProcess::start({"--model", kFixtureModel}, dir.path());
   ASSERT_TRUE(server.ok()) << server.status().to_string();
-  client::Client client(options_for(**server, ""));
+  client::Client client(client_options(**server, ""));
   for (const Status& st : {client.list_adapters().status(), client.stats().status(),
                            client.load_adapter("x", "/tmp", false).status()}) {
     EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.to_string();
@@ -295,7 +266,7 @@ TEST(ErrorsStandalone, ConfigFileSetsFlagsAndFlagsWin) {
   auto server = ServerProcess::start(
       {"--config", config.string(), "--model", kFixtureModel, "--max-queue", "9"}, dir.path());
   ASSERT_TRUE(server.ok()) << server.status().to_string();
-  client::Client client(options_for(**server, ""));
+  client::Client client(client_options(**server, ""));
   auto info = client.server_info();
   ASSERT_TRUE(info.ok()) << info.status().to_string();
   EXPECT_EQ(info->limits().max_batch_size(), 5u);

@@ -11,6 +11,7 @@
 
 #include "client/client.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/server_suite.h"
 
 namespace loraserve::testing {
 namespace {
@@ -19,7 +20,7 @@ constexpr char kToken[] = "test-token";
 constexpr int kTasks = 8;
 constexpr float kEps = 1e-3f;  // fp32 compute (DESIGN.md)
 
-class ServeTest : public ::testing::Test {
+class ServeTest : public ServerSuite<ServeTest> {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
@@ -31,26 +32,7 @@ class ServeTest : public ::testing::Test {
       args.push_back("--preload");
       args.push_back(t + "=" + (dir_->path() / "adapters" / t).string());
     }
-    auto server = ServerProcess::start(args, dir_->path());
-    ASSERT_TRUE(server.ok()) << server.status().to_string();
-    server_ = server->release();
-    client::ClientOptions o;
-    o.address = server_->address();
-    o.admin_address = server_->admin_address();
-    o.admin_token = kToken;
-    o.timeout_s = 60;
-    client_ = new client::Client(o);
-  }
-  static void TearDownTestSuite() {
-    delete client_;
-    delete server_;
-    delete dir_;
-  }
-  void SetUp() override {
-    if (server_ == nullptr) GTEST_SKIP() << "the server did not start";
-  }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << "server log (end):\n" << log_tail(*server_) << "\n";
+    start_suite_server(args, kToken);
   }
 
   static std::vector<std::string> adapter_flags() {
@@ -59,16 +41,10 @@ class ServeTest : public ::testing::Test {
     return out;
   }
 
-  static TempDir* dir_;
   static std::vector<std::string> tasks_;
-  static ServerProcess* server_;
-  static client::Client* client_;
 };
 
-TempDir* ServeTest::dir_ = nullptr;
 std::vector<std::string> ServeTest::tasks_;
-ServerProcess* ServeTest::server_ = nullptr;
-client::Client* ServeTest::client_ = nullptr;
 
 struct Case {
   std::string task;

@@ -6,39 +6,27 @@
 
 #include "client/client.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/server_suite.h"
 #include "tokenizer/tokenizer.h"
 
 namespace loraserve::testing {
 namespace {
 
-class TextTest : public ::testing::Test {
+class TextTest : public ServerSuite<TextTest> {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     model_ = make_model_with_tokenizer(dir_->path() / "model");
-    auto server = ServerProcess::start({"--model", model_.string()}, dir_->path());
-    ASSERT_TRUE(server.ok()) << server.status().to_string();
-    server_ = server->release();
-    client::ClientOptions o;
-    o.address = server_->address();
-    o.admin_address = server_->admin_address();
-    o.timeout_s = 60;
-    client_ = new client::Client(o);
+    start_suite_server({"--model", model_.string()});
+    if (server_ == nullptr) return;
     auto tok = tokenizer::Tokenizer::from_file((model_ / "tokenizer.json").string());
     ASSERT_TRUE(tok.ok()) << tok.status().to_string();
     tokenizer_ = tok->release();
   }
   static void TearDownTestSuite() {
     delete tokenizer_;
-    delete client_;
-    delete server_;
-    delete dir_;
-  }
-  void SetUp() override {
-    if (server_ == nullptr) GTEST_SKIP() << "the server did not start";
-  }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << "server log (end):\n" << log_tail(*server_) << "\n";
+    tokenizer_ = nullptr;
+    ServerSuite::TearDownTestSuite();
   }
 
   static v1::GenerateRequest text_request(const std::string& text, int32_t max_tokens) {
@@ -50,17 +38,11 @@ class TextTest : public ::testing::Test {
     return r;
   }
 
-  static TempDir* dir_;
   static fs::path model_;
-  static ServerProcess* server_;
-  static client::Client* client_;
   static tokenizer::Tokenizer* tokenizer_;
 };
 
-TempDir* TextTest::dir_ = nullptr;
 fs::path TextTest::model_;
-ServerProcess* TextTest::server_ = nullptr;
-client::Client* TextTest::client_ = nullptr;
 tokenizer::Tokenizer* TextTest::tokenizer_ = nullptr;
 
 TEST_F(TextTest, TokenizeEncodesBytes) {
