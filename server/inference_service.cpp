@@ -135,50 +135,76 @@ grpc::Status final_status(const SequenceSummary& u, bool client_cancelled) {
   }
 }
 
-// Converts the parsed request and submits it, its updates going to `reactor->on_update` on the
-// engine thread; on error the caller finishes the call with the status.
-template <typename Reactor>
-Status submit_request(ServingState* state, grpc::CallbackServerContext* context,
-                      const v1::GenerateRequest& parsed, SequenceHandle* sequence,
-                      Reactor* reactor) {
-  engine::GenerationRequest request;
-  Status st = to_engine_request(parsed, *state->engine(), state, &request);
-  sequence->set_request_id(request.request_id);
-  sequence->set_task_id(request.task_id);
-  if (!st.ok()) return st;
-  request.deadline = engine_deadline(*context);
-  request.on_update = [reactor](const engine::SequenceUpdate& u) { reactor->on_update(u); };
-  return sequence->submit(std::move(request));
-}
-
-// Generate: gathers the whole result and finishes once. The engine thread only appends tokens;
-// the writer serializes the response and finishes the call. Deleted when gRPC is done with it
-// and the engine's final update has been handled (two references).
-class GenerateReactor final : public grpc::ServerUnaryReactor {
+// What GenerateReactor and GenerateStreamReactor share: admission, parsing, submitting the
+// sequence (its updates go to Derived::on_update on the engine thread), refusal before the
+// engine sees the request, and the reference count that deletes the reactor once gRPC is done
+// with it (OnDone) and the engine's final update has been handled. `Message` is the call's
+// request type; `request_of` picks the GenerateRequest out of it.
+template <typename Derived, typename GrpcReactor>
+class SequenceReactor : public GrpcReactor {
  public:
-  GenerateReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context,
-                  grpc::ByteBuffer* response)
-      : state_(state),
-        writer_(writer),
-        context_(context),
-        response_bytes_(response),
-        sequence_(state) {}
+  SequenceReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context)
+      : state_(state), writer_(writer), context_(context), sequence_(state) {}
 
-  void start(const grpc::ByteBuffer* bytes) {
+  template <typename Message, typename RequestOf>
+  void start(const grpc::ByteBuffer* bytes, RequestOf request_of) {
     Status st = state_->begin_call();
     if (!st.ok()) return finish_now(st);
     admitted_ = true;
-    v1::GenerateRequest parsed;
+    Message parsed;
     st = parse_message(*bytes, &parsed);
     if (!st.ok()) return finish_now(st);
-    with_logprobs_ = parsed.params().has_logprobs();
+    const v1::GenerateRequest& in = request_of(parsed);
+    with_logprobs_ = in.params().has_logprobs();
+    engine::GenerationRequest request;
+    st = to_engine_request(in, *state_->engine(), state_, &request);
+    sequence_.set_request_id(request.request_id);
+    sequence_.set_task_id(request.task_id);
+    if (!st.ok()) return finish_now(st);
+    request.deadline = engine_deadline(*context_);
+    Derived* self = static_cast<Derived*>(this);
+    request.on_update = [self](const engine::SequenceUpdate& u) { self->on_update(u); };
     refs_.fetch_add(1);  // the engine's, released after the final update
-    st = submit_request(state_, context_, parsed, &sequence_, this);
+    st = sequence_.submit(std::move(request));
     if (!st.ok()) {
       refs_.fetch_sub(1);
       return finish_now(st);
     }
   }
+
+  void OnDone() override {
+    if (admitted_) state_->end_call();
+    unref();
+  }
+
+ protected:
+  void finish_now(const Status& status) {
+    sequence_.log_rejected(status);
+    this->Finish(to_grpc(status));
+  }
+  void unref() {
+    if (refs_.fetch_sub(1) == 1) delete static_cast<Derived*>(this);
+  }
+
+  ServingState* state_;
+  Executor* writer_;
+  grpc::CallbackServerContext* context_;
+  SequenceHandle sequence_;
+  const Clock::time_point started_ = Clock::now();
+  std::atomic<int> refs_{1};  // gRPC's, released in OnDone
+  bool admitted_ = false;
+  bool with_logprobs_ = false;
+};
+
+// Generate: gathers the whole result and finishes once. The engine thread only appends tokens;
+// the writer serializes the response and finishes the call. Deleted when gRPC is done with it
+// and the engine's final update has been handled (two references).
+class GenerateReactor final
+    : public SequenceReactor<GenerateReactor, grpc::ServerUnaryReactor> {
+ public:
+  GenerateReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context,
+                  grpc::ByteBuffer* response)
+      : SequenceReactor(state, writer, context), response_bytes_(response) {}
 
   // Engine thread. The final update hands the engine's reference to the writer's job.
   void on_update(const engine::SequenceUpdate& u) {
@@ -195,11 +221,6 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
     sequence_.cancel();
   }
 
-  void OnDone() override {
-    if (admitted_) state_->end_call();
-    unref();
-  }
-
  private:
   // Writer thread, after the final update.
   void finish() {
@@ -214,24 +235,9 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
     Finish(status);
     unref();
   }
-  void finish_now(const Status& status) {
-    sequence_.log_rejected(status);
-    Finish(to_grpc(status));
-  }
-  void unref() {
-    if (refs_.fetch_sub(1) == 1) delete this;
-  }
 
-  ServingState* state_;
-  Executor* writer_;
-  grpc::CallbackServerContext* context_;
   grpc::ByteBuffer* response_bytes_;
-  SequenceHandle sequence_;
-  const Clock::time_point started_ = Clock::now();
-  std::atomic<int> refs_{1};  // gRPC's, released in OnDone
   std::atomic<bool> client_cancelled_{false};
-  bool admitted_ = false;
-  bool with_logprobs_ = false;
   v1::GenerateResponse response_;  // the engine thread's until the final update, then the writer's
   SequenceSummary summary_;
 };
@@ -239,26 +245,10 @@ class GenerateReactor final : public grpc::ServerUnaryReactor {
 // GenerateStream: the engine thread appends each step's tokens to the pending message and starts
 // a write when none is in flight; tokens that arrive while one is in flight are merged into the
 // next message, which OnWriteDone starts. Deleted like GenerateReactor.
-class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+class GenerateStreamReactor final
+    : public SequenceReactor<GenerateStreamReactor, grpc::ServerWriteReactor<grpc::ByteBuffer>> {
  public:
-  GenerateStreamReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context)
-      : state_(state), writer_(writer), context_(context), sequence_(state) {}
-
-  void start(const grpc::ByteBuffer* bytes) {
-    Status st = state_->begin_call();
-    if (!st.ok()) return finish_now(st);
-    admitted_ = true;
-    v1::GenerateStreamRequest parsed;
-    st = parse_message(*bytes, &parsed);
-    if (!st.ok()) return finish_now(st);
-    with_logprobs_ = parsed.request().params().has_logprobs();
-    refs_.fetch_add(1);  // the engine's, released after the final update
-    st = submit_request(state_, context_, parsed.request(), &sequence_, this);
-    if (!st.ok()) {
-      refs_.fetch_sub(1);
-      return finish_now(st);
-    }
-  }
+  using SequenceReactor::SequenceReactor;
 
   // Engine thread. When no write is in flight the new tokens go out at once (the first one
   // included, so the client sees it as soon as it exists); otherwise they wait in `pending_` and
@@ -298,11 +288,6 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBu
       broken_ = true;
     }
     sequence_.cancel();
-  }
-
-  void OnDone() override {
-    if (admitted_) state_->end_call();
-    unref();
   }
 
  private:
@@ -347,23 +332,6 @@ class GenerateStreamReactor final : public grpc::ServerWriteReactor<grpc::ByteBu
     }
   }
 
-  void finish_now(const Status& status) {
-    sequence_.log_rejected(status);
-    Finish(to_grpc(status));
-  }
-  void unref() {
-    if (refs_.fetch_sub(1) == 1) delete this;
-  }
-
-  ServingState* state_;
-  Executor* writer_;
-  grpc::CallbackServerContext* context_;
-  SequenceHandle sequence_;
-  const Clock::time_point started_ = Clock::now();
-  std::atomic<int> refs_{1};  // gRPC's, released in OnDone
-  bool admitted_ = false;
-  bool with_logprobs_ = false;
-
   std::mutex mu_;
   v1::GenerateStreamResponse pending_;        // tokens not written yet
   std::optional<SequenceSummary> summary_;    // set by the final update
@@ -380,14 +348,17 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
                                                      const grpc::ByteBuffer* request,
                                                      grpc::ByteBuffer* response) {
   auto* reactor = new GenerateReactor(state_, &writer_, context, response);
-  reactor->start(request);
+  reactor->start<v1::GenerateRequest>(request, [](const v1::GenerateRequest& r) -> const auto& {
+    return r;
+  });
   return reactor;
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::GenerateStream(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   auto* reactor = new GenerateStreamReactor(state_, &writer_, context);
-  reactor->start(request);
+  reactor->start<v1::GenerateStreamRequest>(
+      request, [](const v1::GenerateStreamRequest& r) -> const auto& { return r.request(); });
   return reactor;
 }
 
