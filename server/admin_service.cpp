@@ -78,21 +78,39 @@ Status AdminService::check_access(const grpc::CallbackServerContext& context) co
   return ok_status();
 }
 
-grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext* context,
-                                                    const v1::LoadAdapterRequest* request,
-                                                    v1::AdapterInfo* response) {
+template <typename Fill>
+grpc::ServerUnaryReactor* AdminService::answer(grpc::CallbackServerContext* context, Fill fill) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Status st = check_access(*context);
+  if (st.ok()) fill();
+  reactor->Finish(to_grpc(st));
+  return reactor;
+}
+
+template <typename Action>
+grpc::ServerUnaryReactor* AdminService::queue_action(grpc::CallbackServerContext* context,
+                                                     const char* what, const std::string& task_id,
+                                                     Action action) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Status st = check_access(*context);
   if (!st.ok()) {
-    spdlog::warn("admin: load of task '{}' from {} refused: {}", request->task_id(),
-                 context->peer(), st.to_string());
+    spdlog::warn("admin: {} of task '{}' from {} refused: {}", what, task_id, context->peer(),
+                 st.to_string());
     reactor->Finish(to_grpc(st));
     return reactor;
   }
-  worker_.post([this, reactor, request, response, peer = context->peer()] {
-    reactor->Finish(to_grpc(load(*request, peer, response)));
-  });
+  worker_.post(
+      [reactor, action, peer = context->peer()] { reactor->Finish(to_grpc(action(peer))); });
   return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext* context,
+                                                    const v1::LoadAdapterRequest* request,
+                                                    v1::AdapterInfo* response) {
+  return queue_action(context, "load", request->task_id(),
+                      [this, request, response](const std::string& peer) {
+                        return load(*request, peer, response);
+                      });
 }
 
 Status AdminService::load(const v1::LoadAdapterRequest& request, const std::string& peer,
@@ -122,18 +140,10 @@ Status AdminService::load(const v1::LoadAdapterRequest& request, const std::stri
 grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContext* context,
                                                       const v1::UnloadAdapterRequest* request,
                                                       v1::UnloadAdapterResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Status st = check_access(*context);
-  if (!st.ok()) {
-    spdlog::warn("admin: unload of task '{}' from {} refused: {}", request->task_id(),
-                 context->peer(), st.to_string());
-    reactor->Finish(to_grpc(st));
-    return reactor;
-  }
-  worker_.post([this, reactor, request, response, peer = context->peer()] {
-    reactor->Finish(to_grpc(unload(*request, peer, response)));
-  });
-  return reactor;
+  return queue_action(context, "unload", request->task_id(),
+                      [this, request, response](const std::string& peer) {
+                        return unload(*request, peer, response);
+                      });
 }
 
 Status AdminService::unload(const v1::UnloadAdapterRequest& request, const std::string& peer,
@@ -163,9 +173,7 @@ Status AdminService::unload(const v1::UnloadAdapterRequest& request, const std::
 grpc::ServerUnaryReactor* AdminService::ListAdapters(grpc::CallbackServerContext* context,
                                                      const v1::ListAdaptersRequest*,
                                                      v1::ListAdaptersResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Status st = check_access(*context);
-  if (st.ok()) {
+  return answer(context, [&] {
     engine::Engine& e = *state_->engine();
     auto versions = e.adapters().list();
     std::sort(versions.begin(), versions.end(),
@@ -173,17 +181,13 @@ grpc::ServerUnaryReactor* AdminService::ListAdapters(grpc::CallbackServerContext
     const engine::EngineStats stats = e.stats();
     for (const auto& v : versions)
       fill_info(*v, stats, *options_.adapter_root, response->add_adapters());
-  }
-  reactor->Finish(to_grpc(st));
-  return reactor;
+  });
 }
 
 grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContext* context,
                                                       const v1::GetServerInfoRequest*,
                                                       v1::GetServerInfoResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Status st = check_access(*context);
-  if (st.ok()) {
+  return answer(context, [&] {
     const engine::Engine& e = *state_->engine();
     const formats::ModelConfig& c = e.config();
     const engine::EngineOptions& o = e.options();
@@ -211,17 +215,13 @@ grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContex
     l->set_max_device_adapters(static_cast<uint32_t>(o.max_device_adapters));
     l->set_max_host_adapters(static_cast<uint32_t>(o.max_host_adapters));
     l->set_max_logprobs(static_cast<uint32_t>(engine::kMaxLogprobs));
-  }
-  reactor->Finish(to_grpc(st));
-  return reactor;
+  });
 }
 
 grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* context,
                                                  const v1::GetStatsRequest*,
                                                  v1::GetStatsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Status st = check_access(*context);
-  if (st.ok()) {
+  return answer(context, [&] {
     const engine::EngineStats s = state_->engine()->stats();
     response->set_kv_blocks_used(static_cast<uint32_t>(s.kv_blocks_total - s.kv_blocks_free));
     response->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));
@@ -249,9 +249,7 @@ grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* co
       c->set_prompt_tokens(t.prompt_tokens);
       c->set_completion_tokens(t.completion_tokens);
     }
-  }
-  reactor->Finish(to_grpc(st));
-  return reactor;
+  });
 }
 
 }  // namespace loraserve::server

@@ -47,6 +47,14 @@ class AdminService final : public v1::Admin::CallbackService {
   // UNAUTHENTICATED without the token, FAILED_PRECONDITION without an adapter root,
   // UNAVAILABLE while the model loads.
   Status check_access(const grpc::CallbackServerContext& context) const;
+  // A read-only call, answered inline: the access check, then fill() when it passes.
+  template <typename Fill>
+  grpc::ServerUnaryReactor* answer(grpc::CallbackServerContext* context, Fill fill);
+  // A load or unload of `task_id`: the access check (a refusal is logged), then action(peer) on
+  // the worker, whose status ends the call.
+  template <typename Action>
+  grpc::ServerUnaryReactor* queue_action(grpc::CallbackServerContext* context, const char* what,
+                                         const std::string& task_id, Action action);
   Status load(const v1::LoadAdapterRequest& request, const std::string& peer,
               v1::AdapterInfo* response);
   Status unload(const v1::UnloadAdapterRequest& request, const std::string& peer,

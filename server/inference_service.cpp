@@ -199,8 +199,7 @@ class SequenceReactor : public GrpcReactor {
 // Generate: gathers the whole result and finishes once. The engine thread only appends tokens;
 // the writer serializes the response and finishes the call. Deleted when gRPC is done with it
 // and the engine's final update has been handled (two references).
-class GenerateReactor final
-    : public SequenceReactor<GenerateReactor, grpc::ServerUnaryReactor> {
+class GenerateReactor final : public SequenceReactor<GenerateReactor, grpc::ServerUnaryReactor> {
  public:
   GenerateReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context,
                   grpc::ByteBuffer* response)
@@ -336,7 +335,7 @@ class GenerateStreamReactor final
   v1::GenerateStreamResponse pending_;        // tokens not written yet
   std::optional<SequenceSummary> summary_;    // set by the final update
   std::optional<grpc::Status> final_status_;  // likewise
-  bool writing_ = false;    // a StartWrite is in flight
+  bool writing_ = false;                      // a StartWrite is in flight
   bool finish_started_ = false;
   bool broken_ = false;  // the client cancelled, or a write failed
   grpc::ByteBuffer out_;
@@ -348,9 +347,8 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
                                                      const grpc::ByteBuffer* request,
                                                      grpc::ByteBuffer* response) {
   auto* reactor = new GenerateReactor(state_, &writer_, context, response);
-  reactor->start<v1::GenerateRequest>(request, [](const v1::GenerateRequest& r) -> const auto& {
-    return r;
-  });
+  reactor->start<v1::GenerateRequest>(
+      request, [](const v1::GenerateRequest& r) -> const auto& { return r; });
   return reactor;
 }
 
