@@ -294,16 +294,18 @@ void Engine::finish(Sequence* s, FinishReason reason, Status error, SequenceUpda
   }
   if (s->detokenizer && reason != FinishReason::kError) {
     auto r = detokenize(s, u, /*finishing=*/true);
-    if (r.ok() && *r == FinishReason::kStop) reason = FinishReason::kStop;
+    if (!r.ok()) {
+      reason = FinishReason::kError;
+      error = r.status();
+    } else if (*r == FinishReason::kStop) {
+      reason = FinishReason::kStop;
+    }
   }
   u->finished = true;
   u->finish_reason = reason;
   u->error = std::move(error);
   emit(s, *u);
   ++counters_.requests_finished;
-  auto& task = counters_.per_task[s->request.task_id];
-  ++task.requests;
-  task.tokens += static_cast<uint64_t>(std::max(0, s->num_generated()));
   in_system_.fetch_sub(1);
   live_.erase(s->id);  // destroys s
 }
@@ -382,7 +384,7 @@ Status Engine::step() {
     params[k].top_k = p.top_k;
     params[k].top_p = p.top_p;
     params[k].num_logprobs = p.logprobs;
-    params[k].want_logprob = p.want_logprob || p.logprobs > 0;
+    params[k].want_logprob = p.want_logprob;
     params[k].uniform = std::uniform_real_distribution<float>(0.0f, 1.0f)(s->rng);
   }
   if (!sampling.empty()) {

@@ -7,7 +7,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <stop_token>
@@ -57,12 +56,6 @@ struct EngineStats {
   std::vector<std::pair<std::string, int32_t>> waiting_for_adapter;
   // Where each resident adapter version lives: (version, slot).
   std::vector<std::pair<uint64_t, int32_t>> adapter_slots;
-  // Finished requests and the tokens they generated, per task ("" is the base model).
-  struct TaskCounts {
-    uint64_t requests = 0;
-    uint64_t tokens = 0;
-  };
-  std::map<std::string, TaskCounts> per_task;
 };
 
 class Engine {

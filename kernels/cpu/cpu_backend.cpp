@@ -53,7 +53,8 @@ Status check_f32(const Tensor& t, const char* what) {
 
 // One row's attention for the `group` query heads that share KV head `kvh`: q (group·head_dim)
 // against the row's first `ctx` cached positions (through its block table); softmax in f32;
-// the weighted sum of V into acc (group·head_dim). scores: ctx·group floats of scratch.
+// the weighted sum of V into acc (group·head_dim, the row's output). scores: ctx·group floats
+// of scratch.
 LS_HOT_LOOP void attend_kv_head(const float* qr, const Tensor& k_cache, const Tensor& v_cache,
                                 const int32_t* table, int64_t ctx, int64_t kvh, int64_t group,
                                 const AttentionShape& s, float* scores, float* acc) {
@@ -285,7 +286,6 @@ class CpuBackend final : public Backend {
 #pragma omp parallel
     {
       std::vector<float> scores;
-      std::vector<float> acc(static_cast<size_t>(group * s.head_dim));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t item = 0; item < work; ++item) {
         const int64_t r = item / s.num_kv_heads;
@@ -296,9 +296,8 @@ class CpuBackend final : public Backend {
                                    meta_->max_blocks_per_seq;
         scores.resize(static_cast<size_t>(ctx * group));
         attend_kv_head(q.as<float>() + r * q.stride + kvh * group * s.head_dim, k_cache, v_cache,
-                       table, ctx, kvh, group, s, scores.data(), acc.data());
-        std::memcpy(out.as<float>() + r * out.stride + kvh * group * s.head_dim, acc.data(),
-                    acc.size() * 4);
+                       table, ctx, kvh, group, s, scores.data(),
+                       out.as<float>() + r * out.stride + kvh * group * s.head_dim);
       }
     }
     return ok_status();

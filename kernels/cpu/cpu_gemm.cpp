@@ -45,6 +45,26 @@ void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
   }
 }
 
+// Whether n rows over a shared dimension `in` go through the small-row kernel. With OpenBLAS: 2
+// to kSmallGemmMaxRows rows over at least kSmallGemmMinInner (one row is sgemv's; a short shared
+// dimension, e.g. a LoRA expand, is sgemm's). Without it: up to kSmallGemmMaxRows rows.
+bool use_small_gemm(int64_t n, int64_t in) {
+#ifdef LORASERVE_HAVE_OPENBLAS
+  return n > 1 && n <= kSmallGemmMaxRows && in >= kSmallGemmMinInner && small_gemm_available();
+#else
+  (void)in;
+  return n <= kSmallGemmMaxRows && small_gemm_available();
+#endif
+}
+
+// Runs the small-row kernel over column bands.
+void small_gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
+                int64_t ldw, float beta, float* y, int64_t ldy) {
+  for_column_bands(n, out, in, [&](int64_t o0, int64_t o1) {
+    small_gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
+  });
+}
+
 }  // namespace
 
 #ifdef LORASERVE_HAVE_OPENBLAS
@@ -62,10 +82,6 @@ void gemm_slice(int64_t n, int64_t o0, int64_t o1, int64_t in, const float* x, i
                 static_cast<int>(ldw), x, 1, beta, y + o0, 1);
     return;
   }
-  if (n <= kSmallGemmMaxRows && in >= kSmallGemmMinInner && small_gemm_available()) {
-    small_gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
-    return;
-  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), cols, static_cast<int>(in), 1.0f, x,
               static_cast<int>(ldx), w + o0 * ldw, static_cast<int>(ldw), beta, y + o0, static_cast<int>(ldy));
 }
@@ -75,6 +91,7 @@ void gemm_slice(int64_t n, int64_t o0, int64_t o1, int64_t in, const float* x, i
 void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy) {
   if (n == 0 || out == 0) return;
+  if (use_small_gemm(n, in)) return small_gemm(n, out, in, x, ldx, w, ldw, beta, y, ldy);
   // OpenBLAS runs single-threaded (set by the backend); the OpenMP threads that run every other
   // op split the output columns between them, so one thread pool serves the whole step.
   for_column_bands(n, out, in, [&](int64_t o0, int64_t o1) {
@@ -86,12 +103,7 @@ void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const
 
 void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy) {
-  if (n <= kSmallGemmMaxRows && small_gemm_available()) {
-    for_column_bands(n, out, in, [&](int64_t o0, int64_t o1) {
-      small_gemm_slice(n, o0, o1, in, x, ldx, w, ldw, beta, y, ldy);
-    });
-    return;
-  }
+  if (use_small_gemm(n, in)) return small_gemm(n, out, in, x, ldx, w, ldw, beta, y, ldy);
   // Each thread owns a band of output columns (rows of w) and reads each of them once per block
   // of 4 input rows.
   constexpr int64_t kRowBlock = 4;
