@@ -72,4 +72,12 @@ double measure_read_bandwidth(size_t bytes, int repeats) {
   return static_cast<double>(n * sizeof(float)) / best;
 }
 
+void show_run_progress(int run, int runs) {
+  if (run < runs) {
+    fmt::print(stderr, "\r  run {}/{}", run + 1, runs);
+  } else {
+    fmt::print(stderr, "\r{:30}\r", "");
+  }
+}
+
 }  // namespace loraserve::bench

@@ -34,6 +34,16 @@ inline Summary summarize(std::vector<double> v) {
   return s;
 }
 
+// What a decode step reads of the weights: all of them (`weight_bytes`, stored at
+// `bytes_per_weight`) but the embedding table, of which it reads only the batch's rows.
+inline double decode_step_weight_bytes(double weight_bytes, const formats::ModelConfig& c,
+                                       int bytes_per_weight) {
+  return weight_bytes - static_cast<double>(c.vocab_size * c.hidden_size) * bytes_per_weight;
+}
+
+// Shows "run i/n" on stderr while interleaved runs go on; run == n clears it at the end.
+void show_run_progress(int run, int runs);
+
 // Read bandwidth in bytes/s: best of `repeats` timed sums over a `bytes` float array, on all
 // OpenMP threads.
 double measure_read_bandwidth(size_t bytes, int repeats);

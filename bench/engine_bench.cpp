@@ -134,10 +134,8 @@ int run(int argc, char** argv) {
     return 1;
   }
   const auto& c = *config;
-  // A decode step reads every layer weight, the final norm and lm_head once; of the embedding
-  // table only the batch's rows.
-  const double step_bytes = static_cast<double>((*eng)->model().weight_bytes()) -
-                            static_cast<double>(c.vocab_size * c.hidden_size) * 4.0;
+  const double step_bytes =
+      decode_step_weight_bytes(static_cast<double>((*eng)->model().weight_bytes()), c, 4);
   fmt::print("preset {}: {} layers, dim {}, ffn {}, vocab {}; weights {:.1f} MiB (f32); {}\n", preset,
              c.num_layers, c.hidden_size, c.intermediate_size, c.vocab_size,
              static_cast<double>((*eng)->model().weight_bytes()) / (1 << 20), (*eng)->backend().describe());

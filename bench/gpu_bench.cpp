@@ -250,14 +250,14 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
   }
   const double b1_step = summarize(b1).median;
   // What one step reads: every weight but the embedding table (one row of it), and the KV cache.
-  const double embed_bytes = static_cast<double>(c.vocab_size * c.hidden_size) * 2;
+  const double layer_bytes = decode_step_weight_bytes(weight_bytes, c, 2);
   auto kv_read = [&](int32_t batch) {
     return static_cast<double>(batch) * (context + steps) * 2.0 * static_cast<double>(c.kv_dim()) *
            2.0 * static_cast<double>(c.num_layers);
   };
-  const double b1_bound = (weight_bytes - embed_bytes + kv_read(1)) / bandwidth;
+  const double b1_bound = (layer_bytes + kv_read(1)) / bandwidth;
   j["decode_batch1"] = {{"step_ms", b1_step * 1e3},
-                        {"bytes_read_per_step", weight_bytes - embed_bytes + kv_read(1)},
+                        {"bytes_read_per_step", layer_bytes + kv_read(1)},
                         {"bytes_bound_ms", b1_bound * 1e3},
                         {"all_weight_bytes_bound_ms", weight_bytes / bandwidth * 1e3},
                         {"ratio_to_bound", target(b1_step / b1_bound, 1.3, true)}};
@@ -290,7 +290,7 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
   const double base_step = summarize(t_base).median, step4 = summarize(t4).median,
                step64 = summarize(t64).median;
   // Bytes one batch-64 step reads: the weights and the KV cache; each adapter's A and B once.
-  const double base_bytes = weight_bytes - embed_bytes + kv_read(kBatch);
+  const double base_bytes = layer_bytes + kv_read(kBatch);
   const double one_adapter = static_cast<double>(adapter_bytes(c));
   const double bound64 = 1.0 / (1.0 + kBatch * one_adapter / base_bytes);
   j["batch64"] = {{"base_step_ms", base_step * 1e3},

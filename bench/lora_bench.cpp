@@ -120,9 +120,9 @@ class Bench {
       va.push_back(x);
       vb.push_back(y);
       ratio.push_back(y / x);
-      fmt::print(stderr, "\r  run {}/{}", i + 1, o_.repeats);
+      show_run_progress(i, o_.repeats);
     }
-    fmt::print(stderr, "\r{:30}\r", "");
+    show_run_progress(o_.repeats, o_.repeats);
     return Pair{summarize(va), summarize(vb), summarize(ratio)};
   }
 
@@ -163,8 +163,8 @@ std::string fmt_summary(const Summary& s, int precision = 3) {
 Status run(const Options& o) {
   LS_ASSIGN_OR_RETURN(auto bench, make_bench(o, o.preset, o.batch));
   const ModelConfig& c = bench->config();
-  const double base_bytes = static_cast<double>(bench->engine().model().weight_bytes()) -
-                            static_cast<double>(c.vocab_size * c.hidden_size) * 4.0;
+  const double base_bytes =
+      decode_step_weight_bytes(static_cast<double>(bench->engine().model().weight_bytes()), c, 4);
   fmt::print("preset {} ({} layers, dim {}, ffn {}); batch {}; rank {} on all seven projections; {} decode steps "
              "per run; {} interleaved runs each; {}\n",
              o.preset, c.num_layers, c.hidden_size, c.intermediate_size, o.batch, o.rank, o.decode_steps, o.repeats,
@@ -251,9 +251,9 @@ Status run(const Options& o) {
       times[k].push_back(o.batch / t);
       lora_ms[k].push_back(bench->last_lora_ms());
     }
-    fmt::print(stderr, "\r  run {}/{}", rep + 1, o.repeats);
+    show_run_progress(rep, o.repeats);
   }
-  fmt::print(stderr, "\r{:30}\r", "");
+  show_run_progress(o.repeats, o.repeats);
   const double base_ms = summarize(base_times).median * 1e3;
   fmt::print("decode step, {} rows, 4 adapters of one rank (or one of each rank, mixed): no adapter {:.1f} ms\n",
              o.batch, base_ms);
