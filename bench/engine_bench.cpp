@@ -56,41 +56,52 @@ Result<RunResult> run_batch(engine::Engine& eng, int batch, int prompt_len, int 
 }
 
 // The step's GEMMs alone, as the CPU backend runs them (fused QKV, O, fused gate/up, down per
-// layer; lm_head), on weights of the model's shapes: median milliseconds of `repeats` passes at
-// `rows` rows. What a decode step at that batch could take if everything else were free.
-double gemm_only_ms(const formats::ModelConfig& c, int64_t rows, int repeats) {
+// layer; lm_head), on weights of the model's shapes made once: time(rows) is the median
+// milliseconds of `repeats` passes at `rows` rows (up to max_rows), what a decode step at that
+// batch could take if everything else were free.
+class GemmOnly {
+ public:
+  GemmOnly(const formats::ModelConfig& c, int64_t max_rows)
+      : shapes_({{c.q_dim() + 2 * c.kv_dim(), c.hidden_size, c.num_layers},
+                 {c.hidden_size, c.q_dim(), c.num_layers},
+                 {2 * c.intermediate_size, c.hidden_size, c.num_layers},
+                 {c.hidden_size, c.intermediate_size, c.num_layers},
+                 {c.vocab_size, c.hidden_size, 1}}) {
+    // One weight per GEMM, as in the model, so every pass reads them all from memory.
+    int64_t widest = 0;
+    for (const Shape& sh : shapes_) {
+      for (int64_t i = 0; i < sh.count; ++i)
+        weights_.emplace_back(static_cast<size_t>(sh.out * sh.in), 0.01f);
+      widest = std::max({widest, sh.out, sh.in});
+    }
+    x_.assign(static_cast<size_t>(max_rows * widest), 0.02f);
+    y_.resize(static_cast<size_t>(max_rows * widest));
+  }
+
+  double time_ms(int64_t rows, int repeats) {
+    std::vector<double> times;
+    for (int r = 0; r < repeats; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      size_t w = 0;
+      for (const Shape& sh : shapes_) {
+        for (int64_t i = 0; i < sh.count; ++i, ++w) {
+          kernels::cpu::gemm(rows, sh.out, sh.in, x_.data(), sh.in, weights_[w].data(), sh.in,
+                             0.0f, y_.data(), sh.out);
+        }
+      }
+      times.push_back(seconds_since(t0));
+    }
+    return summarize(times).median * 1e3;
+  }
+
+ private:
   struct Shape {
     int64_t out, in, count;
   };
-  const std::vector<Shape> shapes = {{c.q_dim() + 2 * c.kv_dim(), c.hidden_size, c.num_layers},
-                                     {c.hidden_size, c.q_dim(), c.num_layers},
-                                     {2 * c.intermediate_size, c.hidden_size, c.num_layers},
-                                     {c.hidden_size, c.intermediate_size, c.num_layers},
-                                     {c.vocab_size, c.hidden_size, 1}};
-  // One weight per GEMM, as in the model, so every pass reads them all from memory.
-  std::vector<std::vector<float>> weights;
-  int64_t widest = 0;
-  for (const Shape& sh : shapes) {
-    for (int64_t i = 0; i < sh.count; ++i)
-      weights.emplace_back(static_cast<size_t>(sh.out * sh.in), 0.01f);
-    widest = std::max({widest, sh.out, sh.in});
-  }
-  std::vector<float> x(static_cast<size_t>(rows * widest), 0.02f);
-  std::vector<float> y(static_cast<size_t>(rows * widest));
-  std::vector<double> times;
-  for (int r = 0; r < repeats; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    size_t w = 0;
-    for (const Shape& sh : shapes) {
-      for (int64_t i = 0; i < sh.count; ++i, ++w) {
-        kernels::cpu::gemm(rows, sh.out, sh.in, x.data(), sh.in, weights[w].data(), sh.in, 0.0f,
-                           y.data(), sh.out);
-      }
-    }
-    times.push_back(seconds_since(t0));
-  }
-  return summarize(times).median * 1e3;
-}
+  std::vector<Shape> shapes_;
+  std::vector<std::vector<float>> weights_;
+  std::vector<float> x_, y_;
+};
 
 int run(int argc, char** argv) {
   CLI::App app{"engine_bench: CPU engine throughput on synthetic models"};
@@ -164,8 +175,9 @@ int run(int argc, char** argv) {
       "step that did nothing but its GEMMs, over the batch-{} decode tokens/s above:\n",
       batches.front());
   fmt::print("{:>6} {:>14} {:>16} {:>12}\n", "batch", "GEMMs ms", "rows/s", "ceiling");
+  GemmOnly gemms(c, max_batch);
   for (int b : batches) {
-    const double ms = gemm_only_ms(c, b, 5);
+    const double ms = gemms.time_ms(b, 5);
     fmt::print("{:>6} {:>14.2f} {:>16.1f} {:>11.2f}x\n", b, ms, b / ms * 1e3, b / ms * 1e3 / base);
   }
   return 0;
