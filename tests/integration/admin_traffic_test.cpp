@@ -12,6 +12,7 @@
 
 #include "client/client.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/server_suite.h"
 
 namespace loraserve::testing {
 namespace {
@@ -84,11 +85,7 @@ TEST(AdminTraffic, LoadReplaceUnloadWhileSixteenClientsStream) {
        "hot=" + (root / "hot_a").string(), "--preload", "gone=" + (root / "gone").string()},
       dir.path());
   ASSERT_TRUE(server.ok()) << server.status().to_string();
-  client::ClientOptions o;
-  o.address = (*server)->address();
-  o.admin_address = (*server)->admin_address();
-  o.timeout_s = 60;
-  client::Client client(o);
+  client::Client client(client_options(**server));
 
   std::atomic<bool> stop{false};
   std::mutex mu;

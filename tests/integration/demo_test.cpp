@@ -18,6 +18,7 @@
 
 #include "client/client.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/server_suite.h"
 
 namespace loraserve::testing {
 namespace {
@@ -66,9 +67,7 @@ TEST(DemoTest, TasksDivergeAndMatchPyTorchThroughTheServer) {
   // No --model: the server must find the shipped demo model and preload its adapters.
   auto server = ServerProcess::start({"--max-batch-size", "64", "--threads", "2"}, dir.path());
   ASSERT_TRUE(server.ok()) << server.status().to_string();
-  client::ClientOptions o;
-  o.address = (*server)->address();
-  o.admin_address = (*server)->admin_address();
+  client::ClientOptions o = client_options(**server);
   o.timeout_s = 300;
   client::Client client(o);
   auto list = client.list_adapters();

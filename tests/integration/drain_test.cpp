@@ -10,6 +10,7 @@
 
 #include "client/client.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/server_suite.h"
 
 namespace loraserve::testing {
 namespace {
@@ -35,9 +36,7 @@ struct Load {
 // Streams long requests from kClients threads until each sees a failure, sends SIGTERM after
 // `warmup`, and watches health.
 Load run_load_and_terminate(ServerProcess& server, std::chrono::milliseconds warmup) {
-  client::ClientOptions o;
-  o.address = server.address();
-  o.admin_address = server.admin_address();
+  client::ClientOptions o = client_options(server);
   o.timeout_s = 120;
   client::Client client(o);
   Load load;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -275,10 +276,42 @@ TEST(ErrorsStandalone, ConfigFileSetsFlagsAndFlagsWin) {
 
   std::ofstream(config) << R"({"no-such-flag": 1})";
   std::string out;
-  EXPECT_NE(run_command({loraserve_binary(), "serve", "--config", config.string(), "--model",
+  const fs::path log = dir.path() / "bad_config.log";
+  EXPECT_EQ(run_command({loraserve_binary(), "serve", "--config", config.string(), "--model",
                          kFixtureModel},
-                        &out, dir.path() / "bad_config.log"),
-            0);
+                        &out, log),
+            2);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("unknown flag 'no-such-flag'"), std::string::npos) << text;
+}
+
+TEST(ErrorsStandalone, MalformedPreloadRefusesToStart) {
+  TempDir dir;
+  std::string out;
+  const fs::path log = dir.path() / "serve.log";
+  EXPECT_EQ(run_command({loraserve_binary(), "serve", "--model", kFixtureModel, "--listen",
+                         "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--preload", "nope"},
+                        &out, log),
+            2);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("--preload 'nope' must be TASK=DIR"), std::string::npos) << text;
+}
+
+TEST(ErrorsStandalone, AdminTokenFromTheEnvironment) {
+  // The Docker images pass the token only through LORASERVE_ADMIN_TOKEN.
+  TempDir dir;
+  ::setenv("LORASERVE_ADMIN_TOKEN", "from-env", 1);
+  auto server = ServerProcess::start(
+      {"--model", kFixtureModel, "--adapter-root",
+       (fs::path(kFixtureModel) / "adapters").string()},
+      dir.path());
+  ::unsetenv("LORASERVE_ADMIN_TOKEN");
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  EXPECT_EQ(client::Client(client_options(**server, "")).list_adapters().status().code(),
+            StatusCode::kUnauthenticated);
+  EXPECT_TRUE(client::Client(client_options(**server, "from-env")).list_adapters().ok());
 }
 
 TEST(ErrorsStandalone, MissingModelFailsWithTheFolderNamed) {

@@ -134,6 +134,7 @@ TEST_F(ServeTest, SixtyFourConcurrentRequestsMatchOfflineGenerate) {
     ASSERT_TRUE(o.status.ok()) << o.status.to_string();
     const size_t n = tokens_to_compare(ref, kEps);
     ASSERT_GE(o.tokens.size(), n);
+    ASSERT_EQ(o.logprobs.size(), o.tokens.size());
     for (size_t k = 0; k < n; ++k) {
       ASSERT_EQ(o.tokens[k], ref.token_ids[k]) << "token " << k;
       EXPECT_NEAR(o.logprobs[k], ref.logprobs[k], kEps) << "token " << k;
