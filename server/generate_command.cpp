@@ -9,6 +9,7 @@
 
 #include "engine/loader.h"
 #include "server/common_flags.h"
+#include "server/json_lines.h"
 
 namespace loraserve::server {
 namespace {
@@ -38,13 +39,10 @@ struct LineResult {
 // Fills `req` from one input line; a "prompt" text is encoded with `tok` (null: none loaded).
 Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engine::GenerationRequest* req,
                   bool* want_logprobs) {
-  json j;
-  try {
-    j = json::parse(line);
-  } catch (const json::parse_error& e) {
-    return invalid_argument_error("line is not valid JSON: {}", e.what());
+  LS_ASSIGN_OR_RETURN(const json j, parse_object_line(line));
+  if (j.contains("prompt_token_ids") == j.contains("prompt")) {
+    return invalid_argument_error("give exactly one of 'prompt' (text) and 'prompt_token_ids'");
   }
-  if (!j.is_object()) return invalid_argument_error("line is not a JSON object");
   auto& p = req->params;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
@@ -78,16 +76,7 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engi
       if (!v.is_boolean()) return invalid_argument_error("field 'skip_special_tokens' must be true or false");
       p.skip_special_tokens = v.get<bool>();
     } else if (k == "prompt_token_ids") {
-      if (!v.is_array())
-        return invalid_argument_error("field 'prompt_token_ids' must be a list of token ids");
-      for (const json& t : v) {
-        if (!t.is_number_integer() || t.get<int64_t>() < INT32_MIN ||
-            t.get<int64_t>() > INT32_MAX) {
-          return invalid_argument_error("field 'prompt_token_ids' holds {}, not a token id",
-                                        t.dump());
-        }
-        req->prompt_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
-      }
+      LS_ASSIGN_OR_RETURN(req->prompt_token_ids, token_id_list(v, k));
     } else if (k == "max_tokens") {
       LS_RETURN_IF_ERROR(need_int());
       p.max_tokens =
@@ -115,14 +104,7 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engi
         return invalid_argument_error("field 'ignore_eos' must be true or false");
       p.ignore_eos = v.get<bool>();
     } else if (k == "stop_token_ids") {
-      if (!v.is_array())
-        return invalid_argument_error("field 'stop_token_ids' must be a list of token ids");
-      for (const json& t : v) {
-        if (!t.is_number_integer())
-          return invalid_argument_error("field 'stop_token_ids' holds {}, not a token id",
-                                        t.dump());
-        p.stop_token_ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
-      }
+      LS_ASSIGN_OR_RETURN(p.stop_token_ids, token_id_list(v, k));
     } else if (k == "task") {
       if (!v.is_string() && !v.is_null()) return invalid_argument_error("field 'task' must be a string (a task ID)");
       if (v.is_string()) req->task_id = v.get<std::string>();
@@ -133,14 +115,7 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engi
       return invalid_argument_error("unknown field '{}'", k);
     }
   }
-  if (j.contains("prompt_token_ids") == j.contains("prompt")) {
-    return invalid_argument_error("give exactly one of 'prompt' (text) and 'prompt_token_ids'");
-  }
   return ok_status();
-}
-
-json error_json(const Status& s) {
-  return {{"error", {{"code", std::string(status_code_name(s.code()))}, {"message", s.message()}}}};
 }
 
 json result_json(const LineResult& r) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/common_flags.h"
+#include "server/json_lines.h"
 #include "tokenizer/tokenizer.h"
 
 namespace loraserve::server {
@@ -58,33 +59,15 @@ Result<json> decode_line(const tokenizer::Tokenizer& tok, const json& line) {
   LS_RETURN_IF_ERROR(check_fields(line, {"ids", "skip_special_tokens"}));
   auto ids_field = line.find("ids");
   if (ids_field == line.end()) return invalid_argument_error("missing field 'ids'");
-  if (!ids_field->is_array()) return invalid_argument_error("field 'ids' must be a list of ids");
-  std::vector<int32_t> ids;
-  for (const json& id : *ids_field) {
-    if (!id.is_number_integer() || id.get<int64_t>() < INT32_MIN || id.get<int64_t>() > INT32_MAX) {
-      return invalid_argument_error("field 'ids' holds {}, not a token id", id.dump());
-    }
-    ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
-  }
+  LS_ASSIGN_OR_RETURN(const std::vector<int32_t> ids, token_id_list(*ids_field, "ids"));
   LS_ASSIGN_OR_RETURN(bool skip, optional_bool(line, "skip_special_tokens", true));
   LS_ASSIGN_OR_RETURN(std::string text, tok.decode(ids, skip));
   return json{{"text", text}};
 }
 
 Result<json> handle_line(const tokenizer::Tokenizer& tok, const std::string& line, bool decode) {
-  json request;
-  try {
-    request = json::parse(line);
-  } catch (const json::parse_error& e) {
-    // nlohmann names the byte at fault, e.g. an ill-formed UTF-8 byte inside a string.
-    return invalid_argument_error("line is not valid JSON: {}", e.what());
-  }
-  if (!request.is_object()) return invalid_argument_error("line is not a JSON object");
+  LS_ASSIGN_OR_RETURN(const json request, parse_object_line(line));
   return decode ? decode_line(tok, request) : encode_line(tok, request);
-}
-
-json error_json(const Status& s) {
-  return {{"error", {{"code", std::string(status_code_name(s.code()))}, {"message", s.message()}}}};
 }
 
 Result<std::string> tokenizer_path(const TokenizeFlags& f) {

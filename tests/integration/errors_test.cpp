@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "client/client.h"
@@ -284,6 +285,32 @@ TEST(ErrorsStandalone, ConfigFileSetsFlagsAndFlagsWin) {
   std::ifstream in(log);
   const std::string text((std::istreambuf_iterator<char>(in)), {});
   EXPECT_NE(text.find("unknown flag 'no-such-flag'"), std::string::npos) << text;
+}
+
+TEST(ErrorsStandalone, GenerateAnswersABadLineWithAnErrorNamingTheField) {
+  TempDir dir;
+  const fs::path input = dir.path() / "in.jsonl";
+  std::ofstream(input) << "{\"prompt_token_ids\": [5, 6], \"stop_token_ids\": [4294967296]}\n"
+                       << "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"temperature\": 0}\n"
+                       << "not json\n"
+                       << "{\"prompt_token_ids\": [5], \"prompt\": \"x\"}\n";
+  std::string out;
+  ASSERT_EQ(run_command({loraserve_binary(), "generate", "--model", kFixtureModel, "--input",
+                         input.string()},
+                        &out, dir.path() / "generate.log"),
+            0)
+      << out;
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 4u) << out;
+  // An id past int32 is refused, not wrapped to a real token.
+  EXPECT_EQ(lines[0]["error"]["message"], "field 'stop_token_ids' holds 4294967296, not a token id");
+  EXPECT_EQ(lines[1]["token_ids"].size(), 2u) << lines[1];
+  EXPECT_NE(lines[2]["error"]["message"].get<std::string>().find("line is not valid JSON"),
+            std::string::npos);
+  EXPECT_EQ(lines[3]["error"]["message"],
+            "give exactly one of 'prompt' (text) and 'prompt_token_ids'");
 }
 
 TEST(ErrorsStandalone, MalformedPreloadRefusesToStart) {
