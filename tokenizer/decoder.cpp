@@ -1,5 +1,6 @@
 #include "tokenizer/decoder.h"
 
+#include "tokenizer/pre_tokenizer.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/utf8.h"
 
@@ -252,15 +253,10 @@ Status Decoder::add_steps(const json& config, const std::string& path) {
     return ok_status();
   }
   if (type == "Metaspace") {
-    LS_ASSIGN_OR_RETURN(char32_t replacement, single_char_field(config, "replacement", path));
-    std::string replacement_utf8;
-    append_utf8(replacement, &replacement_utf8);
-    LS_ASSIGN_OR_RETURN(bool add_prefix_space, bool_field(config, "add_prefix_space", true, path));
-    LS_ASSIGN_OR_RETURN(std::string scheme,
-                        optional_string_field(config, "prepend_scheme", path, "always"));
-    const bool drop_in_first = add_prefix_space && scheme != "never";
+    LS_ASSIGN_OR_RETURN(MetaspaceSettings m, parse_metaspace(config, path));
+    const bool drop_in_first = m.scheme != PrependScheme::kNever;
     if (fused_) runs_compose_ = false;  // the "first token" would be the whole text
-    steps_.push_back(std::make_unique<MetaspaceStep>(std::move(replacement_utf8), drop_in_first));
+    steps_.push_back(std::make_unique<MetaspaceStep>(std::move(m.replacement_utf8), drop_in_first));
     return ok_status();
   }
   return invalid_argument_error(

@@ -190,8 +190,6 @@ class Digits : public PreTokenizer {
   bool individual_;
 };
 
-enum class PrependScheme { kAlways, kFirst, kNever };
-
 // Spaces become the replacement character (U+2581 "▁"), one is prepended per the scheme, and
 // with `split` every replacement character starts a new word.
 class Metaspace : public PreTokenizer {
@@ -253,29 +251,33 @@ class Sequence : public PreTokenizer {
 };
 
 Result<std::unique_ptr<PreTokenizer>> make_metaspace(const json& config, const std::string& path) {
+  LS_ASSIGN_OR_RETURN(MetaspaceSettings m, parse_metaspace(config, path));
+  LS_ASSIGN_OR_RETURN(bool split, bool_field(config, "split", true, path));
+  return make_step<Metaspace>(std::move(m.replacement_utf8), m.scheme, split);
+}
+
+}  // namespace
+
+Result<MetaspaceSettings> parse_metaspace(const json& config, const std::string& path) {
+  MetaspaceSettings m;
   LS_ASSIGN_OR_RETURN(char32_t replacement, single_char_field(config, "replacement", path));
-  std::string replacement_utf8;
-  append_utf8(replacement, &replacement_utf8);
+  append_utf8(replacement, &m.replacement_utf8);
   LS_ASSIGN_OR_RETURN(bool add_prefix_space, bool_field(config, "add_prefix_space", true, path));
   LS_ASSIGN_OR_RETURN(std::string scheme_name,
                       optional_string_field(config, "prepend_scheme", path, "always"));
   if (!add_prefix_space) scheme_name = "never";  // the older spelling of prepend_scheme
-  PrependScheme scheme;
   if (scheme_name == "always") {
-    scheme = PrependScheme::kAlways;
+    m.scheme = PrependScheme::kAlways;
   } else if (scheme_name == "first") {
-    scheme = PrependScheme::kFirst;
+    m.scheme = PrependScheme::kFirst;
   } else if (scheme_name == "never") {
-    scheme = PrependScheme::kNever;
+    m.scheme = PrependScheme::kNever;
   } else {
     return invalid_argument_error("{}: unknown prepend_scheme '{}' (expected always, first, never)",
                                   field_path(path, "prepend_scheme"), scheme_name);
   }
-  LS_ASSIGN_OR_RETURN(bool split, bool_field(config, "split", true, path));
-  return make_step<Metaspace>(std::move(replacement_utf8), scheme, split);
+  return m;
 }
-
-}  // namespace
 
 Result<std::unique_ptr<PreTokenizer>> make_pre_tokenizer(const json& config,
                                                          const std::string& path) {

@@ -36,4 +36,14 @@ class PreTokenizer {
 Result<std::unique_ptr<PreTokenizer>> make_pre_tokenizer(const json& config,
                                                          const std::string& path);
 
+// Metaspace's settings, read alike by the pre-tokenizer and the decoder: the replacement
+// character and when a word gets it prepended ("add_prefix_space": false is the older spelling of
+// "prepend_scheme": "never"). An unknown scheme is an error naming the field.
+enum class PrependScheme { kAlways, kFirst, kNever };
+struct MetaspaceSettings {
+  std::string replacement_utf8;
+  PrependScheme scheme = PrependScheme::kAlways;
+};
+Result<MetaspaceSettings> parse_metaspace(const json& config, const std::string& path);
+
 }  // namespace loraserve::tokenizer

@@ -39,8 +39,6 @@ class Regex {
   // `text` with every match replaced by `replacement` (taken literally).
   Result<std::string> replace_all(std::string_view text, std::string_view replacement) const;
 
-  const std::string& pattern() const { return pattern_; }
-
  private:
   Regex(void* code, std::string pattern) : code_(code), pattern_(std::move(pattern)) {}
   static Result<std::unique_ptr<Regex>> build(const std::string& pcre_pattern, uint32_t options,

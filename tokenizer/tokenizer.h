@@ -45,7 +45,6 @@ class Tokenizer {
   // The vocabulary string of `id` (an added token's content, or the model's token).
   std::optional<std::string_view> id_to_token(int32_t id) const;
   bool is_special(int32_t id) const;
-  const std::string& source() const { return source_; }
 
  private:
   friend class IncrementalDecoder;

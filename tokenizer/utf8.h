@@ -12,7 +12,6 @@
 
 namespace loraserve::tokenizer {
 
-inline constexpr char32_t kReplacementChar = 0xFFFD;
 inline constexpr std::string_view kReplacementUtf8 = "\xEF\xBF\xBD";
 
 // Byte offset of the first byte that does not start a well-formed UTF-8 sequence, or nullopt.
