@@ -71,6 +71,25 @@ std::string default_model_dir() {
   return "";
 }
 
+Result<std::string> default_model_dir_or_error() {
+  std::string dir = default_model_dir();
+  if (dir.empty()) {
+    return invalid_argument_error(
+        "no --model given, LORASERVE_MODEL is not set and the demo model was not found in {}: "
+        "pass --model DIR (a Hugging Face model folder)",
+        fmt::join(default_model_candidates(), ", "));
+  }
+  return dir;
+}
+
+Result<std::pair<std::string, std::string>> parse_task_dir(const std::string& spec,
+                                                           std::string_view flag) {
+  const size_t eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+    return invalid_argument_error("{} '{}' must be TASK=DIR", flag, spec);
+  return std::make_pair(spec.substr(0, eq), spec.substr(eq + 1));
+}
+
 std::vector<std::string> bundled_adapter_specs(const std::string& model_dir) {
   std::vector<std::string> out;
   const std::filesystem::path adapters = std::filesystem::path(model_dir) / "adapters";

@@ -3,6 +3,8 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "engine/engine.h"
@@ -28,6 +30,11 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
 std::vector<std::string> default_model_candidates();
 // The first candidate that holds a config.json, or "" when none does.
 std::string default_model_dir();
+// default_model_dir(), or INVALID_ARGUMENT listing where it looked.
+Result<std::string> default_model_dir_or_error();
+// "TASK=DIR" as (task, folder); INVALID_ARGUMENT naming `flag` when either side is missing.
+Result<std::pair<std::string, std::string>> parse_task_dir(const std::string& spec,
+                                                           std::string_view flag);
 // "TASK=DIR" for each adapter folder shipped in `model_dir`/adapters (the task is the folder's
 // name), sorted; empty when there is no such folder. The demo model ships its adapters so.
 std::vector<std::string> bundled_adapter_specs(const std::string& model_dir);

@@ -144,14 +144,12 @@ int run_generate(GenerateFlags& f) {
   f.engine.finalize();
   if (f.engine.model.empty()) {
     // The shipped demo model, with its adapters under their task names unless --adapter is given.
-    f.engine.model = default_model_dir();
-    if (f.engine.model.empty()) {
-      spdlog::error(
-          "generate: no --model given, LORASERVE_MODEL is not set and the demo model was not "
-          "found in {}: pass --model DIR (a Hugging Face model folder)",
-          fmt::join(default_model_candidates(), ", "));
+    auto dir = default_model_dir_or_error();
+    if (!dir.ok()) {
+      spdlog::error("generate: {}", dir.status().message());
       return 2;
     }
+    f.engine.model = *dir;
     if (f.adapters.empty()) f.adapters = bundled_adapter_specs(f.engine.model);
     spdlog::info("generate: no --model given; using {} with adapters [{}]", f.engine.model,
                  fmt::join(f.adapters, ", "));
@@ -172,12 +170,12 @@ int run_generate(GenerateFlags& f) {
     return 1;
   }
   for (const std::string& spec : f.adapters) {
-    const auto eq = spec.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
-      spdlog::error("generate: --adapter '{}' must be TASK=DIR", spec);
+    auto task_dir = parse_task_dir(spec, "--adapter");
+    if (!task_dir.ok()) {
+      spdlog::error("generate: {}", task_dir.status().message());
       return 2;
     }
-    auto loaded = (*engine)->adapters().load(spec.substr(0, eq), spec.substr(eq + 1), /*replace=*/false);
+    auto loaded = (*engine)->adapters().load(task_dir->first, task_dir->second, /*replace=*/false);
     if (!loaded.ok()) {
       spdlog::error("--adapter {}: {}", spec, loaded.status().to_string());
       return 1;

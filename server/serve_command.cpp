@@ -100,13 +100,7 @@ Status resolve_flags(ServeFlags& f) {
   o.engine = f.engine.engine;
   o.version = LORASERVE_VERSION;
   if (o.model_dir.empty()) {
-    o.model_dir = default_model_dir();
-    if (o.model_dir.empty()) {
-      return invalid_argument_error(
-          "no --model given, LORASERVE_MODEL is not set and the demo model was not found in "
-          "{}: pass --model DIR (a Hugging Face model folder)",
-          fmt::join(default_model_candidates(), ", "));
-    }
+    LS_ASSIGN_OR_RETURN(o.model_dir, default_model_dir_or_error());
     // The demo model brings its adapters: preloaded under their folder names, and their folder
     // as the adapter root, unless the flags say otherwise.
     const fs::path adapters = fs::path(o.model_dir) / "adapters";
@@ -116,10 +110,8 @@ Status resolve_flags(ServeFlags& f) {
     }
   }
   for (const std::string& spec : f.preload) {
-    const size_t eq = spec.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
-      return invalid_argument_error("--preload '{}' must be TASK=DIR", spec);
-    o.preload.emplace_back(spec.substr(0, eq), spec.substr(eq + 1));
+    LS_ASSIGN_OR_RETURN(auto task_dir, parse_task_dir(spec, "--preload"));
+    o.preload.push_back(std::move(task_dir));
   }
   return ok_status();
 }
