@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <memory>
 
 #include "common/dtype.h"
 #include "engine/request.h"
@@ -13,6 +15,9 @@ namespace loraserve::server {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The longest adapter path a LoadAdapter may name (Linux's PATH_MAX).
+constexpr size_t kMaxPathBytes = PATH_MAX;
 
 // Compares in time that depends on the lengths only, not on where the strings differ.
 bool constant_time_equal(std::string_view a, std::string_view b) {
@@ -78,39 +83,64 @@ Status AdminService::check_access(const grpc::CallbackServerContext& context) co
   return ok_status();
 }
 
-template <typename Fill>
-grpc::ServerUnaryReactor* AdminService::answer(grpc::CallbackServerContext* context, Fill fill) {
+template <typename Request, typename Response, typename Fill>
+grpc::ServerUnaryReactor* AdminService::answer(grpc::CallbackServerContext* context,
+                                               const grpc::ByteBuffer* request_bytes,
+                                               grpc::ByteBuffer* response_bytes, Fill fill) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Status st = check_access(*context);
-  if (st.ok()) fill();
+  Request request;
+  if (st.ok()) st = parse_message(*request_bytes, &request);
+  if (st.ok()) {
+    Response response;
+    fill(&response);
+    st = serialize_message(response, response_bytes);
+  }
   reactor->Finish(to_grpc(st));
   return reactor;
 }
 
-template <typename Action>
+template <typename Request, typename Response, typename Check, typename Action>
 grpc::ServerUnaryReactor* AdminService::queue_action(grpc::CallbackServerContext* context,
-                                                     const char* what, const std::string& task_id,
+                                                     const grpc::ByteBuffer* request_bytes,
+                                                     grpc::ByteBuffer* response_bytes,
+                                                     const char* what, Check check,
                                                      Action action) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto request = std::make_shared<Request>();
   Status st = check_access(*context);
+  if (st.ok()) st = parse_message(*request_bytes, request.get());
+  if (st.ok()) st = check(*request);
   if (!st.ok()) {
-    spdlog::warn("admin: {} of task '{}' from {} refused: {}", what, task_id, context->peer(),
-                 st.to_string());
+    spdlog::warn("admin: {} refused, by {}: {}", what, context->peer(), st.to_string());
     reactor->Finish(to_grpc(st));
     return reactor;
   }
-  worker_.post(
-      [reactor, action, peer = context->peer()] { reactor->Finish(to_grpc(action(peer))); });
+  worker_.post([reactor, request, response_bytes, action, peer = context->peer()] {
+    Response response;
+    Status result = action(*request, peer, &response);
+    if (result.ok()) result = serialize_message(response, response_bytes);
+    reactor->Finish(to_grpc(result));
+  });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext* context,
-                                                    const v1::LoadAdapterRequest* request,
-                                                    v1::AdapterInfo* response) {
-  return queue_action(context, "load", request->task_id(),
-                      [this, request, response](const std::string& peer) {
-                        return load(*request, peer, response);
-                      });
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
+  return queue_action<v1::LoadAdapterRequest, v1::AdapterInfo>(
+      context, request, response, "load",
+      [this](const v1::LoadAdapterRequest& r) -> Status {
+        LS_RETURN_IF_ERROR(options_.limits.check_task_id(r.task_id()));
+        if (r.path().size() > kMaxPathBytes) {
+          return invalid_argument_error("path has {} bytes; at most {}", r.path().size(),
+                                        kMaxPathBytes);
+        }
+        return ok_status();
+      },
+      [this](const v1::LoadAdapterRequest& r, const std::string& peer, v1::AdapterInfo* out) {
+        return load(r, peer, out);
+      });
 }
 
 Status AdminService::load(const v1::LoadAdapterRequest& request, const std::string& peer,
@@ -118,7 +148,6 @@ Status AdminService::load(const v1::LoadAdapterRequest& request, const std::stri
   const auto t0 = Clock::now();
   Status st = [&]() -> Status {
     if (state_->draining()) return unavailable_error("the server is shutting down");
-    LS_RETURN_IF_ERROR(adapters::AdapterRegistry::validate_task_id(request.task_id()));
     LS_ASSIGN_OR_RETURN(const std::string dir, options_.adapter_root->resolve(request.path()));
     engine::Engine& e = *state_->engine();
     LS_ASSIGN_OR_RETURN(auto version, e.adapters().load(request.task_id(), dir, request.replace()));
@@ -138,12 +167,15 @@ Status AdminService::load(const v1::LoadAdapterRequest& request, const std::stri
 }
 
 grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContext* context,
-                                                      const v1::UnloadAdapterRequest* request,
-                                                      v1::UnloadAdapterResponse* response) {
-  return queue_action(context, "unload", request->task_id(),
-                      [this, request, response](const std::string& peer) {
-                        return unload(*request, peer, response);
-                      });
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  return queue_action<v1::UnloadAdapterRequest, v1::UnloadAdapterResponse>(
+      context, request, response, "unload",
+      [this](const v1::UnloadAdapterRequest& r) {
+        return options_.limits.check_task_id(r.task_id());
+      },
+      [this](const v1::UnloadAdapterRequest& r, const std::string& peer,
+             v1::UnloadAdapterResponse* out) { return unload(r, peer, out); });
 }
 
 Status AdminService::unload(const v1::UnloadAdapterRequest& request, const std::string& peer,
@@ -171,9 +203,10 @@ Status AdminService::unload(const v1::UnloadAdapterRequest& request, const std::
 }
 
 grpc::ServerUnaryReactor* AdminService::ListAdapters(grpc::CallbackServerContext* context,
-                                                     const v1::ListAdaptersRequest*,
-                                                     v1::ListAdaptersResponse* response) {
-  return answer(context, [&] {
+                                                     const grpc::ByteBuffer* request,
+                                                     grpc::ByteBuffer* response_bytes) {
+  return answer<v1::ListAdaptersRequest, v1::ListAdaptersResponse>(
+      context, request, response_bytes, [&](v1::ListAdaptersResponse* response) {
     engine::Engine& e = *state_->engine();
     auto versions = e.adapters().list();
     std::sort(versions.begin(), versions.end(),
@@ -185,9 +218,10 @@ grpc::ServerUnaryReactor* AdminService::ListAdapters(grpc::CallbackServerContext
 }
 
 grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContext* context,
-                                                      const v1::GetServerInfoRequest*,
-                                                      v1::GetServerInfoResponse* response) {
-  return answer(context, [&] {
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response_bytes) {
+  return answer<v1::GetServerInfoRequest, v1::GetServerInfoResponse>(
+      context, request, response_bytes, [&](v1::GetServerInfoResponse* response) {
     const engine::Engine& e = *state_->engine();
     const formats::ModelConfig& c = e.config();
     const engine::EngineOptions& o = e.options();
@@ -214,14 +248,24 @@ grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContex
     l->set_max_lora_rank(static_cast<uint32_t>(o.max_lora_rank));
     l->set_max_device_adapters(static_cast<uint32_t>(o.max_device_adapters));
     l->set_max_host_adapters(static_cast<uint32_t>(o.max_host_adapters));
-    l->set_max_logprobs(static_cast<uint32_t>(engine::kMaxLogprobs));
+    const RequestLimits& r = options_.limits;
+    l->set_max_logprobs(static_cast<uint32_t>(r.max_logprobs));
+    l->set_max_request_bytes(static_cast<uint32_t>(r.max_request_bytes));
+    l->set_max_concurrent_streams(static_cast<uint32_t>(r.max_concurrent_streams));
+    l->set_max_prompt_tokens(static_cast<uint32_t>(r.max_prompt_tokens));
+    l->set_max_stop_strings(static_cast<uint32_t>(r.max_stop_strings));
+    l->set_max_stop_bytes(static_cast<uint32_t>(r.max_stop_bytes));
+    l->set_max_stop_token_ids(static_cast<uint32_t>(r.max_stop_token_ids));
+    l->set_max_task_id_length(static_cast<uint32_t>(r.max_task_id_length));
+    l->set_max_request_id_bytes(static_cast<uint32_t>(r.max_request_id_bytes));
   });
 }
 
 grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* context,
-                                                 const v1::GetStatsRequest*,
-                                                 v1::GetStatsResponse* response) {
-  return answer(context, [&] {
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response_bytes) {
+  return answer<v1::GetStatsRequest, v1::GetStatsResponse>(
+      context, request, response_bytes, [&](v1::GetStatsResponse* response) {
     const engine::EngineStats s = state_->engine()->stats();
     response->set_kv_blocks_used(static_cast<uint32_t>(s.kv_blocks_total - s.kv_blocks_free));
     response->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));

@@ -7,7 +7,11 @@ Result<nlohmann::json> parse_object_line(const std::string& line) {
   try {
     j = nlohmann::json::parse(line);
   } catch (const nlohmann::json::parse_error& e) {
-    return invalid_argument_error("line is not valid JSON: {}", e.what());
+    // nlohmann ends its message with "; last read: '<the token so far>'", which may be the
+    // whole line: leave it out.
+    std::string_view what = e.what();
+    what = what.substr(0, what.find("; last read:"));
+    return invalid_argument_error("line is not valid JSON: {}", what);
   }
   if (!j.is_object()) return invalid_argument_error("line is not a JSON object");
   return j;
@@ -20,10 +24,29 @@ Result<std::vector<int32_t>> token_id_list(const nlohmann::json& value, std::str
   ids.reserve(value.size());
   for (const nlohmann::json& t : value) {
     if (!t.is_number_integer() || t.get<int64_t>() < INT32_MIN || t.get<int64_t>() > INT32_MAX)
-      return invalid_argument_error("field '{}' holds {}, not a token id", field, t.dump());
+      return invalid_argument_error("field '{}' holds {}, not a token id", field, describe(t));
     ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
   }
   return ids;
+}
+
+std::string describe(const nlohmann::json& value) {
+  switch (value.type()) {
+    case nlohmann::json::value_t::string:
+      return "a string";
+    case nlohmann::json::value_t::array:
+      return "a list";
+    case nlohmann::json::value_t::object:
+      return "an object";
+    case nlohmann::json::value_t::null:
+    case nlohmann::json::value_t::boolean:
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned:
+    case nlohmann::json::value_t::number_float:
+      return value.dump();
+    default:
+      return value.type_name();
+  }
 }
 
 nlohmann::json error_json(const Status& status) {

@@ -14,8 +14,12 @@
 namespace loraserve::server {
 
 // The line as a JSON object; INVALID_ARGUMENT naming what is wrong otherwise (nlohmann names the
-// byte at fault, e.g. an ill-formed UTF-8 byte inside a string).
+// byte at fault, e.g. an ill-formed UTF-8 byte inside a string; the text it read is not echoed).
 Result<nlohmann::json> parse_object_line(const std::string& line);
+
+// A field's value for an error message, never longer than a number: the value itself when it is
+// a number, true, false or null; else its kind ("a string", "a list", "an object").
+std::string describe(const nlohmann::json& value);
 
 // `value` (the line's field `field`) as token ids: a list of integers that fit int32.
 Result<std::vector<int32_t>> token_id_list(const nlohmann::json& value, std::string_view field);

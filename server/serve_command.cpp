@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/common_flags.h"
+#include "server/request_limits.h"
 #include "server/server.h"
 
 namespace loraserve::server {
@@ -187,6 +188,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "Seconds that requests in flight get to finish after SIGTERM/SIGINT")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  add_request_limit_flags(cmd, &o.limits, /*transport=*/true);
   cmd->add_option("--ready-file", flags->ready_file,
                   "Once serving, write {\"listen\", \"admin_listen\", \"pid\"} as JSON here");
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")

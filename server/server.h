@@ -21,6 +21,7 @@
 #include "server/admin_service.h"
 #include "server/health_service.h"
 #include "server/inference_service.h"
+#include "server/request_limits.h"
 #include "server/serving_state.h"
 
 namespace loraserve::server {
@@ -29,6 +30,7 @@ struct ServeOptions {
   std::string model_dir;
   kernels::BackendOptions backend;
   engine::EngineOptions engine;
+  RequestLimits limits;
   std::string listen = "127.0.0.1:50051";
   std::string admin_listen = "127.0.0.1:50052";
   std::string admin_token;   // empty: Admin needs no token (allowed on loopback only)
@@ -41,7 +43,8 @@ struct ServeOptions {
 // True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, unix sockets.
 bool is_loopback_address(const std::string& address);
 
-// Checks the options that need no file system: the admin token rule, the drain timeout.
+// Checks the options that need no file system: the admin token rule, the drain timeout, the
+// request limits.
 Status validate_serve_options(const ServeOptions& options);
 
 class Server {
