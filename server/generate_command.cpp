@@ -7,6 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "common/excerpt.h"
 #include "engine/loader.h"
 #include "server/common_flags.h"
 #include "server/json_lines.h"
@@ -56,12 +57,12 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
     const json& v = it.value();
     auto need_int = [&]() -> Status {
       if (!v.is_number_integer())
-        return invalid_argument_error("field '{}' must be an integer, got {}", k, describe(v));
+        return invalid_argument_error("field '{}' must be an integer, got {}", k, json_excerpt(v));
       return ok_status();
     };
     auto need_num = [&]() -> Status {
       if (!v.is_number())
-        return invalid_argument_error("field '{}' must be a number, got {}", k, describe(v));
+        return invalid_argument_error("field '{}' must be a number, got {}", k, json_excerpt(v));
       return ok_status();
     };
     if (k == "prompt") {
@@ -71,7 +72,7 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
       if (!v.is_array()) return invalid_argument_error("field 'stop' must be a list of strings");
       for (const json& t : v) {
         if (!t.is_string())
-          return invalid_argument_error("field 'stop' holds {}, not a string", describe(t));
+          return invalid_argument_error("field 'stop' holds {}, not a string", json_excerpt(t));
         p.stop.push_back(t.get<std::string>());
       }
     } else if (k == "skip_special_tokens") {
@@ -114,7 +115,7 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
       if (!v.is_string()) return invalid_argument_error("field 'request_id' must be a string");
       req->request_id = v.get<std::string>();
     } else {
-      return invalid_argument_error("unknown field '{}'", k);
+      return unknown_field_error(k);
     }
   }
   LS_RETURN_IF_ERROR(limits.check_request(*req));

@@ -1,20 +1,18 @@
 #include "server/json_lines.h"
 
+#include "common/excerpt.h"
+#include "common/untrusted_json.h"
+
 namespace loraserve::server {
 
 Result<nlohmann::json> parse_object_line(const std::string& line) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    // nlohmann ends its message with "; last read: '<the token so far>'", which may be the
-    // whole line: leave it out.
-    std::string_view what = e.what();
-    what = what.substr(0, what.find("; last read:"));
-    return invalid_argument_error("line is not valid JSON: {}", what);
-  }
+  LS_ASSIGN_OR_RETURN(nlohmann::json j, parse_untrusted_json(line, "line"));
   if (!j.is_object()) return invalid_argument_error("line is not a JSON object");
   return j;
+}
+
+Status unknown_field_error(std::string_view name) {
+  return invalid_argument_error("unknown field {}", excerpt(name));
 }
 
 Result<std::vector<int32_t>> token_id_list(const nlohmann::json& value, std::string_view field) {
@@ -24,29 +22,11 @@ Result<std::vector<int32_t>> token_id_list(const nlohmann::json& value, std::str
   ids.reserve(value.size());
   for (const nlohmann::json& t : value) {
     if (!t.is_number_integer() || t.get<int64_t>() < INT32_MIN || t.get<int64_t>() > INT32_MAX)
-      return invalid_argument_error("field '{}' holds {}, not a token id", field, describe(t));
+      return invalid_argument_error("field '{}' holds {}, not a token id", field,
+                                    json_excerpt(t));
     ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
   }
   return ids;
-}
-
-std::string describe(const nlohmann::json& value) {
-  switch (value.type()) {
-    case nlohmann::json::value_t::string:
-      return "a string";
-    case nlohmann::json::value_t::array:
-      return "a list";
-    case nlohmann::json::value_t::object:
-      return "an object";
-    case nlohmann::json::value_t::null:
-    case nlohmann::json::value_t::boolean:
-    case nlohmann::json::value_t::number_integer:
-    case nlohmann::json::value_t::number_unsigned:
-    case nlohmann::json::value_t::number_float:
-      return value.dump();
-    default:
-      return value.type_name();
-  }
 }
 
 nlohmann::json error_json(const Status& status) {

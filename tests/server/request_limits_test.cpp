@@ -64,7 +64,7 @@ TEST(RequestLimits, TaskIdLengthIsCheckedFirstAndNeverEchoed) {
   st = l.check_task_id(long_id, "task");
   EXPECT_EQ(st.message(), "task has 1048576 bytes; at most 8 (--max-task-id-length)");
   EXPECT_NE(l.check_task_id("a b", "model").message().find("model"), std::string::npos);
-  for (const char* ok : {"a", "T-1.2_x:y", "0"}) EXPECT_TRUE(l.check_task_id(ok).ok()) << ok;
+  for (const char* ok : {"a", "T-1.2_x:", "0"}) EXPECT_TRUE(l.check_task_id(ok).ok()) << ok;
 }
 
 TEST(RequestLimits, RequestIdIsBoundedAndHasNoControlCharacters) {
