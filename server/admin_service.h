@@ -1,9 +1,9 @@
 // AdminService: loraserve.v1.Admin, served on the admin address only. Every call first passes
 // the bearer-token check (when a token is set) and needs an adapter root; then its request is
 // parsed from raw bytes (a malformed one is INVALID_ARGUMENT naming the field, not gRPC's
-// INTERNAL) and its task ID checked against the RequestLimits before anything else. Loads and
-// unloads run one at a time on the service's own worker thread (reading an adapter never holds a
-// gRPC thread, and admin actions are ordered); the read-only calls answer inline. Thread-safe.
+// INTERNAL) and its task ID checked against the engine's RequestLimits before anything else. Loads
+// and unloads run one at a time on the service's own worker thread (reading an adapter never holds
+// a gRPC thread, and admin actions are ordered); the read-only calls answer inline. Thread-safe.
 // `state` must outlive it; destroy it after the gRPC server that serves it has shut down.
 #pragma once
 
@@ -13,7 +13,6 @@
 #include "loraserve/v1/admin.grpc.pb.h"
 #include "server/adapter_root.h"
 #include "server/executor.h"
-#include "server/request_limits.h"
 #include "server/serving_state.h"
 
 namespace loraserve::server {
@@ -22,8 +21,9 @@ struct AdminOptions {
   std::optional<AdapterRoot> adapter_root;  // absent: every call is FAILED_PRECONDITION
   std::string token;                        // empty: no token needed
   std::string model_dir;
-  std::string version;  // loraserve's
-  RequestLimits limits;  // task IDs are checked against them; GetServerInfo reports them
+  std::string version;            // loraserve's
+  int32_t max_request_bytes = 0;  // the transport's limits, for GetServerInfo
+  int32_t max_concurrent_streams = 0;
 };
 
 using AdminServiceBase = v1::Admin::WithRawCallbackMethod_LoadAdapter<
@@ -67,8 +67,8 @@ class AdminService final : public AdminServiceBase {
   template <typename Request, typename Response, typename Check, typename Action>
   grpc::ServerUnaryReactor* queue_action(grpc::CallbackServerContext* context,
                                          const grpc::ByteBuffer* request,
-                                         grpc::ByteBuffer* response, const char* what,
-                                         Check check, Action action);
+                                         grpc::ByteBuffer* response, const char* what, Check check,
+                                         Action action);
   Status load(const v1::LoadAdapterRequest& request, const std::string& peer,
               v1::AdapterInfo* response);
   Status unload(const v1::UnloadAdapterRequest& request, const std::string& peer,

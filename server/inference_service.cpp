@@ -30,7 +30,7 @@ std::optional<Clock::time_point> engine_deadline(const grpc::CallbackServerConte
 // The engine's request for `in` without its prompt, once it passed the limits (the task ID
 // before anything else).
 Result<engine::GenerationRequest> checked_request(const v1::GenerateRequest& in,
-                                                  const RequestLimits& limits) {
+                                                  const engine::RequestLimits& limits) {
   engine::GenerationRequest out;
   out.task_id = in.task_id();
   out.request_id = in.request_id();
@@ -41,7 +41,7 @@ Result<engine::GenerationRequest> checked_request(const v1::GenerateRequest& in,
 
 // Adds the prompt of `in` to `out` (a text prompt tokenized) and checks its length.
 Status add_prompt(const v1::GenerateRequest& in, const engine::Engine& engine,
-                  const RequestLimits& limits, engine::GenerationRequest* out) {
+                  const engine::RequestLimits& limits, engine::GenerationRequest* out) {
   switch (in.prompt_case()) {
     case v1::GenerateRequest::kText: {
       LS_RETURN_IF_ERROR(limits.check_prompt_text(in.text()));
@@ -157,9 +157,8 @@ grpc::Status final_status(const SequenceSummary& u, bool client_cancelled) {
 template <typename Derived, typename GrpcReactor>
 class SequenceReactor : public GrpcReactor {
  public:
-  SequenceReactor(ServingState* state, const RequestLimits* limits, Executor* writer,
-                  grpc::CallbackServerContext* context)
-      : state_(state), limits_(limits), writer_(writer), context_(context), sequence_(state) {}
+  SequenceReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context)
+      : state_(state), writer_(writer), context_(context), sequence_(state) {}
 
   template <typename Message, typename RequestOf>
   void start(const grpc::ByteBuffer* bytes, RequestOf request_of) {
@@ -171,13 +170,14 @@ class SequenceReactor : public GrpcReactor {
     if (!st.ok()) return finish_now(st);
     const v1::GenerateRequest& in = request_of(parsed);
     with_logprobs_ = in.params().has_logprobs();
-    auto checked = checked_request(in, *limits_);
+    const engine::RequestLimits& limits = state_->engine()->options().request_limits;
+    auto checked = checked_request(in, limits);
     if (!checked.ok()) return finish_now(checked.status());
     engine::GenerationRequest request = std::move(checked).value();
     if (request.request_id.empty()) request.request_id = state_->next_request_id();
     sequence_.set_request_id(request.request_id);
     sequence_.set_task_id(request.task_id);
-    st = add_prompt(in, *state_->engine(), *limits_, &request);
+    st = add_prompt(in, *state_->engine(), limits, &request);
     if (!st.ok()) return finish_now(st);
     request.deadline = engine_deadline(*context_);
     Derived* self = static_cast<Derived*>(this);
@@ -205,7 +205,6 @@ class SequenceReactor : public GrpcReactor {
   }
 
   ServingState* state_;
-  const RequestLimits* limits_;
   Executor* writer_;
   grpc::CallbackServerContext* context_;
   SequenceHandle sequence_;
@@ -220,9 +219,9 @@ class SequenceReactor : public GrpcReactor {
 // and the engine's final update has been handled (two references).
 class GenerateReactor final : public SequenceReactor<GenerateReactor, grpc::ServerUnaryReactor> {
  public:
-  GenerateReactor(ServingState* state, const RequestLimits* limits, Executor* writer,
-                  grpc::CallbackServerContext* context, grpc::ByteBuffer* response)
-      : SequenceReactor(state, limits, writer, context), response_bytes_(response) {}
+  GenerateReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context,
+                  grpc::ByteBuffer* response)
+      : SequenceReactor(state, writer, context), response_bytes_(response) {}
 
   // Engine thread. The final update hands the engine's reference to the writer's job.
   void on_update(const engine::SequenceUpdate& u) {
@@ -365,7 +364,7 @@ class GenerateStreamReactor final
 grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext* context,
                                                      const grpc::ByteBuffer* request,
                                                      grpc::ByteBuffer* response) {
-  auto* reactor = new GenerateReactor(state_, &limits_, &writer_, context, response);
+  auto* reactor = new GenerateReactor(state_, &writer_, context, response);
   reactor->start<v1::GenerateRequest>(
       request, [](const v1::GenerateRequest& r) -> const auto& { return r; });
   return reactor;
@@ -373,7 +372,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::GenerateStream(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  auto* reactor = new GenerateStreamReactor(state_, &limits_, &writer_, context);
+  auto* reactor = new GenerateStreamReactor(state_, &writer_, context);
   reactor->start<v1::GenerateStreamRequest>(
       request, [](const v1::GenerateStreamRequest& r) -> const auto& { return r.request(); });
   return reactor;

@@ -4,7 +4,7 @@
 // none is in flight (tokens that arrive meanwhile travel in the next message), so the step loop
 // never waits on a client; a unary result is serialized, and every request's log line written,
 // on the service's writer thread.
-// A request is held to the RequestLimits (task ID first) before its prompt is tokenized.
+// A request is held to the engine's RequestLimits (task ID first) before its prompt is tokenized.
 // Requests are parsed from raw bytes so that a malformed UTF-8 string is INVALID_ARGUMENT naming
 // the field (protobuf's own parser would only fail). Thread-safe; one instance serves every
 // call; `state` must outlive it, and it must outlive its gRPC server.
@@ -14,7 +14,6 @@
 
 #include "loraserve/v1/inference.grpc.pb.h"
 #include "server/executor.h"
-#include "server/request_limits.h"
 #include "server/serving_state.h"
 
 namespace loraserve::server {
@@ -25,8 +24,7 @@ using InferenceServiceBase = v1::Inference::WithRawCallbackMethod_Generate<
 
 class InferenceService final : public InferenceServiceBase {
  public:
-  InferenceService(ServingState* state, const RequestLimits& limits)
-      : state_(state), limits_(limits) {}
+  explicit InferenceService(ServingState* state) : state_(state) {}
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
@@ -39,7 +37,6 @@ class InferenceService final : public InferenceServiceBase {
 
  private:
   ServingState* state_;
-  const RequestLimits limits_;
   Executor writer_;
 };
 

@@ -4,6 +4,7 @@
 // short whatever the size of the input, and that the server still serves afterwards: health
 // SERVING, the same adapters under the same versions, and greedy answers equal to offline
 // `loraserve generate`.
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,7 +12,6 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
-#include <grpcpp/generic/generic_stub.h>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -37,10 +37,9 @@ const std::vector<std::string> kTasks = {"", "t0", "t1"};  // "" is the base mod
 // The limits the corpus runs under, as flags of both `serve` and `generate` (the serve-only
 // --max-request-bytes is added by the suite).
 const std::vector<std::string> kLimitFlags = {
-    "--max-prompt-tokens", "100", "--max-stop-strings",   "4",  "--max-stop-bytes",
-    "32",                  "--max-stop-token-ids",        "8",  "--max-logprobs",
-    "5",                   "--max-task-id-length",        "64", "--max-request-id-bytes",
-    "64"};
+    "--max-prompt-tokens",    "100", "--max-stop-strings", "4", "--max-stop-bytes",     "32",
+    "--max-stop-token-ids",   "8",   "--max-logprobs",     "5", "--max-task-id-length", "64",
+    "--max-request-id-bytes", "64"};
 constexpr int32_t kMaxRequestBytes = 256 * 1024;
 
 // A case: what it sends, and what must come back.
@@ -109,17 +108,23 @@ class BadRequestsTest : public ServerSuite<BadRequestsTest> {
       if (!task.empty()) line["task"] = task;
       lines.push_back(line);
     }
-    auto refs = run_generate(model_.string(), {"t0=" + (root_ / "t0").string(),
-                                               "t1=" + (root_ / "t1").string()},
+    auto refs = run_generate(model_.string(),
+                             {"t0=" + (root_ / "t0").string(), "t1=" + (root_ / "t1").string()},
                              lines, dir_->path());
     ASSERT_TRUE(refs.ok()) << refs.status().to_string();
     refs_ = *refs;
-    std::vector<std::string> args = {"--model",       model_.string(),
-                                     "--adapter-root", root_.string(),
-                                     "--admin-token",  kToken,
-                                     "--preload",      "t0=" + (root_ / "t0").string(),
-                                     "--preload",      "t1=" + (root_ / "t1").string(),
-                                     "--max-request-bytes", std::to_string(kMaxRequestBytes)};
+    std::vector<std::string> args = {"--model",
+                                     model_.string(),
+                                     "--adapter-root",
+                                     root_.string(),
+                                     "--admin-token",
+                                     kToken,
+                                     "--preload",
+                                     "t0=" + (root_ / "t0").string(),
+                                     "--preload",
+                                     "t1=" + (root_ / "t1").string(),
+                                     "--max-request-bytes",
+                                     std::to_string(kMaxRequestBytes)};
     args.insert(args.end(), kLimitFlags.begin(), kLimitFlags.end());
     start_suite_server(args, kToken);
     auto list = client_->list_adapters();
@@ -175,8 +180,8 @@ class BadRequestsTest : public ServerSuite<BadRequestsTest> {
                                  std::vector<std::string> names) {
     v1::GenerateRequest r = good_request();
     edit(&r);
-    cases->push_back({"Generate: " + name, [r] { return client_->generate(r).status(); }, code,
-                      names});
+    cases->push_back(
+        {"Generate: " + name, [r] { return client_->generate(r).status(); }, code, names});
     cases->push_back({"GenerateStream: " + name,
                       [r] {
                         int messages = 0;
@@ -202,8 +207,8 @@ TEST_F(BadRequestsTest, InferenceRequests) {
   using SC = StatusCode;
   const SC kInvalid = SC::kInvalidArgument;
   std::vector<Case> cases;
-  auto gen = [&](const std::string& name, std::function<void(v1::GenerateRequest*)> edit,
-                 SC code, std::vector<std::string> names) {
+  auto gen = [&](const std::string& name, std::function<void(v1::GenerateRequest*)> edit, SC code,
+                 std::vector<std::string> names) {
     add_generate_cases(&cases, name, std::move(edit), code, std::move(names));
   };
   auto ids = [](std::vector<int32_t> l) {
@@ -224,11 +229,12 @@ TEST_F(BadRequestsTest, InferenceRequests) {
       {"text", "UTF-8"});
   gen("UTF-16 surrogate in text", [](auto* r) { r->set_text(std::string("\xed\xa0\x80", 3)); },
       kInvalid, {"text", "UTF-8"});
-  gen("overlong UTF-8 in text", [](auto* r) { r->set_text(std::string("\xc0\xaf", 2)); },
-      kInvalid, {"text", "UTF-8"});
-  gen("101 prompt ids", [](auto* r) {
-    for (int i = 0; i < 96; ++i) r->mutable_token_ids()->add_ids(7);
-  },
+  gen("overlong UTF-8 in text", [](auto* r) { r->set_text(std::string("\xc0\xaf", 2)); }, kInvalid,
+      {"text", "UTF-8"});
+  gen("101 prompt ids",
+      [](auto* r) {
+        for (int i = 0; i < 96; ++i) r->mutable_token_ids()->add_ids(7);
+      },
       kInvalid, {"prompt", "--max-prompt-tokens"});
   gen("200-character text", [](auto* r) { r->set_text(std::string(200, 'a')); }, kInvalid,
       {"prompt", "--max-prompt-tokens"});
@@ -250,17 +256,17 @@ TEST_F(BadRequestsTest, InferenceRequests) {
   gen("top_p 0", [](auto* r) { r->mutable_params()->set_top_p(0.0f); }, kInvalid, {"top_p"});
   gen("top_p 1.5", [](auto* r) { r->mutable_params()->set_top_p(1.5f); }, kInvalid, {"top_p"});
   gen("NaN top_p", [](auto* r) { r->mutable_params()->set_top_p(NAN); }, kInvalid, {"top_p"});
-  gen("negative top_k", [](auto* r) { r->mutable_params()->set_top_k(-1); }, kInvalid,
-      {"top_k"});
+  gen("negative top_k", [](auto* r) { r->mutable_params()->set_top_k(-1); }, kInvalid, {"top_k"});
   gen("negative logprobs", [](auto* r) { r->mutable_params()->set_logprobs(-1); }, kInvalid,
       {"logprobs"});
   gen("logprobs past --max-logprobs", [](auto* r) { r->mutable_params()->set_logprobs(6); },
       kInvalid, {"logprobs", "--max-logprobs"});
-  gen("logprobs INT32_MAX", [](auto* r) { r->mutable_params()->set_logprobs(INT32_MAX); },
-      kInvalid, {"logprobs"});
-  gen("five stop strings", [](auto* r) {
-    for (int i = 0; i < 5; ++i) r->mutable_params()->add_stop("s" + std::to_string(i));
-  },
+  gen("logprobs INT32_MAX", [](auto* r) { r->mutable_params()->set_logprobs(INT32_MAX); }, kInvalid,
+      {"logprobs"});
+  gen("five stop strings",
+      [](auto* r) {
+        for (int i = 0; i < 5; ++i) r->mutable_params()->add_stop("s" + std::to_string(i));
+      },
       kInvalid, {"stop", "--max-stop-strings"});
   gen("a 33-byte stop string", [](auto* r) { r->mutable_params()->add_stop(std::string(33, 's')); },
       kInvalid, {"stop[0]", "--max-stop-bytes"});
@@ -271,9 +277,10 @@ TEST_F(BadRequestsTest, InferenceRequests) {
   gen("malformed UTF-8 stop string",
       [](auto* r) { r->mutable_params()->add_stop(std::string("\xc3\x28", 2)); }, kInvalid,
       {"params.stop[0]", "UTF-8"});
-  gen("nine stop token ids", [](auto* r) {
-    for (int i = 0; i < 9; ++i) r->mutable_params()->add_stop_token_ids(i);
-  },
+  gen("nine stop token ids",
+      [](auto* r) {
+        for (int i = 0; i < 9; ++i) r->mutable_params()->add_stop_token_ids(i);
+      },
       kInvalid, {"stop_token_ids", "--max-stop-token-ids"});
   gen("stop token id past the vocabulary",
       [](auto* r) { r->mutable_params()->add_stop_token_ids(300); }, kInvalid, {"stop_token_ids"});
@@ -284,12 +291,11 @@ TEST_F(BadRequestsTest, InferenceRequests) {
       {"task_id", "--max-task-id-length"});
   gen("100 KB task_id", [&](auto* r) { r->set_task_id(huge); }, kInvalid,
       {"task_id", "--max-task-id-length"});
-  gen("task_id with a space", [](auto* r) { r->set_task_id("bad task!"); }, kInvalid,
-      {"task_id"});
+  gen("task_id with a space", [](auto* r) { r->set_task_id("bad task!"); }, kInvalid, {"task_id"});
   gen("task_id with a newline", [](auto* r) { r->set_task_id("t0\nforged log line"); }, kInvalid,
       {"task_id"});
-  gen("malformed UTF-8 task_id", [](auto* r) { r->set_task_id(std::string("t\xff", 2)); },
-      kInvalid, {"task_id", "UTF-8"});
+  gen("malformed UTF-8 task_id", [](auto* r) { r->set_task_id(std::string("t\xff", 2)); }, kInvalid,
+      {"task_id", "UTF-8"});
   gen("unknown task", [](auto* r) { r->set_task_id("no_such_task"); }, SC::kNotFound,
       {"no_such_task"});
   gen("65-byte request_id", [](auto* r) { r->set_request_id(std::string(65, 'r')); }, kInvalid,
@@ -301,8 +307,8 @@ TEST_F(BadRequestsTest, InferenceRequests) {
   gen("malformed UTF-8 request_id", [](auto* r) { r->set_request_id(std::string("\xfe", 1)); },
       kInvalid, {"request_id", "UTF-8"});
   gen("message over --max-request-bytes",
-      [](auto* r) { r->set_text(std::string(kMaxRequestBytes + 1, 'a')); },
-      SC::kResourceExhausted, {"larger than max"});
+      [](auto* r) { r->set_text(std::string(kMaxRequestBytes + 1, 'a')); }, SC::kResourceExhausted,
+      {"larger than max"});
 
   // Raw bytes.
   const std::string address = server_->address();
@@ -315,8 +321,11 @@ TEST_F(BadRequestsTest, InferenceRequests) {
   const std::string generate = "/loraserve.v1.Inference/Generate";
   const std::string tokenize = "/loraserve.v1.Inference/Tokenize";
   raw("not protobuf", generate, "\xff\xff\xff\xff", kInvalid, {"loraserve.v1.GenerateRequest"});
-  raw("a string cut short", generate, std::string("\x1a\x05" "ab", 4), kInvalid,
-      {"loraserve.v1.GenerateRequest"});
+  raw("a string cut short", generate,
+      std::string("\x1a\x05"
+                  "ab",
+                  4),
+      kInvalid, {"loraserve.v1.GenerateRequest"});
   raw("a varint cut short", generate, std::string("\x28\xff", 2), kInvalid,
       {"loraserve.v1.GenerateRequest"});
   raw("groups nested 100000 deep", generate, std::string(100'000, '\x7b'), kInvalid,
@@ -376,16 +385,17 @@ TEST_F(BadRequestsTest, AdminRequests) {
   const std::string admin = server_->admin_address();
   auto raw = [&](const std::string& name, const std::string& method, std::string bytes,
                  std::string token, SC code, std::vector<std::string> names) {
-    cases.push_back({"raw " + method + ": " + name,
-                     [admin, method, bytes, token] {
-                       return raw_call(admin, method, bytes, token);
-                     },
-                     code, names});
+    cases.push_back(
+        {"raw " + method + ": " + name,
+         [admin, method, bytes, token] { return raw_call(admin, method, bytes, token); }, code,
+         names});
   };
   raw("not protobuf", "/loraserve.v1.Admin/LoadAdapter", "\xff\xff", kToken, kInvalid,
       {"loraserve.v1.LoadAdapterRequest"});
-  raw("not protobuf", "/loraserve.v1.Admin/UnloadAdapter", "\x0a\x09" "ab", kToken, kInvalid,
-      {"loraserve.v1.UnloadAdapterRequest"});
+  raw("not protobuf", "/loraserve.v1.Admin/UnloadAdapter",
+      "\x0a\x09"
+      "ab",
+      kToken, kInvalid, {"loraserve.v1.UnloadAdapterRequest"});
   raw("not protobuf", "/loraserve.v1.Admin/GetStats", "\xff", kToken, kInvalid,
       {"loraserve.v1.GetStatsRequest"});
   raw("not protobuf", "/loraserve.v1.Admin/ListAdapters", "\x07", kToken, kInvalid,
@@ -563,23 +573,31 @@ TEST(BadRequestsCommandLine, GenerateAnswersEveryBadLineAndServesTheGoodOnes) {
       {"prompt not a string", R"({"prompt": 5})", kInvalid, {"prompt"}},
       {"ids not a list", R"({"prompt_token_ids": "abc"})", kInvalid, {"prompt_token_ids"}},
       {"a float id", R"({"prompt_token_ids": [1.5]})", kInvalid, {"prompt_token_ids"}},
-      {"an id past int32", R"({"prompt_token_ids": [4294967296]})", kInvalid,
-       {"prompt_token_ids"}},
+      {"an id past int32", R"({"prompt_token_ids": [4294967296]})", kInvalid, {"prompt_token_ids"}},
       {"no ids", R"({"prompt_token_ids": []})", kInvalid, {"prompt"}},
-      {"an id past the vocabulary", R"({"prompt_token_ids": [5, 256]})", kInvalid,
-       {"vocabulary"}},
-      {"ids nested 100000 deep", "{\"prompt_token_ids\": " + deep + "}", kInvalid,
+      {"an id past the vocabulary", R"({"prompt_token_ids": [5, 256]})", kInvalid, {"vocabulary"}},
+      {"ids nested 100000 deep",
+       "{\"prompt_token_ids\": " + deep + "}",
+       kInvalid,
        {"--max-json-depth"}},
-      {"a 100 KB string as an id", "{\"prompt_token_ids\": [\"" + huge + "\"]}", kInvalid,
+      {"a 100 KB string as an id",
+       "{\"prompt_token_ids\": [\"" + huge + "\"]}",
+       kInvalid,
        {"prompt_token_ids"}},
-      {"101 prompt tokens", "{\"prompt\": \"" + std::string(101, 'a') + "\"}", kInvalid,
+      {"101 prompt tokens",
+       "{\"prompt\": \"" + std::string(101, 'a') + "\"}",
+       kInvalid,
        {"prompt", "--max-prompt-tokens"}},
       {"max_tokens a string", with(R"("max_tokens": "5")"), kInvalid, {"max_tokens"}},
-      {"max_tokens a 100 KB string", with("\"max_tokens\": \"" + huge + "\""), kInvalid,
+      {"max_tokens a 100 KB string",
+       with("\"max_tokens\": \"" + huge + "\""),
+       kInvalid,
        {"max_tokens"}},
       {"max_tokens 0", with(R"("max_tokens": 0)"), kInvalid, {"max_tokens"}},
       {"max_tokens 1e20", with(R"("max_tokens": 1e20)"), kInvalid, {"max_tokens"}},
-      {"max_tokens past int64", with(R"("max_tokens": 99999999999999999999)"), kInvalid,
+      {"max_tokens past int64",
+       with(R"("max_tokens": 99999999999999999999)"),
+       kInvalid,
        {"max_tokens"}},
       {"temperature a string", with(R"("temperature": "hot")"), kInvalid, {"temperature"}},
       {"negative temperature", with(R"("temperature": -1)"), kInvalid, {"temperature"}},
@@ -587,43 +605,64 @@ TEST(BadRequestsCommandLine, GenerateAnswersEveryBadLineAndServesTheGoodOnes) {
       {"top_p 2", with(R"("top_p": 2)"), kInvalid, {"top_p"}},
       {"negative top_k", with(R"("top_k": -3)"), kInvalid, {"top_k"}},
       {"negative seed", with(R"("seed": -1)"), kInvalid, {"seed"}},
-      {"logprobs past --max-logprobs", with(R"("logprobs": 6)"), kInvalid,
+      {"logprobs past --max-logprobs",
+       with(R"("logprobs": 6)"),
+       kInvalid,
        {"logprobs", "--max-logprobs"}},
       {"stop not a list", with(R"("stop": "x")"), kInvalid, {"stop"}},
       {"stop holding a number", with(R"("stop": [1])"), kInvalid, {"stop"}},
       {"stop holding a list nested 50000 deep",
-       with("\"stop\": [" + std::string(50'000, '[') + std::string(50'000, ']') + "]"), kInvalid,
+       with("\"stop\": [" + std::string(50'000, '[') + std::string(50'000, ']') + "]"),
+       kInvalid,
        {"--max-json-depth"}},
       {"stop holding a list", with(R"("stop": [["a"]])"), kInvalid, {"stop"}},
-      {"five stop strings", with(R"("stop": ["a", "b", "c", "d", "e"])"), kInvalid,
+      {"five stop strings",
+       with(R"("stop": ["a", "b", "c", "d", "e"])"),
+       kInvalid,
        {"stop", "--max-stop-strings"}},
-      {"a 100 KB stop string", with("\"stop\": [\"" + huge + "\"]"), kInvalid,
+      {"a 100 KB stop string",
+       with("\"stop\": [\"" + huge + "\"]"),
+       kInvalid,
        {"stop[0]", "--max-stop-bytes"}},
-      {"nine stop ids", with(R"("stop_token_ids": [1, 2, 3, 4, 5, 6, 7, 8, 9])"), kInvalid,
+      {"nine stop ids",
+       with(R"("stop_token_ids": [1, 2, 3, 4, 5, 6, 7, 8, 9])"),
+       kInvalid,
        {"stop_token_ids", "--max-stop-token-ids"}},
-      {"a 100 KB task", with("\"task\": \"" + huge + "\""), kInvalid,
+      {"a 100 KB task",
+       with("\"task\": \"" + huge + "\""),
+       kInvalid,
        {"task", "--max-task-id-length"}},
       {"a task with a space", with(R"("task": "bad task")"), kInvalid, {"task"}},
       {"a task that is a number", with(R"("task": 5)"), kInvalid, {"task"}},
       {"an unknown task", with(R"("task": "nope")"), "NOT_FOUND", {"nope"}},
-      {"request_id with a newline", with(R"("request_id": "a\nb")"), kInvalid,
+      {"request_id with a newline",
+       with(R"("request_id": "a\nb")"),
+       kInvalid,
        {"request_id", "control character"}},
-      {"a 100 KB request_id", with("\"request_id\": \"" + huge + "\""), kInvalid,
+      {"a 100 KB request_id",
+       with("\"request_id\": \"" + huge + "\""),
+       kInvalid,
        {"request_id", "--max-request-id-bytes"}},
       {"ignore_eos a string", with(R"("ignore_eos": "yes")"), kInvalid, {"ignore_eos"}},
-      {"skip_special_tokens a number", with(R"("skip_special_tokens": 1)"), kInvalid,
+      {"skip_special_tokens a number",
+       with(R"("skip_special_tokens": 1)"),
+       kInvalid,
        {"skip_special_tokens"}},
       {"an unknown field", with(R"("foo": 1)"), kInvalid, {"foo"}},
-      {"a 100 KB unknown field name", with("\"" + huge + "\": 1"), kInvalid,
-       {"unknown field"}},
-      {"ill-formed UTF-8 in a string", with("\"request_id\": \"a\xff\""), kInvalid,
+      {"a 100 KB unknown field name", with("\"" + huge + "\": 1"), kInvalid, {"unknown field"}},
+      {"ill-formed UTF-8 in a string",
+       with("\"request_id\": \"a\xff\""),
+       kInvalid,
        {"JSON", "UTF-8"}},
-      {"a 100 KB string with a bad escape", "{\"prompt\": \"" + huge + "\\q\"}", kInvalid,
+      {"a 100 KB string with a bad escape",
+       "{\"prompt\": \"" + huge + "\\q\"}",
+       kInvalid,
        {"JSON"}},
       {"good line last", good, "", {}},
   };
-  std::vector<std::string> command = {"generate", "--model", model.string(), "--adapter",
-                                      "t0=" + (root / "t0").string(), "--log-level", "error"};
+  std::vector<std::string> command = {
+      "generate",    "--model", model.string(), "--adapter", "t0=" + (root / "t0").string(),
+      "--log-level", "error"};
   command.insert(command.end(), kLimitFlags.begin(), kLimitFlags.end());
   const auto out = run_lines(command, cases, dir.path());
   auto refs = run_generate(model.string(), {"t0=" + (root / "t0").string()},
@@ -650,14 +689,19 @@ TEST(BadRequestsCommandLine, TokenizeAnswersEveryBadLine) {
       {"a string", "\"hi\"", kInvalid, {"object"}},
       {"no text", "{}", kInvalid, {"text"}},
       {"text a number", R"({"text": 5})", kInvalid, {"text"}},
-      {"text nested 50000 deep", "{\"text\": " + std::string(50'000, '[') +
-                                     std::string(50'000, ']') + "}",
-       kInvalid, {"--max-json-depth"}},
+      {"text nested 50000 deep",
+       "{\"text\": " + std::string(50'000, '[') + std::string(50'000, ']') + "}",
+       kInvalid,
+       {"--max-json-depth"}},
       {"text a list", R"({"text": ["hi"]})", kInvalid, {"text"}},
-      {"add_special_tokens a string", R"({"text": "hi", "add_special_tokens": "yes"})", kInvalid,
+      {"add_special_tokens a string",
+       R"({"text": "hi", "add_special_tokens": "yes"})",
+       kInvalid,
        {"add_special_tokens"}},
       {"an unknown field", R"({"text": "hi", "ids": [1]})", kInvalid, {"ids"}},
-      {"a 100 KB unknown field name", "{\"text\": \"hi\", \"" + huge + "\": 1}", kInvalid,
+      {"a 100 KB unknown field name",
+       "{\"text\": \"hi\", \"" + huge + "\": 1}",
+       kInvalid,
        {"unknown field"}},
       {"ill-formed UTF-8", "{\"text\": \"\xc3\"}", kInvalid, {"JSON", "UTF-8"}},
       {"good line last", R"({"text": "hi"})", "", {}},
@@ -674,15 +718,16 @@ TEST(BadRequestsCommandLine, TokenizeAnswersEveryBadLine) {
       {"an id past int32", R"({"ids": [4294967296]})", kInvalid, {"ids"}},
       {"an id past the vocabulary", R"({"ids": [104, 300]})", kInvalid, {"300"}},
       {"a negative id", R"({"ids": [-1]})", kInvalid, {"-1"}},
-      {"skip_special_tokens a string", R"({"ids": [104], "skip_special_tokens": "no"})",
-       kInvalid, {"skip_special_tokens"}},
+      {"skip_special_tokens a string",
+       R"({"ids": [104], "skip_special_tokens": "no"})",
+       kInvalid,
+       {"skip_special_tokens"}},
       {"good line last", R"({"ids": [104, 105]})", "", {}},
   };
   const auto decoded =
       run_lines({"tokenize", "--model", model.string(), "--decode"}, decode, dir.path());
-  check_lines(decode, decoded, [](const LineCase&, const nlohmann::json& o) {
-    EXPECT_EQ(o["text"], "hi");
-  });
+  check_lines(decode, decoded,
+              [](const LineCase&, const nlohmann::json& o) { EXPECT_EQ(o["text"], "hi"); });
   std::cout << encode.size() + decode.size() - 4 << " malformed tokenize lines\n";
 }
 

@@ -126,8 +126,8 @@ TEST(Drain, SigtermUnderLoadCompletesEveryAcceptedRequestAndExitsZero) {
     // Refused: never a request that the server had started.
     EXPECT_EQ(s.status.code(), StatusCode::kUnavailable) << s.status.to_string();
     EXPECT_EQ(s.messages, 0) << s.status.to_string();
-    EXPECT_FALSE(logged_finished(s)) << "the server finished a request whose client saw "
-                                     << s.status.to_string();
+    EXPECT_FALSE(logged_finished(s))
+        << "the server finished a request whose client saw " << s.status.to_string();
     ++refused;
   }
   // The drain had work: the server counted the calls it had admitted when the signal came.

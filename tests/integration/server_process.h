@@ -26,7 +26,8 @@ inline constexpr const char* kFixtureModel = "tests/reference/fixtures/llama_mha
 class ServerProcess {
  public:
   // Starts `loraserve serve <args> --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
-  // --ready-file ...` (and --threads 1 unless args set it) and waits until it serves (or exits, or `timeout_s` passes).
+  // --ready-file ...` (and --threads 1 unless args set it) and waits until it serves (or exits, or
+  // `timeout_s` passes).
   static Result<std::unique_ptr<ServerProcess>> start(const std::vector<std::string>& args,
                                                       const fs::path& work_dir,
                                                       double timeout_s = 60.0);

@@ -125,8 +125,8 @@ TEST(Soak, MixedTrafficWithAdapterChurnLeaksNothing) {
   auto server = ServerProcess::start(
       {"--model", model.string(), "--adapter-root", root.string(), "--max-batch-size", "8",
        "--max-device-adapters", "3", "--preload", "s0=" + (root / "s0").string(), "--preload",
-       "s1=" + (root / "s1").string(), "--preload", "s2=" + (root / "s2").string(),
-       "--log-level", "warn"},
+       "s1=" + (root / "s1").string(), "--preload", "s2=" + (root / "s2").string(), "--log-level",
+       "warn"},
       dir.path());
   ASSERT_TRUE(server.ok()) << server.status().to_string();
   client::Client client(client_options(**server));
@@ -195,10 +195,10 @@ TEST(Soak, MixedTrafficWithAdapterChurnLeaksNothing) {
             finish = g->finish_reason();
           }
         }
-        const std::string what = fmt::format("request {} (task '{}', prompt {}, {}{}{}): ",
-                                             r.request_id(), task, prompt,
-                                             stream ? "stream" : "unary", sampled ? ", sampled" : "",
-                                             malformed ? ", malformed" : "");
+        const std::string what =
+            fmt::format("request {} (task '{}', prompt {}, {}{}{}): ", r.request_id(), task, prompt,
+                        stream ? "stream" : "unary", sampled ? ", sampled" : "",
+                        malformed ? ", malformed" : "");
         if (malformed) {
           if (st.code() == StatusCode::kInvalidArgument) {
             tally.count("refused as malformed");
@@ -336,9 +336,8 @@ TEST(Soak, MixedTrafficWithAdapterChurnLeaksNothing) {
   std::cout << "soak: RSS " << rss_start << " KiB at start, " << rss_warm << " KiB after "
             << warmup.count() << " s of warm-up, " << rss_peak << " KiB peak, " << rss_end
             << " KiB at the end ("
-            << fmt::format("{:+.2f}%",
-                           100.0 * static_cast<double>(rss_end - rss_warm) /
-                               static_cast<double>(std::max<int64_t>(rss_warm, 1)))
+            << fmt::format("{:+.2f}%", 100.0 * static_cast<double>(rss_end - rss_warm) /
+                                           static_cast<double>(std::max<int64_t>(rss_warm, 1)))
             << " after warm-up); KV blocks used at the end " << stats.kv_blocks_used() << "\n";
   for (const std::string& p : tally.problems) ADD_FAILURE() << p;
   EXPECT_EQ(tally.problem_count, 0);

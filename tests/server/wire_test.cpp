@@ -136,7 +136,7 @@ TEST(ValidateServeOptions, RefusesRequestLimitsOutOfRange) {
   ServeOptions o;
   o.model_dir = "m";
   EXPECT_TRUE(validate_serve_options(o).ok());
-  o.limits.max_logprobs = 50;
+  o.engine.request_limits.max_logprobs = 50;
   const Status st = validate_serve_options(o);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("--max-logprobs"), std::string::npos) << st.message();

@@ -1,14 +1,14 @@
-#include "server/request_limits.h"
+#include "engine/request_limits.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace loraserve::server {
+namespace loraserve::engine {
 namespace {
 
-engine::GenerationRequest request() {
-  engine::GenerationRequest r;
+GenerationRequest request() {
+  GenerationRequest r;
   r.task_id = "t0";
   r.request_id = "req-1";
   r.prompt_token_ids = {5, 6};
@@ -19,17 +19,16 @@ TEST(RequestLimits, DefaultsAreValidAndLetAnOrdinaryRequestThrough) {
   const RequestLimits limits;
   EXPECT_TRUE(limits.validate().ok());
   EXPECT_TRUE(limits.check_request(request()).ok());
-  EXPECT_EQ(limits.max_request_bytes, 4 << 20);
-  EXPECT_EQ(limits.max_logprobs, engine::kMaxLogprobs);
+  EXPECT_EQ(limits.max_logprobs, kMaxLogprobs);
   EXPECT_EQ(limits.max_task_id_length, adapters::AdapterRegistry::kMaxTaskIdLength);
-  engine::GenerationRequest base = request();
+  GenerationRequest base = request();
   base.task_id.clear();  // the base model
   EXPECT_TRUE(limits.check_request(base).ok());
 }
 
 TEST(RequestLimits, ValidateNamesTheFlagOutOfRange) {
   RequestLimits l;
-  l.max_logprobs = engine::kMaxLogprobs + 1;
+  l.max_logprobs = kMaxLogprobs + 1;
   Status st = l.validate();
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("--max-logprobs"), std::string::npos) << st.message();
@@ -39,9 +38,6 @@ TEST(RequestLimits, ValidateNamesTheFlagOutOfRange) {
   l = RequestLimits();
   l.max_stop_bytes = 0;
   EXPECT_NE(l.validate().message().find("--max-stop-bytes"), std::string::npos);
-  l = RequestLimits();
-  l.max_concurrent_streams = 0;
-  EXPECT_NE(l.validate().message().find("--max-concurrent-streams"), std::string::npos);
 }
 
 TEST(RequestLimits, TaskIdLengthIsCheckedFirstAndNeverEchoed) {
@@ -89,7 +85,7 @@ TEST(RequestLimits, StopStringsStopIdsAndLogprobsAreBounded) {
   l.max_stop_bytes = 4;
   l.max_stop_token_ids = 3;
   l.max_logprobs = 5;
-  engine::GenerationRequest r = request();
+  GenerationRequest r = request();
   r.params.stop = {"ab", "abcd"};
   r.params.stop_token_ids = {1, 2, 3};
   r.params.logprobs = 5;
@@ -112,7 +108,7 @@ TEST(RequestLimits, StopStringsStopIdsAndLogprobsAreBounded) {
 
 TEST(RequestLimits, TheTaskIdIsCheckedBeforeTheRest) {
   RequestLimits l;
-  engine::GenerationRequest r = request();
+  GenerationRequest r = request();
   r.task_id = std::string(200, 't');
   r.request_id = std::string(1000, 'r');
   r.params.logprobs = 99;
@@ -132,29 +128,5 @@ TEST(RequestLimits, PromptTextAndLength) {
             "prompt has 11 tokens; at most 10 (--max-prompt-tokens)");
 }
 
-TEST(RequestLimits, FlagsSetTheLimitsAndRefuseValuesOutOfRange) {
-  RequestLimits l;
-  CLI::App app;
-  add_request_limit_flags(&app, &l, /*transport=*/true);
-  app.parse(
-      "--max-stop-strings 3 --max-request-bytes 1000 --max-concurrent-streams 7 --max-logprobs 2",
-      /*program_name_included=*/false);
-  EXPECT_EQ(l.max_stop_strings, 3);
-  EXPECT_EQ(l.max_request_bytes, 1000);
-  EXPECT_EQ(l.max_concurrent_streams, 7);
-  EXPECT_EQ(l.max_logprobs, 2);
-  CLI::App bad;
-  RequestLimits b;
-  add_request_limit_flags(&bad, &b, /*transport=*/true);
-  EXPECT_THROW(bad.parse("--max-logprobs 21", /*program_name_included=*/false),
-               CLI::ValidationError);
-  // Without transport, the transport flags are not offered (`loraserve generate`).
-  CLI::App offline;
-  RequestLimits o;
-  add_request_limit_flags(&offline, &o, /*transport=*/false);
-  EXPECT_EQ(offline.get_option_no_throw("--max-request-bytes"), nullptr);
-  EXPECT_NE(offline.get_option_no_throw("--max-prompt-tokens"), nullptr);
-}
-
 }  // namespace
-}  // namespace loraserve::server
+}  // namespace loraserve::engine

@@ -1,4 +1,4 @@
-#include "server/generate_command.h"
+#include "cli/generate_command.h"
 
 #include <spdlog/spdlog.h>
 
@@ -7,13 +7,12 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli/common_flags.h"
+#include "cli/json_lines.h"
 #include "common/excerpt.h"
 #include "engine/loader.h"
-#include "server/common_flags.h"
-#include "server/json_lines.h"
-#include "server/request_limits.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 namespace {
 
 using nlohmann::json;
@@ -24,7 +23,6 @@ struct GenerateFlags {
   std::string output;
   std::string log_level = "info";
   std::vector<std::string> adapters;  // TASK=DIR
-  RequestLimits limits;
 };
 
 // One input line's outcome: either an error, or the tokens as they arrive.
@@ -42,7 +40,7 @@ struct LineResult {
 // Fills `req` from one input line, held to `limits` (the task ID first); a "prompt" text is
 // encoded with `tok` (null: none loaded) once the rest passed.
 Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
-                  const RequestLimits& limits, engine::GenerationRequest* req,
+                  const engine::RequestLimits& limits, engine::GenerationRequest* req,
                   bool* want_logprobs) {
   LS_ASSIGN_OR_RETURN(const json j, parse_object_line(line));
   if (auto task = j.find("task"); task != j.end() && task->is_string())
@@ -76,7 +74,8 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
         p.stop.push_back(t.get<std::string>());
       }
     } else if (k == "skip_special_tokens") {
-      if (!v.is_boolean()) return invalid_argument_error("field 'skip_special_tokens' must be true or false");
+      if (!v.is_boolean())
+        return invalid_argument_error("field 'skip_special_tokens' must be true or false");
       p.skip_special_tokens = v.get<bool>();
     } else if (k == "prompt_token_ids") {
       LS_ASSIGN_OR_RETURN(req->prompt_token_ids, token_id_list(v, k));
@@ -109,7 +108,8 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
     } else if (k == "stop_token_ids") {
       LS_ASSIGN_OR_RETURN(p.stop_token_ids, token_id_list(v, k));
     } else if (k == "task") {
-      if (!v.is_string() && !v.is_null()) return invalid_argument_error("field 'task' must be a string (a task ID)");
+      if (!v.is_string() && !v.is_null())
+        return invalid_argument_error("field 'task' must be a string (a task ID)");
       if (v.is_string()) req->task_id = v.get<std::string>();
     } else if (k == "request_id") {
       if (!v.is_string()) return invalid_argument_error("field 'request_id' must be a string");
@@ -204,7 +204,8 @@ int run_generate(GenerateFlags& f) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto r = std::make_unique<LineResult>();
     engine::GenerationRequest req;
-    r->error = parse_line(line, (*engine)->tokenizer(), f.limits, &req, &r->want_logprobs);
+    r->error = parse_line(line, (*engine)->tokenizer(), (*engine)->options().request_limits, &req,
+                          &r->want_logprobs);
     req.params.want_logprob = r->want_logprobs;  // the output line carries logprobs only then
     r->has_text = (*engine)->tokenizer() != nullptr;
     if (r->error.ok()) {
@@ -261,11 +262,11 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--input", flags->input, "JSON-lines requests ('-': stdin)")
       ->capture_default_str();
   cmd->add_option("--output", flags->output, "Write results here instead of stdout");
-  cmd->add_option("--adapter", flags->adapters, "TASK=DIR: serve the PEFT LoRA adapter in DIR under TASK (repeatable)");
+  cmd->add_option("--adapter", flags->adapters,
+                  "TASK=DIR: serve the PEFT LoRA adapter in DIR under TASK (repeatable)");
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
-  add_request_limit_flags(cmd, &flags->limits, /*transport=*/false);
   cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

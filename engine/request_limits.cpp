@@ -1,8 +1,9 @@
-#include "server/request_limits.h"
+#include "engine/request_limits.h"
 
+#include <limits>
 #include <string>
 
-namespace loraserve::server {
+namespace loraserve::engine {
 namespace {
 
 // INVALID_ARGUMENT naming `flag` unless lo <= value <= hi.
@@ -15,13 +16,11 @@ Status check_range(std::string_view flag, int64_t value, int64_t lo, int64_t hi)
 
 Status RequestLimits::validate() const {
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-  LS_RETURN_IF_ERROR(check_range("--max-request-bytes", max_request_bytes, 1, kInt32Max));
-  LS_RETURN_IF_ERROR(check_range("--max-concurrent-streams", max_concurrent_streams, 1, kInt32Max));
   LS_RETURN_IF_ERROR(check_range("--max-prompt-tokens", max_prompt_tokens, 0, kInt32Max));
   LS_RETURN_IF_ERROR(check_range("--max-stop-strings", max_stop_strings, 0, kInt32Max));
   LS_RETURN_IF_ERROR(check_range("--max-stop-bytes", max_stop_bytes, 1, kInt32Max));
   LS_RETURN_IF_ERROR(check_range("--max-stop-token-ids", max_stop_token_ids, 0, kInt32Max));
-  LS_RETURN_IF_ERROR(check_range("--max-logprobs", max_logprobs, 0, engine::kMaxLogprobs));
+  LS_RETURN_IF_ERROR(check_range("--max-logprobs", max_logprobs, 0, kMaxLogprobs));
   LS_RETURN_IF_ERROR(check_range("--max-task-id-length", max_task_id_length, 1,
                                  adapters::AdapterRegistry::kMaxTaskIdLength));
   return check_range("--max-request-id-bytes", max_request_id_bytes, 0, kInt32Max);
@@ -54,10 +53,10 @@ Status RequestLimits::check_request_id(std::string_view request_id) const {
   return ok_status();
 }
 
-Status RequestLimits::check_request(const engine::GenerationRequest& r) const {
+Status RequestLimits::check_request(const GenerationRequest& r) const {
   if (!r.task_id.empty()) LS_RETURN_IF_ERROR(check_task_id(r.task_id));
   LS_RETURN_IF_ERROR(check_request_id(r.request_id));
-  const engine::SamplingParams& p = r.params;
+  const SamplingParams& p = r.params;
   if (p.stop.size() > static_cast<size_t>(max_stop_strings)) {
     return invalid_argument_error("stop has {} strings; at most {} (--max-stop-strings)",
                                   p.stop.size(), max_stop_strings);
@@ -81,7 +80,8 @@ Status RequestLimits::check_request(const engine::GenerationRequest& r) const {
 
 Status RequestLimits::check_prompt_text(std::string_view text) const {
   if (text.empty()) {
-    return invalid_argument_error("prompt text is empty: send at least one character, or token ids");
+    return invalid_argument_error(
+        "prompt text is empty: send at least one character, or token ids");
   }
   return ok_status();
 }
@@ -94,42 +94,4 @@ Status RequestLimits::check_prompt_tokens(size_t tokens) const {
   return ok_status();
 }
 
-void add_request_limit_flags(CLI::App* cmd, RequestLimits* l, bool transport) {
-  constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
-  if (transport) {
-    cmd->add_option("--max-request-bytes", l->max_request_bytes,
-                    "Largest request message accepted (bytes); larger: RESOURCE_EXHAUSTED")
-        ->capture_default_str()
-        ->check(CLI::Range(1, kInt32Max));
-    cmd->add_option("--max-concurrent-streams", l->max_concurrent_streams,
-                    "Inference calls open at once, over all connections; more: "
-                    "RESOURCE_EXHAUSTED")
-        ->capture_default_str()
-        ->check(CLI::Range(1, kInt32Max));
-  }
-  cmd->add_option("--max-prompt-tokens", l->max_prompt_tokens,
-                  "Longest prompt in tokens (0: what the model's context holds)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, kInt32Max));
-  cmd->add_option("--max-stop-strings", l->max_stop_strings, "Stop strings per request")
-      ->capture_default_str()
-      ->check(CLI::Range(0, kInt32Max));
-  cmd->add_option("--max-stop-bytes", l->max_stop_bytes, "Bytes of one stop string")
-      ->capture_default_str()
-      ->check(CLI::Range(1, kInt32Max));
-  cmd->add_option("--max-stop-token-ids", l->max_stop_token_ids, "Stop token ids per request")
-      ->capture_default_str()
-      ->check(CLI::Range(0, kInt32Max));
-  cmd->add_option("--max-logprobs", l->max_logprobs, "Most top logprobs per token a request may ask")
-      ->capture_default_str()
-      ->check(CLI::Range(0, engine::kMaxLogprobs));
-  cmd->add_option("--max-task-id-length", l->max_task_id_length, "Longest task ID (characters)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, adapters::AdapterRegistry::kMaxTaskIdLength));
-  cmd->add_option("--max-request-id-bytes", l->max_request_id_bytes,
-                  "Longest request_id a client may send (bytes)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, kInt32Max));
-}
-
-}  // namespace loraserve::server
+}  // namespace loraserve::engine

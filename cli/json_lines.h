@@ -11,7 +11,7 @@
 
 #include "common/status.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 // The line as a JSON object, parsed as untrusted JSON (its size and nesting capped by
 // --max-json-bytes and --max-json-depth); INVALID_ARGUMENT naming what is wrong otherwise (the
@@ -27,4 +27,4 @@ Result<std::vector<int32_t>> token_id_list(const nlohmann::json& value, std::str
 // {"error": {"code": "INVALID_ARGUMENT", "message": "..."}}
 nlohmann::json error_json(const Status& status);
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli
