@@ -3,6 +3,7 @@
 // renders on many threads at once.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -104,6 +105,9 @@ struct GetitemNode : Node {
       : Node(Kind::kGetitem, l), object(std::move(o)), key(std::move(k)) {}
   NodePtr object;
   NodePtr key;  // may be a SliceNode
+  // A slice of an expression Jinja folds at compile time (literals only): it goes through the
+  // sandbox's getitem, so what cannot be sliced is Undefined rather than a TypeError.
+  bool constant_slice = false;
 };
 
 struct SliceNode : Node {
@@ -161,6 +165,9 @@ struct BinaryNode : Node {
       : Node(Kind::kBinary, l), op(o), left(std::move(a)), right(std::move(b)) {}
   int op;  // a py::BinaryOp
   NodePtr left, right;
+  // `c ** x` where Jinja folds c to a negative number and writes it into the Python it compiles
+  // without parentheses: Python then computes -(|c| ** x). Jinja's result, so ours.
+  bool negative_literal_base = false;
 };
 
 struct ConcatNode : Node {
@@ -247,6 +254,9 @@ struct WithNode : Node {
   std::vector<std::pair<NodePtr, NodePtr>> assignments;
   Body body;
 };
+
+// Calls `fn` on each direct child of `node` that is evaluated (not assignment targets).
+void for_each_child(Node& node, const std::function<void(Node&)>& fn);
 
 // A parsed template: its top-level statements.
 struct TemplateAst {

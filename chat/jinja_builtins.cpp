@@ -94,7 +94,10 @@ bool t_iterable(Interpreter&, const Value& v, CallArgs& a) {
 }
 bool t_sequence(Interpreter&, const Value& v, CallArgs& a) {
   no_arguments("sequence", a);
-  return v.is_undefined() || v.is_string() || v.is_sequence() || v.is_dict();
+  // len() and __getitem__: not the dict views.
+  const bool dict_view =
+      v.is_list() && v.view() != SequenceView::kPlain && v.view() != SequenceView::kRange;
+  return v.is_undefined() || v.is_string() || (v.is_sequence() && !dict_view) || v.is_dict();
 }
 bool t_callable(Interpreter&, const Value& v, CallArgs& a) {
   no_arguments("callable", a);

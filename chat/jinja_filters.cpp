@@ -168,7 +168,6 @@ Value f_abs(Interpreter&, const Value& v, CallArgs& args) {
     return Value::integer(std::llabs(v.as_int()));
   }
   if (v.kind() == Value::Kind::kFloat) return Value::number(std::fabs(v.as_double()));
-  if (v.is_undefined()) py::fail_undefined(v);
   throw_type_error(fmt::format("bad operand type for abs(): '{}'", v.type_name()));
 }
 
@@ -249,6 +248,7 @@ Value f_dictsort(Interpreter&, const Value& v, CallArgs& args) {
   } else {
     throw TemplateError("FilterArgumentError", "You can only sort by either \"key\" or \"value\"");
   }
+  if (v.is_undefined()) py::fail_undefined(v);
   if (!v.is_dict()) {
     throw TemplateError("AttributeError",
                         fmt::format("'{}' object has no attribute 'items'", v.type_name()));
@@ -412,6 +412,7 @@ std::optional<int64_t> float_to_int(double d) {
 
 Value f_float(Interpreter&, const Value& v, CallArgs& args) {
   const auto a = bind("float", args, {{"default", Value::number(0.0)}});
+  if (v.is_undefined()) py::fail_undefined(v);
   if (v.is_number()) return Value::number(v.as_double());
   if (v.is_string()) {
     if (std::optional<double> d = parse_float(v.str())) return Value::number(*d);
@@ -421,6 +422,7 @@ Value f_float(Interpreter&, const Value& v, CallArgs& args) {
 
 Value f_int(Interpreter&, const Value& v, CallArgs& args) {
   const auto a = bind("int", args, {{"default", Value::integer(0)}, {"base", Value::integer(10)}});
+  if (v.is_undefined()) py::fail_undefined(v);
   if (v.is_int_like()) return Value::integer(v.as_int());
   if (v.kind() == Value::Kind::kFloat) return Value::integer(*float_to_int(v.as_double()));
   if (v.is_string()) {
@@ -456,6 +458,11 @@ Value f_indent(Interpreter&, const Value& v, CallArgs& args) {
     const int64_t width = int_value(a[0], "width");
     py::check_string(static_cast<size_t>(std::max<int64_t>(width, 0)));
     indention = std::string(static_cast<size_t>(std::max<int64_t>(width, 0)), ' ');
+  }
+  // Jinja's indent does `s += "\n"` and then s.splitlines().
+  if (v.is_undefined()) py::fail_undefined(v);
+  if (v.is_list() && v.view() == SequenceView::kPlain) {
+    throw TemplateError("AttributeError", "'list' object has no attribute 'splitlines'");
   }
   if (!v.is_string()) {
     throw_type_error(
@@ -611,7 +618,13 @@ Value f_reverse(Interpreter&, const Value& v, CallArgs& args) {
     std::reverse(cps.begin(), cps.end());
     return Value::string(unicode::encode(cps));
   }
-  std::vector<Value> items = py::iterate(v);
+  std::vector<Value> items;
+  try {
+    items = py::iterate(v);
+  } catch (const TemplateError& e) {
+    if (e.kind() != "TypeError") throw;
+    throw TemplateError("FilterArgumentError", "argument must be iterable");
+  }
   std::reverse(items.begin(), items.end());
   if (v.is_generator()) return Value::list(std::move(items));
   return Value::generator(std::move(items));
@@ -850,18 +863,28 @@ Value f_truncate(Interpreter&, const Value& v, CallArgs& args) {
                        {"killwords", Value::boolean(false)},
                        {"end", Value::string("...")},
                        {"leeway", Value::none()}});
-  if (!v.is_string())
-    throw_type_error(fmt::format("truncate needs a string, not {}", v.type_name()));
   const int64_t length = int_value(a[0], "length");
   const int64_t leeway = a[3].is_none() ? 5 : int_value(a[3], "leeway");
-  if (!a[2].is_string()) throw_type_error("end must be a string");
-  const auto end_length = static_cast<int64_t>(unicode::length(a[2].str()));
+  const int64_t end_length = py::len(a[2]);
   if (length < end_length) {
     throw TemplateError("AssertionError",
                         fmt::format("expected length >= {}, got {}", end_length, length));
   }
-  if (leeway < 0)
+  if (leeway < 0) {
     throw TemplateError("AssertionError", fmt::format("expected leeway >= 0, got {}", leeway));
+  }
+  if (py::len(v) <= length + leeway) return v;
+  if (!v.is_string()) {
+    // Jinja slices the value and then adds the end or rsplits it, which only text allows.
+    const Value kept =
+        py::getslice(v, Value::integer(0), Value::integer(length - end_length), std::nullopt);
+    if (py::truthy(a[1])) return py::binary(py::BinaryOp::kAdd, kept, a[2]);
+    throw TemplateError("AttributeError",
+                        fmt::format("'{}' object has no attribute 'rsplit'", kept.type_name()));
+  }
+  if (!a[2].is_string()) {
+    throw_type_error(fmt::format("can only concatenate str (not \"{}\") to str", a[2].type_name()));
+  }
   const std::u32string cps = unicode::decode(v.str());
   if (static_cast<int64_t>(cps.size()) <= length + leeway) return v;
   std::u32string kept = cps.substr(0, static_cast<size_t>(length - end_length));

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "chat/jinja_builtins.h"
 #include "chat/py_ops.h"
@@ -173,7 +174,91 @@ py::CompareOp compare_op(CompareNode::Op op) {
   }
 }
 
+// Thrown while evaluating for constant_value() at what Jinja cannot fold.
+struct NotConstant {};
+
+bool needs_context(const std::string& filter) {
+  return filter == "map" || filter == "select" || filter == "reject" || filter == "selectattr" ||
+         filter == "rejectattr";
+}
+
+// Python values Jinja's optimizer may turn back into a literal (nodes.py has_safe_repr).
+bool has_safe_repr(const Value& v) {
+  switch (v.kind()) {
+    case Value::Kind::kNone:
+    case Value::Kind::kBool:
+    case Value::Kind::kInt:
+    case Value::Kind::kFloat:
+    case Value::Kind::kString:
+      return true;
+    case Value::Kind::kList:
+    case Value::Kind::kTuple:
+      if (v.view() != SequenceView::kPlain) return false;
+      return std::all_of(v.items().begin(), v.items().end(), has_safe_repr);
+    case Value::Kind::kDict:
+      return std::all_of(v.dict().entries().begin(), v.dict().entries().end(), [](const auto& e) {
+        return has_safe_repr(e.first) && has_safe_repr(e.second);
+      });
+    default:
+      return false;
+  }
+}
+
+void mark_all_slices(Node& node) {
+  for_each_child(node, mark_all_slices);
+  if (node.kind == Node::Kind::kGetitem &&
+      static_cast<GetitemNode&>(node).key->kind == Node::Kind::kSlice) {
+    static_cast<GetitemNode&>(node).constant_slice = true;
+  }
+}
+
+// Jinja folds an expression at compile time when Node.as_const computes it and its value can be
+// written back as a literal; an expression printed by {{ }} whatever its value. Slices inside a
+// folded expression went through the sandbox's getitem.
+void mark_folded(Node& node, bool printed) {
+  if (node.kind == Node::Kind::kOutput) {
+    for (NodePtr& item : static_cast<OutputNode&>(node).items) mark_folded(*item, true);
+    return;
+  }
+  if (node.kind < Node::Kind::kOutput && node.kind != Node::Kind::kConst &&
+      node.kind != Node::Kind::kTemplateData && node.kind != Node::Kind::kSlice) {
+    const std::optional<Value> value = Interpreter::constant_value(node);
+    if (value && (printed || has_safe_repr(*value))) {
+      mark_all_slices(node);
+      return;
+    }
+  }
+  if (node.kind == Node::Kind::kBinary &&
+      static_cast<BinaryNode&>(node).op == static_cast<int>(py::BinaryOp::kPow)) {
+    auto& pow = static_cast<BinaryNode&>(node);
+    const std::optional<Value> base = Interpreter::constant_value(*pow.left);
+    pow.negative_literal_base =
+        base && base->is_number() && !base->is_bool() && std::signbit(base->as_double());
+  }
+  for_each_child(node, [](Node& child) { mark_folded(child, false); });
+}
+
 }  // namespace
+
+void mark_constant_slices(TemplateAst& ast) {
+  for (NodePtr& node : ast.body) mark_folded(*node, false);
+}
+
+std::optional<Value> Interpreter::constant_value(const Node& node) {
+  RenderLimits limits;
+  limits.max_steps = 100'000;
+  limits.max_string_bytes = 1u << 20;
+  Interpreter folder(limits);
+  folder.constant_only_ = true;
+  py::BudgetScope budget_scope(&folder.budget_);
+  try {
+    return folder.eval(node, std::make_shared<Scope>(folder.globals_));
+  } catch (const NotConstant&) {
+    return std::nullopt;
+  } catch (const TemplateError&) {
+    return std::nullopt;
+  }
+}
 
 const Value* Scope::find(const std::string& name) const {
   for (const auto& [key, value] : vars) {
@@ -211,6 +296,7 @@ std::string Interpreter::render(const TemplateAst& ast,
 }
 
 Value Interpreter::lookup(const std::string& name, const std::shared_ptr<Scope>& scope) const {
+  if (constant_only_) throw NotConstant();
   for (const Scope* s = scope.get(); s != nullptr; s = s->parent.get()) {
     if (const Value* v = s->find(name)) return *v;
   }
@@ -517,6 +603,7 @@ CallArgs Interpreter::eval_args(const CallArguments& args, const std::shared_ptr
 
 Value Interpreter::eval_filter(const FilterNode& node, const std::shared_ptr<Scope>& scope,
                                const Value* block_output) {
+  if (constant_only_ && (!node.operand || needs_context(node.name))) throw NotConstant();
   // A filter chain of a filter or set block ends in the block's output instead of an operand.
   Value operand;
   if (!node.operand) {
@@ -612,13 +699,14 @@ Value Interpreter::eval_inner(const Node& node, const std::shared_ptr<Scope>& sc
         const std::optional<Value> start = part(s.start);
         const std::optional<Value> stop = part(s.stop);
         const std::optional<Value> step = part(s.step);
-        return py::getslice(object, start, stop, step);
+        return py::getslice(object, start, stop, step, n.constant_slice || constant_only_);
       }
       return py::getitem(object, eval(*n.key, scope));
     }
     case Node::Kind::kSlice:
       return Value::undefined("slice objects can only be used as subscripts");
     case Node::Kind::kCall: {
+      if (constant_only_) throw NotConstant();
       const auto& n = as<CallNode>(node);
       const Value callee = eval(*n.callee, scope);
       return call(callee, eval_args(n.args, scope));
@@ -660,6 +748,9 @@ Value Interpreter::eval_inner(const Node& node, const std::shared_ptr<Scope>& sc
       const auto& n = as<BinaryNode>(node);
       const Value left = eval(*n.left, scope);
       const Value right = eval(*n.right, scope);
+      if (n.negative_literal_base) {
+        return py::negate(py::binary(py::BinaryOp::kPow, py::negate(left), right));
+      }
       return py::binary(static_cast<py::BinaryOp>(n.op), left, right);
     }
     case Node::Kind::kConcat: {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,6 +31,10 @@ struct Scope {
   std::vector<std::pair<std::string, Value>> vars;
 };
 
+// Marks the slices of `ast` whose object and bounds Jinja folds at compile time
+// (GetitemNode::constant_slice). Part of parsing.
+void mark_constant_slices(TemplateAst& ast);
+
 class Interpreter {
  public:
   explicit Interpreter(const RenderLimits& limits);
@@ -45,6 +50,10 @@ class Interpreter {
   bool apply_test(const std::string& name, const Value& value, CallArgs args);
 
   Budget& budget() { return budget_; }
+
+  // What Jinja's compile-time folding (Node.as_const) computes for `node`, or nullopt when it
+  // cannot (a name, a call, a filter that needs the context, an error).
+  static std::optional<Value> constant_value(const Node& node);
 
   // Runs a macro's (or caller's) body with `args` bound to its signature, in a new scope under
   // `closure`; returns what it printed.
@@ -79,6 +88,7 @@ class Interpreter {
   int max_call_depth_;
   int call_depth_ = 0;
   int eval_depth_ = 0;
+  bool constant_only_ = false;  // evaluating for constant_value(): no names, no calls
   std::shared_ptr<Scope> globals_;
 };
 

@@ -490,6 +490,7 @@ Value string_method(const std::string& name, const std::string& s, const Args& a
   if (name == "title") return no_args(unicode::title(s));
   if (name == "capitalize") return no_args(unicode::capitalize(s));
   if (name == "swapcase") return no_args(unicode::swapcase(s));
+  if (name == "casefold") return no_args(unicode::casefold(s));
   if (name == "center" || name == "ljust" || name == "rjust") return justify(s, args, name);
   if (name == "zfill") return zfill(s, args);
   if (name == "partition") return partition(s, args, false);

@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "chat/jinja_builtins.h"
+#include "chat/jinja_interpreter.h"
 #include "chat/jinja_lexer.h"
 #include "chat/py_ops.h"
 
@@ -299,9 +300,7 @@ class Parser {
   // Which of caller/varargs/kwargs a macro body reads (Jinja's find_undeclared).
   static void scan_names(const Node& node, MacroSignature* signature);
   static void scan_body(const Body& body, MacroSignature* signature) {
-    for (const NodePtr& n : body) {
-      if (n) scan_names(*n, signature);
-    }
+    for (const NodePtr& n : body) scan_names(*n, signature);
   }
 
   NodePtr parse_macro() {
@@ -868,139 +867,23 @@ class Parser {
 };
 
 void Parser::scan_names(const Node& node, MacroSignature* signature) {
-  switch (node.kind) {
-    case Node::Kind::kName: {
-      const std::string& name = as<NameNode>(node).name;
-      signature->uses_caller |= name == "caller";
-      signature->uses_varargs |= name == "varargs";
-      signature->uses_kwargs |= name == "kwargs";
-      return;
-    }
-    case Node::Kind::kTuple:
-    case Node::Kind::kList:
-      scan_body(as<SequenceNode>(node).items, signature);
-      return;
-    case Node::Kind::kDict:
-      for (const auto& [k, v] : as<DictNode>(node).pairs) {
-        scan_names(*k, signature);
-        scan_names(*v, signature);
-      }
-      return;
-    case Node::Kind::kGetattr:
-      scan_names(*as<GetattrNode>(node).object, signature);
-      return;
-    case Node::Kind::kGetitem:
-      scan_names(*as<GetitemNode>(node).object, signature);
-      scan_names(*as<GetitemNode>(node).key, signature);
-      return;
-    case Node::Kind::kSlice: {
-      const auto& s = as<SliceNode>(node);
-      for (const NodePtr* part : {&s.start, &s.stop, &s.step}) {
-        if (*part) scan_names(**part, signature);
-      }
-      return;
-    }
-    case Node::Kind::kCall: {
-      const auto& c = as<CallNode>(node);
-      scan_names(*c.callee, signature);
-      scan_body(c.args.positional, signature);
-      for (const auto& [k, v] : c.args.keyword) scan_names(*v, signature);
-      if (c.args.star_args) scan_names(*c.args.star_args, signature);
-      if (c.args.star_kwargs) scan_names(*c.args.star_kwargs, signature);
-      return;
-    }
-    case Node::Kind::kFilter:
-    case Node::Kind::kTest: {
-      const bool filter = node.kind == Node::Kind::kFilter;
-      const NodePtr& operand = filter ? as<FilterNode>(node).operand : as<TestNode>(node).operand;
-      const CallArguments& args = filter ? as<FilterNode>(node).args : as<TestNode>(node).args;
-      if (operand) scan_names(*operand, signature);
-      scan_body(args.positional, signature);
-      for (const auto& [k, v] : args.keyword) scan_names(*v, signature);
-      if (args.star_args) scan_names(*args.star_args, signature);
-      if (args.star_kwargs) scan_names(*args.star_kwargs, signature);
-      return;
-    }
-    case Node::Kind::kCondExpr: {
-      const auto& c = as<CondExprNode>(node);
-      scan_names(*c.test, signature);
-      scan_names(*c.then, signature);
-      if (c.otherwise) scan_names(*c.otherwise, signature);
-      return;
-    }
-    case Node::Kind::kAnd:
-    case Node::Kind::kOr:
-    case Node::Kind::kNot:
-    case Node::Kind::kNeg:
-    case Node::Kind::kPos: {
-      const auto& l = as<LogicNode>(node);
-      scan_names(*l.left, signature);
-      if (l.right) scan_names(*l.right, signature);
-      return;
-    }
-    case Node::Kind::kBinary:
-      scan_names(*as<BinaryNode>(node).left, signature);
-      scan_names(*as<BinaryNode>(node).right, signature);
-      return;
-    case Node::Kind::kConcat:
-      scan_body(as<ConcatNode>(node).parts, signature);
-      return;
-    case Node::Kind::kCompare:
-      scan_names(*as<CompareNode>(node).first, signature);
-      for (const auto& [op, operand] : as<CompareNode>(node).rest) scan_names(*operand, signature);
-      return;
-    case Node::Kind::kOutput:
-      scan_body(as<OutputNode>(node).items, signature);
-      return;
-    case Node::Kind::kFor: {
-      const auto& f = as<ForNode>(node);
-      scan_names(*f.iterable, signature);
-      if (f.filter) scan_names(*f.filter, signature);
-      scan_body(f.body, signature);
-      scan_body(f.else_body, signature);
-      return;
-    }
-    case Node::Kind::kIf:
-      for (const auto& [test, body] : as<IfNode>(node).branches) {
-        scan_names(*test, signature);
-        scan_body(body, signature);
-      }
-      scan_body(as<IfNode>(node).else_body, signature);
-      return;
-    case Node::Kind::kAssign:
-      scan_names(*as<AssignNode>(node).value, signature);
-      return;
-    case Node::Kind::kAssignBlock:
-      if (as<AssignBlockNode>(node).filter)
-        scan_names(*as<AssignBlockNode>(node).filter, signature);
-      scan_body(as<AssignBlockNode>(node).body, signature);
-      return;
-    case Node::Kind::kMacro:
-      scan_body(as<MacroNode>(node).signature.defaults, signature);
-      scan_body(as<MacroNode>(node).body, signature);
-      return;
-    case Node::Kind::kCallBlock:
-      if (as<CallBlockNode>(node).call) scan_names(*as<CallBlockNode>(node).call, signature);
-      scan_body(as<CallBlockNode>(node).signature.defaults, signature);
-      scan_body(as<CallBlockNode>(node).body, signature);
-      return;
-    case Node::Kind::kFilterBlock:
-      scan_names(*as<FilterBlockNode>(node).filter, signature);
-      scan_body(as<FilterBlockNode>(node).body, signature);
-      return;
-    case Node::Kind::kWith:
-      for (const auto& [target, value] : as<WithNode>(node).assignments) {
-        scan_names(*value, signature);
-      }
-      scan_body(as<WithNode>(node).body, signature);
-      return;
-    default:
-      return;
+  if (node.kind == Node::Kind::kName) {
+    const std::string& name = as<NameNode>(node).name;
+    signature->uses_caller |= name == "caller";
+    signature->uses_varargs |= name == "varargs";
+    signature->uses_kwargs |= name == "kwargs";
+    return;
   }
+  for_each_child(const_cast<Node&>(node),
+                 [signature](Node& child) { scan_names(child, signature); });
 }
 
 }  // namespace
 
-TemplateAst parse(std::string_view source) { return Parser(tokenize(source)).run(); }
+TemplateAst parse(std::string_view source) {
+  TemplateAst ast = Parser(tokenize(source)).run();
+  mark_constant_slices(ast);
+  return ast;
+}
 
 }  // namespace loraserve::chat::jinja

@@ -162,7 +162,7 @@ std::string percent_format(const std::string& format, const Value& args) {
     positional.push_back(args);
   }
   // Python treats any non-tuple, non-str object with __getitem__ as the mapping for %(name)s.
-  const bool mapping = !is_tuple && (args.is_dict() || args.is_list());
+  const bool mapping = !is_tuple && (args.is_dict() || args.is_list() || args.is_undefined());
   size_t next = 0;
   auto next_arg = [&]() -> const Value& {
     if (next >= positional.size()) throw_type_error("not enough arguments for format string");
@@ -252,6 +252,8 @@ std::string percent_format(const std::string& format, const Value& args) {
     if (spec.left) spec.sign_aligned = false;
     if (spec.sign_aligned) spec.fill = '0';
     const Value& arg = keyed ? *keyed : next_arg();
+    // int(), float() and the like of an Undefined raise its error; str() and repr() do not.
+    if (arg.is_undefined() && type != 's' && type != 'r' && type != 'a') fail_undefined(arg);
     switch (type) {
       case 's':
       case 'r':

@@ -107,6 +107,15 @@ const char* binary_symbol(BinaryOp op) {
                                binary_symbol(op), a.type_name(), b.type_name()));
 }
 
+bool is_plain_list(const Value& v) { return v.is_list() && v.view() == SequenceView::kPlain; }
+
+bool is_dict_view(const Value& v) {
+  return v.is_list() && v.view() != SequenceView::kPlain && v.view() != SequenceView::kRange;
+}
+
+// What `* n` repeats: strings, lists and tuples (not dict views or ranges).
+bool is_repeatable(const Value& v) { return v.is_string() || is_plain_list(v) || v.is_tuple(); }
+
 Value repeat(const Value& seq, int64_t times) {
   if (times <= 0) {
     if (seq.is_string()) return Value::string("");
@@ -368,6 +377,16 @@ bool equal(const Value& a, const Value& b) {
   charge(1);
   if (a.is_number() && b.is_number()) return compare_numbers(a, b) == 0;
   if (a.kind() != b.kind()) return false;
+  if (a.is_list() && a.view() != b.view()) return false;
+  if (a.is_list() && a.view() != SequenceView::kPlain && a.view() != SequenceView::kRange) {
+    // dict views: keys and items compare as sets, values only by identity.
+    if (a.view() == SequenceView::kDictValues) return a.identity() == b.identity();
+    if (a.items().size() != b.items().size()) return false;
+    for (const Value& x : a.items()) {
+      if (!contains(b, x)) return false;
+    }
+    return true;
+  }
   switch (a.kind()) {
     case Value::Kind::kUndefined:
     case Value::Kind::kNone:
@@ -405,7 +424,10 @@ bool compare(const Value& a, const Value& b, CompareOp op) {
   if (a.is_undefined()) fail_undefined(a);
   if (b.is_undefined()) fail_undefined(b);
   if (a.is_number() && b.is_number()) return apply_order(compare_numbers(a, b), op);
-  if (a.is_string() && b.is_string()) return apply_order(a.str().compare(b.str()), op);
+  if (a.is_string() && b.is_string()) {
+    const int c = a.str().compare(b.str());
+    return apply_order(c < 0 ? -1 : c > 0 ? 1 : 0, op);
+  }
   if ((a.is_list() && b.is_list()) || (a.is_tuple() && b.is_tuple())) {
     const auto& x = a.items();
     const auto& y = b.items();
@@ -670,6 +692,8 @@ std::string string_repr(const std::string& s) {
 }
 
 Value binary(BinaryOp op, const Value& a, const Value& b) {
+  // str.__mod__ takes any right operand (an Undefined too) before Python asks the right side.
+  if (op == BinaryOp::kMod && a.is_string()) return Value::string(percent_format(a.str(), b));
   if (a.is_undefined()) fail_undefined(a);
   if (b.is_undefined()) fail_undefined(b);
   if (a.is_number() && b.is_number()) return arithmetic(op, a, b);
@@ -680,28 +704,25 @@ Value binary(BinaryOp op, const Value& a, const Value& b) {
         charge((a.str().size() + b.str().size()) / 64);
         return Value::string(a.str() + b.str());
       }
-      if ((a.is_list() && b.is_list()) || (a.is_tuple() && b.is_tuple())) {
+      if ((is_plain_list(a) && is_plain_list(b)) || (a.is_tuple() && b.is_tuple())) {
         std::vector<Value> items = a.items();
         charge(items.size() + b.items().size());
         items.insert(items.end(), b.items().begin(), b.items().end());
         return a.is_tuple() ? Value::tuple(std::move(items)) : Value::list(std::move(items));
       }
-      if (a.is_string() || a.is_list() || a.is_tuple()) {
+      if (a.is_string() || is_plain_list(a) || a.is_tuple()) {
         throw_type_error(fmt::format("can only concatenate {} (not \"{}\") to {}", a.type_name(),
                                      b.type_name(), a.type_name()));
       }
       break;
     case BinaryOp::kMul:
-      if ((a.is_string() || a.is_sequence()) && b.is_int_like()) return repeat(a, b.as_int());
-      if (a.is_int_like() && (b.is_string() || b.is_sequence())) return repeat(b, a.as_int());
-      if (a.is_string() || a.is_sequence() || b.is_string() || b.is_sequence()) {
-        const Value& other = a.is_string() || a.is_sequence() ? b : a;
+      if (is_repeatable(a) && b.is_int_like()) return repeat(a, b.as_int());
+      if (a.is_int_like() && is_repeatable(b)) return repeat(b, a.as_int());
+      if (is_repeatable(a) || is_repeatable(b)) {
+        const Value& other = is_repeatable(a) ? b : a;
         throw_type_error(
             fmt::format("can't multiply sequence by non-int of type '{}'", other.type_name()));
       }
-      break;
-    case BinaryOp::kMod:
-      if (a.is_string()) return Value::string(percent_format(a.str(), b));
       break;
     default:
       break;
@@ -753,7 +774,7 @@ Value getitem(const Value& obj, const Value& key) {
   switch (obj.kind()) {
     case Value::Kind::kList:
     case Value::Kind::kTuple:
-      if (key.is_int_like()) {
+      if (key.is_int_like() && !is_dict_view(obj)) {
         if (auto i = normalize_index(key.as_int(), obj.items().size())) return obj.items()[*i];
         return missing_item(obj, key);
       }
@@ -791,8 +812,21 @@ Value getitem(const Value& obj, const Value& key) {
 }
 
 Value getslice(const Value& obj, const std::optional<Value>& start,
-               const std::optional<Value>& stop, const std::optional<Value>& step) {
+               const std::optional<Value>& stop, const std::optional<Value>& step, bool sandboxed) {
   if (obj.is_undefined()) fail_undefined(obj);
+  if (sandboxed) {
+    try {
+      return getslice(obj, start, stop, step, false);
+    } catch (const TemplateError& e) {
+      if (e.kind() != "TypeError") throw;
+      std::string text = "slice(";
+      for (const auto* part : {&start, &stop, &step}) {
+        if (part != &start) text += ", ";
+        text += *part ? repr(**part) : "None";
+      }
+      return Value::undefined(fmt::format("{} has no element {})", object_type_repr(obj), text));
+    }
+  }
   // Jinja compiles a slice to a plain Python subscript (not the sandbox's getitem), so what
   // cannot be sliced is a TypeError, not an Undefined.
   auto bound = [](const std::optional<Value>& v) -> std::optional<int64_t> {
@@ -803,7 +837,7 @@ Value getslice(const Value& obj, const std::optional<Value>& start,
     return v->as_int();
   };
   if (obj.is_dict()) throw_type_error("unhashable type: 'slice'");
-  if (!obj.is_string() && !obj.is_sequence()) {
+  if (!obj.is_string() && (!obj.is_sequence() || is_dict_view(obj))) {
     throw_type_error(fmt::format("'{}' object is not subscriptable", obj.type_name()));
   }
   const std::optional<int64_t> start_index = bound(start);
@@ -847,6 +881,10 @@ Value getslice(const Value& obj, const std::optional<Value>& start,
   std::vector<Value> out;
   out.reserve(indices.size());
   for (int64_t i : indices) out.push_back(obj.items()[static_cast<size_t>(i)]);
+  if (obj.is_list() && obj.view() == SequenceView::kRange) {
+    const int64_t* r = obj.range_bounds();
+    return Value::range(std::move(out), r[0] + lo * r[2], r[0] + hi * r[2], r[2] * step_value);
+  }
   return obj.is_tuple() ? Value::tuple(std::move(out)) : Value::list(std::move(out));
 }
 

@@ -73,9 +73,11 @@ Value getitem(const Value& obj, const Value& key);
 // the object has no such attribute.
 std::optional<Value> attribute(const Value& obj, const std::string& name);
 // obj[start:stop:step] (each bound optional), as plain Python: TypeError when obj cannot be
-// sliced or a bound is not an integer.
+// sliced or a bound is not an integer. With `sandboxed` (a slice Jinja folds at compile time,
+// which goes through the sandbox's getitem) those are an Undefined instead.
 Value getslice(const Value& obj, const std::optional<Value>& start,
-               const std::optional<Value>& stop, const std::optional<Value>& step);
+               const std::optional<Value>& stop, const std::optional<Value>& step,
+               bool sandboxed = false);
 
 // Python's "<type> object" wording for messages ("'dict object' has no attribute 'x'").
 std::string object_type_repr(const Value& v);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 namespace loraserve::chat::unicode {
 namespace {
@@ -363,6 +364,17 @@ std::string swapcase(std::string_view text) {
       append(out, cps[i]);
     }
   }
+  return out;
+}
+
+std::string casefold(std::string_view text) {
+  utf8proc_uint8_t* folded = nullptr;
+  const utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                   static_cast<utf8proc_ssize_t>(text.size()), &folded, UTF8PROC_CASEFOLD);
+  std::string out;
+  if (n >= 0) out.assign(reinterpret_cast<const char*>(folded), static_cast<size_t>(n));
+  std::free(folded);
   return out;
 }
 

@@ -40,5 +40,6 @@ std::string lower(std::string_view text);
 std::string capitalize(std::string_view text);  // str.capitalize
 std::string title(std::string_view text);       // str.title
 std::string swapcase(std::string_view text);
+std::string casefold(std::string_view text);  // full case folding (utf8proc's is Python's)
 
 }  // namespace loraserve::chat::unicode

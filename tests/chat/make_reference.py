@@ -15,6 +15,7 @@ special tokens transformers would pass.
 """
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -139,8 +140,11 @@ def render(template, tokens, messages, add_generation_prompt, extra):
         if template not in COMPILED:
             COMPILED[template] = ENV.from_string(template)
         compiled = COMPILED[template]
+        # Copies: a few filters change their argument in place (indent does `list += "\n"`),
+        # which must not leak into the next render or into the case written out.
+        messages = copy.deepcopy(messages)
         variables = dict(tokens)
-        variables.update(extra or {})
+        variables.update(copy.deepcopy(extra or {}))
         text = compiled.render(messages=messages, tools=variables.pop("tools", None),
                                documents=variables.pop("documents", None),
                                add_generation_prompt=add_generation_prompt, **variables)
@@ -297,6 +301,116 @@ def construct_cases(path):
         cases.append(case)
     return cases
 
+# ---- generated expressions and whitespace ----
+
+GENERATED_EXPRESSIONS = 1500
+GENERATED_LAYOUTS = 500
+ATOMS = ["0", "1", "-3", "7", "99", "2.5", "-0.5", "1e17", "3.0", "1e-7", "''", "'a'",
+         "'Hello World'", "'  pad '", "'héllo'", "'日本語'", "'a,b,,c'", "'ß'", "\"it's\"",
+         "'x\\ny'", "'%s'", "'{}'", "none", "true", "false", "[]", "[1, 2, 3]", "['b', 'A', 'c']",
+         "[1, 'a']", "{}", "{'k': 1, 'j': 'v'}", "(1, 2)", "s", "n", "f", "l", "d", "u", "e",
+         "words", "nested"]
+GENERATED_CONTEXT = {"s": "Mixed Case ünï", "n": 12, "f": 2.75, "l": [3, 1, 2],
+                     "d": {"k": "v", "n": 1, "list": [1, 2]}, "e": "", "words": ["b", "a", "B"],
+                     "nested": [{"name": "x", "v": 2}, {"name": "y", "v": 1}]}
+FILTERS = ["upper", "lower", "title", "capitalize", "trim", "length", "list", "first", "last",
+           "reverse|list", "sort", "unique|list", "join(',')", "join", "default('dflt')",
+           "default('dflt', true)", "string", "int", "float", "abs", "round(1)", "round",
+           "tojson", "tojson(indent=1)", "tojson(sort_keys=true)", "replace('a', 'b')",
+           "center(9)", "wordcount", "sum", "min", "max", "dictsort", "items|list",
+           "batch(2)|list", "slice(2)|list", "select('odd')|list", "reject('none')|list",
+           "map('string')|list", "truncate(9)", "indent(2)", "format(1)", "count",
+           "selectattr('v')|list", "map(attribute='name')|list", "sort(attribute='v')",
+           "trim('a')", "first|string", "list|length", "int(5)", "float(1.5)"]
+TESTS = ["defined", "undefined", "none", "string", "number", "integer", "float", "boolean",
+         "mapping", "sequence", "iterable", "callable", "odd", "even", "divisibleby(3)", "lower",
+         "upper", "true", "false", "in([1, 'a', none])", "eq(1)", "gt(2)", "sameas(none)"]
+METHODS = ["upper()", "lower()", "strip()", "split(',')", "split()", "startswith('a')",
+           "endswith('d')", "replace('a', 'x')", "find('b')", "count('a')", "title()",
+           "get('k')", "get('zz', 0)", "items()", "keys()", "values()", "lstrip('hM')",
+           "zfill(5)", "center(9, '*')", "rsplit(',', 1)", "splitlines()", "isdigit()",
+           "isalpha()", "index(1)", "capitalize()", "join(['x', 'y'])", "format(1, 2)",
+           "partition(',')", "casefold()"]
+SUBSCRIPTS = ["[0]", "[-1]", "[1:3]", "[::-1]", "[:2]", ".k", "['k']", ".name", "[1]"]
+# No "**": its results soon pass the 64 bits loraserve's integers have (constructs.txt has it).
+BINARY = ["+", "-", "*", "/", "//", "%", "~", "==", "!=", "<", "<=", ">", ">=", "in", "not in",
+          "and", "or"]
+
+
+def expression(rng, depth):
+    if depth <= 0 or rng.random() < 0.25:
+        return rng.choice(ATOMS)
+    kind = rng.random()
+    inner = expression(rng, depth - 1)
+    if kind < 0.3:
+        return f"({inner} {rng.choice(BINARY)} {expression(rng, depth - 1)})"
+    if kind < 0.5:
+        return f"({inner})|{rng.choice(FILTERS)}"
+    if kind < 0.6:
+        return f"({inner} is {'not ' if rng.random() < 0.2 else ''}{rng.choice(TESTS)})"
+    if kind < 0.72:
+        return f"({inner}).{rng.choice(METHODS)}"
+    if kind < 0.84:
+        return f"({inner}){rng.choice(SUBSCRIPTS)}"
+    if kind < 0.9:
+        return f"({'-' if rng.random() < 0.5 else 'not '}{inner})"
+    if kind < 0.95:
+        return f"({inner} if {expression(rng, depth - 1)} else {expression(rng, depth - 1)})"
+    return f"[{inner}, {expression(rng, depth - 1)}]"
+
+
+def layout(rng):
+    """Text and tags with every kind of whitespace control, blocks balanced."""
+    texts = ["", " ", "  ", "\n", "\n  ", "  \n", "\t", "x", " y ", "\n\n", "z\n  ", "  w",
+             "\u00a0", "\u3000a"]
+    out, stack = [], []
+
+    def sign():
+        return rng.choice(["", "", "-", "+"])
+
+    for _ in range(rng.randint(1, 12)):
+        out.append(rng.choice(texts))
+        r = rng.random()
+        if r < 0.2:
+            out.append("{{" + rng.choice(["", "-"]) + " 'v' " + rng.choice(["", "-"]) + "}}")
+        elif r < 0.35:
+            out.append("{#" + sign() + " c " + sign() + "#}")
+        elif r < 0.55:
+            tag = rng.choice(["if true", "for i in [1, 2]", "if false", "filter upper"])
+            out.append("{%" + sign() + " " + tag + " " + sign() + "%}")
+            stack.append({"if": "endif", "for": "endfor", "filter": "endfilter"}[tag.split()[0]])
+        elif r < 0.7 and stack:
+            out.append("{%" + sign() + " " + stack.pop() + " " + sign() + "%}")
+        elif r < 0.78:
+            out.append("{%" + sign() + " set q = 1 " + sign() + "%}")
+        elif r < 0.85:
+            out.append("{%" + sign() + " raw " + sign() + "%}" + rng.choice(texts) + "{{ x }}"
+                       + rng.choice(texts) + "{%" + sign() + " endraw " + sign() + "%}")
+    while stack:
+        out.append(rng.choice(texts) + "{%" + sign() + " " + stack.pop() + " " + sign() + "%}")
+    out.append(rng.choice(texts))
+    return "".join(out)
+
+
+def generated_cases():
+    rng = random.Random(SEED + 1)
+    cases = []
+    for i in range(GENERATED_EXPRESSIONS):
+        template = "{{ " + expression(rng, rng.randint(1, 3)) + " }}"
+        case = {"suite": "generated", "name": f"expression {i}: {template}",
+                "template": template, "special_tokens": {}, "messages": [],
+                "add_generation_prompt": False, "extra_context": GENERATED_CONTEXT}
+        case.update(render(template, {}, [], False, GENERATED_CONTEXT))
+        cases.append(case)
+    for i in range(GENERATED_LAYOUTS):
+        template = layout(rng)
+        case = {"suite": "generated", "name": f"layout {i}: {json.dumps(template)}",
+                "template": template, "special_tokens": {}, "messages": [],
+                "add_generation_prompt": False, "extra_context": {}}
+        case.update(render(template, {}, [], False, {}))
+        cases.append(case)
+    return cases
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -314,15 +428,17 @@ def main():
     if len(models) < 4 + len(args.model):
         sys.exit(f"expected the chat templates of at least 4 tokenizer packages, found {len(models)}")
     cases += construct_cases(os.path.join(HERE, "constructs.txt"))
+    cases += generated_cases()
     with open(os.path.join(args.out, "cases.jsonl"), "w", encoding="utf-8") as f:
         for case in cases:
             f.write(json.dumps(case, ensure_ascii=False) + "\n")
     with open(os.path.join(args.out, "models.json"), "w", encoding="utf-8") as f:
         json.dump(models, f, ensure_ascii=False, indent=1)
     rendered = sum("expected" in c for c in cases)
-    print(f"{len(cases)} reference renders ({rendered} rendered, {len(cases) - rendered} errors) "
-          f"for {len(models)} model templates and {len(cases) - 2 * CONVERSATIONS * len(models)} "
-          f"construct cases in {args.out}")
+    print(f"{len(cases)} reference renders ({rendered} rendered, {len(cases) - rendered} errors): "
+          f"{len(models)} model templates × {2 * CONVERSATIONS} conversations, constructs, "
+          f"{GENERATED_EXPRESSIONS} generated expressions and {GENERATED_LAYOUTS} layouts, in "
+          f"{args.out}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ namespace {
 using ordered_json = nlohmann::ordered_json;
 
 constexpr size_t kMinModelCases = 4 * 2 * 200;
-constexpr int kShownMismatches = 8;
+constexpr int kShownMismatches = 40;
 
 std::string reference_dir() { return LORASERVE_CHAT_REFERENCE_DIR; }
 
@@ -134,6 +134,15 @@ TEST(ChatTemplateReference, EveryConstruct) {
   EXPECT_GE(outcome.compared, 100u);
   EXPECT_EQ(outcome.mismatched, 0u) << "of " << outcome.compared << " constructs";
   std::cout << outcome.compared << " construct cases (" << outcome.errors << " of them errors), "
+            << outcome.mismatched << " different\n";
+}
+
+TEST(ChatTemplateReference, GeneratedExpressionsAndLayouts) {
+  Outcome outcome;
+  check_suite("generated", &outcome);
+  EXPECT_GE(outcome.compared, 2000u);
+  EXPECT_EQ(outcome.mismatched, 0u) << "of " << outcome.compared << " generated cases";
+  std::cout << outcome.compared << " generated cases (" << outcome.errors << " of them errors), "
             << outcome.mismatched << " different\n";
 }
 
