@@ -212,52 +212,86 @@ void mark_all_slices(Node& node) {
   }
 }
 
+bool has_slice(Node& node) {
+  if (node.kind == Node::Kind::kSlice) return true;
+  bool found = false;
+  for_each_child(node, [&found](Node& child) { found = found || has_slice(child); });
+  return found;
+}
+
+// All the constant folding one parse may do (evaluation steps); past it nothing more is folded.
+constexpr uint64_t kFoldingSteps = 2'000'000;
+constexpr uint64_t kFoldingStepsPerExpression = 100'000;
+
 // Jinja folds an expression at compile time when Node.as_const computes it and its value can be
-// written back as a literal; an expression printed by {{ }} whatever its value. Slices inside a
-// folded expression went through the sandbox's getitem.
-void mark_folded(Node& node, bool printed) {
-  if (node.kind == Node::Kind::kOutput) {
-    for (NodePtr& item : static_cast<OutputNode&>(node).items) mark_folded(*item, true);
-    return;
-  }
-  if (node.kind < Node::Kind::kOutput && node.kind != Node::Kind::kConst &&
-      node.kind != Node::Kind::kTemplateData && node.kind != Node::Kind::kSlice) {
-    const std::optional<Value> value = Interpreter::constant_value(node);
-    if (value && (printed || has_safe_repr(*value))) {
-      mark_all_slices(node);
+// written back as a literal; an expression printed by {{ }} whatever its value. Folding changes
+// what two things do, so only they are looked at: a slice inside a folded expression went
+// through the sandbox's getitem, and a folded negative base of ** lost its parentheses.
+class Folding {
+ public:
+  void mark(Node& node, bool printed) {
+    if (node.kind == Node::Kind::kOutput) {
+      for (NodePtr& item : static_cast<OutputNode&>(node).items) mark(*item, true);
       return;
     }
+    if (node.kind < Node::Kind::kOutput && node.kind != Node::Kind::kConst &&
+        node.kind != Node::Kind::kTemplateData && node.kind != Node::Kind::kSlice &&
+        has_slice(node)) {
+      const std::optional<Value> value = value_of(node);
+      if (value && (printed || has_safe_repr(*value))) {
+        mark_all_slices(node);
+        return;
+      }
+    }
+    if (node.kind == Node::Kind::kBinary &&
+        static_cast<BinaryNode&>(node).op == static_cast<int>(py::BinaryOp::kPow)) {
+      // Only when the power itself is not folded (then Python computes it from the values).
+      auto& pow = static_cast<BinaryNode&>(node);
+      if (!value_of(pow)) {
+        const std::optional<Value> base = value_of(*pow.left);
+        pow.negative_literal_base =
+            base && base->is_number() && !base->is_bool() && std::signbit(base->as_double());
+      }
+    }
+    for_each_child(node, [this](Node& child) { mark(child, false); });
   }
-  if (node.kind == Node::Kind::kBinary &&
-      static_cast<BinaryNode&>(node).op == static_cast<int>(py::BinaryOp::kPow)) {
-    auto& pow = static_cast<BinaryNode&>(node);
-    const std::optional<Value> base = Interpreter::constant_value(*pow.left);
-    pow.negative_literal_base =
-        base && base->is_number() && !base->is_bool() && std::signbit(base->as_double());
+
+ private:
+  std::optional<Value> value_of(const Node& node) {
+    if (steps_left_ == 0) return std::nullopt;
+    uint64_t used = 0;
+    std::optional<Value> value =
+        Interpreter::constant_value(node, std::min(steps_left_, kFoldingStepsPerExpression), &used);
+    steps_left_ -= std::min(steps_left_, used);
+    return value;
   }
-  for_each_child(node, [](Node& child) { mark_folded(child, false); });
-}
+
+  uint64_t steps_left_ = kFoldingSteps;
+};
 
 }  // namespace
 
 void mark_constant_slices(TemplateAst& ast) {
-  for (NodePtr& node : ast.body) mark_folded(*node, false);
+  Folding folding;
+  for (NodePtr& node : ast.body) folding.mark(*node, false);
 }
 
-std::optional<Value> Interpreter::constant_value(const Node& node) {
+std::optional<Value> Interpreter::constant_value(const Node& node, uint64_t max_steps,
+                                                 uint64_t* used_steps) {
   RenderLimits limits;
-  limits.max_steps = 100'000;
+  limits.max_steps = max_steps;
   limits.max_string_bytes = 1u << 20;
   Interpreter folder(limits);
   folder.constant_only_ = true;
   py::BudgetScope budget_scope(&folder.budget_);
+  std::optional<Value> value;
   try {
-    return folder.eval(node, std::make_shared<Scope>(folder.globals_));
+    value = folder.eval(node, std::make_shared<Scope>(folder.globals_));
   } catch (const NotConstant&) {
-    return std::nullopt;
   } catch (const TemplateError&) {
-    return std::nullopt;
   }
+  *used_steps = folder.budget_.used();
+  return value;
 }
 
 const Value* Scope::find(const std::string& name) const {

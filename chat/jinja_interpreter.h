@@ -52,8 +52,10 @@ class Interpreter {
   Budget& budget() { return budget_; }
 
   // What Jinja's compile-time folding (Node.as_const) computes for `node`, or nullopt when it
-  // cannot (a name, a call, a filter that needs the context, an error).
-  static std::optional<Value> constant_value(const Node& node);
+  // cannot (a name, a call, a filter that needs the context, an error, more than `max_steps`).
+  // Sets *used_steps to the steps it took.
+  static std::optional<Value> constant_value(const Node& node, uint64_t max_steps,
+                                             uint64_t* used_steps);
 
   // Runs a macro's (or caller's) body with `args` bound to its signature, in a new scope under
   // `closure`; returns what it printed.

@@ -51,6 +51,7 @@ class Budget {
   // REQUIRES: nothing; throws when a string of `bytes` would pass the bound.
   void check_string(size_t bytes) const;
   size_t max_string_bytes() const { return max_string_bytes_; }
+  uint64_t used() const { return max_steps_ - steps_left_; }
 
  private:
   uint64_t steps_left_;

@@ -22,10 +22,13 @@ import os
 import random
 import sys
 
-import jinja2
-import jinja2.ext
-import jinja2.nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+try:
+    import jinja2
+    import jinja2.ext
+    import jinja2.nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+except ImportError:
+    sys.exit(f"{sys.executable} has no jinja2: install python3-jinja2 (tools/install-deps)")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPECIAL_TOKEN_NAMES = ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token",

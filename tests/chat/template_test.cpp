@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -263,6 +264,61 @@ TEST(ChatTemplate, DeepTemplatesAreRefusedWhenParsed) {
   for (int i = 0; i < 100000; ++i) attributes += ".a";
   t = ChatTemplate::parse(attributes + " }}", llama_tokens());
   ASSERT_FALSE(t.ok());
+}
+
+// Mutated templates (bytes replaced, inserted, deleted, with a bias to Jinja's own characters)
+// and mutated conversations: every outcome is a render or INVALID_ARGUMENT, never a crash, a
+// hang or another code. A small deterministic fuzz pass that runs everywhere.
+TEST(ChatTemplate, SurvivesMutatedTemplatesAndInput) {
+  const std::string seeds[] = {
+      kChatMl,
+      "{%- set ns = namespace(sys='') -%}{%- for m in messages -%}{%- if m.role == 'system' -%}"
+      "{%- set ns.sys = m.content|trim -%}{%- elif m.role == 'user' -%}[INST] {{ ns.sys ~ "
+      "m['content'] }} [/INST]{%- else -%}{{ m.content|tojson(indent=2) }}{{ eos_token }}"
+      "{%- endif -%}{%- endfor -%}{% macro f(x, y=2) %}{{ x * y }}{{ caller() if caller }}"
+      "{% endmacro %}{% call f(3) %}c{% endcall %}{{ range(5)|select('odd')|list }}"
+      "{% for k, v in {'a': [1, (2, 3)]}.items() recursive %}{{ k }}{{ loop.index }}{% endfor %}",
+  };
+  const std::string alphabet = "{}%#-+~|.,:()[]'\" \n\tabcxyz019_=*/<>!";
+  std::mt19937 rng(20240611);
+  RenderLimits limits;
+  limits.max_steps = 200'000;
+  limits.max_string_bytes = 1 << 16;
+  int rendered = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string source = seeds[i % 2];
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !source.empty(); ++e) {
+      const size_t at = rng() % source.size();
+      const char c =
+          rng() % 4 == 0 ? static_cast<char>(rng() % 256) : alphabet[rng() % alphabet.size()];
+      switch (rng() % 3) {
+        case 0:
+          source[at] = c;
+          break;
+        case 1:
+          source.insert(at, 1, c);
+          break;
+        default:
+          source.erase(at, 1 + rng() % 8);
+      }
+    }
+    Result<std::unique_ptr<ChatTemplate>> t = ChatTemplate::parse(source, llama_tokens(), limits);
+    if (!t.ok()) {
+      ASSERT_EQ(t.status().code(), StatusCode::kInvalidArgument) << t.status().to_string();
+      continue;
+    }
+    ordered_json messages = kChat;
+    if (i % 3 == 0) messages[1]["content"] = ordered_json::array({1, nullptr, {{"x", "y"}}});
+    if (i % 5 == 0) messages.push_back({{"role", 7}});
+    Result<std::string> out = (*t)->render(messages, i % 2 == 0);
+    if (out.ok()) {
+      ++rendered;
+    } else {
+      ASSERT_EQ(out.status().code(), StatusCode::kInvalidArgument) << out.status().to_string();
+    }
+  }
+  EXPECT_GT(rendered, 100);
 }
 
 TEST(ChatTemplate, StrftimeNowIsLocalTime) {
