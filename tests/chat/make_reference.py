@@ -270,7 +270,9 @@ def construct_cases(path):
          --- template         (the template: the lines up to the next '===', trailing empty
                                lines left out)
        or, instead of '--- template', '--- template-json' and the template as one JSON string
-       (for exact control of whitespace at its end)."""
+       (for exact control of whitespace at its end). A documented deviation from jinja2 adds
+       '--- loraserve' and what loraserve gives instead, as JSON: {"output": "..."} or
+       {"error": "<kind>"}; the case records both."""
     cases = []
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
@@ -284,7 +286,7 @@ def construct_cases(path):
         sections = {}
         section = None
         while i < len(lines) and not lines[i].startswith("=== "):
-            if lines[i] in ("--- context", "--- template", "--- template-json"):
+            if lines[i] in ("--- context", "--- template", "--- template-json", "--- loraserve"):
                 section = sections.setdefault(lines[i][4:], [])
             elif section is not None:
                 section.append(lines[i])
@@ -301,8 +303,11 @@ def construct_cases(path):
                 "special_tokens": tokens, "messages": messages, "add_generation_prompt": agp,
                 "extra_context": context}
         case.update(render(template, tokens, messages, agp, context))
+        if "loraserve" in sections:
+            case["deviation"] = json.loads("\n".join(sections["loraserve"]))
         cases.append(case)
     return cases
+
 
 # ---- generated expressions and whitespace ----
 
