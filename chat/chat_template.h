@@ -24,7 +24,9 @@
 // (tojson, items()) and Python dicts are ordered; a plain nlohmann::json converts implicitly but
 // arrives with sorted keys.
 //
-// A ChatTemplate is immutable after creation: render() is const and thread-safe.
+// A ChatTemplate is immutable after creation: render() is const and thread-safe. Nesting is
+// bounded (templates deeper than 100 levels are refused, renders deeper than 500 evaluation
+// levels or 64 calls stop), so a render needs under 200 KiB of stack (release build).
 #pragma once
 
 #include <memory>

@@ -12,7 +12,7 @@ namespace loraserve::chat::jinja {
 namespace {
 
 // Limits the C++ recursion of evaluation (each nested expression or block is a frame).
-constexpr int kMaxEvalDepth = 1000;
+constexpr int kMaxEvalDepth = 500;
 
 class DepthGuard {
  public:

@@ -3,6 +3,7 @@
 // limits that keep a hostile template or conversation from hanging or crashing the server.
 // (Byte-for-byte agreement with jinja2 is reference_test.cpp's job.)
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <filesystem>
 #include <fstream>
@@ -215,6 +216,36 @@ TEST(ChatTemplate, RecursionIsBounded) {
       "{% macro m() %}{{ caller() }}{% endmacro %}"
       "{% macro r() %}{% call m() %}{{ r() }}{% endcall %}{% endmacro %}{{ r() }}");
   EXPECT_NE(s.message().find("nest deeper"), std::string::npos) << s.message();
+}
+
+// The deepest render the limits allow (nested blocks in a macro that recurses until stopped) on a
+// thread with a 2 MiB stack (a quarter of Linux's default; the sanitizers' frames fit too).
+TEST(ChatTemplate, DeepRendersFitInASmallStack) {
+  std::string body = "{{ f(n + 1) }}";
+  for (int i = 0; i < 90; ++i) body = "{% if true %}" + body + "{% endif %}";
+  auto t = parse_ok("{% macro f(n) %}" + body + "{% endmacro %}{{ f(0) }}");
+  ASSERT_TRUE(t);
+  struct Job {
+    const ChatTemplate* t;
+    Status status;
+  } job{t.get(), ok_status()};
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 2u << 20);
+  pthread_t thread;
+  ASSERT_EQ(pthread_create(
+                &thread, &attr,
+                [](void* arg) -> void* {
+                  auto* j = static_cast<Job*>(arg);
+                  j->status = j->t->render(ordered_json::array(), false).status();
+                  return nullptr;
+                },
+                &job),
+            0);
+  pthread_join(thread, nullptr);
+  pthread_attr_destroy(&attr);
+  EXPECT_NE(job.status.message().find("nest deeper than 500"), std::string::npos)
+      << job.status.to_string();
 }
 
 TEST(ChatTemplate, SizesAreBounded) {
