@@ -9,6 +9,14 @@ Status from_grpc(const grpc::Status& status) {
   return Status(static_cast<StatusCode>(status.error_code()), status.error_message());
 }
 
+void add_task_metadata(grpc::ClientContext* context, const std::string& task_id) {
+  if (task_id.empty() || task_id.size() > kMaxTaskMetadataBytes) return;
+  for (unsigned char ch : task_id) {
+    if (ch < 0x20 || ch > 0x7e) return;
+  }
+  context->AddMetadata(kTaskMetadataKey, task_id);
+}
+
 Client::Client(ClientOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments args;
   // Generated text can be long; the default 4 MiB limit on received messages is kept for
@@ -23,7 +31,7 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   admin_health_ = grpc::health::v1::Health::NewStub(admin_channel_);
 }
 
-void Client::prepare(grpc::ClientContext* context, bool admin) const {
+void Client::prepare(grpc::ClientContext* context, bool admin, const std::string& task_id) const {
   if (options_.timeout_s > 0) {
     context->set_deadline(std::chrono::system_clock::now() +
                           std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -31,11 +39,12 @@ void Client::prepare(grpc::ClientContext* context, bool admin) const {
   }
   if (admin && !options_.admin_token.empty())
     context->AddMetadata("authorization", "Bearer " + options_.admin_token);
+  add_task_metadata(context, task_id);
 }
 
 Result<v1::GenerateResponse> Client::generate(const v1::GenerateRequest& request) const {
   grpc::ClientContext context;
-  prepare(&context, false);
+  prepare(&context, false, request.task_id());
   v1::GenerateResponse response;
   LS_RETURN_IF_ERROR(from_grpc(inference_->Generate(&context, request, &response)));
   return response;
@@ -45,7 +54,7 @@ Status Client::generate_stream(
     const v1::GenerateRequest& request,
     const std::function<bool(const v1::GenerateStreamResponse&)>& on_message) const {
   grpc::ClientContext context;
-  prepare(&context, false);
+  prepare(&context, false, request.task_id());
   v1::GenerateStreamRequest stream_request;
   *stream_request.mutable_request() = request;
   auto reader = inference_->GenerateStream(&context, stream_request);
@@ -76,7 +85,7 @@ Result<v1::TokenizeResponse> Client::tokenize(const std::string& text,
 Result<v1::AdapterInfo> Client::load_adapter(const std::string& task_id, const std::string& path,
                                              bool replace) const {
   grpc::ClientContext context;
-  prepare(&context, true);
+  prepare(&context, true, task_id);
   v1::LoadAdapterRequest request;
   request.set_task_id(task_id);
   request.set_path(path);
@@ -88,7 +97,7 @@ Result<v1::AdapterInfo> Client::load_adapter(const std::string& task_id, const s
 
 Result<v1::UnloadAdapterResponse> Client::unload_adapter(const std::string& task_id) const {
   grpc::ClientContext context;
-  prepare(&context, true);
+  prepare(&context, true, task_id);
   v1::UnloadAdapterRequest request;
   request.set_task_id(task_id);
   v1::UnloadAdapterResponse response;

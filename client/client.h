@@ -26,6 +26,20 @@ struct ClientOptions {
 
 using HealthStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
+// The routing key: every call that names a task also carries the task ID as this gRPC metadata
+// (an HTTP/2 header), so that a load balancer can route by task without parsing the protobuf
+// body (nginx `hash $http_x_loraserve_task consistent`, HAProxy `balance hdr(x-loraserve-task)`;
+// see docs/scaling.md). The server does not read it: the task is the one in the message.
+inline constexpr char kTaskMetadataKey[] = "x-loraserve-task";
+
+// Adds the routing key for `task_id` to `context`. Nothing is added for the base model (""; any
+// replica serves it, and balancers spread calls without the key) nor for a task ID that cannot be
+// a metadata value (over kMaxTaskMetadataBytes, or bytes outside printable ASCII): the server
+// rejects such an ID with INVALID_ARGUMENT naming task_id, an error the transport would otherwise
+// replace with its own.
+inline constexpr size_t kMaxTaskMetadataBytes = 1024;
+void add_task_metadata(grpc::ClientContext* context, const std::string& task_id);
+
 class Client {
  public:
   explicit Client(ClientOptions options);
@@ -54,7 +68,8 @@ class Client {
   const ClientOptions& options() const { return options_; }
 
  private:
-  void prepare(grpc::ClientContext* context, bool admin) const;
+  // The deadline, the admin token when `admin`, and the routing key of `task_id`.
+  void prepare(grpc::ClientContext* context, bool admin, const std::string& task_id = "") const;
 
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;

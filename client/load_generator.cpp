@@ -50,6 +50,7 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateStreamRespon
     g->mutable_params()->set_max_tokens(r.max_tokens);
     g->mutable_params()->set_temperature(0.0f);
     g->mutable_params()->set_ignore_eos(true);
+    add_task_metadata(&context_, r.task_id);
     record_->sent = Clock::now();
     stub.async()->GenerateStream(&context_, &request_, this);
     StartRead(&message_);
@@ -74,12 +75,13 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateStreamRespon
   void OnDone(const grpc::Status& status) override {
     record_->status = status;
     record_->done = true;
-    {
-      std::lock_guard<std::mutex> lock(tracker_->mu);
-      ++tracker_->finished;
-    }
-    tracker_->cv.notify_all();
+    Tracker* tracker = tracker_;
+    // Gone before it is counted: once the last call is, run_load returns and its caller may
+    // destroy the channel this call's context still refers to.
     delete this;
+    std::lock_guard<std::mutex> lock(tracker->mu);
+    ++tracker->finished;
+    tracker->cv.notify_all();  // under the lock: run_load's tracker outlives it
   }
 
  private:

@@ -22,6 +22,26 @@ FINISH_REASONS = {
     inference_pb2.FINISH_REASON_CANCELLED: "cancelled",
 }
 
+# The routing key: every call that names a task also carries the task ID as this gRPC metadata
+# (an HTTP/2 header), so that a load balancer can route by task without parsing the protobuf body
+# (nginx `hash $http_x_loraserve_task consistent`, HAProxy `balance hdr(x-loraserve-task)`; see
+# docs/scaling.md). The server does not read it: the task is the one in the message.
+TASK_METADATA_KEY = "x-loraserve-task"
+MAX_TASK_METADATA_BYTES = 1024
+
+
+def task_metadata(task_id):
+    """The routing key of `task_id` as a list of metadata pairs: empty for the base model ("";
+    any replica serves it) and for a task ID that cannot be a metadata value (over
+    MAX_TASK_METADATA_BYTES, or characters outside printable ASCII), which the server then
+    rejects with INVALID_ARGUMENT naming task_id instead of the transport failing the call."""
+    if not task_id or len(task_id) > MAX_TASK_METADATA_BYTES:
+        return []
+    if any(not " " <= ch <= "~" for ch in task_id):
+        return []
+    return [(TASK_METADATA_KEY, task_id)]
+
+
 _SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "logprobs",
                     "ignore_eos", "stop", "stop_token_ids")
 
@@ -60,7 +80,7 @@ class Client:
         self._admin_channel = grpc.insecure_channel(admin_address)
         self._inference = inference_pb2_grpc.InferenceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._admin_channel)
-        self._metadata = [("authorization", f"Bearer {admin_token}")] if admin_token else None
+        self._metadata = [("authorization", f"Bearer {admin_token}")] if admin_token else []
         self._timeout = timeout
 
     def close(self):
@@ -79,14 +99,16 @@ class Client:
         """Runs one request to completion; returns a GenerateResponse (token_ids, text,
         finish_reason, usage, timing, logprobs)."""
         request = build_request(text, token_ids, task_id, request_id, **params)
-        return self._inference.Generate(request, timeout=self._timeout)
+        return self._inference.Generate(request, metadata=task_metadata(task_id),
+                                        timeout=self._timeout)
 
     def stream(self, text=None, token_ids=None, task_id="", request_id="", **params):
         """Yields GenerateStreamResponse messages as tokens are generated; the last one carries
         finish_reason and usage. Closing the generator early cancels the request."""
         request = inference_pb2.GenerateStreamRequest(
             request=build_request(text, token_ids, task_id, request_id, **params))
-        call = self._inference.GenerateStream(request, timeout=self._timeout)
+        call = self._inference.GenerateStream(request, metadata=task_metadata(task_id),
+                                              timeout=self._timeout)
         try:
             yield from call
         finally:
@@ -103,11 +125,13 @@ class Client:
         """Loads the PEFT adapter folder `path` (relative to the server's --adapter-root) under
         `task_id`; returns its AdapterInfo."""
         request = admin_pb2.LoadAdapterRequest(task_id=task_id, path=path, replace=replace)
-        return self._admin.LoadAdapter(request, metadata=self._metadata, timeout=self._timeout)
+        return self._admin.LoadAdapter(request, metadata=self._metadata + task_metadata(task_id),
+                                       timeout=self._timeout)
 
     def unload_adapter(self, task_id):
         request = admin_pb2.UnloadAdapterRequest(task_id=task_id)
-        return self._admin.UnloadAdapter(request, metadata=self._metadata,
+        return self._admin.UnloadAdapter(request,
+                                         metadata=self._metadata + task_metadata(task_id),
                                          timeout=self._timeout).version
 
     def list_adapters(self):

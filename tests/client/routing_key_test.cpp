@@ -1,0 +1,285 @@
+// The routing key: the C++ client, the load generator and loractl send the task ID as
+// `x-loraserve-task` metadata on every call that names a task, and only then. A fake server
+// (the generated services, recording what each call's metadata holds) stands in for loraserve,
+// so what is checked is what a load balancer in between would see.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "client/client.h"
+#include "client/load_generator.h"
+
+namespace loraserve::client {
+namespace {
+
+// One call as the fake server saw it: the method and the values of the metadata keys of interest
+// (every occurrence, so a key sent twice shows).
+struct SeenCall {
+  std::string method;
+  std::string task_id;  // the task named in the message ("" when none)
+  std::vector<std::string> routing_keys;
+  std::vector<std::string> authorizations;
+};
+
+// Records every call; thread-safe (gRPC runs the handlers on its own threads).
+class Recorder {
+ public:
+  void record(grpc::ServerContext* context, const std::string& method, const std::string& task) {
+    SeenCall call{method, task, {}, {}};
+    for (const auto& [key, value] : context->client_metadata()) {
+      const std::string k(key.data(), key.size());
+      if (k == kTaskMetadataKey) call.routing_keys.emplace_back(value.data(), value.size());
+      if (k == "authorization") call.authorizations.emplace_back(value.data(), value.size());
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back(std::move(call));
+  }
+
+  std::vector<SeenCall> take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(calls_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<SeenCall> calls_;
+};
+
+// Inference that answers every call at once: one token, text "x".
+class FakeInference final : public v1::Inference::Service {
+ public:
+  explicit FakeInference(Recorder* recorder) : recorder_(recorder) {}
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        v1::GenerateResponse* response) override {
+    recorder_->record(context, "Generate", request->task_id());
+    response->set_text("x");
+    response->add_token_ids(1);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GenerateStream(grpc::ServerContext* context,
+                              const v1::GenerateStreamRequest* request,
+                              grpc::ServerWriter<v1::GenerateStreamResponse>* writer) override {
+    recorder_->record(context, "GenerateStream", request->request().task_id());
+    v1::GenerateStreamResponse message;
+    message.set_text("x");
+    message.add_token_ids(1);
+    message.set_finish_reason(v1::FINISH_REASON_LENGTH);
+    writer->Write(message);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest*,
+                        v1::TokenizeResponse* response) override {
+    recorder_->record(context, "Tokenize", "");
+    response->add_token_ids(1);
+    return grpc::Status::OK;
+  }
+
+ private:
+  Recorder* recorder_;
+};
+
+// Admin that accepts every call.
+class FakeAdmin final : public v1::Admin::Service {
+ public:
+  explicit FakeAdmin(Recorder* recorder) : recorder_(recorder) {}
+
+  grpc::Status LoadAdapter(grpc::ServerContext* context, const v1::LoadAdapterRequest* request,
+                           v1::AdapterInfo* response) override {
+    recorder_->record(context, "LoadAdapter", request->task_id());
+    response->set_task_id(request->task_id());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status UnloadAdapter(grpc::ServerContext* context, const v1::UnloadAdapterRequest* request,
+                             v1::UnloadAdapterResponse* response) override {
+    recorder_->record(context, "UnloadAdapter", request->task_id());
+    response->set_version(1);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListAdapters(grpc::ServerContext* context, const v1::ListAdaptersRequest*,
+                            v1::ListAdaptersResponse*) override {
+    recorder_->record(context, "ListAdapters", "");
+    return grpc::Status::OK;
+  }
+
+ private:
+  Recorder* recorder_;
+};
+
+class RoutingKeyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&inference_);
+    builder.RegisterService(&admin_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_GT(port_, 0);
+    address_ = "127.0.0.1:" + std::to_string(port_);
+  }
+
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  ClientOptions options() const {
+    ClientOptions o;
+    o.address = address_;
+    o.admin_address = address_;
+    o.admin_token = "secret";
+    o.timeout_s = 30;
+    return o;
+  }
+
+  // Runs loractl against the fake server; its exit status.
+  int loractl(const std::string& args) const {
+    const std::string command = std::string(LORACTL_PATH) + " --server " + address_ +
+                                " --admin-server " + address_ + " --token secret --timeout 30 " +
+                                args + " >/dev/null 2>&1";
+    const int rc = std::system(command.c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  }
+
+  Recorder recorder_;
+  FakeInference inference_{&recorder_};
+  FakeAdmin admin_{&recorder_};
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::string address_;
+};
+
+v1::GenerateRequest request_for(const std::string& task) {
+  v1::GenerateRequest r;
+  r.set_task_id(task);
+  r.mutable_token_ids()->add_ids(5);
+  return r;
+}
+
+// Every call that names a task carries its ID once as the routing key; the others carry none.
+void expect_keys_match_tasks(const std::vector<SeenCall>& calls) {
+  for (const SeenCall& c : calls) {
+    SCOPED_TRACE(c.method + " task '" + c.task_id + "'");
+    if (c.task_id.empty()) {
+      EXPECT_TRUE(c.routing_keys.empty());
+    } else {
+      EXPECT_EQ(c.routing_keys, std::vector<std::string>{c.task_id});
+    }
+  }
+}
+
+TEST_F(RoutingKeyTest, ClientSendsTheTaskOnGenerationCalls) {
+  Client client(options());
+  ASSERT_TRUE(client.generate(request_for("sql-expert_v2:1")).ok());
+  ASSERT_TRUE(
+      client.generate_stream(request_for("chat.fr"), [](const auto&) { return true; }).ok());
+  ASSERT_TRUE(client.generate(request_for("")).ok());
+  ASSERT_TRUE(client.tokenize("hello", true).ok());
+
+  const std::vector<SeenCall> calls = recorder_.take();
+  ASSERT_EQ(calls.size(), 4u);
+  EXPECT_EQ(calls[0].method, "Generate");
+  EXPECT_EQ(calls[0].routing_keys, std::vector<std::string>{"sql-expert_v2:1"});
+  EXPECT_EQ(calls[1].method, "GenerateStream");
+  EXPECT_EQ(calls[1].routing_keys, std::vector<std::string>{"chat.fr"});
+  EXPECT_EQ(calls[2].method, "Generate");  // the base model: no key, any replica serves it
+  EXPECT_TRUE(calls[2].routing_keys.empty());
+  EXPECT_EQ(calls[3].method, "Tokenize");
+  EXPECT_TRUE(calls[3].routing_keys.empty());
+  // The admin token goes to Admin only.
+  for (const SeenCall& c : calls) EXPECT_TRUE(c.authorizations.empty()) << c.method;
+}
+
+TEST_F(RoutingKeyTest, ClientSendsTheTaskOnAdminCallsThatNameOne) {
+  Client client(options());
+  ASSERT_TRUE(client.load_adapter("sql", "sql-v3", /*replace=*/true).ok());
+  ASSERT_TRUE(client.unload_adapter("sql").ok());
+  ASSERT_TRUE(client.list_adapters().ok());
+
+  const std::vector<SeenCall> calls = recorder_.take();
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0].routing_keys, std::vector<std::string>{"sql"});
+  EXPECT_EQ(calls[1].routing_keys, std::vector<std::string>{"sql"});
+  EXPECT_TRUE(calls[2].routing_keys.empty());
+  for (const SeenCall& c : calls)
+    EXPECT_EQ(c.authorizations, std::vector<std::string>{"Bearer secret"}) << c.method;
+}
+
+// A task ID that cannot be a metadata value still reaches the server (which then names task_id in
+// its error), without a key: the transport must not fail the call in its place.
+TEST_F(RoutingKeyTest, TaskIdsThatCannotBeMetadataAreSentWithoutKey) {
+  Client client(options());
+  const std::vector<std::string> odd = {"line\nbreak", "caf\xc3\xa9", "tab\there", "del\x7f",
+                                        std::string(kMaxTaskMetadataBytes + 1, 'a')};
+  for (const std::string& task : odd) {
+    EXPECT_TRUE(client.generate(request_for(task)).ok());
+    EXPECT_TRUE(client.load_adapter(task, "dir", false).ok());
+  }
+  // The longest accepted still goes as a key.
+  const std::string longest(kMaxTaskMetadataBytes, 'b');
+  ASSERT_TRUE(client.generate(request_for(longest)).ok());
+
+  const std::vector<SeenCall> calls = recorder_.take();
+  ASSERT_EQ(calls.size(), 2 * odd.size() + 1);
+  for (size_t i = 0; i < 2 * odd.size(); ++i) {
+    EXPECT_EQ(calls[i].task_id, odd[i / 2]) << "the message keeps the ID as given";
+    EXPECT_TRUE(calls[i].routing_keys.empty()) << i;
+  }
+  EXPECT_EQ(calls.back().routing_keys, std::vector<std::string>{longest});
+}
+
+TEST_F(RoutingKeyTest, LoadGeneratorSendsEachRequestsTask) {
+  Client client(options());
+  std::vector<TraceRequest> trace;
+  for (const char* task : {"t0", "t1", "", "t0", "t2"}) {
+    TraceRequest r;
+    r.task_id = task;
+    r.prompt = {5, 6};
+    r.max_tokens = 1;
+    trace.push_back(r);
+  }
+  const LoadResult result = run_load(client, trace, [](const LoadProgress&) {});
+  EXPECT_EQ(result.succeeded, 5);
+
+  const std::vector<SeenCall> calls = recorder_.take();
+  ASSERT_EQ(calls.size(), trace.size());
+  std::map<std::string, int> per_task;
+  for (const SeenCall& c : calls) ++per_task[c.task_id];
+  EXPECT_EQ(per_task, (std::map<std::string, int>{{"", 1}, {"t0", 2}, {"t1", 1}, {"t2", 1}}));
+  expect_keys_match_tasks(calls);
+}
+
+TEST_F(RoutingKeyTest, LoractlSendsTheTask) {
+  ASSERT_EQ(loractl("generate --task a --task b --task '' --ids 5,6"), 0);
+  ASSERT_EQ(loractl("stream --task c --ids 5"), 0);
+  ASSERT_EQ(loractl("load d dir --replace"), 0);
+  ASSERT_EQ(loractl("unload d"), 0);
+  ASSERT_EQ(loractl("bench --requests 4 --tasks e,f --vocab-size 10 --no-progress"), 0);
+
+  const std::vector<SeenCall> calls = recorder_.take();
+  std::map<std::string, int> per_task;
+  for (const SeenCall& c : calls) ++per_task[c.method + " " + c.task_id];
+  EXPECT_EQ(per_task["Generate a"], 1);
+  EXPECT_EQ(per_task["Generate b"], 1);
+  EXPECT_EQ(per_task["Generate "], 1);
+  EXPECT_EQ(per_task["GenerateStream c"], 1);
+  EXPECT_EQ(per_task["LoadAdapter d"], 1);
+  EXPECT_EQ(per_task["UnloadAdapter d"], 1);
+  EXPECT_EQ(per_task["GenerateStream e"] + per_task["GenerateStream f"], 4);
+  EXPECT_EQ(calls.size(), 10u);
+  expect_keys_match_tasks(calls);
+}
+
+}  // namespace
+}  // namespace loraserve::client
