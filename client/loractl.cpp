@@ -1,15 +1,19 @@
 // loractl: the command line client of a loraserve server. Readable output by default; --json
 // prints the server's messages as JSON (proto field names) for scripts. Exit codes: 0 success,
-// 1 an RPC failed (or `health` found the server not serving), 2 bad flags.
+// 1 an RPC failed (or `health` found the server not serving), 2 bad flags. With --servers,
+// load and unload go to the admin address of every replica at once (a fleet behind a balancer).
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "client/client.h"
 #include "client/load_generator.h"
@@ -20,6 +24,7 @@ namespace {
 
 struct GlobalFlags {
   ClientOptions client;
+  std::vector<std::string> servers;  // admin addresses of every replica: load/unload fan out
   bool json = false;
 };
 
@@ -200,20 +205,22 @@ int run_stream(const GlobalFlags& gf, const GenerateFlags& g) {
   const bool ids_only = !g.ids.empty();
   bool printed_any = false;
   v1::GenerateStreamResponse last;
-  Status st = client.generate_stream(build_request(g, g.tasks.empty() ? "" : g.tasks[0]), [&](const v1::GenerateStreamResponse& m) {
-    if (gf.json) {
-      std::cout << to_json(m) << "\n" << std::flush;
-    } else if (ids_only && m.text().empty()) {
-      if (m.token_ids_size() > 0)
-        std::cout << (printed_any ? " " : "") << join_ids(m.token_ids()) << std::flush;
-      printed_any = printed_any || m.token_ids_size() > 0;
-    } else {
-      std::cout << m.text() << std::flush;
-      printed_any = true;
-    }
-    last = m;
-    return true;
-  });
+  Status st = client.generate_stream(build_request(g, g.tasks.empty() ? "" : g.tasks[0]),
+                                     [&](const v1::GenerateStreamResponse& m) {
+                                       if (gf.json) {
+                                         std::cout << to_json(m) << "\n" << std::flush;
+                                       } else if (ids_only && m.text().empty()) {
+                                         if (m.token_ids_size() > 0)
+                                           std::cout << (printed_any ? " " : "")
+                                                     << join_ids(m.token_ids()) << std::flush;
+                                         printed_any = printed_any || m.token_ids_size() > 0;
+                                       } else {
+                                         std::cout << m.text() << std::flush;
+                                         printed_any = true;
+                                       }
+                                       last = m;
+                                       return true;
+                                     });
   if (!gf.json) std::cout << "\n";
   if (!st.ok()) return fail(st);
   if (!gf.json) print_summary(last);
@@ -248,8 +255,57 @@ void print_adapter(const v1::AdapterInfo& a) {
   std::printf("%-24s targets %s\n", "", targets.c_str());
 }
 
+// --servers: `call` on every replica's admin address at once. One line per replica, in the order
+// given: "ADDRESS<TAB>what `describe` says" or "ADDRESS<TAB>ERROR CODE: message"; with --json
+// {"server", "ok", "response" or "error": {"code", "message"}}. 1 when any replica failed.
+template <typename Response>
+int fan_out(const GlobalFlags& gf, const std::function<Result<Response>(const Client&)>& call,
+            const std::function<std::string(const Response&)>& describe) {
+  std::vector<std::optional<Result<Response>>> results(gf.servers.size());
+  {
+    std::vector<std::jthread> calls;
+    for (size_t i = 0; i < gf.servers.size(); ++i) {
+      calls.emplace_back([&, i] {
+        ClientOptions options = gf.client;
+        options.admin_address = gf.servers[i];
+        results[i].emplace(call(Client(options)));
+      });
+    }
+  }
+  size_t failed = 0;
+  for (size_t i = 0; i < gf.servers.size(); ++i) {
+    const Result<Response>& r = *results[i];
+    failed += r.ok() ? 0 : 1;
+    if (gf.json) {
+      nlohmann::json j = {{"server", gf.servers[i]}, {"ok", r.ok()}};
+      if (r.ok()) {
+        j["response"] = nlohmann::json::parse(to_json(*r), nullptr, /*allow_exceptions=*/false);
+      } else {
+        j["error"] = {{"code", std::string(status_code_name(r.status().code()))},
+                      {"message", r.status().message()}};
+      }
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << gf.servers[i] << "\t"
+                << (r.ok() ? describe(*r) : "ERROR " + r.status().to_string()) << "\n";
+    }
+  }
+  if (failed > 0) {
+    std::cerr << "loractl: " << failed << " of " << gf.servers.size() << " replicas failed\n";
+  }
+  return failed > 0 ? 1 : 0;
+}
+
 int run_load_adapter(const GlobalFlags& gf, const std::string& task, const std::string& path,
                      bool replace) {
+  if (!gf.servers.empty()) {
+    return fan_out<v1::AdapterInfo>(
+        gf, [&](const Client& c) { return c.load_adapter(task, path, replace); },
+        [&](const v1::AdapterInfo& a) {
+          return std::string(replace ? "replaced " : "loaded ") + a.task_id() + " version " +
+                 std::to_string(a.version()) + " from " + a.path();
+        });
+  }
   Client client(gf.client);
   auto r = client.load_adapter(task, path, replace);
   if (!r.ok()) return fail(r.status());
@@ -262,6 +318,13 @@ int run_load_adapter(const GlobalFlags& gf, const std::string& task, const std::
 }
 
 int run_unload(const GlobalFlags& gf, const std::string& task) {
+  if (!gf.servers.empty()) {
+    return fan_out<v1::UnloadAdapterResponse>(
+        gf, [&](const Client& c) { return c.unload_adapter(task); },
+        [&](const v1::UnloadAdapterResponse& r) {
+          return "unloaded " + task + " (version " + std::to_string(r.version()) + ")";
+        });
+  }
   Client client(gf.client);
   auto r = client.unload_adapter(task);
   if (!r.ok()) return fail(r.status());
@@ -457,25 +520,37 @@ int main(int argc, char** argv) {
   app.add_option("--token", gf.client.admin_token, "Admin token")->envname("LORASERVE_ADMIN_TOKEN");
   app.add_option("--timeout", gf.client.timeout_s, "Deadline of each call in seconds (0: none)")
       ->capture_default_str();
+  app.add_option("--servers", gf.servers,
+                 "Admin addresses of every replica (comma separated): load and unload go to each")
+      ->delimiter(',')
+      ->envname("LORASERVE_SERVERS");
   app.add_flag("--json", gf.json, "Print JSON for scripts");
   int code = 0;
+  // The commands that talk to one server refuse --servers rather than ignore it.
+  auto servers_misused = [] {
+    std::cerr << "loractl: --servers applies to load and unload only\n";
+    return 2;
+  };
 
   GenerateFlags gen;
-  CLI::App* generate = app.add_subcommand("generate", "Generate a completion (several --task: the same prompt to each, at once)");
+  CLI::App* generate = app.add_subcommand(
+      "generate", "Generate a completion (several --task: the same prompt to each, at once)");
   add_generate_flags(generate, &gen);
-  generate->callback([&] { code = run_generate(gf, gen); });
+  generate->callback(
+      [&] { code = gf.servers.empty() ? run_generate(gf, gen) : servers_misused(); });
 
   GenerateFlags str;
   CLI::App* stream = app.add_subcommand("stream", "Generate, printing tokens as they arrive");
   add_generate_flags(stream, &str);
-  stream->callback([&] { code = run_stream(gf, str); });
+  stream->callback([&] { code = gf.servers.empty() ? run_stream(gf, str) : servers_misused(); });
 
   std::string text;
   bool no_special = false;
   CLI::App* tokenize = app.add_subcommand("tokenize", "Encode text with the model's tokenizer");
   tokenize->add_option("text", text, "Text to encode")->required();
   tokenize->add_flag("--no-special", no_special, "Do not add special tokens such as BOS");
-  tokenize->callback([&] { code = run_tokenize(gf, text, no_special); });
+  tokenize->callback(
+      [&] { code = gf.servers.empty() ? run_tokenize(gf, text, no_special) : servers_misused(); });
 
   std::string task, path;
   bool replace = false;
@@ -490,10 +565,14 @@ int main(int argc, char** argv) {
   unload->add_option("task", task, "Task ID")->required();
   unload->callback([&] { code = run_unload(gf, task); });
 
-  app.add_subcommand("list", "List the adapters served")->callback([&] { code = run_list(gf); });
-  app.add_subcommand("info", "Model, backend and limits")->callback([&] { code = run_info(gf); });
+  app.add_subcommand("list", "List the adapters served")->callback([&] {
+    code = gf.servers.empty() ? run_list(gf) : servers_misused();
+  });
+  app.add_subcommand("info", "Model, backend and limits")->callback([&] {
+    code = gf.servers.empty() ? run_info(gf) : servers_misused();
+  });
   app.add_subcommand("stats", "Load, KV cache and per-task counters")->callback([&] {
-    code = run_stats(gf);
+    code = gf.servers.empty() ? run_stats(gf) : servers_misused();
   });
 
   std::string service;
@@ -502,7 +581,8 @@ int main(int argc, char** argv) {
       app.add_subcommand("health", "Health check; exit 0 only when SERVING (for HEALTHCHECK)");
   health->add_option("--service", service, "Service name ('': the whole server)");
   health->add_flag("--admin", admin, "Ask the admin address instead");
-  health->callback([&] { code = run_health(gf, service, admin); });
+  health->callback(
+      [&] { code = gf.servers.empty() ? run_health(gf, service, admin) : servers_misused(); });
 
   BenchFlags bench;
   CLI::App* b = app.add_subcommand(
@@ -521,7 +601,7 @@ int main(int argc, char** argv) {
   b->add_option("--vocab-size", bench.trace.vocab_size, "Prompt ids < this (default: the model's)");
   b->add_option("--seed", bench.trace.seed, "Seed of the trace")->capture_default_str();
   b->add_flag("--no-progress", bench.no_progress, "No progress bar");
-  b->callback([&] { code = run_bench(gf, bench); });
+  b->callback([&] { code = gf.servers.empty() ? run_bench(gf, bench) : servers_misused(); });
 
   CLI11_PARSE(app, argc, argv);
   return code;

@@ -78,7 +78,8 @@ class BalancerConfigTest(unittest.TestCase):
         for policy in ("task-hash", "round-robin"):
             conf = os.path.join(self.dir, f"nginx-{policy}.conf")
             text = render("nginx", conf, *self.replicas(), "--policy", policy, "--state-dir", state,
-                          "--grpc-listen", "127.0.0.1:50060", "--http-listen", "127.0.0.1:8080")
+                          "--grpc-listen", "127.0.0.1:50060", "--http-listen", "127.0.0.1:8080",
+                          "--log", os.path.join(self.dir, "nginx.log"))
             hashes = text.count("hash $http_x_loraserve_task consistent;")
             self.assertEqual(hashes, 2 if policy == "task-hash" else 0, policy)
             for r in REPLICAS + HTTP_REPLICAS:
