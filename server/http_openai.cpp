@@ -10,6 +10,8 @@
 #include <span>
 
 #include "adapters/registry.h"
+#include "chat/chat_template.h"
+#include "common/excerpt.h"
 #include "server/generation_call.h"
 #include "tokenizer/tokenizer.h"
 
@@ -33,15 +35,6 @@ std::string random_id(std::string_view prefix) {
 
 int64_t unix_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
-}
-
-// At most `n` bytes of `s`, with control characters and non-ASCII bytes shown as '?': for
-// echoing client input in messages.
-std::string short_echo(std::string_view s, size_t n = 64) {
-  std::string out;
-  for (char c : s.substr(0, n)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  if (s.size() > n) out += "...";
-  return out;
 }
 
 // A request id from the X-Request-Id header: printable ASCII, at most 128 characters; "" when
@@ -389,6 +382,34 @@ void set_request_error(httplib::Response& res, const RequestError& e) {
 OpenAiService::OpenAiService(ServingState* state, OpenAiOptions options)
     : state_(state), options_(std::move(options)) {}
 
+OpenAiService::~OpenAiService() = default;
+
+void OpenAiService::set_chat_template(Result<std::unique_ptr<chat::ChatTemplate>> loaded) {
+  if (loaded.ok()) {
+    chat_template_ = std::move(loaded).value();
+    spdlog::info("chat template loaded: /v1/chat/completions is on");
+  } else if (loaded.status().code() == StatusCode::kNotFound) {
+    chat_error_ = failed_precondition_error(
+        "this model has no chat template (chat_template.jinja, or chat_template in "
+        "tokenizer_config.json): use /v1/completions");
+    spdlog::info("no chat template: /v1/chat/completions answers 400");
+  } else {
+    chat_error_ = loaded.status().with_context("the model's chat template");
+    spdlog::warn("{}; /v1/chat/completions answers 400", chat_error_.to_string());
+  }
+}
+
+Result<std::string> OpenAiService::render_chat(const OpenAiRequest& r) const {
+  if (!chat_template_) return chat_error_;
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  for (const ChatMessage& m : r.messages) {
+    nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
+    if (!m.name.empty()) message["name"] = m.name;
+    messages.push_back(std::move(message));
+  }
+  return chat_template_->render(messages, r.add_generation_prompt, r.chat_template_kwargs);
+}
+
 void OpenAiService::add_routes(HttpServer& http) {
   http.post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     generate(req, res, /*chat=*/false);
@@ -454,24 +475,26 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
   const bool valid_task = base || adapters::AdapterRegistry::validate_task_id(task).ok();
   for (size_t i = 0; i < n; ++i)
     run->call(i).identify(n == 1 ? request_id : fmt::format("{}-{}", request_id, i),
-                          valid_task ? task : short_echo(task));
+                          valid_task ? task : excerpt(task));
   Status st = run->admit();
   if (!st.ok()) {
     run->call(0).log_rejected(st);
     return set_openai_error(res, st);
   }
   if (!valid_task) {
-    st = not_found_error(
-        "model '{}' does not exist: it is neither the base model '{}' nor a task ID",
-        short_echo(task), options_.served_model_name);
+    st = not_found_error("model {} does not exist: it is neither the base model '{}' nor a task ID",
+                         excerpt(task), options_.served_model_name);
     run->call(0).log_rejected(st);
     return set_openai_error(res, st, "model", "model_not_found");
   }
   engine::Engine* engine = state_->engine();
   if (chat) {
-    st = unimplemented_error("chat completions need the chat template renderer");
-    run->call(0).log_rejected(st);
-    return set_openai_error(res, st);
+    auto prompt = render_chat(r);
+    if (!prompt.ok()) {
+      run->call(0).log_rejected(prompt.status());
+      return set_openai_error(res, prompt.status());
+    }
+    r.prompts.emplace_back(std::move(prompt).value());
   }
 
   // Submit every choice; a refusal cancels those already running and is the request's answer.
@@ -491,9 +514,9 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
     if (st.code() == StatusCode::kNotFound) {
       return set_openai_error(
           res,
-          not_found_error("model '{}' does not exist: it is neither the base model '{}' nor a "
+          not_found_error("model {} does not exist: it is neither the base model '{}' nor a "
                           "loaded adapter (GET /v1/models lists them)",
-                          short_echo(task), options_.served_model_name),
+                          excerpt(task), options_.served_model_name),
           "model", "model_not_found");
     }
     return set_openai_error(res, n == 1 ? st : st.with_context(fmt::format("prompt[{}]", i)));

@@ -4,10 +4,12 @@
 #include <limits>
 #include <optional>
 
+#include "common/untrusted_json.h"
+
 namespace loraserve::server {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 using Error = std::optional<RequestError>;
 
 template <typename... Args>
@@ -17,7 +19,7 @@ Error bad(std::string param, fmt::format_string<Args...> format, Args&&... args)
 }
 
 // The field, or nullptr when it is absent or null.
-const json* field(const json& object, std::string_view name) {
+const json* field(const json& object, const std::string& name) {
   const auto it = object.find(name);
   if (it == object.end() || it->is_null()) return nullptr;
   return &*it;
@@ -139,8 +141,7 @@ Error refuse_unsupported(const json& body, bool chat) {
        {present_refused("tools"), present_refused("functions"), present_refused("function_call"),
         present_refused("audio"), present_refused("prediction"),
         present_refused("web_search_options"), present_refused("documents"),
-        present_refused("chat_template"), present_refused("chat_template_kwargs"),
-        true_refused("continue_final_message")}) {
+        present_refused("chat_template"), true_refused("continue_final_message")}) {
     if (check) return check;
   }
   if (const json* v = field(body, "tool_choice")) {
@@ -326,15 +327,11 @@ Error parse_sampling(const json& body, bool chat, OpenAiRequest* out) {
 }  // namespace
 
 std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view text, bool chat) {
-  json body;
-  try {
-    body = json::parse(text);
-  } catch (const json::parse_error& e) {
-    return RequestError{
-        invalid_argument_error("the body is not valid JSON (error at byte {})", e.byte), ""};
-  }
+  auto parsed = parse_untrusted_json<json>(text, "the request body");
+  if (!parsed.ok()) return RequestError{parsed.status(), ""};
+  const json& body = *parsed;
   if (!body.is_object())
-    return RequestError{invalid_argument_error("the body must be a JSON object"), ""};
+    return RequestError{invalid_argument_error("the request body must be a JSON object"), ""};
   OpenAiRequest out;
   out.chat = chat;
   out.add_special_tokens = !chat;
@@ -348,6 +345,12 @@ std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view 
   if (auto e = get_bool(body, "add_special_tokens", &out.add_special_tokens)) return *e;
   if (chat) {
     if (auto e = get_bool(body, "add_generation_prompt", &out.add_generation_prompt)) return *e;
+    if (const json* kwargs = field(body, "chat_template_kwargs")) {
+      if (!kwargs->is_object())
+        return RequestError{invalid_argument_error("'chat_template_kwargs' must be an object"),
+                            "chat_template_kwargs"};
+      out.chat_template_kwargs = *kwargs;
+    }
   }
   if (auto e = parse_sampling(body, chat, &out)) return *e;
   if (auto e = get_bool(body, "stream", &out.stream)) return *e;

@@ -2,7 +2,8 @@
 // /v1/chat/completions body parsed and checked field by field into plain structs. Fields OpenAI
 // defines that loraserve cannot honour and that would change the answer (n > 1, best_of, echo,
 // suffix, tools, logit_bias, penalties, ...) are refused naming the field; unknown fields are
-// ignored, as OpenAI's servers do; null is the same as absent. Value ranges that the engine
+// ignored, as OpenAI's servers do; null is the same as absent. The body's size and nesting are
+// capped before it is parsed (parse_untrusted_json). Value ranges that the engine
 // checks (temperature, top_p, max_tokens against the context...) are left to it, so both
 // transports give the same answer. Stateless; thread-safe.
 #pragma once
@@ -39,6 +40,9 @@ struct OpenAiRequest {
   // Chat: the conversation, rendered with the model's chat template.
   std::vector<ChatMessage> messages;
   bool add_generation_prompt = true;  // chat (vLLM's extension)
+  // Chat: further template variables (vLLM's extension, e.g. {"enable_thinking": false}); null
+  // when absent.
+  nlohmann::ordered_json chat_template_kwargs;
   // For text prompts: add BOS and the like (completions: true; chat: false, since the template
   // writes them).
   bool add_special_tokens = true;

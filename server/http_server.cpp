@@ -13,7 +13,7 @@ namespace loraserve::server {
 namespace {
 
 // Idle keep-alive connections hold a pool thread; this bounds how long.
-constexpr time_t kKeepAliveSeconds = 5;
+constexpr time_t kKeepAliveSeconds = 2;
 constexpr size_t kKeepAliveRequests = 1000;
 // A client that sends nothing (or reads nothing) for this long loses its connection.
 constexpr time_t kIoTimeoutSeconds = 30;

@@ -192,6 +192,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--http-listen", o.http.listen,
                   "HTTP address of the OpenAI-compatible API and /health (\"\": no HTTP)")
+      ->envname("LORASERVE_HTTP_LISTEN")
       ->capture_default_str();
   cmd->add_option("--api-key", o.http.api_key,
                   "HTTP /v1/* requests need 'Authorization: Bearer KEY' (/health stays open)")

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "chat/chat_template.h"
 #include "engine/loader.h"
 
 namespace loraserve::server {
@@ -160,6 +161,7 @@ Status Server::load() {
     spdlog::info("admin: preloaded task {} version {} from '{}' (rank {})", task,
                  (*loaded)->version, dir, (*loaded)->adapter->max_rank());
   }
+  if (openai_) openai_->set_chat_template(chat::ChatTemplate::load(options_.model_dir));
   engine::Engine* e = engine_.get();
   engine_thread_ = std::jthread([e](std::stop_token stop) {
     Status st = e->run_loop(stop);

@@ -46,6 +46,11 @@ fs::path make_model(const fs::path& dir, int context = 128) {
   return dir;
 }
 
+// A chat template whose output the test writes by hand.
+constexpr const char* kTemplate =
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}";
+
 // Waits until the engine runs nothing; false after `timeout_s`.
 bool wait_idle(const client::Client& client, double timeout_s = 60) {
   const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
@@ -62,6 +67,7 @@ class HttpTest : public ServerSuite<HttpTest> {
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     const fs::path model = make_model(dir_->path() / "fixture-model");
+    std::ofstream(model / "tokenizer_config.json") << json{{"chat_template", kTemplate}}.dump();
     const fs::path root = dir_->path() / "adapters";
     tasks_ = make_adapter_root(root, 5);
     std::vector<std::string> args = {"--model", model.string(), "--adapter-root", root.string()};
@@ -384,6 +390,9 @@ struct ErrorCase {
 TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
   const std::vector<ErrorCase> cases = {
       {"malformed JSON", "/v1/completions", "{\"prompt\": ", 400, "", "", "not valid JSON"},
+      {"nested too deep", "/v1/completions",
+       "{\"prompt\": \"x\", \"a\": " + std::string(100, '[') + std::string(100, ']') + "}", 400, "",
+       "", "--max-json-depth"},
       {"not an object", "/v1/completions", "[1]", 400, "", "", "JSON object"},
       {"n > 1", "/v1/completions", R"({"prompt": "x", "n": 2})", 400, "n", "", "'n'"},
       {"best_of", "/v1/completions", R"({"prompt": "x", "best_of": 2})", 400, "best_of", "",
@@ -395,7 +404,7 @@ TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
       {"unknown model", "/v1/completions", R"({"model": "nope", "prompt": "x"})", 404, "model",
        "model_not_found", "'nope'"},
       {"model that cannot be a task", "/v1/completions", R"({"model": "a/b\n", "prompt": "x"})",
-       404, "model", "model_not_found", "a/b?"},
+       404, "model", "model_not_found", "'a/b\\n'"},
       {"temperature", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400, "", "",
        "temperature"},
       {"top_p", "/v1/completions", R"({"prompt": "x", "top_p": 1.5})", 400, "", "", "top_p"},
@@ -429,6 +438,64 @@ TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
   EXPECT_EQ(http().get("/health").status, 200);
 }
 
+TEST_F(HttpTest, ChatStreamsTheRoleThenTheContent) {
+  const json body = {{"model", tasks_[2]},
+                     {"messages", {{{"role", "user"}, {"content", "hi there"}}}},
+                     {"max_tokens", 12},
+                     {"temperature", 0},
+                     {"return_token_ids", true}};
+  const HttpReply whole = http().post("/v1/chat/completions", body);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  EXPECT_EQ(whole.json["object"], "chat.completion");
+  EXPECT_TRUE(whole.json["id"].get<std::string>().starts_with("chatcmpl-"));
+  const json& message = whole.json["choices"][0]["message"];
+  EXPECT_EQ(message["role"], "assistant");
+  auto want = client_->generate(grpc_request(tasks_[2], "<user>hi there\n<assistant>", 12));
+  ASSERT_TRUE(want.ok()) << want.status().to_string();
+  EXPECT_EQ(message["content"], want->text());
+  EXPECT_EQ(ids_of(whole.json["choices"][0]["token_ids"]), grpc_ids(*want));
+  EXPECT_EQ(whole.json["usage"]["prompt_tokens"], want->usage().prompt_tokens());
+
+  json streamed = body;
+  streamed["stream"] = true;
+  streamed["stream_options"] = {{"include_usage", true}};
+  std::vector<SseEvent> events;
+  const HttpReply r = http().stream("/v1/chat/completions", streamed, [&](const SseEvent& e) {
+    events.push_back(e);
+    return true;
+  });
+  ASSERT_EQ(r.status, 200);
+  ASSERT_GE(events.size(), 4u);  // role, content..., usage, [DONE]
+  EXPECT_EQ(events.back().data, "[DONE]");
+  const json& first = events[0].json;
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"], json::parse(R"({"role": "assistant", "content": ""})"));
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  std::string content;
+  std::vector<int32_t> ids;
+  std::string finish;
+  for (size_t i = 1; i + 2 < events.size(); ++i) {
+    const json& c = events[i].json["choices"][0];
+    EXPECT_FALSE(c["delta"].contains("role")) << events[i].data;
+    content += c["delta"].value("content", "");
+    for (int32_t id : ids_of(c["token_ids"])) ids.push_back(id);
+    if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+  }
+  EXPECT_EQ(content, want->text());
+  EXPECT_EQ(ids, grpc_ids(*want));
+  EXPECT_EQ(finish, whole.json["choices"][0]["finish_reason"]);
+  const json& usage = events[events.size() - 2].json;
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"], whole.json["usage"]);
+}
+
+TEST_F(HttpTest, ChatMessagesAreCheckedBeforeTheTemplate) {
+  const HttpReply r =
+      http().post("/v1/chat/completions", {{"messages", {{{"role", 5}, {"content", "x"}}}}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.json["error"]["param"], "messages[0].role");
+}
+
 TEST(HttpStandalone, ApiKeyGuardsTheApiButNotHealth) {
   TempDir dir;
   ::setenv("LORASERVE_API_KEY", "k3y", 1);
@@ -451,6 +518,12 @@ TEST(HttpStandalone, ApiKeyGuardsTheApiButNotHealth) {
       HttpClient(address, "k3y")
           .post("/v1/completions", {{"model", "named"}, {"prompt", {5, 6}}, {"max_tokens", 2}});
   EXPECT_EQ(c.status, 200) << c.body;
+  // No chat template: chat is a 400 that says so (completions work).
+  const HttpReply chat =
+      HttpClient(address, "k3y")
+          .post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}}});
+  EXPECT_EQ(chat.status, 400) << chat.body;
+  EXPECT_NE(chat.body.find("no chat template"), std::string::npos) << chat.body;
   // A model without a tokenizer takes token ids only: text is a 400 naming the prompt.
   const HttpReply text = HttpClient(address, "k3y").post("/v1/completions", {{"prompt", "hi"}});
   EXPECT_EQ(text.status, 400);
