@@ -202,7 +202,7 @@ class ChoiceRun {
       }
       news_ = true;
     }
-    cv_.notify_all();
+    cv_.notify_one();  // the request's thread is the only one that waits
   }
 
   std::vector<Slot> slots_;
@@ -552,38 +552,45 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
   res.set_chunked_content_provider(
       "text/event-stream",
       [run, shaper, stream, chat](size_t, httplib::DataSink& sink) {
+        // Writes chunks as the engine hands tokens over; returns to the library (which checks
+        // that the client is still there before calling again) after kStreamPoll without news.
+        // While tokens flow, a client that went away shows as a failed write.
         std::string out;
         if (!stream->started) {
           stream->started = true;
           if (chat)
             for (size_t i = 0; i < run->size(); ++i) out += shaper->role_chunk(i);
         }
-        std::vector<ChoiceDelta> deltas;
-        const bool done =
-            run->take(&deltas, out.empty() ? kStreamPoll : std::chrono::milliseconds(0));
-        Status failed;
-        for (const ChoiceDelta& d : deltas) {
-          if (d.final) {
-            const Status st = sequence_error(*d.final);
-            if (!st.ok() && failed.ok()) failed = st;
-            stream->prompt_tokens += d.final->prompt_tokens;
-            stream->completion_tokens += d.final->completion_tokens;
+        for (;;) {
+          std::vector<ChoiceDelta> deltas;
+          const bool done =
+              run->take(&deltas, out.empty() ? kStreamPoll : std::chrono::milliseconds(0));
+          if (deltas.empty() && !done && out.empty()) return true;
+          Status failed;
+          for (const ChoiceDelta& d : deltas) {
+            if (d.final) {
+              const Status st = sequence_error(*d.final);
+              if (!st.ok() && failed.ok()) failed = st;
+              stream->prompt_tokens += d.final->prompt_tokens;
+              stream->completion_tokens += d.final->completion_tokens;
+            }
+            if (failed.ok()) out += shaper->chunk(d);
           }
-          if (failed.ok()) out += shaper->chunk(d);
+          if (!failed.ok()) {
+            run->cancel();
+            out += Shaper::error_event(failed) + "data: [DONE]\n\n";
+          } else if (done) {
+            out += shaper->usage_chunk(stream->prompt_tokens, stream->completion_tokens);
+            out += "data: [DONE]\n\n";
+          }
+          if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+          out.clear();
+          if (done || !failed.ok()) {
+            stream->completed = true;
+            sink.done();
+            return true;
+          }
         }
-        if (!failed.ok()) {
-          run->cancel();
-          out += Shaper::error_event(failed) + "data: [DONE]\n\n";
-        } else if (done) {
-          out += shaper->usage_chunk(stream->prompt_tokens, stream->completion_tokens);
-          out += "data: [DONE]\n\n";
-        }
-        if (!out.empty() && !sink.write(out.data(), out.size())) return false;
-        if (done || !failed.ok()) {
-          stream->completed = true;
-          sink.done();
-        }
-        return true;
       },
       [run, stream](bool) {
         if (!stream->completed) run->cancel();  // the client went away
