@@ -322,7 +322,9 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
                                              DType::kBF16, static_cast<size_t>(elems)));
   int overlapped = 0;
   std::vector<double> during;
-  while (!b.upload_done(ticket) && overlapped < 1000) {
+  while (overlapped < 1000) {
+    LS_ASSIGN_OR_RETURN(const bool done, b.upload_done(ticket));
+    if (done) break;
     LS_ASSIGN_OR_RETURN(double t, base.step(overlapped));
     during.push_back(t);
     ++overlapped;
