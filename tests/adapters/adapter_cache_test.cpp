@@ -1,7 +1,8 @@
-// The device slot cache on a backend with its own device memory (a double of the CPU backend that
-// does not share host memory and whose asynchronous uploads can be held back or made to fail):
-// a slot becomes ready when its upload lands, a failed upload is never ready and reports its
-// error, and the slot is emptied once nobody pins it, so the adapter is uploaded afresh.
+// The device slot cache: LRU among unpinned slots, pinned slots never evicted, versions nobody
+// holds swept; and, on a backend with its own device memory (a double of the CPU backend whose
+// asynchronous uploads can be held back or made to fail), a slot is ready when its upload lands,
+// a failed upload is never ready and reports its error, and the slot is emptied once nobody pins
+// it, so the adapter is uploaded afresh.
 #include "adapters/adapter_cache.h"
 
 #include <gtest/gtest.h>
@@ -10,12 +11,78 @@
 #include <cstdlib>
 #include <set>
 
+#include "adapters/registry.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/adapters/adapter_test_util.h"
 
 namespace loraserve::adapters {
 namespace {
 
 constexpr const char* kModel = "tests/reference/fixtures/llama_mha_f32";
+
+class AdapterCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ = *formats::load_model_config(kModel);
+    backend_ = kernels::create_cpu_backend(1);
+  }
+  std::shared_ptr<const LoraAdapter> make(int32_t rank, float value) {
+    auto a = testing::q_only_adapter(config_, backend_.get(), rank, value);
+    EXPECT_NE(a, nullptr);
+    return a;
+  }
+  formats::ModelConfig config_;
+  std::unique_ptr<kernels::Backend> backend_;
+};
+
+TEST_F(AdapterCacheTest, CacheEvictsLeastRecentlyUsedUnpinnedSlot) {
+  AdapterRegistry reg(config_, backend_.get(), RegistryOptions{8, 64});
+  auto a = *reg.add("a", make(4, 0.1f), false);
+  auto b = *reg.add("b", make(4, 0.2f), false);
+  auto c = *reg.add("c", make(4, 0.3f), false);
+  AdapterCache cache(backend_.get(), config_, 2);
+  auto sa = cache.acquire(a);
+  auto sb = cache.acquire(b);
+  ASSERT_TRUE(sa && sb);
+  EXPECT_NE(*sa, *sb);
+  EXPECT_TRUE(cache.ready(*sa));
+  EXPECT_EQ(cache.slice(*sa, lora_table(0, formats::Projection::kQ)).rank, 4);
+  EXPECT_EQ(cache.slice(*sa, lora_table(1, formats::Projection::kQ)).rank, 0);
+  // Both slots pinned: c must wait, and nothing is evicted.
+  EXPECT_FALSE(cache.acquire(c).has_value());
+  EXPECT_EQ(cache.counters().evictions, 0u);
+  // Unpin a (used before b): c takes a's slot.
+  cache.release(*sa);
+  auto sc = cache.acquire(c);
+  ASSERT_TRUE(sc.has_value());
+  EXPECT_EQ(*sc, *sa);
+  EXPECT_EQ(cache.counters().evictions, 1u);
+  EXPECT_EQ(cache.counters().loads, 3u);
+  // b is still resident: acquiring it again is a hit in the same slot.
+  cache.release(*sb);
+  auto sb2 = cache.acquire(b);
+  EXPECT_EQ(sb2, sb);
+  EXPECT_EQ(cache.counters().hits, 1u);
+}
+
+TEST_F(AdapterCacheTest, SweepFreesVersionsNobodyHolds) {
+  AdapterRegistry reg(config_, backend_.get(), RegistryOptions{8, 64});
+  AdapterCache cache(backend_.get(), config_, 2);
+  std::weak_ptr<const LoraAdapter> weights;
+  {
+    auto a = *reg.add("a", make(4, 0.1f), false);
+    weights = a->adapter;
+    auto slot = cache.acquire(a);
+    ASSERT_TRUE(slot.has_value());
+    cache.release(*slot);
+  }
+  EXPECT_EQ(cache.slots_used(), 1);
+  ASSERT_TRUE(reg.unload("a").ok());
+  EXPECT_TRUE(weights.expired());  // the cache holds versions weakly
+  cache.sweep();
+  EXPECT_EQ(cache.slots_used(), 0);
+  EXPECT_TRUE(cache.snapshot().empty());
+}
 
 // The CPU backend, except that adapters need a device copy (shares_host_memory() is false) and
 // uploads finish only when the test says so, or fail.
@@ -32,6 +99,7 @@ class FakeDeviceBackend final : public kernels::Backend {
   DType weight_dtype(DType d) const override { return cpu_->weight_dtype(d); }
   DType activation_dtype() const override { return cpu_->activation_dtype(); }
   size_t available_memory() const override { return cpu_->available_memory(); }
+  kernels::MemoryHeadroom memory_headroom() const override { return cpu_->memory_headroom(); }
   bool shares_host_memory() const override { return false; }
   Result<kernels::DeviceBuffer> allocate(size_t bytes) override {
     void* p = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
@@ -117,21 +185,13 @@ class FakeDeviceBackend final : public kernels::Backend {
   std::unique_ptr<kernels::Backend> cpu_;
 };
 
-class AdapterCacheTest : public ::testing::Test {
+class DeviceAdapterCacheTest : public ::testing::Test {
  protected:
   void SetUp() override { config_ = *formats::load_model_config(kModel); }
   AdapterRef make(AdapterRegistry& reg, const std::string& task) {
-    std::vector<LoraModuleWeights> mods;
-    LoraModuleWeights w;
-    w.layer = 0;
-    w.projection = formats::Projection::kQ;
-    w.rank = 4;
-    w.a.assign(static_cast<size_t>(w.rank * config_.hidden_size), 0.25f);
-    w.b.assign(static_cast<size_t>(config_.q_dim() * w.rank), 0.5f);
-    mods.push_back(w);
-    auto a = LoraAdapter::from_weights(mods, config_, &backend_, 64);
-    EXPECT_TRUE(a.ok()) << a.status().to_string();
-    auto v = reg.add(task, *a, false);
+    auto a = testing::q_only_adapter(config_, &backend_, 4, 0.25f);
+    EXPECT_NE(a, nullptr);
+    auto v = reg.add(task, a, false);
     EXPECT_TRUE(v.ok()) << v.status().to_string();
     return *v;
   }
@@ -139,7 +199,7 @@ class AdapterCacheTest : public ::testing::Test {
   FakeDeviceBackend backend_;
 };
 
-TEST_F(AdapterCacheTest, SlotIsReadyWhenItsUploadLands) {
+TEST_F(DeviceAdapterCacheTest, SlotIsReadyWhenItsUploadLands) {
   AdapterRegistry reg(config_, &backend_, RegistryOptions{8, 64});
   AdapterCache cache(&backend_, config_, 2);
   const AdapterRef a = make(reg, "a");
@@ -152,7 +212,7 @@ TEST_F(AdapterCacheTest, SlotIsReadyWhenItsUploadLands) {
   EXPECT_EQ(cache.slice(*slot, lora_table(0, formats::Projection::kQ)).rank, 4);
 }
 
-TEST_F(AdapterCacheTest, FailedUploadIsNeverReadyAndIsRetriedOnceUnpinned) {
+TEST_F(DeviceAdapterCacheTest, FailedUploadIsNeverReadyAndIsRetriedOnceUnpinned) {
   AdapterRegistry reg(config_, &backend_, RegistryOptions{8, 64});
   AdapterCache cache(&backend_, config_, 2);
   const AdapterRef a = make(reg, "a");
