@@ -322,6 +322,9 @@ std::vector<OpCase> kv_cases() {
       {"mha_long_prefill", {{900, 100}}, 4, 4, 128, 32},
       {"fixture_head_dim_12", {{3, 29}, {31, 1}}, 4, 2, 12, 16},
       {"group_16_head_dim_256", {{40, 2}, {100, 1}}, 16, 1, 256, 8},
+      // A long context: 140k cached tokens, slot offsets of tens of millions of elements (64-bit
+      // index arithmetic), every flash-decoding split busy.
+      {"long_context_decode", {{140000, 1}, {70000, 1}}, 8, 2, 128, 16},
   };
   for (const Attn& a : attns) {
     int64_t rows = 0, tokens = 0;
@@ -510,6 +513,8 @@ std::vector<OpCase> lora_cases() {
     decode.ranks.push_back({std::vector<int32_t>{8, 16, 0, 4}[static_cast<size_t>(r % 4)]});
   }
   layouts.push_back(decode);
+  // Widths that are not multiples of 8 and odd ranks: the scalar (unvectorized) paths.
+  layouts.push_back({"odd_shapes", 20, 100, {36, 12}, {{0, 3}, {3, 20}}, {{5, 7}, {3, 1}}});
   layouts.push_back({"llama3_8b_4_adapters",
                      64,
                      4096,
