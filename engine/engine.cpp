@@ -195,7 +195,21 @@ bool Engine::adapter_ready(Sequence* seq) {
     if (!slot) return false;  // every slot is pinned by running requests: wait
     seq->slot = *slot;
   }
-  return adapter_cache_->ready(seq->slot);
+  if (adapter_cache_->ready(seq->slot)) return true;
+  if (!adapter_cache_->failure(seq->slot).ok() &&
+      std::find(upload_failed_.begin(), upload_failed_.end(), seq) == upload_failed_.end()) {
+    upload_failed_.push_back(seq);
+  }
+  return false;
+}
+
+void Engine::finish_failed_uploads() {
+  std::vector<Sequence*> failed;
+  failed.swap(upload_failed_);
+  for (Sequence* s : failed) {
+    SequenceUpdate u;
+    finish(s, FinishReason::kError, adapter_cache_->failure(s->slot), &u);
+  }
 }
 
 Status Engine::step() {
@@ -203,6 +217,7 @@ Status Engine::step() {
   drain_inbox();
   // 2. Admission and planning: which rows run.
   StepPlan plan = scheduler_->plan();
+  finish_failed_uploads();
   counters_.preemptions += plan.preempted.size();
   for (const Sequence* s : plan.preempted) {
     spdlog::debug("preempted sequence {} ({} tokens) to free KV blocks; it will be recomputed",

@@ -104,8 +104,12 @@ class Engine {
   Engine(std::unique_ptr<kernels::Backend> backend, const EngineOptions& options)
       : backend_(std::move(backend)), options_(options), queue_(options.max_queue) {}
 
-  // Admission's hook: acquires the sequence's adapter slot; true once it is ready.
+  // Admission's hook: acquires the sequence's adapter slot; true once it is ready. A sequence
+  // whose slot's upload failed is noted in upload_failed_ and never ready.
   bool adapter_ready(Sequence* seq);
+  // Ends the sequences whose adapter upload failed with that error (their slot holds nothing
+  // usable; once nobody pins it, the next request uploads the adapter afresh).
+  void finish_failed_uploads();
   // Takes submissions and cancellations from other threads; ends sequences past their deadline.
   void drain_inbox();
   // Appends sampled row k's token to `seq`, checks the stop conditions and delivers the update.
@@ -135,6 +139,7 @@ class Engine {
   std::unique_ptr<StepBuilder> step_builder_;
   std::unique_ptr<Sampler> sampler_;
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> live_;
+  std::vector<Sequence*> upload_failed_;  // found by adapter_ready during planning
   kernels::StepMeta meta_;
   EngineStats counters_;
 

@@ -30,13 +30,12 @@ struct Tensor {
   }
   // Rows [begin, begin + count).
   Tensor row_slice(int64_t begin, int64_t count) const {
-    return Tensor{static_cast<char*>(data) + begin * stride * dtype_size(dtype), dtype, count,
-                  cols, stride};
+    return Tensor{static_cast<char*>(data) + begin * stride * dtype_size(dtype), dtype, count, cols,
+                  stride};
   }
   // Columns [begin, begin + count); the stride is kept, so the view is not contiguous.
   Tensor col_slice(int64_t begin, int64_t count) const {
-    return Tensor{static_cast<char*>(data) + begin * dtype_size(dtype), dtype, rows, count,
-                  stride};
+    return Tensor{static_cast<char*>(data) + begin * dtype_size(dtype), dtype, rows, count, stride};
   }
   bool contiguous() const { return stride == cols; }
   size_t bytes() const { return static_cast<size_t>(rows * stride) * dtype_size(dtype); }
@@ -180,7 +179,9 @@ class Backend {
   // unread until upload_done(ticket). REQUIRES: src_dtype == dst.dtype.
   virtual Result<uint64_t> copy_to_device_async(const Tensor& dst, const void* src, DType src_dtype,
                                                 size_t n) = 0;
-  virtual bool upload_done(uint64_t ticket) = 0;
+  // True once the upload has landed, false while it runs; an error when it failed (then `dst`
+  // holds nothing usable).
+  virtual Result<bool> upload_done(uint64_t ticket) = 0;
   // Copies a tensor into host memory as f32 (rows * cols floats), waiting for pending ops.
   virtual Status copy_to_host(const Tensor& src, float* dst) = 0;
   virtual Status synchronize() = 0;

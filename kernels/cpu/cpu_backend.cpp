@@ -151,7 +151,7 @@ class CpuBackend final : public Backend {
     LS_RETURN_IF_ERROR(copy_to_device(dst, src, src_dtype, n));
     return ++tickets_;
   }
-  bool upload_done(uint64_t) override { return true; }
+  Result<bool> upload_done(uint64_t) override { return true; }
 
   Status copy_to_host(const Tensor& src, float* dst) override {
     LS_RETURN_IF_ERROR(check_f32(src, "CopyToHost source"));
