@@ -56,7 +56,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
   const DType wdt = backend->weight_dtype(parse_dtype(config.torch_dtype).value_or(DType::kBF16));
   const DType adt = backend->activation_dtype();
   const double weight_bytes =
-      static_cast<double>(config.parameter_count()) * static_cast<double>(dtype_size(wdt));
+      static_cast<double>(kernels::weight_storage_bytes(wdt, 1, config.parameter_count()));
   const double row_width =
       static_cast<double>(3 * config.hidden_size + 2 * config.q_dim() + 2 * config.kv_dim() +
                           3 * config.intermediate_size + 3 * options.max_lora_rank);
@@ -117,12 +117,13 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
   adapters::RegistryOptions ro;
   ro.max_adapters = options.max_host_adapters;
   ro.max_rank = options.max_lora_rank;
-  engine->registry_ = std::make_unique<adapters::AdapterRegistry>(config, engine->backend_.get(), ro);
-  engine->adapter_cache_ =
-      std::make_unique<adapters::AdapterCache>(engine->backend_.get(), config, options.max_device_adapters);
+  engine->registry_ =
+      std::make_unique<adapters::AdapterRegistry>(config, engine->backend_.get(), ro);
+  engine->adapter_cache_ = std::make_unique<adapters::AdapterCache>(engine->backend_.get(), config,
+                                                                    options.max_device_adapters);
   Engine* e = engine.get();
-  engine->scheduler_ = std::make_unique<Scheduler>(so, engine->cache_.get(),
-                                                   [e](Sequence* seq) { return e->adapter_ready(seq); });
+  engine->scheduler_ = std::make_unique<Scheduler>(
+      so, engine->cache_.get(), [e](Sequence* seq) { return e->adapter_ready(seq); });
   engine->tokenizer_ = std::move(tokenizer);
   engine->counters_.kv_blocks_total = engine->cache_->num_blocks();
   engine->publish_stats();
@@ -180,7 +181,8 @@ Status Engine::validate_request(const GenerationRequest& r, int32_t* max_tokens)
     }
   }
   if (!p.stop.empty() && tokenizer_ == nullptr) {
-    return invalid_argument_error("stop strings need a tokenizer, and this model folder has no tokenizer.json");
+    return invalid_argument_error(
+        "stop strings need a tokenizer, and this model folder has no tokenizer.json");
   }
   for (size_t i = 0; i < p.stop.size(); ++i) {
     if (p.stop[i].empty()) return invalid_argument_error("stop[{}] is an empty string", i);
@@ -213,13 +215,14 @@ Result<uint64_t> Engine::submit(GenerationRequest request) {
     seq->adapter = registry_->find(request.task_id);
     if (!seq->adapter) {
       in_system_.fetch_sub(1);
-      return not_found_error("unknown task '{}': no adapter is loaded under that task ID", request.task_id);
+      return not_found_error("unknown task '{}': no adapter is loaded under that task ID",
+                             request.task_id);
     }
     seq->adapter->in_flight.fetch_add(1);
   }
   if (tokenizer_) {
-    seq->detokenizer =
-        std::make_unique<tokenizer::IncrementalDecoder>(*tokenizer_, request.params.skip_special_tokens);
+    seq->detokenizer = std::make_unique<tokenizer::IncrementalDecoder>(
+        *tokenizer_, request.params.skip_special_tokens);
   }
   seq->request = std::move(request);
   const uint64_t id = seq->id;
@@ -324,8 +327,9 @@ Status Engine::step() {
     return ok_status();
   }
   // Rows of one adapter must be contiguous: order the chunks by slot (base-model rows first).
-  std::stable_sort(chunks.begin(), chunks.end(),
-                   [](const ScheduledChunk& a, const ScheduledChunk& b) { return a.seq->slot < b.seq->slot; });
+  std::stable_sort(
+      chunks.begin(), chunks.end(),
+      [](const ScheduledChunk& a, const ScheduledChunk& b) { return a.seq->slot < b.seq->slot; });
   const auto now = Clock::now();
   const int32_t bs = cache_->block_size();
   auto& m = meta_;
@@ -558,7 +562,8 @@ void Engine::publish_stats() {
   for (const Sequence* s : scheduler_->waiting()) {
     if (!s->adapter || (s->slot >= 0 && adapter_cache_->ready(s->slot))) continue;
     auto& w = counters_.waiting_for_adapter;
-    auto it = std::find_if(w.begin(), w.end(), [&](const auto& p) { return p.first == s->adapter->task_id; });
+    auto it = std::find_if(w.begin(), w.end(),
+                           [&](const auto& p) { return p.first == s->adapter->task_id; });
     if (it == w.end()) {
       w.emplace_back(s->adapter->task_id, 1);
     } else {
@@ -566,7 +571,8 @@ void Engine::publish_stats() {
     }
   }
   counters_.adapter_slots.clear();
-  for (const auto& info : adapter_cache_->snapshot()) counters_.adapter_slots.emplace_back(info.version, info.slot);
+  for (const auto& info : adapter_cache_->snapshot())
+    counters_.adapter_slots.emplace_back(info.version, info.slot);
   counters_.running = static_cast<int32_t>(scheduler_->num_running());
   counters_.waiting = static_cast<int32_t>(scheduler_->num_waiting());
   counters_.kv_blocks_free = cache_->num_free_blocks();

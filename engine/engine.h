@@ -50,7 +50,7 @@ struct EngineStats {
   uint64_t requests_finished = 0;
   int32_t adapter_slots_total = 0;
   int32_t adapter_slots_used = 0;
-  uint64_t adapter_loads = 0;      // placements of an adapter into a device slot
+  uint64_t adapter_loads = 0;  // placements of an adapter into a device slot
   uint64_t adapter_evictions = 0;
   // Requests waiting for their adapter to get a ready slot, per task.
   std::vector<std::pair<std::string, int32_t>> waiting_for_adapter;
@@ -62,11 +62,10 @@ class Engine {
  public:
   // Estimates the memory the weights and KV cache need, refuses when the backend lacks it, then
   // loads the model. With a tokenizer, updates carry text and requests may set stop strings.
-  static Result<std::unique_ptr<Engine>> create(const formats::ModelConfig& config,
-                                                WeightSource& weights,
-                                                std::unique_ptr<kernels::Backend> backend,
-                                                const EngineOptions& options,
-                                                std::unique_ptr<tokenizer::Tokenizer> tokenizer = nullptr);
+  static Result<std::unique_ptr<Engine>> create(
+      const formats::ModelConfig& config, WeightSource& weights,
+      std::unique_ptr<kernels::Backend> backend, const EngineOptions& options,
+      std::unique_ptr<tokenizer::Tokenizer> tokenizer = nullptr);
   ~Engine();
 
   // Validates the request and queues it, pinning the adapter version its task is served by now.
@@ -94,6 +93,8 @@ class Engine {
   // The task ID → adapter map; thread-safe, shared with the admin front end.
   adapters::AdapterRegistry& adapters() const { return *registry_; }
   const Model& model() const { return *model_; }
+  // The dtype the weight matrices are kept in (GetServerInfo, metrics). Thread-safe.
+  DType weight_dtype() const { return model_->weight_dtype(); }
 
  private:
   Engine(std::unique_ptr<kernels::Backend> backend, const EngineOptions& options)
