@@ -70,37 +70,63 @@ Weights make_weights(DType dtype, int64_t out, int64_t in, std::mt19937& rng) {
   return w;
 }
 
-void check(MatmulPath path, DType dtype, const Shape& s, float beta, int threads) {
+// One problem: weights, x, and the float64 product x · wᵀ with the magnitudes Σ|x_k w_ok|.
+struct Problem {
+  Shape shape;
+  DType dtype;
+  Weights w;
+  int64_t ldx = 0, ldy = 0;
+  std::vector<float> x;
+  std::vector<double> product, magnitude;  // (n, out)
+};
+
+Problem make_problem(DType dtype, const Shape& s) {
   std::mt19937 rng(static_cast<uint32_t>(s.n * 1000003 + s.out * 1009 + s.in));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  const Weights w = make_weights(dtype, s.out, s.in, rng);
-  const int64_t ldx = s.in + 3, ldy = s.out + 7;
-  std::vector<float> x(static_cast<size_t>(s.n * ldx)), y(static_cast<size_t>(s.n * ldy));
-  for (auto& v : x) v = u(rng);
+  Problem p{s, dtype, make_weights(dtype, s.out, s.in, rng), s.in + 3, s.out + 7, {}, {}, {}};
+  p.x.resize(static_cast<size_t>(s.n * p.ldx));
+  for (auto& v : p.x) v = u(rng);
+  for (int64_t r = 0; r < s.n; ++r) {
+    for (int64_t o = 0; o < s.out; ++o) {
+      double sum = 0.0, mag = 0.0;
+      for (int64_t k = 0; k < s.in; ++k) {
+        const double t = static_cast<double>(p.x[r * p.ldx + k]) * p.w.values[o * s.in + k];
+        sum += t;
+        mag += std::fabs(t);
+      }
+      p.product.push_back(sum);
+      p.magnitude.push_back(mag);
+    }
+  }
+  return p;
+}
+
+void check(MatmulPath path, const Problem& p, float beta, int threads) {
+  const Shape& s = p.shape;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> y(static_cast<size_t>(s.n * p.ldy));
   for (auto& v : y) v = beta == 0.0f ? NAN : u(rng);
   const std::vector<float> y0 = y;
   omp_set_num_threads(threads);
-  const Status status = cpu::matmul_via(path, s.n, x.data(), ldx, w.view, beta, y.data(), ldy);
+  const Status status =
+      cpu::matmul_via(path, s.n, p.x.data(), p.ldx, p.w.view, beta, y.data(), p.ldy);
   ASSERT_TRUE(status.ok()) << status.to_string();
   // f32 sums: a few ulps per term at most; bf16 inputs: each x (and an I8 weight widened to bf16)
   // within half an ulp of bf16, 2^-9 relative, so each product within 2^-8 of its magnitude.
-  const double relative = rounds_to_bf16(path, dtype) ? std::ldexp(1.0, -8) + 1e-5 : 1e-5;
+  const double relative = rounds_to_bf16(path, p.dtype) ? std::ldexp(1.0, -8) + 1e-5 : 1e-5;
   for (int64_t r = 0; r < s.n; ++r) {
     for (int64_t o = 0; o < s.out; ++o) {
-      double want = beta == 0.0f ? 0.0 : beta * static_cast<double>(y0[r * ldy + o]);
-      double mag = 0.0;
-      for (int64_t k = 0; k < s.in; ++k) {
-        const double p = static_cast<double>(x[r * ldx + k]) * w.values[o * s.in + k];
-        want += p;
-        mag += std::fabs(p);
-      }
-      ASSERT_NEAR(y[r * ldy + o], want, relative * mag + 1e-6)
-          << cpu::matmul_path_name(path) << " " << dtype_name(dtype) << " n " << s.n << " out "
+      const size_t i = static_cast<size_t>(r * s.out + o);
+      const double want =
+          p.product[i] + (beta == 0.0f ? 0.0 : beta * static_cast<double>(y0[r * p.ldy + o]));
+      ASSERT_NEAR(y[r * p.ldy + o], want, relative * p.magnitude[i] + 1e-6)
+          << cpu::matmul_path_name(path) << " " << dtype_name(p.dtype) << " n " << s.n << " out "
           << s.out << " in " << s.in << " beta " << beta << " threads " << threads << " at row "
           << r << " col " << o;
     }
-    for (int64_t o = s.out; o < ldy; ++o) {  // columns past `out` are not touched
-      const float before = y0[r * ldy + o], after = y[r * ldy + o];
+    for (int64_t o = s.out; o < p.ldy; ++o) {  // columns past `out` are not touched
+      const float before = y0[r * p.ldy + o], after = y[r * p.ldy + o];
       ASSERT_TRUE(before == after || (std::isnan(before) && std::isnan(after)));
     }
   }
@@ -112,6 +138,18 @@ const std::vector<Shape>& shapes() {
       {5, 7, 7},    {7, 100, 63},  {8, 129, 200}, {13, 64, 33},  {31, 95, 130},   {32, 300, 257},
       {33, 40, 64}, {64, 50, 100}, {5, 4096, 48}, {70, 33, 129}, {32, 2000, 1024}};
   return s;
+}
+
+// The problems of every shape for every weight dtype, made once.
+const std::vector<Problem>& problems() {
+  static const std::vector<Problem> all = [] {
+    std::vector<Problem> out;
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
+      for (const Shape& s : shapes()) out.push_back(make_problem(dtype, s));
+    }
+    return out;
+  }();
+  return all;
 }
 
 TEST(CpuMatmulTest, EveryPathThisCpuRunsMatchesFloat64) {
@@ -126,9 +164,10 @@ TEST(CpuMatmulTest, EveryPathThisCpuRunsMatchesFloat64) {
                     std::string(dtype_name(dtype)).c_str());
         continue;
       }
-      for (const Shape& s : shapes()) {
+      for (const Problem& p : problems()) {
+        if (p.dtype != dtype) continue;
         for (float beta : {0.0f, 1.0f}) {
-          for (int threads : {1, 2}) check(path, dtype, s, beta, threads);
+          for (int threads : {1, 2}) check(path, p, beta, threads);
         }
       }
       ++runs;
@@ -145,13 +184,11 @@ TEST(CpuMatmulTest, DefaultChoiceAtEveryKernelLevelThisCpuHas) {
     const auto level = static_cast<cpu::KernelLevel>(l);
     cpu::cap_kernel_level(level);
     EXPECT_EQ(cpu::kernel_level(), level);
-    for (DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
-      for (const Shape& s : shapes()) {
-        const MatmulPath path = cpu::choose_matmul_path(s.n, s.in, dtype);
-        ASSERT_TRUE(cpu::matmul_path_available(path, dtype))
-            << cpu::matmul_path_name(path) << " at " << cpu::kernel_level_name(level);
-        check(path, dtype, s, 1.0f, 2);
-      }
+    for (const Problem& p : problems()) {
+      const MatmulPath path = cpu::choose_matmul_path(p.shape.n, p.shape.in, p.dtype);
+      ASSERT_TRUE(cpu::matmul_path_available(path, p.dtype))
+          << cpu::matmul_path_name(path) << " at " << cpu::kernel_level_name(level);
+      check(path, p, 1.0f, 2);
     }
   }
   cpu::cap_kernel_level(best);
