@@ -55,6 +55,10 @@ class Model {
   // The dtype of the weight matrices (the backend's choice for this checkpoint).
   DType weight_dtype() const { return weight_dtype_; }
   const ForwardOptions& options() const { return options_; }
+  // Bytes of scratch activations a model of `config` allocates for `options`: what one step
+  // needs besides the weights and the KV cache.
+  static double activation_bytes(const formats::ModelConfig& config, const ForwardOptions& options,
+                                 DType activation_dtype);
 
   // Runs the step `meta` describes (BeginStep is called here) and returns the logits of
   // meta.logits_rows, (logits_rows, vocab) in F32, valid until the next Forward.
@@ -75,6 +79,16 @@ class Model {
   Model(const formats::ModelConfig& config, kernels::Backend* backend,
         const ForwardOptions& options)
       : config_(config), backend_(backend), options_(options) {}
+  // One scratch tensor: the member it lands in, its shape and dtype.
+  struct ScratchTensor {
+    kernels::Tensor Model::*member;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    DType dtype = DType::kF32;
+  };
+  static std::vector<ScratchTensor> scratch_tensors(const formats::ModelConfig& config,
+                                                    const ForwardOptions& options, DType dtype);
+
   Status load_weights(WeightSource& source);
   Status allocate_scratch();
   Status layer_forward(int64_t l, const kernels::StepMeta& meta, KvCache& cache, int64_t n,
