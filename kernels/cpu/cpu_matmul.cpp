@@ -211,6 +211,14 @@ Status run_onednn(int64_t n, const float* x, int64_t ldx, const Tensor& w, float
   return ok_status();
 }
 
+// The own kernels of the best instruction set in use.
+MatmulPath rows_path() {
+  const KernelLevel level = kernel_level();
+  return level >= KernelLevel::kAvx512 ? MatmulPath::kRowsAvx512
+         : level >= KernelLevel::kAvx2 ? MatmulPath::kRowsAvx2
+                                       : MatmulPath::kRowsPortable;
+}
+
 }  // namespace
 
 std::string_view matmul_path_name(MatmulPath path) {
@@ -254,9 +262,7 @@ bool matmul_path_available(MatmulPath path, DType dtype) {
 
 MatmulPath choose_matmul_path(int64_t n, int64_t in, DType dtype) {
   const KernelLevel level = kernel_level();
-  const MatmulPath rows = level >= KernelLevel::kAvx512 ? MatmulPath::kRowsAvx512
-                          : level >= KernelLevel::kAvx2 ? MatmulPath::kRowsAvx2
-                                                        : MatmulPath::kRowsPortable;
+  const MatmulPath rows = rows_path();
   if (n <= kSmallRowsMax) {
     if (dtype == DType::kF32 && have_blas()) {
       // One row without AVX-512, or a short shared dimension: sgemv / sgemm.
@@ -300,11 +306,17 @@ bool gemm_uses_blas() { return have_blas(); }
 
 void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
           int64_t ldw, float beta, float* y, int64_t ldy) {
+  if (n == 0 || out == 0) return;
   Tensor wt = Tensor::make(const_cast<float*>(w), DType::kF32, out, in);
   wt.stride = ldw;
-  const MatmulPath path = choose_matmul_path(n, in, DType::kF32);
-  // The F32 paths chosen never fail (oneDNN is not chosen for F32).
-  (void)matmul_via(path, n, x, ldx, wt, beta, y, ldy);
+  // LoRA's products (small, often inside a parallel loop over segments): the own kernels or
+  // OpenBLAS, never oneDNN, so nothing here can fail.
+  MatmulPath path = choose_matmul_path(n, in, DType::kF32);
+  if (path == MatmulPath::kOneDnn) path = have_blas() ? MatmulPath::kBlas : rows_path();
+#ifdef LORASERVE_HAVE_OPENBLAS
+  if (path == MatmulPath::kBlas) return run_blas(n, x, ldx, wt, beta, y, ldy);
+#endif
+  run_rows(path, n, x, ldx, wt, beta, y, ldy);
 }
 
 }  // namespace loraserve::kernels::cpu

@@ -7,8 +7,9 @@
 //   BF16: a 32-element load is split into its even and odd elements, each widened to f32 exactly
 //         (shift / mask), against input rows reordered to match (RowsInput::kF32Pairs); 4 × 4
 //         (8 × 1). The products are those of f32 weights: no rounding beyond the f32 sums.
-//   I8:   16 int8 widened to f32 per step; each 64-element group is summed apart and then
-//         multiplied by its scale into the row's total; 3 × 4 (8 × 1).
+//   I8:   16 int8 widened to f32 per step. One input row: each 64-element group is summed apart
+//         and then multiplied by its scale into the row's total (8 × 1); more rows: the widened
+//         weights are scaled once and feed every row (4 × 4).
 //   BF16 with AVX512_BF16: VDPBF16PS multiplies 32 bf16 weights by 32 bf16 inputs (x rounded to
 //         bf16 once per call, RowsInput::kBF16) and sums pairs into 16 f32 lanes; 4 × 4 (8 × 1).
 #include <cstdint>
@@ -188,6 +189,48 @@ LS_AVX512 inline void tile_i8(const RowsArgs& a, int64_t o, int64_t r) {
   store<WR, XR>(a, acc, tail, o, r);
 }
 
+// I8 for several input rows: each widened weight vector is multiplied by its group's scale once
+// and then feeds all XR rows, so one set of accumulators suffices (and WR can be 4).
+template <int WR, int XR>
+LS_AVX512 inline void tile_i8_scaled(const RowsArgs& a, int64_t o, int64_t r) {
+  const int8_t* w = static_cast<const int8_t*>(a.w) + o * a.ldw;
+  const float* s = a.scales + o * a.lds;
+  const float* x = static_cast<const float*>(a.x) + r * a.ldx;
+  __m512 acc[WR][XR];
+  float tail[WR][XR] = {};
+  zero<WR, XR>(acc);
+  for (int64_t k = 0; k < a.in; k += kI8GroupSize) {
+    const int64_t end = k + kI8GroupSize < a.in ? k + kI8GroupSize : a.in;
+    __m512 scale[WR];
+#pragma GCC unroll 8
+    for (int i = 0; i < WR; ++i) scale[i] = _mm512_set1_ps(s[i * a.lds + k / kI8GroupSize]);
+    if (end - k == kI8GroupSize) {
+#pragma GCC unroll 4
+      for (int64_t v = k; v < end; v += 16) {
+        __m512 wv[WR];
+#pragma GCC unroll 8
+        for (int i = 0; i < WR; ++i) wv[i] = _mm512_mul_ps(load_i8(w + i * a.ldw + v), scale[i]);
+#pragma GCC unroll 4
+        for (int j = 0; j < XR; ++j) {
+          const __m512 xv = _mm512_loadu_ps(x + j * a.ldx + v);
+#pragma GCC unroll 8
+          for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+        }
+      }
+      continue;
+    }
+    for (int64_t v = k; v < end; v += 16) {  // the last group, shorter than kI8GroupSize
+      const __mmask16 m = first_lanes(end - v < 16 ? end - v : 16);
+      for (int i = 0; i < WR; ++i) {
+        const __m512 wv = _mm512_mul_ps(load_i8(w + i * a.ldw + v, m), scale[i]);
+        for (int j = 0; j < XR; ++j)
+          acc[i][j] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + j * a.ldx + v), acc[i][j]);
+      }
+    }
+  }
+  store<WR, XR>(a, acc, tail, o, r);
+}
+
 template <int WR, int XR>
 LS_AVX512BF16 inline void tile_bf16_dot(const RowsArgs& a, int64_t o, int64_t r) {
   const uint16_t* w = static_cast<const uint16_t*>(a.w) + o * a.ldw;
@@ -238,8 +281,10 @@ LS_AVX512 inline void tile(const RowsArgs& a, int64_t o, int64_t r) {
     tile_f32<WR, XR>(a, o, r);
   } else if constexpr (Kind == 1) {
     tile_bf16<WR, XR>(a, o, r);
-  } else {
+  } else if constexpr (XR == 1) {
     tile_i8<WR, XR>(a, o, r);
+  } else {
+    tile_i8_scaled<WR, XR>(a, o, r);
   }
 }
 
@@ -308,7 +353,7 @@ LS_AVX512BF16 void dot_columns(const RowsArgs& a, int64_t o0, int64_t o1) {
 
 void rows_f32_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<0, 4, 8>(a, o0, o1); }
 void rows_bf16_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<1, 4, 8>(a, o0, o1); }
-void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<2, 3, 8>(a, o0, o1); }
+void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<2, 4, 8>(a, o0, o1); }
 void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { dot_columns(a, o0, o1); }
 
 #else
