@@ -253,7 +253,7 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
   }
   const double b1_step = summarize(b1).median;
   // What one step reads: every weight but the embedding table (one row of it), and the KV cache.
-  const double layer_bytes = decode_step_weight_bytes(weight_bytes, c, 2);
+  const double layer_bytes = decode_step_weight_bytes(weight_bytes, c, DType::kBF16);
   auto kv_read = [&](int32_t batch) {
     return static_cast<double>(batch) * (context + steps) * 2.0 * static_cast<double>(c.kv_dim()) *
            2.0 * static_cast<double>(c.num_layers);

@@ -17,6 +17,17 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
       ->capture_default_str();
   cmd->add_option("--threads", f->backend.cpu_threads, "CPU threads (0: all cores)")
       ->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--weights-dtype",
+         [f](const std::string& value) {
+           auto parsed = kernels::parse_weights_dtype_flag(value);
+           if (!parsed.ok()) throw CLI::ValidationError(parsed.status().message());
+           f->backend.cpu_weight_dtype = *parsed;
+         },
+         "CPU backend: weight matrices in f32, bf16 or int8 (symmetric, one scale per 64 "
+         "weights of a row); auto: bf16 for bf16/f16 checkpoints on CPUs with AVX512_BF16 or "
+         "AMX, else f32")
+      ->default_str("auto");
   cmd->add_option("--max-batch-size", f->engine.max_batch_size, "Sequences per step")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -99,6 +99,8 @@ class Engine {
   // The task ID → adapter map; thread-safe, shared with the admin front end.
   adapters::AdapterRegistry& adapters() const { return *registry_; }
   const Model& model() const { return *model_; }
+  // The dtype the weight matrices are kept in (GetServerInfo, metrics). Thread-safe.
+  DType weight_dtype() const { return model_->weight_dtype(); }
 
  private:
   Engine(std::unique_ptr<kernels::Backend> backend, const EngineOptions& options)

@@ -14,6 +14,7 @@ Result<cudaDataType_t> cuda_type(DType d) {
     case DType::kF32:
       return CUDA_R_32F;
     case DType::kI32:
+    case DType::kI8:
       break;
   }
   return invalid_argument_error("cuda matmul: dtype {} is not a GEMM operand type", dtype_name(d));

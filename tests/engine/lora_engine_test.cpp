@@ -32,6 +32,7 @@ EngineOptions small_options() {
 std::unique_ptr<Engine> open(const std::string& dir, EngineOptions o = small_options()) {
   kernels::BackendOptions bo;
   bo.device = "cpu";
+  bo.cpu_weight_dtype = DType::kF32;  // the f32 path; weight_dtypes_test has BF16 and I8
   auto e = engine::open_engine(dir, bo, o);
   EXPECT_TRUE(e.ok()) << e.status().to_string();
   return e.ok() ? std::move(*e) : nullptr;
@@ -150,8 +151,8 @@ TEST_P(LoraEngineTest, MatchesMergedWeights) {
     ASSERT_TRUE(store.ok());
     MergedSource merged(engine::checkpoint_source(std::move(*store)), *(*ref)->adapter,
                         eng->config());
-    auto merged_engine =
-        Engine::create(eng->config(), merged, kernels::create_cpu_backend(0), small_options());
+    auto merged_engine = Engine::create(
+        eng->config(), merged, kernels::create_cpu_backend(0, DType::kF32), small_options());
     ASSERT_TRUE(merged_engine.ok()) << merged_engine.status().to_string();
     auto want = run_alone(**merged_engine, {greedy_request(c.prompt_token_ids, 32)});
     ASSERT_TRUE(want.ok());
