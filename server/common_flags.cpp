@@ -13,6 +13,7 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--model", f->model,
                   "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
   cmd->add_option("--device", f->backend.device, "cpu, cuda, cuda:N or auto (a GPU when present)")
+      ->envname("LORASERVE_DEVICE")
       ->capture_default_str();
   cmd->add_option("--threads", f->backend.cpu_threads, "CPU threads (0: all cores)")
       ->capture_default_str();
@@ -40,7 +41,8 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
                   "Adapter slots on the device (least recently used unpinned adapters are evicted)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-host-adapters", f->engine.max_host_adapters, "Adapters loaded at once (in host memory)")
+  cmd->add_option("--max-host-adapters", f->engine.max_host_adapters,
+                  "Adapters loaded at once (in host memory)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--default-max-tokens", f->engine.default_max_tokens,
