@@ -1,4 +1,4 @@
-#include "server/common_flags.h"
+#include "cli/common_flags.h"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--model", f->model,
@@ -112,4 +112,4 @@ void set_up_logging(const std::string& level) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli
