@@ -14,6 +14,7 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--model", f->model,
                   "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
   cmd->add_option("--device", f->backend.device, "cpu, cuda, cuda:N or auto (a GPU when present)")
+      ->envname("LORASERVE_DEVICE")
       ->capture_default_str();
   cmd->add_option("--threads", f->backend.cpu_threads, "CPU threads (0: all cores)")
       ->capture_default_str();

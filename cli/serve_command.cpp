@@ -178,9 +178,12 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->description(
           "Hugging Face model folder (default: $LORASERVE_MODEL, else the shipped demo model)");
   ServeOptions& o = flags->serve;
+  // The images set their defaults through these variables, so a user's flags replace them.
   cmd->add_option("--listen", o.listen, "Inference address (host:port; port 0 picks a free one)")
+      ->envname("LORASERVE_LISTEN")
       ->capture_default_str();
   cmd->add_option("--admin-listen", o.admin_listen, "Admin address; Admin is served only here")
+      ->envname("LORASERVE_ADMIN_LISTEN")
       ->capture_default_str();
   cmd->add_option("--admin-token", o.admin_token,
                   "Admin calls need 'authorization: Bearer TOKEN' (required off loopback)")
