@@ -46,6 +46,33 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--max-queue", f->engine.max_queue, "Requests held at once (running and waiting)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-queue-per-task", f->engine.max_queue_per_task,
+                  "Requests one task may hold at once; past it only that task is refused (0: no "
+                  "limit but --max-queue)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--fairness", f->fairness,
+                  "Which waiting request starts next: vtc (each task its share, by Virtual Token "
+                  "Counter) or fifo (the oldest)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fifo", "vtc"}));
+  cmd->add_option("--task-weight", f->task_weights,
+                  "TASK=W: the task's share under vtc relative to the others' 1 (an empty TASK is "
+                  "the base model; repeatable)")
+      ->check(CLI::Validator(
+          [](std::string& spec) {
+            auto w = engine::parse_task_weight(spec);
+            return w.ok() ? std::string() : w.status().message();
+          },
+          "TASK=W"));
+  cmd->add_option("--vtc-prompt-weight", f->engine.fairness.prompt_weight,
+                  "vtc: a task's counter grows by this per prompt token served")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--vtc-output-weight", f->engine.fairness.output_weight,
+                  "vtc: ... and by this per generated token")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-lora-rank", f->engine.max_lora_rank, "Largest LoRA rank accepted")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -90,6 +117,17 @@ void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* l) {
                   "Longest request_id a client may send (bytes)")
       ->capture_default_str()
       ->check(CLI::Range(0, kInt32Max));
+}
+
+void EngineFlags::finalize() {
+  engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30));
+  // The flags' checks accepted both.
+  if (auto policy = engine::parse_fairness_policy(fairness); policy.ok())
+    engine.fairness.policy = *policy;
+  for (const std::string& spec : task_weights) {
+    if (auto w = engine::parse_task_weight(spec); w.ok())
+      engine.fairness.task_weights[w->first] = w->second;
+  }
 }
 
 std::vector<std::string> default_model_candidates() {

@@ -65,6 +65,32 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateStreamRespon
   v1::GenerateStreamResponse message_;
 };
 
+// Fills the request counts, duration, rates and percentiles of `out` from `timings`.
+void summarize(const std::vector<RequestTiming>& timings, LoadResult* out) {
+  Clock::time_point first_sent = timings.empty() ? Clock::time_point{} : timings[0].sent;
+  for (const RequestTiming& r : timings) first_sent = std::min(first_sent, r.sent);
+  Clock::time_point last_done = first_sent;
+  std::vector<double> ttft, tpot;
+  for (const RequestTiming& r : timings) {
+    if (!r.ok) continue;
+    ++out->succeeded;
+    out->completion_tokens += r.tokens;
+    if (r.tokens == 0) continue;
+    last_done = std::max(last_done, r.last_token);
+    ttft.push_back(seconds(r.first_token - r.sent) * 1e3);
+    if (r.tokens > 1)
+      tpot.push_back(seconds(r.last_token - r.first_token) * 1e3 /
+                     static_cast<double>(r.tokens - 1));
+  }
+  out->duration_s = seconds(last_done - first_sent);
+  if (out->duration_s > 0) {
+    out->requests_per_s = static_cast<double>(out->succeeded) / out->duration_s;
+    out->tokens_per_s = static_cast<double>(out->completion_tokens) / out->duration_s;
+  }
+  out->ttft_ms = {percentile(ttft, 50), percentile(ttft, 90), percentile(ttft, 99)};
+  out->tpot_ms = {percentile(tpot, 50), percentile(tpot, 90), percentile(tpot, 99)};
+}
+
 }  // namespace
 
 void LoadTracker::add_tokens(uint32_t n) {
@@ -124,32 +150,41 @@ LoadResult drive_trace(const std::vector<TraceRequest>& trace, std::vector<Reque
 
   LoadResult out;
   out.requests = total;
-  Clock::time_point first_sent = records.empty() ? start : records[0].sent;
-  Clock::time_point last_done = first_sent;
-  std::vector<double> ttft, tpot;
-  for (const RequestRecord& r : records) {
-    first_sent = std::min(first_sent, r.sent);
+  out.timings.resize(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const RequestRecord& r = records[i];
+    RequestTiming& t = out.timings[i];
+    t.task_id = trace[i].task_id;
+    t.sent = r.sent;
+    t.first_token = r.first_token;
+    t.last_token = r.last_token;
+    t.tokens = r.tokens;
+    t.ok = r.status.ok();
     if (!r.status.ok()) {
       ++out.errors[r.status.to_string()];
-      continue;
     }
-    ++out.succeeded;
-    out.prompt_tokens += r.prompt_tokens;
-    out.completion_tokens += r.tokens;
-    if (r.tokens == 0) continue;
-    last_done = std::max(last_done, r.last_token);
-    ttft.push_back(seconds(r.first_token - r.sent) * 1e3);
-    if (r.tokens > 1)
-      tpot.push_back(seconds(r.last_token - r.first_token) * 1e3 /
-                     static_cast<double>(r.tokens - 1));
   }
-  out.duration_s = seconds(last_done - first_sent);
-  if (out.duration_s > 0) {
-    out.requests_per_s = static_cast<double>(out.succeeded) / out.duration_s;
-    out.tokens_per_s = static_cast<double>(out.completion_tokens) / out.duration_s;
+  summarize(out.timings, &out);
+  for (const RequestTiming& t : out.timings) {
+    if (out.tasks.count(t.task_id)) continue;
+    std::vector<RequestTiming> mine;
+    for (const RequestTiming& u : out.timings) {
+      if (u.task_id == t.task_id) mine.push_back(u);
+    }
+    LoadResult task;
+    summarize(mine, &task);
+    TaskLoad& l = out.tasks[t.task_id];
+    l.requests = static_cast<int32_t>(mine.size());
+    l.succeeded = task.succeeded;
+    l.completion_tokens = task.completion_tokens;
+    l.duration_s = task.duration_s;
+    l.tokens_per_s = task.tokens_per_s;
+    l.ttft_ms = task.ttft_ms;
+    l.tpot_ms = task.tpot_ms;
   }
-  out.ttft_ms = {percentile(ttft, 50), percentile(ttft, 90), percentile(ttft, 99)};
-  out.tpot_ms = {percentile(tpot, 50), percentile(tpot, 90), percentile(tpot, 99)};
+  for (const RequestRecord& r : records) {
+    if (r.status.ok()) out.prompt_tokens += r.prompt_tokens;
+  }
   return out;
 }
 

@@ -19,6 +19,7 @@
 #include "adapters/registry.h"
 #include "common/status.h"
 #include "engine/admission.h"
+#include "engine/fairness.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/request.h"
@@ -37,11 +38,13 @@ struct EngineOptions {
   int32_t block_size = 16;           // KV-cache slots per block
   int64_t kv_cache_bytes = 0;        // 0: enough for max_batch_size full contexts, within memory
   int32_t max_queue = 1024;          // sequences waiting or running; beyond: RESOURCE_EXHAUSTED
+  int32_t max_queue_per_task = 0;    // the same for one task (0: no per-task limit)
   int32_t default_max_tokens = 256;  // when a request sets none (capped by the context)
   int32_t max_lora_rank = 64;        // largest adapter rank accepted
   int32_t max_device_adapters = 16;  // adapter slots on the device (LRU among unpinned)
   int32_t max_host_adapters = 64;    // adapters loaded at once (held in host memory)
   RequestLimits request_limits;      // what one request may bring (checked at submission)
+  FairnessOptions fairness;          // which task's request starts next (fairness.h)
 };
 
 struct EngineStats {
@@ -104,7 +107,9 @@ class Engine {
 
  private:
   Engine(std::unique_ptr<kernels::Backend> backend, const EngineOptions& options)
-      : backend_(std::move(backend)), options_(options), queue_(options.max_queue) {}
+      : backend_(std::move(backend)),
+        options_(options),
+        queue_(options.max_queue, options.max_queue_per_task) {}
 
   // Admission's hook: acquires the sequence's adapter slot; true once it is ready. A sequence
   // whose slot's upload failed is noted in upload_failed_ and never ready.
