@@ -9,12 +9,16 @@ Status from_grpc(const grpc::Status& status) {
   return Status(static_cast<StatusCode>(status.error_code()), status.error_message());
 }
 
-void add_task_metadata(grpc::ClientContext* context, const std::string& task_id) {
-  if (task_id.empty() || task_id.size() > kMaxTaskMetadataBytes) return;
+bool routable_task_id(const std::string& task_id) {
+  if (task_id.empty() || task_id.size() > kMaxTaskMetadataBytes) return false;
   for (unsigned char ch : task_id) {
-    if (ch < 0x20 || ch > 0x7e) return;
+    if (ch < 0x20 || ch > 0x7e) return false;
   }
-  context->AddMetadata(kTaskMetadataKey, task_id);
+  return true;
+}
+
+void add_task_metadata(grpc::ClientContext* context, const std::string& task_id) {
+  if (routable_task_id(task_id)) context->AddMetadata(kTaskMetadataKey, task_id);
 }
 
 Client::Client(ClientOptions options) : options_(std::move(options)) {

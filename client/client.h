@@ -39,6 +39,8 @@ inline constexpr char kTaskMetadataKey[] = "x-loraserve-task";
 // replace with its own.
 inline constexpr size_t kMaxTaskMetadataBytes = 1024;
 void add_task_metadata(grpc::ClientContext* context, const std::string& task_id);
+// Whether add_task_metadata sends `task_id`; HTTP clients send the same header on the same terms.
+bool routable_task_id(const std::string& task_id);
 
 class Client {
  public:

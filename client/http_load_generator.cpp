@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "client/client.h"
+
 namespace loraserve::client {
 namespace {
 
@@ -38,6 +40,8 @@ void run_request(const HttpLoadOptions& o, const TraceRequest& r, RequestRecord*
   req.body = body.dump();
   req.set_header("Content-Type", "application/json");
   if (!o.api_key.empty()) req.set_header("Authorization", "Bearer " + o.api_key);
+  // The routing key, as the gRPC clients send it (balancers hash it; the server reads `model`).
+  if (routable_task_id(r.task_id)) req.set_header(kTaskMetadataKey, r.task_id);
   int status = 0;
   std::string buffer;
   std::string error_body;

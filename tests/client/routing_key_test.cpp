@@ -4,16 +4,20 @@
 // so what is checked is what a load balancer in between would see.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "client/client.h"
+#include "client/http_load_generator.h"
 #include "client/load_generator.h"
 #include "tests/client/fake_server.h"
 
@@ -172,6 +176,52 @@ TEST_F(RoutingKeyTest, LoractlSendsTheTask) {
   EXPECT_EQ(per_task["GenerateStream e"] + per_task["GenerateStream f"], 4);
   EXPECT_EQ(calls.size(), 10u);
   expect_keys_match_tasks(calls);
+}
+
+// `loractl bench --http` sends the same header with every /v1/completions request that names a
+// task; a fake HTTP server records it beside the body's `model`.
+TEST(HttpRoutingKeyTest, HttpLoadGeneratorSendsEachRequestsTask) {
+  httplib::Server server;
+  std::mutex mu;
+  std::map<std::pair<std::string, std::string>, int> seen;  // (model, header) → requests
+  server.Post("/v1/completions", [&](const httplib::Request& req, httplib::Response& res) {
+    const nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+    const std::string model = body.is_object() ? body.value("model", "") : "?";
+    const std::string header =
+        req.get_header_value_count(kTaskMetadataKey) == 1
+            ? req.get_header_value(kTaskMetadataKey)
+            : "(" + std::to_string(req.get_header_value_count(kTaskMetadataKey)) + " headers)";
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++seen[{model, header}];
+    }
+    res.set_content("data: {\"choices\":[{\"index\":0,\"token_ids\":[1]}]}\n\ndata: [DONE]\n\n",
+                    "text/event-stream");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  // Bound and listening: connections wait in the backlog until the accept loop runs.
+  std::thread listener([&] { server.listen_after_bind(); });
+
+  std::vector<TraceRequest> trace;
+  for (const char* task : {"t0", "t1", "", "t0", "t2"}) {
+    TraceRequest r;
+    r.task_id = task;
+    r.prompt = {5, 6};
+    r.max_tokens = 1;
+    trace.push_back(r);
+  }
+  HttpLoadOptions options;
+  options.address = "127.0.0.1:" + std::to_string(port);
+  options.timeout_s = 30;
+  const LoadResult result = run_http_load(options, trace, [](const LoadProgress&) {});
+  server.stop();
+  listener.join();
+
+  EXPECT_EQ(result.succeeded, 5);
+  const std::map<std::pair<std::string, std::string>, int> expected = {
+      {{"t0", "t0"}, 2}, {{"t1", "t1"}, 1}, {{"t2", "t2"}, 1}, {{"", "(0 headers)"}, 1}};
+  EXPECT_EQ(seen, expected);
 }
 
 }  // namespace
