@@ -99,6 +99,9 @@ class BalancerConfigTest(unittest.TestCase):
             self.assertEqual(len(re.findall(r"^  balance hdr\(x-loraserve-task\)$", text, re.M)),
                              expected, policy)
             self.assertEqual(len(re.findall(r"^  hash-type consistent$", text, re.M)), expected)
+            # Server i has id i in both backends: the same ring for gRPC and HTTP.
+            for i in (1, 2, 3):
+                self.assertEqual(len(re.findall(rf"^  server r{i} \S+ id {i} ", text, re.M)), 2)
             self.assertEqual(len(re.findall(r"^  server r\d .* proto h2 check ", text, re.M)), 3)
             out = subprocess.run(["haproxy", "-c", "-f", conf], capture_output=True, text=True,
                                  timeout=30)
