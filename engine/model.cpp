@@ -189,7 +189,7 @@ Status Model::load_weights(WeightSource& source) {
     lm_head_ = embed_;
   } else {
     if (!source.has("lm_head.weight")) {
-      return not_found_error(
+      return invalid_argument_error(
           "missing tensor 'lm_head.weight' (config.json has tie_word_embeddings false)");
     }
     LS_ASSIGN_OR_RETURN(lm_head_,
@@ -287,7 +287,8 @@ Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache,
   const Tensor q = qkv.col_slice(0, qd), k = qkv.col_slice(qd, kvd),
                v = qkv.col_slice(qd + kvd, kvd);
   if (lora) {
-    const int32_t tables[] = {adapters::lora_table(l, Projection::kQ), adapters::lora_table(l, Projection::kK),
+    const int32_t tables[] = {adapters::lora_table(l, Projection::kQ),
+                              adapters::lora_table(l, Projection::kK),
                               adapters::lora_table(l, Projection::kV)};
     const Tensor outs[] = {q, k, v};
     LS_RETURN_IF_ERROR(b.lora_shrink(x, tables, tmp));
@@ -320,7 +321,8 @@ Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache,
   LS_RETURN_IF_ERROR(b.matmul(x, L.gate_up, gu, false));
   if (L.gate_up_bias.data) LS_RETURN_IF_ERROR(b.add_bias(gu, L.gate_up_bias));
   if (lora) {
-    const int32_t tables[] = {adapters::lora_table(l, Projection::kGate), adapters::lora_table(l, Projection::kUp)};
+    const int32_t tables[] = {adapters::lora_table(l, Projection::kGate),
+                              adapters::lora_table(l, Projection::kUp)};
     const Tensor outs[] = {gu.col_slice(0, f), gu.col_slice(f, f)};
     LS_RETURN_IF_ERROR(b.lora_shrink(x, tables, tmp));
     LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "common/dtype.h"
+#include "common/excerpt.h"
 #include "engine/request.h"
 #include "server/wire.h"
 
@@ -51,7 +52,32 @@ void fill_info(const adapters::AdapterVersion& v, const engine::EngineStats& sta
       std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count()));
 }
 
+// The reactor of one load or unload: a cancellation (or passed deadline) reaches its AdminCall.
+class AdminReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit AdminReactor(std::shared_ptr<AdminCall> call) : call_(std::move(call)) {}
+  void OnCancel() override { call_->cancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  std::shared_ptr<AdminCall> call_;
+};
+
 }  // namespace
+
+Status AdminCall::still_wanted(std::string_view what) const {
+  if (cancelled_.load()) {
+    return cancelled_error(
+        "the client cancelled the call before the {} completed; it was not "
+        "applied",
+        what);
+  }
+  if (std::chrono::system_clock::now() >= deadline_) {
+    return deadline_exceeded_error(
+        "the call's deadline passed before the {} completed; it was not applied", what);
+  }
+  return ok_status();
+}
 
 Status AdminService::check_access(const grpc::CallbackServerContext& context) const {
   if (!options_.token.empty()) {
@@ -91,16 +117,21 @@ template <typename Action>
 grpc::ServerUnaryReactor* AdminService::queue_action(grpc::CallbackServerContext* context,
                                                      const char* what, const std::string& task_id,
                                                      Action action) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto call = std::make_shared<AdminCall>(context->deadline());
+  auto* reactor = new AdminReactor(call);
   Status st = check_access(*context);
-  if (!st.ok()) {
-    spdlog::warn("admin: {} of task '{}' from {} refused: {}", what, task_id, context->peer(),
-                 st.to_string());
-    reactor->Finish(to_grpc(st));
-    return reactor;
+  if (st.ok()) st = adapters::AdapterRegistry::validate_task_id(task_id);
+  if (st.ok()) {
+    const bool queued = workers_.post(task_id, [reactor, action, call, peer = context->peer()] {
+      reactor->Finish(to_grpc(action(peer, *call)));
+    });
+    if (queued) return reactor;
+    st = resource_exhausted_error("{} admin actions are queued already; retry later",
+                                  kMaxQueuedAdminActions);
   }
-  worker_.post(
-      [reactor, action, peer = context->peer()] { reactor->Finish(to_grpc(action(peer))); });
+  spdlog::warn("admin: {} of task {} from {} refused: {}", what, excerpt(task_id), context->peer(),
+               st.to_string());
+  reactor->Finish(to_grpc(st));
   return reactor;
 }
 
@@ -108,20 +139,25 @@ grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext*
                                                     const v1::LoadAdapterRequest* request,
                                                     v1::AdapterInfo* response) {
   return queue_action(context, "load", request->task_id(),
-                      [this, request, response](const std::string& peer) {
-                        return load(*request, peer, response);
+                      [this, request, response](const std::string& peer, const AdminCall& call) {
+                        return load(*request, peer, call, response);
                       });
 }
 
 Status AdminService::load(const v1::LoadAdapterRequest& request, const std::string& peer,
-                          v1::AdapterInfo* response) {
+                          const AdminCall& call, v1::AdapterInfo* response) {
   const auto t0 = Clock::now();
   Status st = [&]() -> Status {
     if (state_->draining()) return unavailable_error("the server is shutting down");
-    LS_RETURN_IF_ERROR(adapters::AdapterRegistry::validate_task_id(request.task_id()));
+    // Waiting for its turn may have outlasted the client.
+    LS_RETURN_IF_ERROR(call.still_wanted("load"));
     LS_ASSIGN_OR_RETURN(const std::string dir, options_.adapter_root->resolve(request.path()));
     engine::Engine& e = *state_->engine();
-    LS_ASSIGN_OR_RETURN(auto version, e.adapters().load(request.task_id(), dir, request.replace()));
+    adapters::LoadOptions load;
+    load.replace = request.replace();
+    load.root = options_.adapter_root->path();
+    load.still_wanted = [&call] { return call.still_wanted("load"); };
+    LS_ASSIGN_OR_RETURN(auto version, e.adapters().load(request.task_id(), dir, load));
     fill_info(*version, e.stats(), *options_.adapter_root, response);
     return ok_status();
   }();
@@ -131,8 +167,8 @@ Status AdminService::load(const v1::LoadAdapterRequest& request, const std::stri
                  request.replace() ? "replaced" : "loaded", request.task_id(), response->version(),
                  response->path(), response->max_rank(), response->bytes(), ms, peer);
   } else {
-    spdlog::warn("admin: load of task '{}' from '{}' failed, by {}: {}", request.task_id(),
-                 request.path(), peer, st.to_string());
+    spdlog::warn("admin: load of task {} from {} failed, by {}: {}", request.task_id(),
+                 excerpt(request.path(), kPathExcerptBytes), peer, st.to_string());
   }
   return st;
 }
@@ -141,7 +177,7 @@ grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContex
                                                       const v1::UnloadAdapterRequest* request,
                                                       v1::UnloadAdapterResponse* response) {
   return queue_action(context, "unload", request->task_id(),
-                      [this, request, response](const std::string& peer) {
+                      [this, request, response](const std::string& peer, const AdminCall&) {
                         return unload(*request, peer, response);
                       });
 }

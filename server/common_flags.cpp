@@ -9,6 +9,18 @@
 
 namespace loraserve::server {
 
+void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits) {
+  cmd->add_option("--max-json-bytes", limits->max_bytes,
+                  "Largest JSON file read (config.json, tokenizer.json, adapter_config.json, "
+                  "safetensors headers, --config); larger files are refused unread")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-json-depth", limits->max_depth,
+                  "Deepest nesting of arrays and objects accepted in a JSON file")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kMaxJsonDepthCeiling));
+}
+
 void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--model", f->model,
                   "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
@@ -40,13 +52,15 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
                   "Adapter slots on the device (least recently used unpinned adapters are evicted)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-host-adapters", f->engine.max_host_adapters, "Adapters loaded at once (in host memory)")
+  cmd->add_option("--max-host-adapters", f->engine.max_host_adapters,
+                  "Adapters loaded at once (in host memory)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--default-max-tokens", f->engine.default_max_tokens,
                   "max_tokens of requests that set none (capped by the context)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  add_json_limit_flags(cmd, &f->json_limits);
 }
 
 std::vector<std::string> default_model_candidates() {

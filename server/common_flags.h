@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/untrusted_json.h"
 #include "engine/engine.h"
 #include "kernels/backend.h"
 
@@ -17,12 +18,17 @@ struct EngineFlags {
   kernels::BackendOptions backend;
   engine::EngineOptions engine;
   double kv_cache_gib = 0.0;
+  JsonLimits json_limits;  // --max-json-bytes, --max-json-depth
 
   // Copies kv_cache_gib into engine.kv_cache_bytes.
   void finalize() { engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30)); }
 };
 
 void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
+// --max-json-bytes and --max-json-depth: the limits on every JSON file read (config.json,
+// tokenizer.json, adapter_config.json, safetensors headers, --config). A command applies them
+// with set_json_limits before it reads a file.
+void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits);
 
 // Where the shipped demo model is looked for, in order: $LORASERVE_MODEL, the installed
 // <prefix>/share/loraserve/models/demo (found from the executable's path), the source tree's

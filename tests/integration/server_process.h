@@ -26,7 +26,8 @@ inline constexpr const char* kFixtureModel = "tests/reference/fixtures/llama_mha
 class ServerProcess {
  public:
   // Starts `loraserve serve <args> --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
-  // --ready-file ...` (and --threads 1 unless args set it) and waits until it serves (or exits, or `timeout_s` passes).
+  // --ready-file ...` (and --threads 1 unless args set it) and waits until it serves (or exits, or
+  // `timeout_s` passes).
   static Result<std::unique_ptr<ServerProcess>> start(const std::vector<std::string>& args,
                                                       const fs::path& work_dir,
                                                       double timeout_s = 60.0);
@@ -51,8 +52,10 @@ class ServerProcess {
 // The last `bytes` of the server's log, for failure messages.
 std::string log_tail(const ServerProcess& server, size_t bytes = 6000);
 
-// Runs a command; returns its exit code, with stdout in *out (stderr goes to `log`).
-int run_command(const std::vector<std::string>& argv, std::string* out, const fs::path& log);
+// Runs a command; returns its exit code, with stdout in *out (stderr goes to `log`). With
+// `timeout_s` > 0, a command still running then is killed and -1 returned.
+int run_command(const std::vector<std::string>& argv, std::string* out, const fs::path& log,
+                double timeout_s = 0);
 
 // A temporary folder, removed with its contents on destruction.
 class TempDir {
