@@ -1,12 +1,14 @@
 // AdminService: loraserve.v1.Admin, served on the admin address only. Every call first passes
-// the bearer-token check (when a token is set) and needs an adapter root; the read-only calls
-// then answer inline. Loads and unloads run on the service's own workers (KeyedExecutor, keyed
-// by task ID): reading an adapter never holds a gRPC thread, actions on one task apply in the
-// order they arrived, and a slow load holds up only its own task. A load whose client has given
-// up (the call was cancelled or its deadline passed) before the new version is installed never
-// takes effect: the registry checks under its lock, right before the swap. Every file a load
-// reads must lie inside --adapter-root (common/untrusted_file.h). Thread-safe. `state` must
-// outlive it; destroy it after the gRPC server that serves it has shut down.
+// the bearer-token check (when a token is set) and needs an adapter root; then its request is
+// parsed from raw bytes (a malformed one is INVALID_ARGUMENT naming the field, not gRPC's
+// INTERNAL) and its task ID checked against the engine's RequestLimits before anything else. The
+// read-only calls then answer inline. Loads and unloads run on the service's own workers
+// (KeyedExecutor, keyed by task ID): reading an adapter never holds a gRPC thread, actions on one
+// task apply in the order they arrived, and a slow load holds up only its own task. A load whose
+// client has given up (the call was cancelled or its deadline passed) before the new version is
+// installed never takes effect: the registry checks under its lock, right before the swap. Every
+// file a load reads must lie inside --adapter-root (common/untrusted_file.h). Thread-safe.
+// `state` must outlive it; destroy it after the gRPC server that serves it has shut down.
 #pragma once
 
 #include <atomic>
@@ -41,14 +43,21 @@ struct AdminOptions {
   std::optional<AdapterRoot> adapter_root;  // absent: every call is FAILED_PRECONDITION
   std::string token;                        // empty: no token needed
   std::string model_dir;
-  std::string version;       // loraserve's
+  std::string version;            // loraserve's
+  int32_t max_request_bytes = 0;  // the transport's limits, for GetServerInfo
+  int32_t max_concurrent_streams = 0;
   int32_t load_threads = 4;  // loads and unloads of different tasks that run at once
 };
 
 // Admin actions (loads, unloads) queued at most at once; more are RESOURCE_EXHAUSTED.
 inline constexpr size_t kMaxQueuedAdminActions = 256;
 
-class AdminService final : public v1::Admin::CallbackService {
+using AdminServiceBase = v1::Admin::WithRawCallbackMethod_LoadAdapter<
+    v1::Admin::WithRawCallbackMethod_UnloadAdapter<v1::Admin::WithRawCallbackMethod_ListAdapters<
+        v1::Admin::WithRawCallbackMethod_GetServerInfo<
+            v1::Admin::WithRawCallbackMethod_GetStats<v1::Admin::Service>>>>>;
+
+class AdminService final : public AdminServiceBase {
  public:
   AdminService(ServingState* state, AdminOptions options)
       : state_(state),
@@ -56,33 +65,39 @@ class AdminService final : public v1::Admin::CallbackService {
         workers_(options_.load_threads, kMaxQueuedAdminActions) {}
 
   grpc::ServerUnaryReactor* LoadAdapter(grpc::CallbackServerContext* context,
-                                        const v1::LoadAdapterRequest* request,
-                                        v1::AdapterInfo* response) override;
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* UnloadAdapter(grpc::CallbackServerContext* context,
-                                          const v1::UnloadAdapterRequest* request,
-                                          v1::UnloadAdapterResponse* response) override;
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListAdapters(grpc::CallbackServerContext* context,
-                                         const v1::ListAdaptersRequest* request,
-                                         v1::ListAdaptersResponse* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
-                                          const v1::GetServerInfoRequest* request,
-                                          v1::GetServerInfoResponse* response) override;
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
-                                     const v1::GetStatsRequest* request,
-                                     v1::GetStatsResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
 
  private:
   // UNAUTHENTICATED without the token, FAILED_PRECONDITION without an adapter root,
   // UNAVAILABLE while the model loads.
   Status check_access(const grpc::CallbackServerContext& context) const;
-  // A read-only call, answered inline: the access check, then fill() when it passes.
-  template <typename Fill>
-  grpc::ServerUnaryReactor* answer(grpc::CallbackServerContext* context, Fill fill);
-  // A load or unload of `task_id`: the access check and the task ID's syntax (a refusal is
-  // logged), then action(peer, call) on the workers, whose status ends the call.
-  template <typename Action>
-  grpc::ServerUnaryReactor* queue_action(grpc::CallbackServerContext* context, const char* what,
-                                         const std::string& task_id, Action action);
+  // A read-only call, answered inline: the access check, the request parsed, then
+  // fill(response) when both pass.
+  template <typename Request, typename Response, typename Fill>
+  grpc::ServerUnaryReactor* answer(grpc::CallbackServerContext* context,
+                                   const grpc::ByteBuffer* request, grpc::ByteBuffer* response,
+                                   Fill fill);
+  // A load or unload: the access check, the request parsed and check(request) (a refusal is
+  // logged), then action(request, peer, call, response) on the workers (keyed by the request's
+  // task ID), whose status ends the call.
+  template <typename Request, typename Response, typename Check, typename Action>
+  grpc::ServerUnaryReactor* queue_action(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response, const char* what, Check check,
+                                         Action action);
   Status load(const v1::LoadAdapterRequest& request, const std::string& peer, const AdminCall& call,
               v1::AdapterInfo* response);
   Status unload(const v1::UnloadAdapterRequest& request, const std::string& peer,

@@ -27,13 +27,24 @@ std::optional<Clock::time_point> engine_deadline(const grpc::CallbackServerConte
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
 }
 
-// Converts a parsed GenerateRequest into the engine's request (prompt tokenized when it is text).
-Status to_engine_request(const v1::GenerateRequest& in, const engine::Engine& engine,
-                         ServingState* state, engine::GenerationRequest* out) {
-  out->request_id = in.request_id().empty() ? state->next_request_id() : in.request_id();
-  out->task_id = in.task_id();
+// The engine's request for `in` without its prompt, once it passed the limits (the task ID
+// before anything else).
+Result<engine::GenerationRequest> checked_request(const v1::GenerateRequest& in,
+                                                  const engine::RequestLimits& limits) {
+  engine::GenerationRequest out;
+  out.task_id = in.task_id();
+  out.request_id = in.request_id();
+  out.params = to_engine_params(in.params());
+  LS_RETURN_IF_ERROR(limits.check_request(out));
+  return out;
+}
+
+// Adds the prompt of `in` to `out` (a text prompt tokenized) and checks its length.
+Status add_prompt(const v1::GenerateRequest& in, const engine::Engine& engine,
+                  const engine::RequestLimits& limits, engine::GenerationRequest* out) {
   switch (in.prompt_case()) {
     case v1::GenerateRequest::kText: {
+      LS_RETURN_IF_ERROR(limits.check_prompt_text(in.text()));
       const tokenizer::Tokenizer* tok = engine.tokenizer();
       if (tok == nullptr) {
         return failed_precondition_error(
@@ -50,8 +61,7 @@ Status to_engine_request(const v1::GenerateRequest& in, const engine::Engine& en
     case v1::GenerateRequest::PROMPT_NOT_SET:
       return invalid_argument_error("prompt is required: set text or token_ids");
   }
-  out->params = to_engine_params(in.params());
-  return ok_status();
+  return limits.check_prompt_tokens(out->prompt_token_ids.size());
 }
 
 // The server side of one engine sequence: submits it, makes a cancellation reach the engine
@@ -62,8 +72,6 @@ class SequenceHandle {
   explicit SequenceHandle(ServingState* state) : state_(state) {}
 
   Status submit(engine::GenerationRequest request) {
-    request_id_ = request.request_id;
-    task_id_ = request.task_id;
     auto id = state_->engine()->submit(std::move(request));
     if (!id.ok()) return id.status();
     std::lock_guard<std::mutex> lock(mu_);
@@ -89,7 +97,7 @@ class SequenceHandle {
 
   // Counts the request in its task's totals and writes its log line.
   void log_finished(const SequenceSummary& s) const {
-    state_->record_finished(task_id_, s.prompt_tokens, s.completion_tokens);
+    state_->record_finished(task_id_.value_or(""), s.prompt_tokens, s.completion_tokens);
     spdlog::info(
         "request {} task {} prompt {} completion {} queue {:.1f} ms ttft {:.1f} ms total {:.1f} "
         "ms finish {}{}",
@@ -98,8 +106,11 @@ class SequenceHandle {
         s.error.ok() ? "" : ": " + s.error.to_string());
   }
 
+  // Before the request's IDs passed the limits, the log shows none of them.
   void log_rejected(const Status& status) const {
-    spdlog::info("request {} task {} rejected: {}", request_id_, task_label(), status.to_string());
+    spdlog::info("request {} task {} rejected: {}",
+                 request_id_.empty() ? "(unchecked)" : request_id_, task_label(),
+                 status.to_string());
   }
 
   const std::string& request_id() const { return request_id_; }
@@ -107,11 +118,14 @@ class SequenceHandle {
   void set_task_id(std::string id) { task_id_ = std::move(id); }
 
  private:
-  std::string task_label() const { return task_id_.empty() ? "(base)" : task_id_; }
+  std::string task_label() const {
+    if (!task_id_) return "(unchecked)";
+    return task_id_->empty() ? "(base)" : *task_id_;
+  }
 
   ServingState* state_;
   std::string request_id_;
-  std::string task_id_;
+  std::optional<std::string> task_id_;  // set once it passed the limits
   std::mutex mu_;
   std::optional<uint64_t> id_;
   bool cancel_requested_ = false;
@@ -156,10 +170,14 @@ class SequenceReactor : public GrpcReactor {
     if (!st.ok()) return finish_now(st);
     const v1::GenerateRequest& in = request_of(parsed);
     with_logprobs_ = in.params().has_logprobs();
-    engine::GenerationRequest request;
-    st = to_engine_request(in, *state_->engine(), state_, &request);
+    const engine::RequestLimits& limits = state_->engine()->options().request_limits;
+    auto checked = checked_request(in, limits);
+    if (!checked.ok()) return finish_now(checked.status());
+    engine::GenerationRequest request = std::move(checked).value();
+    if (request.request_id.empty()) request.request_id = state_->next_request_id();
     sequence_.set_request_id(request.request_id);
     sequence_.set_task_id(request.task_id);
+    st = add_prompt(in, *state_->engine(), limits, &request);
     if (!st.ok()) return finish_now(st);
     request.deadline = engine_deadline(*context_);
     Derived* self = static_cast<Derived*>(this);

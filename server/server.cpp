@@ -29,8 +29,11 @@ std::string bound_address(const std::string& requested, int port) {
 }
 
 Result<std::unique_ptr<grpc::Server>> start_grpc(const std::string& address,
-                                                 std::vector<grpc::Service*> services, int* port) {
+                                                 std::vector<grpc::Service*> services,
+                                                 int32_t max_request_bytes, int* port) {
   grpc::ServerBuilder builder;
+  // A larger request is refused by gRPC itself, with RESOURCE_EXHAUSTED, before it is read.
+  builder.SetMaxReceiveMessageSize(max_request_bytes);
   // gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
@@ -75,10 +78,15 @@ Status validate_serve_options(const ServeOptions& o) {
     return invalid_argument_error("--drain-timeout must be >= 0 seconds, got {}",
                                   o.drain_timeout_s);
   if (o.model_dir.empty()) return invalid_argument_error("no model folder given (--model)");
-  return ok_status();
+  if (o.max_request_bytes < 1)
+    return invalid_argument_error("--max-request-bytes must be at least 1");
+  if (o.max_concurrent_streams < 1)
+    return invalid_argument_error("--max-concurrent-streams must be at least 1");
+  return o.engine.request_limits.validate();
 }
 
-Server::Server(ServeOptions options) : options_(std::move(options)) {}
+Server::Server(ServeOptions options)
+    : options_(std::move(options)), state_(options_.max_concurrent_streams) {}
 
 Server::~Server() { shutdown(); }
 
@@ -93,6 +101,8 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   admin.load_threads = options.admin_load_threads;
   admin.model_dir = options.model_dir;
   admin.version = options.version;
+  admin.max_request_bytes = options.max_request_bytes;
+  admin.max_concurrent_streams = options.max_concurrent_streams;
 
   std::unique_ptr<Server> s(new Server(options));
   s->inference_ = std::make_unique<InferenceService>(&s->state_);
@@ -104,11 +114,12 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   int port = 0;
   LS_ASSIGN_OR_RETURN(s->server_,
-                      start_grpc(options.listen, {s->inference_.get(), s->health_.get()}, &port));
+                      start_grpc(options.listen, {s->inference_.get(), s->health_.get()},
+                                 options.max_request_bytes, &port));
   s->address_ = bound_address(options.listen, port);
   int admin_port = 0;
-  auto admin_server =
-      start_grpc(options.admin_listen, {s->admin_.get(), s->admin_health_.get()}, &admin_port);
+  auto admin_server = start_grpc(options.admin_listen, {s->admin_.get(), s->admin_health_.get()},
+                                 options.max_request_bytes, &admin_port);
   if (!admin_server.ok()) {
     s->server_->Shutdown();
     return admin_server.status();

@@ -28,13 +28,17 @@ struct TaskTotals {
 
 class ServingState {
  public:
+  // `max_calls`: calls admitted at once (--max-concurrent-streams).
+  explicit ServingState(int32_t max_calls) : max_calls_(static_cast<size_t>(max_calls)) {}
+
   // The engine, or nullptr while the model loads.
   engine::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
   // Publishes the loaded engine; calls are admitted from now on. REQUIRES: called once.
   void set_engine(engine::Engine* engine) { engine_.store(engine, std::memory_order_release); }
 
-  // Admits a new call: UNAVAILABLE while the model loads or the server drains. Each admitted
-  // call ends with exactly one end_call().
+  // Admits a new call: UNAVAILABLE while the model loads or the server drains,
+  // RESOURCE_EXHAUSTED when max_calls are open. Each admitted call ends with exactly one
+  // end_call().
   Status begin_call();
   void end_call();
   // Sequences submitted to the engine and not finished (cancelled when a drain times out).
@@ -59,6 +63,7 @@ class ServingState {
   std::string next_request_id() { return "req-" + std::to_string(next_request_.fetch_add(1)); }
 
  private:
+  const size_t max_calls_;
   std::atomic<engine::Engine*> engine_{nullptr};
   std::atomic<uint64_t> next_request_{1};
 

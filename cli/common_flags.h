@@ -11,7 +11,7 @@
 #include "engine/engine.h"
 #include "kernels/backend.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 struct EngineFlags {
   std::string model;
@@ -24,11 +24,15 @@ struct EngineFlags {
   void finalize() { engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30)); }
 };
 
+// The engine's flags, the request limits' among them.
 void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
 // --max-json-bytes and --max-json-depth: the limits on every JSON file read (config.json,
 // tokenizer.json, adapter_config.json, safetensors headers, --config). A command applies them
 // with set_json_limits before it reads a file.
 void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits);
+// The request limits' flags (--max-prompt-tokens, --max-stop-strings, --max-stop-bytes,
+// --max-stop-token-ids, --max-logprobs, --max-task-id-length, --max-request-id-bytes).
+void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* limits);
 
 // Where the shipped demo model is looked for, in order: $LORASERVE_MODEL, the installed
 // <prefix>/share/loraserve/models/demo (found from the executable's path), the source tree's
@@ -48,4 +52,4 @@ std::vector<std::string> bundled_adapter_specs(const std::string& model_dir);
 // Logs to stderr through spdlog (stdout carries results). level: trace..off.
 void set_up_logging(const std::string& level);
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

@@ -1,4 +1,4 @@
-#include "server/common_flags.h"
+#include "cli/common_flags.h"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -6,8 +6,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits) {
   cmd->add_option("--max-json-bytes", limits->max_bytes,
@@ -61,6 +62,35 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   add_json_limit_flags(cmd, &f->json_limits);
+  add_request_limit_flags(cmd, &f->engine.request_limits);
+}
+
+void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* l) {
+  constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
+  cmd->add_option("--max-prompt-tokens", l->max_prompt_tokens,
+                  "Longest prompt in tokens (0: what the model's context holds)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kInt32Max));
+  cmd->add_option("--max-stop-strings", l->max_stop_strings, "Stop strings per request")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kInt32Max));
+  cmd->add_option("--max-stop-bytes", l->max_stop_bytes, "Bytes of one stop string")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kInt32Max));
+  cmd->add_option("--max-stop-token-ids", l->max_stop_token_ids, "Stop token ids per request")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kInt32Max));
+  cmd->add_option("--max-logprobs", l->max_logprobs,
+                  "Most top logprobs per token a request may ask")
+      ->capture_default_str()
+      ->check(CLI::Range(0, engine::kMaxLogprobs));
+  cmd->add_option("--max-task-id-length", l->max_task_id_length, "Longest task ID (characters)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, adapters::AdapterRegistry::kMaxTaskIdLength));
+  cmd->add_option("--max-request-id-bytes", l->max_request_id_bytes,
+                  "Longest request_id a client may send (bytes)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kInt32Max));
 }
 
 std::vector<std::string> default_model_candidates() {
@@ -124,4 +154,4 @@ void set_up_logging(const std::string& level) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

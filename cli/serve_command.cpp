@@ -1,4 +1,4 @@
-#include "server/serve_command.h"
+#include "cli/serve_command.h"
 
 #include <google/protobuf/stubs/logging.h>
 #include <signal.h>
@@ -7,18 +7,21 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli/common_flags.h"
 #include "common/excerpt.h"
 #include "common/untrusted_json.h"
-#include "server/common_flags.h"
 #include "server/server.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 namespace {
 
 namespace fs = std::filesystem;
+using server::ServeOptions;
+using server::Server;
 
 struct ServeFlags {
   EngineFlags engine;
@@ -202,6 +205,14 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "Seconds that requests in flight get to finish after SIGTERM/SIGINT")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-request-bytes", o.max_request_bytes,
+                  "Largest request message accepted (bytes); larger: RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(1, std::numeric_limits<int32_t>::max()));
+  cmd->add_option("--max-concurrent-streams", o.max_concurrent_streams,
+                  "Inference calls open at once, over all connections; more: RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(1, std::numeric_limits<int32_t>::max()));
   cmd->add_option("--ready-file", flags->ready_file,
                   "Once serving, write {\"listen\", \"admin_listen\", \"pid\"} as JSON here");
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
@@ -211,4 +222,4 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->callback([flags, exit_code, cmd] { *exit_code = run_serve(*flags, cmd); });
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

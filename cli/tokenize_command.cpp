@@ -1,4 +1,4 @@
-#include "server/tokenize_command.h"
+#include "cli/tokenize_command.h"
 
 #include <spdlog/spdlog.h>
 
@@ -9,11 +9,11 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "server/common_flags.h"
-#include "server/json_lines.h"
+#include "cli/common_flags.h"
+#include "cli/json_lines.h"
 #include "tokenizer/tokenizer.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 namespace {
 
 using nlohmann::json;
@@ -37,7 +37,7 @@ Result<bool> optional_bool(const json& line, const char* key, bool fallback) {
 Status check_fields(const json& line, std::initializer_list<std::string_view> known) {
   for (auto it = line.begin(); it != line.end(); ++it) {
     if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
-      return invalid_argument_error("unknown field '{}'", it.key());
+      return unknown_field_error(it.key());
     }
   }
   return ok_status();
@@ -135,4 +135,4 @@ void add_tokenize_command(CLI::App& app, int* exit_code) {
   cmd->callback([flags, exit_code] { *exit_code = run_tokenize(*flags); });
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli
