@@ -43,7 +43,9 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
                   const engine::RequestLimits& limits, engine::GenerationRequest* req,
                   bool* want_logprobs) {
   LS_ASSIGN_OR_RETURN(const json j, parse_object_line(line));
-  if (auto task = j.find("task"); task != j.end() && task->is_string())
+  // An empty task is the base model, as on the wire.
+  if (auto task = j.find("task");
+      task != j.end() && task->is_string() && !task->get_ref<const std::string&>().empty())
     LS_RETURN_IF_ERROR(limits.check_task_id(task->get_ref<const std::string&>(), "task"));
   if (j.contains("prompt_token_ids") == j.contains("prompt")) {
     return invalid_argument_error("give exactly one of 'prompt' (text) and 'prompt_token_ids'");
