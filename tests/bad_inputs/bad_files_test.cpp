@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "adapters/registry.h"
+#include "chat/chat_template.h"
 #include "engine/loader.h"
 #include "formats/hf_config.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -33,18 +34,20 @@ class BadFilesTest : public ::testing::Test {
 
 TEST_F(BadFilesTest, CorpusHasEnoughCasesOfEveryKind) {
   const std::vector<BadFile> cases = bad_files();
-  size_t adapter = 0, model = 0, config = 0;
+  size_t adapter = 0, model = 0, config = 0, chat = 0;
   for (const BadFile& c : cases) {
     adapter += c.target == BadTarget::kAdapter;
     model += c.target == BadTarget::kModel;
     config += c.target == BadTarget::kServeConfig;
+    chat += c.target == BadTarget::kChatConfig;
   }
   EXPECT_GE(cases.size(), 120u);
   EXPECT_GE(adapter, 60u);
   EXPECT_GE(model, 60u);
   EXPECT_GE(config, 5u);
+  EXPECT_GE(chat, 20u);
   std::cout << cases.size() << " bad files: " << adapter << " adapter, " << model << " model, "
-            << config << " --config\n";
+            << config << " --config, " << chat << " tokenizer_config.json\n";
 }
 
 TEST_F(BadFilesTest, EveryBadAdapterIsRefusedAndTheRegistryKeepsWhatItServes) {
@@ -104,6 +107,24 @@ TEST_F(BadFilesTest, EveryBadModelFolderIsRefused) {
     ++tried;
   }
   std::cout << tried << " bad model folders refused\n";
+}
+
+// tokenizer_config.json is read by the chat template's loader (the OpenAI-compatible chat
+// endpoint), not at start-up: each case through ChatTemplate::load.
+TEST_F(BadFilesTest, EveryBadTokenizerConfigIsRefused) {
+  int n = 0, tried = 0;
+  for (const BadFile& c : bad_files()) {
+    if (c.target != BadTarget::kChatConfig) continue;
+    SCOPED_TRACE(c.name);
+    const fs::path dir = dir_ / fmt::format("chat{}", n++);
+    write_bad_model(c, dir, dir_ / "outside");
+    auto t = chat::ChatTemplate::load(dir.string());
+    ASSERT_FALSE(t.ok()) << "loaded";
+    EXPECT_EQ(check_bad_file_error(c, t.status().code(), t.status().message()), "");
+    fs::remove_all(dir);
+    ++tried;
+  }
+  std::cout << tried << " bad tokenizer_config.json files refused\n";
 }
 
 }  // namespace

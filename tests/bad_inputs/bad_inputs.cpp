@@ -30,6 +30,7 @@ const std::map<std::string, std::pair<BadTarget, std::string>>& folder_targets()
       {"index", {BadTarget::kModel, "model.safetensors.index.json"}},
       {"tokenizer", {BadTarget::kModel, "tokenizer.json"}},
       {"serve_config", {BadTarget::kServeConfig, ""}},
+      {"tokenizer_config", {BadTarget::kChatConfig, "tokenizer_config.json"}},
   };
   return kTargets;
 }
@@ -111,6 +112,7 @@ std::vector<BadFile> special_files() {
   const auto invalid = StatusCode::kInvalidArgument;
   const auto adapter = BadTarget::kAdapter;
   const auto model = BadTarget::kModel;
+  const auto chat = BadTarget::kChatConfig;
   const std::string config = "adapter_config.json";
   const std::string weights = "adapter_model.safetensors";
   std::vector<BadFile> out = {
@@ -204,6 +206,17 @@ std::vector<BadFile> special_files() {
                               R"("model-00002-of-00002.safetensors"}})");
                 make_fifo(p.parent_path() / "model-00002-of-00002.safetensors");
               }),
+      special("chat_config_fifo", chat, "tokenizer_config.json", invalid, {"a FIFO"},
+              [](P p, P) { make_fifo(p); }),
+      special("chat_config_dev_zero", chat, "tokenizer_config.json", invalid,
+              {"a character device"}, [](P p, P) { fs::create_symlink("/dev/zero", p); }),
+      special("chat_config_is_folder", chat, "tokenizer_config.json", invalid, {"a folder"},
+              [](P p, P) { fs::create_directories(p); }),
+      special("chat_config_sparse_1gib", chat, "tokenizer_config.json", invalid,
+              {"--max-json-bytes", "1073741824"}, [](P p, P) { make_sparse(p, 1ull << 30); }),
+      special("chat_config_nested_million", chat, "tokenizer_config.json", invalid,
+              {"deeper than 64 levels"},
+              [](P p, P) { make_nested(p, 1000000, "{\"chat_template\": ", "}"); }),
   };
   return out;
 }

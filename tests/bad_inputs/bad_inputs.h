@@ -21,6 +21,7 @@ enum class BadTarget {
   kAdapter,      // a file of an adapter folder (or the folder itself), read by LoadAdapter
   kModel,        // a file of a model folder, read at start-up
   kServeConfig,  // the file of `loraserve serve --config`
+  kChatConfig,   // tokenizer_config.json of a model folder, read by chat::ChatTemplate::load
 };
 
 struct BadFile {

@@ -14,6 +14,7 @@ Folders (each names the file its cases stand in for):
   index/               model.safetensors.index.json (the weights renamed model-00001-of-00001.safetensors)
   tokenizer/           tokenizer.json of the same model
   serve_config/        the file given to `loraserve serve --config`
+  tokenizer_config/    tokenizer_config.json of the same model (its chat template)
 Cases that are large or special (FIFOs, devices, links out of the root, sparse files, a million
 levels of nesting) are made at test time by tests/bad_inputs/bad_inputs.cpp.
 """
@@ -485,6 +486,42 @@ sc("flag_negative", dumps({"max-batch-size": -1}), ["'max-batch-size'"])
 sc("flag_above_uint64", dumps({"max-batch-size": 2**64}), ["'max-batch-size'"])
 sc("json_depth_out_of_range", dumps({"max-json-depth": 5000}), ["'max-json-depth'"])
 sc("deep_nesting", dumps({"preload": json.loads(nested(100, '"a=b"'))}), ["deeper than 64 levels"])
+
+# ----------------------------------------------------------------------------------------------
+# tokenizer_config.json (the chat template and its special tokens, chat::ChatTemplate::load)
+TC = "tokenizer_config.json"
+TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"
+
+
+def tc(name, content, contains, code=INVALID):
+    add("tokenizer_config", name + ".json", content, code, [TC] + contains)
+
+
+def tc_with(**fields):
+    d = {"bos_token": "<s>", "eos_token": "</s>", "chat_template": TEMPLATE}
+    d.update(fields)
+    return dumps(d)
+
+
+tc("not_json", '{"chat_template": ', ["not valid JSON"])
+tc("empty", "", ["not valid JSON"])
+tc("trailing_garbage", tc_with() + " x", ["not valid JSON"])
+tc("invalid_utf8", b'{"chat_template": "\xff\xfe"}', ["not valid JSON"])
+tc("lone_surrogate", '{"chat_template": "\\udc80"}', ["not valid JSON"])
+tc("array_top", "[1]", ["not a JSON object"])
+tc("string_top", '"template"', ["not a JSON object"])
+tc("deep_nesting", dumps({"chat_template": TEMPLATE, "extra": json.loads(nested(100))}), ["deeper than 64 levels"])
+tc("template_number", tc_with(chat_template=7), ['"chat_template" must be a string'])
+tc("template_object", tc_with(chat_template={"default": TEMPLATE}), ['"chat_template" must be a string'])
+tc("template_list_no_default", tc_with(chat_template=[{"name": "tool_use", "template": "x"}]), ['none named "default"'])
+tc("template_list_bad_entry", tc_with(chat_template=[{"name": 1, "template": "x"}]), ['"chat_template" must be a string or a list'])
+tc("template_syntax_error", tc_with(chat_template="line 1\n{% for %}"), ["chat_template", "line 2"])
+tc("template_unclosed_block", tc_with(chat_template="{% if messages %}x"), ["chat_template"])
+tc("eos_token_number", tc_with(eos_token=5), ['"eos_token" must be a string'])
+tc("bos_token_object_no_content", tc_with(bos_token={"lstrip": False}), ['"bos_token" must be a string'])
+tc("pad_token_list", tc_with(pad_token=["<pad>"]), ['"pad_token" must be a string'])
+tc("additional_special_tokens_string", tc_with(additional_special_tokens="<a>"), ['"additional_special_tokens" must be a list'])
+tc("additional_special_tokens_number", tc_with(additional_special_tokens=[7]), ['"additional_special_tokens" must be a string'])
 
 with open(os.path.join(HERE, "expected.json"), "w") as f:
     json.dump(cases, f, indent=1, sort_keys=True, ensure_ascii=False)
