@@ -4,11 +4,13 @@
 
 namespace loraserve::adapters {
 
-AdapterCache::AdapterCache(kernels::Backend* backend, const formats::ModelConfig& model, int32_t num_slots)
+AdapterCache::AdapterCache(kernels::Backend* backend, const formats::ModelConfig& model,
+                           int32_t num_slots)
     : backend_(backend), model_(model), slots_(static_cast<size_t>(std::max(1, num_slots))) {}
 
 std::optional<int32_t> AdapterCache::acquire(const AdapterRef& version) {
   ++clock_;
+  sweep_failed();
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
     if (s.key == version.get() && !s.version.expired()) {
@@ -23,7 +25,8 @@ std::optional<int32_t> AdapterCache::acquire(const AdapterRef& version) {
   Slot* target = nullptr;
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
-    if ((s.key == nullptr || s.version.expired()) && s.pins == 0 && (s.key == nullptr || ready(static_cast<int32_t>(i)))) {
+    if ((s.key == nullptr || s.version.expired()) && s.pins == 0 &&
+        (s.key == nullptr || ready(static_cast<int32_t>(i)))) {
       target = &s;
       break;
     }
@@ -32,7 +35,8 @@ std::optional<int32_t> AdapterCache::acquire(const AdapterRef& version) {
   if (target == nullptr) {
     for (size_t i = 0; i < slots_.size(); ++i) {
       Slot& s = slots_[i];
-      if (s.pins == 0 && ready(static_cast<int32_t>(i)) && (target == nullptr || s.last_used < target->last_used)) {
+      if (s.pins == 0 && ready(static_cast<int32_t>(i)) &&
+          (target == nullptr || s.last_used < target->last_used)) {
         target = &s;
       }
     }
@@ -41,16 +45,16 @@ std::optional<int32_t> AdapterCache::acquire(const AdapterRef& version) {
   }
   if (evicting) {
     if (auto old = target->version.lock()) {
-      spdlog::debug("adapter slot {}: evicting task={} version={} for task={}", target - slots_.data(), old->task_id,
-                    old->version, version->task_id);
+      spdlog::debug("adapter slot {}: evicting task={} version={} for task={}",
+                    target - slots_.data(), old->task_id, old->version, version->task_id);
     }
     ++counters_.evictions;
   }
   clear(*target);
   Status st = place(*target, version);
   if (!st.ok()) {
-    spdlog::error("adapter task={} version={}: cannot place in a slot: {}", version->task_id, version->version,
-                  st.to_string());
+    spdlog::error("adapter task={} version={}: cannot place in a slot: {}", version->task_id,
+                  version->version, st.to_string());
     clear(*target);
     return std::nullopt;
   }
@@ -65,9 +69,11 @@ Status AdapterCache::place(Slot& slot, const AdapterRef& version) {
   const std::byte* base = static_cast<const std::byte*>(a.weights().data());
   if (!backend_->shares_host_memory()) {
     LS_ASSIGN_OR_RETURN(slot.device, backend_->allocate(a.bytes()));
-    const kernels::Tensor dst = slot.device.view(a.dtype(), 1, static_cast<int64_t>(a.bytes() / dtype_size(a.dtype())));
-    LS_ASSIGN_OR_RETURN(slot.ticket, backend_->copy_to_device_async(dst, a.weights().data(), a.dtype(),
-                                                                     static_cast<size_t>(dst.cols)));
+    const kernels::Tensor dst =
+        slot.device.view(a.dtype(), 1, static_cast<int64_t>(a.bytes() / dtype_size(a.dtype())));
+    LS_ASSIGN_OR_RETURN(slot.ticket,
+                        backend_->copy_to_device_async(dst, a.weights().data(), a.dtype(),
+                                                       static_cast<size_t>(dst.cols)));
     base = static_cast<const std::byte*>(slot.device.data());
     slot.pinned_by_upload = version;
     slot.ready = false;
@@ -92,9 +98,7 @@ Status AdapterCache::place(Slot& slot, const AdapterRef& version) {
   return ok_status();
 }
 
-void AdapterCache::clear(Slot& slot) {
-  slot = Slot{};
-}
+void AdapterCache::clear(Slot& slot) { slot = Slot{}; }
 
 void AdapterCache::release(int32_t slot) {
   Slot& s = slots_[static_cast<size_t>(slot)];
@@ -104,16 +108,36 @@ void AdapterCache::release(int32_t slot) {
 bool AdapterCache::ready(int32_t slot) {
   Slot& s = slots_[static_cast<size_t>(slot)];
   if (s.key == nullptr) return true;
-  if (!s.ready && backend_->upload_done(s.ticket)) {
+  if (s.ready || !s.failure.ok()) return s.ready;
+  Result<bool> done = backend_->upload_done(s.ticket);
+  if (!done.ok()) {
+    // The host copy stays pinned (pinned_by_upload) until the slot is emptied: whether the copy
+    // engine still reads it after a failure is not known.
+    const auto v = s.version.lock();
+    s.failure =
+        done.status().with_context(fmt::format("uploading adapter task={} version={} into slot {}",
+                                               v ? v->task_id : "?", v ? v->version : 0, slot));
+    spdlog::error("{}", s.failure.to_string());
+    return false;
+  }
+  if (*done) {
     s.ready = true;
     s.pinned_by_upload.reset();
   }
   return s.ready;
 }
 
-void AdapterCache::sweep() {
+void AdapterCache::sweep_failed() {
   for (Slot& s : slots_) {
-    if (s.key != nullptr && s.pins == 0 && s.version.expired() && ready(static_cast<int32_t>(&s - slots_.data()))) {
+    if (!s.failure.ok() && s.pins == 0) clear(s);
+  }
+}
+
+void AdapterCache::sweep() {
+  sweep_failed();
+  for (Slot& s : slots_) {
+    if (s.key != nullptr && s.pins == 0 && s.version.expired() &&
+        ready(static_cast<int32_t>(&s - slots_.data()))) {
       clear(s);
     }
   }

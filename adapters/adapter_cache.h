@@ -38,13 +38,17 @@ class AdapterCache {
   // nullopt when every slot is pinned: the caller waits and tries again.
   std::optional<int32_t> acquire(const AdapterRef& version);
   void release(int32_t slot);
-  // True once the slot's upload has finished.
+  // True once the slot's upload has finished. A slot whose upload failed is never ready.
   bool ready(int32_t slot);
+  // Why the slot's upload failed, or OK. The requests pinning a failed slot must end with this
+  // error (its device memory holds nothing usable); once none pins it, the slot is emptied, so a
+  // later acquire uploads the adapter afresh.
+  Status failure(int32_t slot) const { return slots_[static_cast<size_t>(slot)].failure; }
   // The slot's weights for LoRA table `table` (rank 0 when the adapter does not target it).
   const kernels::LoraSlice& slice(int32_t slot, int32_t table) const {
     return slots_[static_cast<size_t>(slot)].slices[static_cast<size_t>(table)];
   }
-  // Frees slots whose version nobody holds any more.
+  // Frees slots whose version nobody holds any more, and failed slots nobody pins.
   void sweep();
 
   int32_t num_slots() const { return static_cast<int32_t>(slots_.size()); }
@@ -56,16 +60,18 @@ class AdapterCache {
   struct Slot {
     const AdapterVersion* key = nullptr;  // identity of the resident version (nullptr: empty)
     std::weak_ptr<const AdapterVersion> version;
-    AdapterRef pinned_by_upload;  // keeps the host copy alive until the upload finishes
-    kernels::DeviceBuffer device;  // empty when the backend reads the host copy directly
+    AdapterRef pinned_by_upload;             // keeps the host copy alive until the upload finishes
+    kernels::DeviceBuffer device;            // empty when the backend reads the host copy directly
     std::vector<kernels::LoraSlice> slices;  // [table]
     uint64_t ticket = 0;
     bool ready = false;
+    Status failure;  // the upload's error
     int32_t pins = 0;
     uint64_t last_used = 0;
   };
   Status place(Slot& slot, const AdapterRef& version);
   void clear(Slot& slot);
+  void sweep_failed();
 
   kernels::Backend* backend_;
   formats::ModelConfig model_;

@@ -70,6 +70,7 @@ Status convert_checked(const SourceTensor& src, size_t n, DType dst_dtype, void*
       return ok_status();
     }
     case DType::kI32:
+    case DType::kI8:
       break;
   }
   return internal_error("adapter weights cannot be stored as {}", dtype_name(dst_dtype));

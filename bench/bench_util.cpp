@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/backend.h"
+
 namespace loraserve::bench {
 
 Result<formats::ModelConfig> preset_config(const std::string& name) {
@@ -42,6 +44,12 @@ Result<formats::ModelConfig> preset_config(const std::string& name) {
   }
   c.head_dim = c.hidden_size / c.num_heads;
   return c;
+}
+
+double decode_step_weight_bytes(double weight_bytes, const formats::ModelConfig& c,
+                                DType weight_dtype) {
+  return weight_bytes - static_cast<double>(kernels::weight_storage_bytes(
+                            weight_dtype, c.vocab_size, c.hidden_size));
 }
 
 double measure_read_bandwidth(size_t bytes, int repeats) {

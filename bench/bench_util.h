@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dtype.h"
 #include "common/status.h"
 #include "formats/hf_config.h"
 
@@ -34,12 +35,10 @@ inline Summary summarize(std::vector<double> v) {
   return s;
 }
 
-// What a decode step reads of the weights: all of them (`weight_bytes`, stored at
-// `bytes_per_weight`) but the embedding table, of which it reads only the batch's rows.
-inline double decode_step_weight_bytes(double weight_bytes, const formats::ModelConfig& c,
-                                       int bytes_per_weight) {
-  return weight_bytes - static_cast<double>(c.vocab_size * c.hidden_size) * bytes_per_weight;
-}
+// What a decode step reads of the weights: all of them (`weight_bytes`, matrices stored in
+// `weight_dtype`) but the embedding table, of which it reads only the batch's rows.
+double decode_step_weight_bytes(double weight_bytes, const formats::ModelConfig& c,
+                                DType weight_dtype);
 
 // Shows "run i/n" on stderr while interleaved runs go on; run == n clears it at the end.
 void show_run_progress(int run, int runs);

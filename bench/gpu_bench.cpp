@@ -7,7 +7,8 @@
 //   4. 64 sequences on 64 distinct adapters: throughput ratio against the bytes bound
 //      1 / (1 + adapter bytes read per step / base bytes read per step) (target >= 0.9 x bound);
 //   5. one rank-16 adapter uploaded while batch-64 decode steps run: upload time (target <= 5 ms)
-//      and the steps that ran meanwhile.
+//      and the steps that ran meanwhile;
+//   6. decode tokens/s without adapters at batch 1, 8, 32, 64 and 128.
 // A step is what the engine does per step: the forward pass over StepMeta, then sampling
 // (greedy) with its copy back to the host. Prints the figures and writes them as JSON; it never
 // asserts on time (tools/gpu-check reads the JSON).
@@ -39,7 +40,9 @@ using kernels::Backend;
 using kernels::Tensor;
 
 constexpr int32_t kBlockSize = 16;
-constexpr int32_t kBatch = 64;
+constexpr int32_t kBatch = 64;      // the adapter scenarios' batch
+constexpr int32_t kMaxBatch = 128;  // the largest batch of the decode sweep
+constexpr int32_t kSweep[] = {1, 8, 32, 64, 128};
 constexpr int32_t kRank = 16;
 
 ModelConfig llama3_8b(int64_t layers) {
@@ -187,7 +190,7 @@ class DecodeLoop {
   kernels::StepMeta meta_;
   std::vector<kernels::SampleParams> params_;
   std::vector<kernels::SampleResult> results_;
-  std::vector<int32_t> last_ = std::vector<int32_t>(kBatch, 1);
+  std::vector<int32_t> last_ = std::vector<int32_t>(kMaxBatch, 1);
 };
 
 // Median step time of `steps` steps after `warmup` (graphs are captured on the second step).
@@ -223,13 +226,13 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
   const ModelConfig c = llama3_8b(layers);
   DeviceRandomSource source(&b);
   engine::ForwardOptions fo;
-  fo.max_rows = kBatch;
-  fo.max_logits_rows = kBatch;
+  fo.max_rows = kMaxBatch;
+  fo.max_logits_rows = kMaxBatch;
   fo.max_lora_rank = kRank;
   LS_ASSIGN_OR_RETURN(auto model, engine::Model::load(c, source, &b, fo));
   const int32_t blocks_per_seq = (context + 1024 + kBlockSize - 1) / kBlockSize;
   LS_ASSIGN_OR_RETURN(auto cache,
-                      engine::KvCache::create(c, &b, kBatch * blocks_per_seq, kBlockSize));
+                      engine::KvCache::create(c, &b, kMaxBatch * blocks_per_seq, kBlockSize));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LS_RETURN_IF_ERROR(kernels::cuda_fill_uniform(b, cache->k(l), 1000 + l, -1.0f, 1.0f));
     LS_RETURN_IF_ERROR(kernels::cuda_fill_uniform(b, cache->v(l), 2000 + l, -1.0f, 1.0f));
@@ -250,7 +253,7 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
   }
   const double b1_step = summarize(b1).median;
   // What one step reads: every weight but the embedding table (one row of it), and the KV cache.
-  const double layer_bytes = decode_step_weight_bytes(weight_bytes, c, 2);
+  const double layer_bytes = decode_step_weight_bytes(weight_bytes, c, DType::kBF16);
   auto kv_read = [&](int32_t batch) {
     return static_cast<double>(batch) * (context + steps) * 2.0 * static_cast<double>(c.kv_dim()) *
            2.0 * static_cast<double>(c.num_layers);
@@ -322,7 +325,9 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
                                              DType::kBF16, static_cast<size_t>(elems)));
   int overlapped = 0;
   std::vector<double> during;
-  while (!b.upload_done(ticket) && overlapped < 1000) {
+  while (overlapped < 1000) {
+    LS_ASSIGN_OR_RETURN(const bool done, b.upload_done(ticket));
+    if (done) break;
     LS_ASSIGN_OR_RETURN(double t, base.step(overlapped));
     during.push_back(t);
     ++overlapped;
@@ -339,9 +344,32 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
       kRank, one_adapter / (1 << 20), upload_ms, overlapped,
       during.empty() ? 0.0 : summarize(during).max * 1e3, quiet * 1e3);
 
+  // 6. The decode sweep, interleaved by round.
+  std::vector<DecodeLoop> sweep;
+  for (int32_t batch : kSweep)
+    sweep.emplace_back(*model, *cache, batch, context, std::vector<const DeviceAdapter*>{});
+  std::vector<std::vector<double>> sweep_t(sweep.size());
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t i = 0; i < sweep.size(); ++i) {
+      LS_ASSIGN_OR_RETURN(double t, median_step(sweep[i], 3, steps));
+      sweep_t[i].push_back(t);
+    }
+  }
+  nlohmann::json sweep_json = nlohmann::json::array();
+  for (size_t i = 0; i < sweep.size(); ++i) {
+    const double step = summarize(sweep_t[i]).median;
+    const double tokens_s = kSweep[i] / step;
+    sweep_json.push_back({{"batch", kSweep[i]}, {"step_ms", step * 1e3}, {"tokens_s", tokens_s}});
+    spdlog::info("decode batch {}: {:.3f} ms/step, {:.0f} tokens/s", kSweep[i], step * 1e3,
+                 tokens_s);
+  }
+  j["decode_sweep"] = sweep_json;
+
   LS_ASSIGN_OR_RETURN(const kernels::CudaGraphStats g, kernels::cuda_graph_stats(b));
-  j["graphs"] = {
-      {"captured", g.captured}, {"replayed", g.replayed}, {"eager_steps", g.eager_steps}};
+  j["graphs"] = {{"captured", g.captured},
+                 {"replayed", g.replayed},
+                 {"eager_steps", g.eager_steps},
+                 {"capture_failures", g.capture_failures}};
   std::ofstream(out_path) << j.dump(2) << "\n";
   spdlog::info("wrote {}", out_path);
   return ok_status();

@@ -30,9 +30,11 @@ struct Options {
   int decode_steps = 8;
   int repeats = 5;
   int threads = 0;
+  std::string weights_dtype = "f32";  // of the base model
 };
 
-std::vector<adapters::LoraModuleWeights> random_adapter(const ModelConfig& c, int rank, uint32_t seed) {
+std::vector<adapters::LoraModuleWeights> random_adapter(const ModelConfig& c, int rank,
+                                                        uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(-0.02f, 0.02f);
   std::vector<adapters::LoraModuleWeights> mods;
@@ -60,8 +62,9 @@ class Bench {
       : o_(o), config_(std::move(config)), eng_(std::move(eng)) {}
 
   Status add_adapter(const std::string& task, int rank, uint32_t seed) {
-    LS_ASSIGN_OR_RETURN(auto a, adapters::LoraAdapter::from_weights(random_adapter(config_, rank, seed), config_,
-                                                                      &eng_->backend(), 64));
+    LS_ASSIGN_OR_RETURN(
+        auto a, adapters::LoraAdapter::from_weights(random_adapter(config_, rank, seed), config_,
+                                                    &eng_->backend(), 64));
     adapter_bytes_[task] = static_cast<double>(a->bytes());
     return eng_->adapters().add(task, std::move(a), true).status();
   }
@@ -112,7 +115,8 @@ class Bench {
   struct Pair {
     Summary a, b, ratio;
   };
-  Result<Pair> interleave(const std::function<Result<double>()>& a, const std::function<Result<double>()>& b) {
+  Result<Pair> interleave(const std::function<Result<double>()>& a,
+                          const std::function<Result<double>()>& b) {
     std::vector<double> va, vb, ratio;
     for (int i = 0; i < o_.repeats; ++i) {
       LS_ASSIGN_OR_RETURN(double x, a());
@@ -150,6 +154,7 @@ Result<std::unique_ptr<Bench>> make_bench(const Options& o, const std::string& p
   kernels::BackendOptions bo;
   bo.device = "cpu";
   bo.cpu_threads = o.threads;
+  LS_ASSIGN_OR_RETURN(bo.cpu_weight_dtype, kernels::parse_weights_dtype_flag(o.weights_dtype));
   LS_ASSIGN_OR_RETURN(auto backend, kernels::create_backend(bo));
   auto source = engine::random_source(42);
   LS_ASSIGN_OR_RETURN(auto eng, engine::Engine::create(c, *source, std::move(backend), eo));
@@ -157,25 +162,30 @@ Result<std::unique_ptr<Bench>> make_bench(const Options& o, const std::string& p
 }
 
 std::string fmt_summary(const Summary& s, int precision = 3) {
-  return fmt::format("{:.{}f} ({:.{}f}–{:.{}f})", s.median, precision, s.min, precision, s.max, precision);
+  return fmt::format("{:.{}f} ({:.{}f}–{:.{}f})", s.median, precision, s.min, precision, s.max,
+                     precision);
 }
 
 Status run(const Options& o) {
   LS_ASSIGN_OR_RETURN(auto bench, make_bench(o, o.preset, o.batch));
   const ModelConfig& c = bench->config();
+  const engine::Model& model = bench->engine().model();
   const double base_bytes =
-      decode_step_weight_bytes(static_cast<double>(bench->engine().model().weight_bytes()), c, 4);
-  fmt::print("preset {} ({} layers, dim {}, ffn {}); batch {}; rank {} on all seven projections; {} decode steps "
-             "per run; {} interleaved runs each; {}\n",
-             o.preset, c.num_layers, c.hidden_size, c.intermediate_size, o.batch, o.rank, o.decode_steps, o.repeats,
-             bench->engine().backend().describe());
+      decode_step_weight_bytes(static_cast<double>(model.weight_bytes()), c, model.weight_dtype());
+  fmt::print(
+      "preset {} ({} layers, dim {}, ffn {}); {} weights; batch {}; rank {} on all seven "
+      "projections; {} "
+      "decode steps per run; {} interleaved runs each; {}\n",
+      o.preset, c.num_layers, c.hidden_size, c.intermediate_size, dtype_name(model.weight_dtype()),
+      o.batch, o.rank, o.decode_steps, o.repeats, bench->engine().backend().describe());
   std::vector<std::string> none(static_cast<size_t>(o.batch), "");
   auto baseline = [&] { return bench->decode_tokens_per_s(none); };
 
   // 1. Four distinct adapters, batch/4 rows each.
   spdlog::info("1/5: 4 adapters vs none");
   std::vector<std::string> four;
-  for (int i = 0; i < 4; ++i) LS_RETURN_IF_ERROR(bench->add_adapter(fmt::format("four{}", i), o.rank, 100 + i));
+  for (int i = 0; i < 4; ++i)
+    LS_RETURN_IF_ERROR(bench->add_adapter(fmt::format("four{}", i), o.rank, 100 + i));
   for (int i = 0; i < o.batch; ++i) four.push_back(fmt::format("four{}", i % 4));
   std::vector<double> four_lora_ms;
   LS_ASSIGN_OR_RETURN(auto p4, bench->interleave(baseline, [&]() -> Result<double> {
@@ -183,12 +193,15 @@ Status run(const Options& o) {
     four_lora_ms.push_back(bench->last_lora_ms());
     return t;
   }));
-  fmt::print("4 distinct adapters ({} rows each) vs no adapter: tokens/s {} vs {}; ratio {}\n", o.batch / 4,
-             fmt_summary(p4.b, 1), fmt_summary(p4.a, 1), fmt_summary(p4.ratio));
+  fmt::print("4 distinct adapters ({} rows each) vs no adapter: tokens/s {} vs {}; ratio {}\n",
+             o.batch / 4, fmt_summary(p4.b, 1), fmt_summary(p4.a, 1), fmt_summary(p4.ratio));
   const double four_lora = summarize(four_lora_ms).median;
   const double base_step_ms = o.batch / p4.a.median * 1e3;
-  fmt::print("  the LoRA ops, timed inside the steps: {:.2f} ms of a {:.1f} ms step, so the ratio they leave is "
-             "{:.3f}\n", four_lora, base_step_ms, base_step_ms / (base_step_ms + four_lora));
+  fmt::print(
+      "  the LoRA ops, timed inside the steps: {:.2f} ms of a {:.1f} ms step, so the ratio they "
+      "leave is "
+      "{:.3f}\n",
+      four_lora, base_step_ms, base_step_ms / (base_step_ms + four_lora));
 
   // 2. One adapter per row.
   spdlog::info("2/5: {} adapters vs none", o.batch);
@@ -198,13 +211,16 @@ Status run(const Options& o) {
     LS_RETURN_IF_ERROR(bench->add_adapter(t, o.rank, 200 + i));
     distinct.push_back(t);
   }
-  LS_ASSIGN_OR_RETURN(auto pd, bench->interleave(baseline, [&] { return bench->decode_tokens_per_s(distinct); }));
+  LS_ASSIGN_OR_RETURN(
+      auto pd, bench->interleave(baseline, [&] { return bench->decode_tokens_per_s(distinct); }));
   const double adapter_step_bytes = o.batch * bench->adapter_bytes("distinct0");
   const double bound = 1.0 / (1.0 + adapter_step_bytes / base_bytes);
-  fmt::print("{} distinct adapters vs no adapter: ratio {}; bytes bound 1/(1 + {:.1f} MiB / {:.1f} MiB) = {:.3f}; "
-             "ratio / bound = {:.3f}\n",
-             o.batch, fmt_summary(pd.ratio), adapter_step_bytes / (1 << 20), base_bytes / (1 << 20), bound,
-             pd.ratio.median / bound);
+  fmt::print(
+      "{} distinct adapters vs no adapter: ratio {}; bytes bound 1/(1 + {:.1f} MiB / {:.1f} MiB) = "
+      "{:.3f}; "
+      "ratio / bound = {:.3f}\n",
+      o.batch, fmt_summary(pd.ratio), adapter_step_bytes / (1 << 20), base_bytes / (1 << 20), bound,
+      pd.ratio.median / bound);
 
   // 3. Base-model rows while adapters are loaded vs an engine with none loaded at all.
   // One engine, its adapters unloaded for the "none loaded" runs and loaded back (the same
@@ -217,7 +233,8 @@ Status run(const Options& o) {
     return bench->decode_tokens_per_s(none);
   };
   auto with_all_loaded = [&]() -> Result<double> {
-    for (const auto& a : loaded) LS_RETURN_IF_ERROR(registry.add(a->task_id, a->adapter, false).status());
+    for (const auto& a : loaded)
+      LS_RETURN_IF_ERROR(registry.add(a->task_id, a->adapter, false).status());
     return bench->decode_tokens_per_s(none);
   };
   LS_ASSIGN_OR_RETURN(auto pn, bench->interleave(with_none_loaded, with_all_loaded));
@@ -234,7 +251,8 @@ Status run(const Options& o) {
       const std::string t = fmt::format("rank{}_{}", ranks[k], i);
       LS_RETURN_IF_ERROR(bench->add_adapter(t, ranks[k], 300 + 10 * k + i));
     }
-    for (int i = 0; i < o.batch; ++i) per_rank[static_cast<size_t>(k)].push_back(fmt::format("rank{}_{}", ranks[k], i % 4));
+    for (int i = 0; i < o.batch; ++i)
+      per_rank[static_cast<size_t>(k)].push_back(fmt::format("rank{}_{}", ranks[k], i % 4));
   }
   // As many distinct adapters as each single-rank run (4, batch/4 rows each): one of each rank.
   for (int i = 0; i < o.batch; ++i) mixed.push_back(fmt::format("rank{}_0", ranks[i % 4]));
@@ -255,19 +273,25 @@ Status run(const Options& o) {
   }
   show_run_progress(o.repeats, o.repeats);
   const double base_ms = summarize(base_times).median * 1e3;
-  fmt::print("decode step, {} rows, 4 adapters of one rank (or one of each rank, mixed): no adapter {:.1f} ms\n",
-             o.batch, base_ms);
+  fmt::print(
+      "decode step, {} rows, 4 adapters of one rank (or one of each rank, mixed): no adapter "
+      "{:.1f} ms\n",
+      o.batch, base_ms);
   double mean_lora = 0;
   for (int k = 0; k < 4; ++k) {
     const double lora = summarize(lora_ms[k]).median;
     mean_lora += lora / 4;
-    fmt::print("  every row rank {:>2}: LoRA ops {:6.2f} ms per step ({:5.2f} ms per rank-8 unit); step {:.1f} ms\n",
-               ranks[k], lora, lora / (ranks[k] / 8.0), summarize(times[k]).median * 1e3);
+    fmt::print(
+        "  every row rank {:>2}: LoRA ops {:6.2f} ms per step ({:5.2f} ms per rank-8 unit); step "
+        "{:.1f} ms\n",
+        ranks[k], lora, lora / (ranks[k] / 8.0), summarize(times[k]).median * 1e3);
   }
   const double mixed_lora = summarize(lora_ms[4]).median;
-  fmt::print("  ranks mixed a quarter each: LoRA ops {:.2f} ms per step; the mean of the four alone is {:.2f} ms, "
-             "rank 64 alone {:.2f} ms; step {:.1f} ms\n",
-             mixed_lora, mean_lora, summarize(lora_ms[3]).median, summarize(times[4]).median * 1e3);
+  fmt::print(
+      "  ranks mixed a quarter each: LoRA ops {:.2f} ms per step; the mean of the four alone is "
+      "{:.2f} ms, "
+      "rank 64 alone {:.2f} ms; step {:.1f} ms\n",
+      mixed_lora, mean_lora, summarize(lora_ms[3]).median, summarize(times[4]).median * 1e3);
 
   // 5. Loading one rank-16 all-projection adapter from disk: read, validate, place in a slot.
   spdlog::info("5/5: adapter load time");
@@ -278,16 +302,19 @@ Status run(const Options& o) {
     auto mods = random_adapter(c, o.rank, 999);
     for (const auto& m : mods) {
       const std::string name = fmt::format("base_model.model.model.layers.{}.{}.{}", m.layer,
-                                           formats::projection_block(m.projection), formats::projection_name(m.projection));
+                                           formats::projection_block(m.projection),
+                                           formats::projection_name(m.projection));
       const auto [out, in] = formats::projection_shape(c, m.projection);
       tensors.push_back({name + ".lora_A.weight", "F32", {m.rank, in}, m.a.data(), m.a.size() * 4});
-      tensors.push_back({name + ".lora_B.weight", "F32", {out, m.rank}, m.b.data(), m.b.size() * 4});
+      tensors.push_back(
+          {name + ".lora_B.weight", "F32", {out, m.rank}, m.b.data(), m.b.size() * 4});
     }
-    LS_RETURN_IF_ERROR(formats::write_safetensors((dir / "adapter_model.safetensors").string(), tensors));
-    std::ofstream(dir / "adapter_config.json")
-        << fmt::format(R"({{"peft_type":"LORA","r":{},"lora_alpha":{},"target_modules":["q_proj","k_proj",)"
-                       R"("v_proj","o_proj","gate_proj","up_proj","down_proj"],"bias":"none"}})",
-                       o.rank, 2 * o.rank);
+    LS_RETURN_IF_ERROR(
+        formats::write_safetensors((dir / "adapter_model.safetensors").string(), tensors));
+    std::ofstream(dir / "adapter_config.json") << fmt::format(
+        R"({{"peft_type":"LORA","r":{},"lora_alpha":{},"target_modules":["q_proj","k_proj",)"
+        R"("v_proj","o_proj","gate_proj","up_proj","down_proj"],"bias":"none"}})",
+        o.rank, 2 * o.rank);
   }
   std::vector<double> load_ms;
   adapters::AdapterCache cache(&bench->engine().backend(), c, 1);
@@ -302,10 +329,12 @@ Status run(const Options& o) {
     cache.release(*slot);
   }
   std::filesystem::remove_all(dir);
-  fmt::print("loading one rank-{} all-projection adapter ({:.1f} MiB f32; read, validate, place): p50 {:.1f} ms "
-             "(min {:.1f}, max {:.1f}, 10 loads)\n",
-             o.rank, bench->adapter_bytes("distinct0") / (1 << 20), summarize(load_ms).median, summarize(load_ms).min,
-             summarize(load_ms).max);
+  fmt::print(
+      "loading one rank-{} all-projection adapter ({:.1f} MiB f32; read, validate, place): p50 "
+      "{:.1f} ms "
+      "(min {:.1f}, max {:.1f}, 10 loads)\n",
+      o.rank, bench->adapter_bytes("distinct0") / (1 << 20), summarize(load_ms).median,
+      summarize(load_ms).min, summarize(load_ms).max);
   return ok_status();
 }
 
@@ -329,10 +358,13 @@ Status run_naive(const Options& o) {
     for (double s : per_task) total += s;
     return static_cast<double>(tasks.size()) / total;
   };
-  LS_ASSIGN_OR_RETURN(auto p, bench->interleave(naive, [&] { return bench->decode_tokens_per_s(tasks); }));
-  fmt::print("preset {}: {} tasks one request each; per-task batches run one after another {} tokens/s, one mixed "
-             "batch {} tokens/s: mixed / naive = {}\n",
-             o.naive_preset, o.batch, fmt_summary(p.a, 1), fmt_summary(p.b, 1), fmt_summary(p.ratio, 2));
+  LS_ASSIGN_OR_RETURN(auto p,
+                      bench->interleave(naive, [&] { return bench->decode_tokens_per_s(tasks); }));
+  fmt::print(
+      "preset {}: {} tasks one request each; per-task batches run one after another {} tokens/s, "
+      "one mixed "
+      "batch {} tokens/s: mixed / naive = {}\n",
+      o.naive_preset, o.batch, fmt_summary(p.a, 1), fmt_summary(p.b, 1), fmt_summary(p.ratio, 2));
   return ok_status();
 }
 
@@ -345,12 +377,17 @@ int main(int argc, char** argv) {
   Options o;
   bool naive_only = false, skip_naive = false;
   app.add_option("--preset", o.preset, "small, 8b-layers or tiny")->capture_default_str();
-  app.add_option("--naive-preset", o.naive_preset, "Preset of the per-task batching comparison")->capture_default_str();
-  app.add_option("--batch", o.batch, "Sequences per batch (a multiple of 4)")->capture_default_str();
+  app.add_option("--naive-preset", o.naive_preset, "Preset of the per-task batching comparison")
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "Sequences per batch (a multiple of 4)")
+      ->capture_default_str();
   app.add_option("--rank", o.rank)->capture_default_str();
-  app.add_option("--decode-steps", o.decode_steps, "Decode steps timed per run")->capture_default_str();
+  app.add_option("--decode-steps", o.decode_steps, "Decode steps timed per run")
+      ->capture_default_str();
   app.add_option("--repeats", o.repeats, "Interleaved runs of each side")->capture_default_str();
   app.add_option("--threads", o.threads, "0: all cores")->capture_default_str();
+  app.add_option("--weights-dtype", o.weights_dtype, "Base weights: f32, bf16, int8 or auto")
+      ->capture_default_str();
   app.add_flag("--naive-only", naive_only, "Only the per-task batching comparison");
   app.add_flag("--skip-naive", skip_naive, "Skip the per-task batching comparison");
   CLI11_PARSE(app, argc, argv);

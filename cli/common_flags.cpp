@@ -26,9 +26,21 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--model", f->model,
                   "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
   cmd->add_option("--device", f->backend.device, "cpu, cuda, cuda:N or auto (a GPU when present)")
+      ->envname("LORASERVE_DEVICE")
       ->capture_default_str();
   cmd->add_option("--threads", f->backend.cpu_threads, "CPU threads (0: all cores)")
       ->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--weights-dtype",
+         [f](const std::string& value) {
+           auto parsed = kernels::parse_weights_dtype_flag(value);
+           if (!parsed.ok()) throw CLI::ValidationError(parsed.status().message());
+           f->backend.cpu_weight_dtype = *parsed;
+         },
+         "CPU backend: weight matrices in f32, bf16 or int8 (symmetric, one scale per 64 "
+         "weights of a row); auto: bf16 for bf16/f16 checkpoints on CPUs with AVX512_BF16 or "
+         "AMX, else f32")
+      ->default_str("auto");
   cmd->add_option("--max-batch-size", f->engine.max_batch_size, "Sequences per step")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -46,6 +58,33 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--max-queue", f->engine.max_queue, "Requests held at once (running and waiting)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-queue-per-task", f->engine.max_queue_per_task,
+                  "Requests one task may hold at once; past it only that task is refused (0: no "
+                  "limit but --max-queue)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--fairness", f->fairness,
+                  "Which waiting request starts next: vtc (each task its share, by Virtual Token "
+                  "Counter) or fifo (the oldest)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fifo", "vtc"}));
+  cmd->add_option("--task-weight", f->task_weights,
+                  "TASK=W: the task's share under vtc relative to the others' 1 (an empty TASK is "
+                  "the base model; repeatable)")
+      ->check(CLI::Validator(
+          [](std::string& spec) {
+            auto w = engine::parse_task_weight(spec);
+            return w.ok() ? std::string() : w.status().message();
+          },
+          "TASK=W"));
+  cmd->add_option("--vtc-prompt-weight", f->engine.fairness.prompt_weight,
+                  "vtc: a task's counter grows by this per prompt token served")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--vtc-output-weight", f->engine.fairness.output_weight,
+                  "vtc: ... and by this per generated token")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-lora-rank", f->engine.max_lora_rank, "Largest LoRA rank accepted")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -91,6 +130,17 @@ void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* l) {
                   "Longest request_id a client may send (bytes)")
       ->capture_default_str()
       ->check(CLI::Range(0, kInt32Max));
+}
+
+void EngineFlags::finalize() {
+  engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30));
+  // The flags' checks accepted both.
+  if (auto policy = engine::parse_fairness_policy(fairness); policy.ok())
+    engine.fairness.policy = *policy;
+  for (const std::string& spec : task_weights) {
+    if (auto w = engine::parse_task_weight(spec); w.ok())
+      engine.fairness.task_weights[w->first] = w->second;
+  }
 }
 
 std::vector<std::string> default_model_candidates() {

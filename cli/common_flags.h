@@ -19,9 +19,11 @@ struct EngineFlags {
   engine::EngineOptions engine;
   double kv_cache_gib = 0.0;
   JsonLimits json_limits;  // --max-json-bytes, --max-json-depth
+  std::string fairness = "vtc";
+  std::vector<std::string> task_weights;  // TASK=W, checked when parsed
 
-  // Copies kv_cache_gib into engine.kv_cache_bytes.
-  void finalize() { engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30)); }
+  // Copies kv_cache_gib, fairness and task_weights into `engine`.
+  void finalize();
 };
 
 // The engine's flags, the request limits' among them.

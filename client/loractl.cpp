@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "client/client.h"
+#include "client/http_load_generator.h"
 #include "client/load_generator.h"
 #include "client/trace.h"
 
@@ -41,10 +42,14 @@ struct GenerateFlags {
 
 struct BenchFlags {
   TraceOptions trace;
+  std::string http;        // host:port: send the trace to the HTTP API instead of gRPC
+  std::string api_key;     // for --http
+  std::string base_model;  // --http: the base model's name ("" leaves `model` out)
   std::string prompt_len = "16:64";
   std::string output_len = "16:64";
   bool include_base = false;
   bool no_progress = false;
+  std::vector<std::string> tenants;  // TASK=RATE[:REQUESTS]
 };
 
 std::string to_json(const google::protobuf::Message& m) {
@@ -129,7 +134,10 @@ void print_summary(const Message& m) {
 
 std::string join_ids(const google::protobuf::RepeatedField<int32_t>& ids) {
   std::string out;
-  for (int32_t id : ids) out += (out.empty() ? "" : " ") + std::to_string(id);
+  for (int32_t id : ids) {
+    if (!out.empty()) out += ' ';
+    out += std::to_string(id);
+  }
   return out;
 }
 
@@ -200,20 +208,22 @@ int run_stream(const GlobalFlags& gf, const GenerateFlags& g) {
   const bool ids_only = !g.ids.empty();
   bool printed_any = false;
   v1::GenerateStreamResponse last;
-  Status st = client.generate_stream(build_request(g, g.tasks.empty() ? "" : g.tasks[0]), [&](const v1::GenerateStreamResponse& m) {
-    if (gf.json) {
-      std::cout << to_json(m) << "\n" << std::flush;
-    } else if (ids_only && m.text().empty()) {
-      if (m.token_ids_size() > 0)
-        std::cout << (printed_any ? " " : "") << join_ids(m.token_ids()) << std::flush;
-      printed_any = printed_any || m.token_ids_size() > 0;
-    } else {
-      std::cout << m.text() << std::flush;
-      printed_any = true;
-    }
-    last = m;
-    return true;
-  });
+  Status st = client.generate_stream(build_request(g, g.tasks.empty() ? "" : g.tasks[0]),
+                                     [&](const v1::GenerateStreamResponse& m) {
+                                       if (gf.json) {
+                                         std::cout << to_json(m) << "\n" << std::flush;
+                                       } else if (ids_only && m.text().empty()) {
+                                         if (m.token_ids_size() > 0)
+                                           std::cout << (printed_any ? " " : "")
+                                                     << join_ids(m.token_ids()) << std::flush;
+                                         printed_any = printed_any || m.token_ids_size() > 0;
+                                       } else {
+                                         std::cout << m.text() << std::flush;
+                                         printed_any = true;
+                                       }
+                                       last = m;
+                                       return true;
+                                     });
   if (!gf.json) std::cout << "\n";
   if (!st.ok()) return fail(st);
   if (!gf.json) print_summary(last);
@@ -363,6 +373,10 @@ int run_health(const GlobalFlags& gf, const std::string& service, bool admin) {
   return *r == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
+nlohmann::json percentiles_json(const Percentiles& p) {
+  return {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}};
+}
+
 int run_bench(const GlobalFlags& gf, BenchFlags& b) {
   Client client(gf.client);
   TraceOptions& t = b.trace;
@@ -372,7 +386,20 @@ int run_bench(const GlobalFlags& gf, BenchFlags& b) {
     std::cerr << "loractl bench: " << st.message() << "\n";
     return 2;
   }
-  if (t.vocab_size == 0 || t.tasks.empty()) {
+  std::vector<Tenant> tenants;
+  for (const std::string& spec : b.tenants) {
+    auto tenant = parse_tenant(spec, t.requests);
+    if (!tenant.ok()) {
+      std::cerr << "loractl bench: " << tenant.status().message() << "\n";
+      return 2;
+    }
+    tenants.push_back(std::move(*tenant));
+  }
+  if (!tenants.empty() && !t.tasks.empty()) {
+    std::cerr << "loractl bench: --tenants names the tasks; leave --tasks out\n";
+    return 2;
+  }
+  if (t.vocab_size == 0 || (t.tasks.empty() && tenants.empty())) {
     auto info = client.server_info();
     if (t.vocab_size == 0) {
       if (!info.ok()) {
@@ -382,14 +409,15 @@ int run_bench(const GlobalFlags& gf, BenchFlags& b) {
       }
       t.vocab_size = static_cast<int32_t>(info->vocab_size());
     }
-    if (t.tasks.empty()) {
+    if (t.tasks.empty() && tenants.empty()) {
       auto list = client.list_adapters();
       if (list.ok())
         for (const auto& a : list->adapters()) t.tasks.push_back(a.task_id());
     }
   }
-  if (b.include_base || t.tasks.empty()) t.tasks.push_back("");
-  auto trace = make_trace(t);
+  if (tenants.empty() && (b.include_base || t.tasks.empty())) t.tasks.push_back("");
+  for (const Tenant& tenant : tenants) t.tasks.push_back(tenant.task_id);
+  auto trace = tenants.empty() ? make_trace(t) : make_tenant_trace(t, tenants);
   if (!trace.ok()) {
     std::cerr << "loractl bench: " << trace.status().message() << "\n";
     return 2;
@@ -407,33 +435,58 @@ int run_bench(const GlobalFlags& gf, BenchFlags& b) {
                  p.elapsed_s > 0 ? static_cast<double>(p.tokens) / p.elapsed_s : 0.0,
                  tty ? "   " : "\n");
   };
-  const LoadResult r = run_load(client, *trace, progress);
+  LoadResult r;
+  if (b.http.empty()) {
+    r = run_load(client, *trace, progress);
+  } else {
+    r = run_http_load({b.http, b.api_key, b.base_model, gf.client.timeout_s}, *trace, progress);
+  }
   if (bar && tty) std::fprintf(stderr, "\n");
   if (gf.json) {
     nlohmann::json errors = nlohmann::json::object();
     for (const auto& [k, n] : r.errors) errors[k] = n;
-    const nlohmann::json j = {
-        {"requests", r.requests},
-        {"succeeded", r.succeeded},
-        {"errors", errors},
-        {"rate", t.rate},
-        {"tasks", t.tasks.size()},
-        {"duration_s", r.duration_s},
-        {"requests_per_s", r.requests_per_s},
-        {"tokens_per_s", r.tokens_per_s},
-        {"prompt_tokens", r.prompt_tokens},
-        {"completion_tokens", r.completion_tokens},
-        {"ttft_ms", {{"p50", r.ttft_ms.p50}, {"p90", r.ttft_ms.p90}, {"p99", r.ttft_ms.p99}}},
-        {"tpot_ms", {{"p50", r.tpot_ms.p50}, {"p90", r.tpot_ms.p90}, {"p99", r.tpot_ms.p99}}}};
+    nlohmann::json per_task = nlohmann::json::object();
+    for (const auto& [task, l] : r.tasks) {
+      per_task[task] = {{"requests", l.requests},
+                        {"succeeded", l.succeeded},
+                        {"completion_tokens", l.completion_tokens},
+                        {"duration_s", l.duration_s},
+                        {"tokens_per_s", l.tokens_per_s},
+                        {"ttft_ms", percentiles_json(l.ttft_ms)},
+                        {"tpot_ms", percentiles_json(l.tpot_ms)}};
+    }
+    const nlohmann::json j = {{"transport", b.http.empty() ? "grpc" : "http"},
+                              {"requests", r.requests},
+                              {"succeeded", r.succeeded},
+                              {"errors", errors},
+                              {"rate", t.rate},
+                              {"tasks", t.tasks.size()},
+                              {"duration_s", r.duration_s},
+                              {"requests_per_s", r.requests_per_s},
+                              {"tokens_per_s", r.tokens_per_s},
+                              {"prompt_tokens", r.prompt_tokens},
+                              {"completion_tokens", r.completion_tokens},
+                              {"ttft_ms", percentiles_json(r.ttft_ms)},
+                              {"tpot_ms", percentiles_json(r.tpot_ms)},
+                              {"per_task", per_task}};
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("%d requests (%d ok) over %zu tasks in %.2f s: %.2f req/s, %.1f tokens/s\n",
-                r.requests, r.succeeded, t.tasks.size(), r.duration_s, r.requests_per_s,
-                r.tokens_per_s);
+    std::printf("%s: %d requests (%d ok) over %zu tasks in %.2f s: %.2f req/s, %.1f tokens/s\n",
+                b.http.empty() ? "gRPC" : "HTTP", r.requests, r.succeeded, t.tasks.size(),
+                r.duration_s, r.requests_per_s, r.tokens_per_s);
     std::printf("TTFT ms   p50 %8.1f  p90 %8.1f  p99 %8.1f\n", r.ttft_ms.p50, r.ttft_ms.p90,
                 r.ttft_ms.p99);
     std::printf("TPOT ms   p50 %8.2f  p90 %8.2f  p99 %8.2f\n", r.tpot_ms.p50, r.tpot_ms.p90,
                 r.tpot_ms.p99);
+    if (r.tasks.size() > 1) {
+      std::printf("%-20s %8s %10s %9s %9s %9s %9s\n", "task", "requests", "tokens/s", "TTFT p50",
+                  "TTFT p90", "TTFT p99", "TPOT p50");
+      for (const auto& [task, l] : r.tasks) {
+        std::printf("%-20s %8d %10.1f %9.1f %9.1f %9.1f %9.2f\n",
+                    task.empty() ? "(base)" : task.c_str(), l.succeeded, l.tokens_per_s,
+                    l.ttft_ms.p50, l.ttft_ms.p90, l.ttft_ms.p99, l.tpot_ms.p50);
+      }
+    }
     for (const auto& [k, n] : r.errors) std::printf("%d x %s\n", n, k.c_str());
   }
   return r.succeeded == r.requests ? 0 : 1;
@@ -461,7 +514,8 @@ int main(int argc, char** argv) {
   int code = 0;
 
   GenerateFlags gen;
-  CLI::App* generate = app.add_subcommand("generate", "Generate a completion (several --task: the same prompt to each, at once)");
+  CLI::App* generate = app.add_subcommand(
+      "generate", "Generate a completion (several --task: the same prompt to each, at once)");
   add_generate_flags(generate, &gen);
   generate->callback([&] { code = run_generate(gf, gen); });
 
@@ -506,7 +560,9 @@ int main(int argc, char** argv) {
 
   BenchFlags bench;
   CLI::App* b = app.add_subcommand(
-      "bench", "Load test: Poisson arrivals, Zipf task popularity (prints req/s, TTFT, TPOT)");
+      "bench",
+      "Load test: Poisson arrivals, Zipf task popularity or per-tenant rates (prints req/s, "
+      "TTFT, TPOT, and per task)");
   b->add_option("--requests", bench.trace.requests, "Requests in the trace")->capture_default_str();
   b->add_option("--rate", bench.trace.rate, "Requests per second (0: all at once, saturation)")
       ->capture_default_str();
@@ -520,7 +576,19 @@ int main(int argc, char** argv) {
   b->add_option("--output-len", bench.output_len, "Output lengths MIN:MAX")->capture_default_str();
   b->add_option("--vocab-size", bench.trace.vocab_size, "Prompt ids < this (default: the model's)");
   b->add_option("--seed", bench.trace.seed, "Seed of the trace")->capture_default_str();
+  b->add_option("--tenants", bench.tenants,
+                "TASK=RATE[:REQUESTS] per tenant, each with its own Poisson arrivals (RATE 0: all "
+                "at once; REQUESTS defaults to --requests; an empty TASK is the base model), "
+                "instead of --tasks")
+      ->delimiter(',');
   b->add_flag("--no-progress", bench.no_progress, "No progress bar");
+  b->add_option("--http", bench.http,
+                "HOST:PORT of the HTTP listener: send the trace as streaming /v1/completions "
+                "requests instead of gRPC (same trace, same figures)");
+  b->add_option("--api-key", bench.api_key, "With --http: the API key")
+      ->envname("LORASERVE_API_KEY");
+  b->add_option("--base-model", bench.base_model,
+                "With --http: the base model's name for its requests (default: no model field)");
   b->callback([&] { code = run_bench(gf, bench); });
 
   CLI11_PARSE(app, argc, argv);

@@ -15,14 +15,8 @@ int32_t uniform_int(std::mt19937_64& rng, int32_t lo, int32_t hi) {
   return lo + static_cast<int32_t>(std::min(span - 1.0, std::floor(uniform(rng) * span)));
 }
 
-}  // namespace
-
-Result<std::vector<TraceRequest>> make_trace(const TraceOptions& o) {
-  if (o.requests < 1) return invalid_argument_error("--requests must be >= 1, got {}", o.requests);
-  if (!(o.rate >= 0.0) || !std::isfinite(o.rate))
-    return invalid_argument_error("--rate must be >= 0 requests/s, got {}", o.rate);
-  if (o.tasks.empty()) return invalid_argument_error("the trace needs at least one task");
-  if (!(o.zipf >= 0.0)) return invalid_argument_error("--zipf must be >= 0, got {}", o.zipf);
+// The checks every trace shares; `rate` is checked by the caller.
+Status check_lengths(const TraceOptions& o) {
   if (o.prompt_min < 1 || o.prompt_max < o.prompt_min)
     return invalid_argument_error("--prompt-len {}:{} is not a range of lengths >= 1", o.prompt_min,
                                   o.prompt_max);
@@ -32,6 +26,30 @@ Result<std::vector<TraceRequest>> make_trace(const TraceOptions& o) {
   if (o.first_token_id < 0 || o.vocab_size <= o.first_token_id)
     return invalid_argument_error("vocabulary size {} leaves no prompt ids from {}", o.vocab_size,
                                   o.first_token_id);
+  return ok_status();
+}
+
+// Draws the request's prompt and output lengths and its prompt ids.
+void draw_request(const TraceOptions& o, std::mt19937_64& rng, TraceRequest* r) {
+  r->prompt.resize(static_cast<size_t>(uniform_int(rng, o.prompt_min, o.prompt_max)));
+  for (int32_t& id : r->prompt) id = uniform_int(rng, o.first_token_id, o.vocab_size - 1);
+  r->max_tokens = uniform_int(rng, o.output_min, o.output_max);
+}
+
+// The next Poisson arrival after `t` at `rate` (t itself when the rate is 0: all at once).
+double next_arrival(std::mt19937_64& rng, double t, double rate) {
+  return rate > 0.0 ? t - std::log1p(-uniform(rng)) / rate : t;
+}
+
+}  // namespace
+
+Result<std::vector<TraceRequest>> make_trace(const TraceOptions& o) {
+  if (o.requests < 1) return invalid_argument_error("--requests must be >= 1, got {}", o.requests);
+  if (!(o.rate >= 0.0) || !std::isfinite(o.rate))
+    return invalid_argument_error("--rate must be >= 0 requests/s, got {}", o.rate);
+  if (o.tasks.empty()) return invalid_argument_error("the trace needs at least one task");
+  if (!(o.zipf >= 0.0)) return invalid_argument_error("--zipf must be >= 0, got {}", o.zipf);
+  LS_RETURN_IF_ERROR(check_lengths(o));
 
   std::vector<double> cumulative(o.tasks.size());
   double total = 0.0;
@@ -43,16 +61,71 @@ Result<std::vector<TraceRequest>> make_trace(const TraceOptions& o) {
   std::vector<TraceRequest> trace(static_cast<size_t>(o.requests));
   double t = 0.0;
   for (TraceRequest& r : trace) {
-    if (o.rate > 0.0) t += -std::log1p(-uniform(rng)) / o.rate;
+    t = next_arrival(rng, t, o.rate);
     r.arrival_s = t;
     const double pick = uniform(rng) * total;
     const size_t task = static_cast<size_t>(
         std::upper_bound(cumulative.begin(), cumulative.end(), pick) - cumulative.begin());
     r.task_id = o.tasks[std::min(task, o.tasks.size() - 1)];
-    r.prompt.resize(static_cast<size_t>(uniform_int(rng, o.prompt_min, o.prompt_max)));
-    for (int32_t& id : r.prompt) id = uniform_int(rng, o.first_token_id, o.vocab_size - 1);
-    r.max_tokens = uniform_int(rng, o.output_min, o.output_max);
+    draw_request(o, rng, &r);
   }
+  return trace;
+}
+
+Result<Tenant> parse_tenant(const std::string& spec, int32_t default_requests) {
+  const std::string shown = spec.substr(0, 64);
+  const size_t eq = spec.find('=');
+  if (eq == std::string::npos)
+    return invalid_argument_error("--tenants '{}' must be TASK=RATE or TASK=RATE:REQUESTS", shown);
+  Tenant t;
+  t.task_id = spec.substr(0, eq);
+  t.requests = default_requests;
+  const std::string rest = spec.substr(eq + 1);
+  const size_t colon = rest.find(':');
+  try {
+    size_t used = 0;
+    const std::string rate = rest.substr(0, colon);
+    t.rate = std::stod(rate, &used);
+    if (used != rate.size()) throw std::invalid_argument("");
+    if (colon != std::string::npos) {
+      const std::string n = rest.substr(colon + 1);
+      t.requests = std::stoi(n, &used);
+      if (used != n.size()) throw std::invalid_argument("");
+    }
+  } catch (const std::exception&) {
+    return invalid_argument_error("--tenants '{}' must be TASK=RATE or TASK=RATE:REQUESTS", shown);
+  }
+  if (!(t.rate >= 0.0) || !std::isfinite(t.rate))
+    return invalid_argument_error("--tenants '{}': the rate must be >= 0 requests/s", shown);
+  if (t.requests < 1)
+    return invalid_argument_error("--tenants '{}': the tenant needs at least one request", shown);
+  return t;
+}
+
+Result<std::vector<TraceRequest>> make_tenant_trace(const TraceOptions& o,
+                                                    const std::vector<Tenant>& tenants) {
+  if (tenants.empty()) return invalid_argument_error("--tenants names no tenant");
+  LS_RETURN_IF_ERROR(check_lengths(o));
+  std::mt19937_64 rng(o.seed);
+  std::vector<TraceRequest> trace;
+  for (const Tenant& tenant : tenants) {
+    if (!(tenant.rate >= 0.0) || !std::isfinite(tenant.rate) || tenant.requests < 1) {
+      return invalid_argument_error("tenant '{}': the rate must be >= 0 and requests >= 1",
+                                    tenant.task_id);
+    }
+    double t = 0.0;
+    for (int32_t i = 0; i < tenant.requests; ++i) {
+      TraceRequest r;
+      t = next_arrival(rng, t, tenant.rate);
+      r.arrival_s = t;
+      r.task_id = tenant.task_id;
+      draw_request(o, rng, &r);
+      trace.push_back(std::move(r));
+    }
+  }
+  std::stable_sort(trace.begin(), trace.end(), [](const TraceRequest& a, const TraceRequest& b) {
+    return a.arrival_s < b.arrival_s;
+  });
   return trace;
 }
 

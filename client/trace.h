@@ -37,6 +37,23 @@ struct TraceRequest {
 // Errors name the option at fault (an empty range, no tasks, a vocabulary too small).
 Result<std::vector<TraceRequest>> make_trace(const TraceOptions& options);
 
+// One tenant of a multi-tenant trace (`loractl bench --tenants`): a task with its own rate.
+struct Tenant {
+  std::string task_id;  // "" is the base model
+  double rate = 0.0;    // requests per second; 0: all at once
+  int32_t requests = 0;
+};
+
+// "TASK=RATE" or "TASK=RATE:REQUESTS" (REQUESTS defaults to `default_requests`); an empty TASK
+// is the base model. INVALID_ARGUMENT naming --tenants otherwise.
+Result<Tenant> parse_tenant(const std::string& spec, int32_t default_requests);
+
+// Each tenant's own Poisson arrivals at its rate, merged in time order; prompt and output
+// lengths, the vocabulary and the seed come from `options` (its requests, rate, tasks and zipf
+// are not used).
+Result<std::vector<TraceRequest>> make_tenant_trace(const TraceOptions& options,
+                                                    const std::vector<Tenant>& tenants);
+
 // Parses "A:B" (or "A") into a range of lengths >= 1.
 Status parse_range(const std::string& text, const std::string& name, int32_t* lo, int32_t* hi);
 

@@ -1,5 +1,6 @@
 # Finds the libraries loraserve builds on and exposes each as one target named ls::<name>:
-#   ls::json ls::spdlog ls::cli11 ls::blas ls::pcre2 ls::utf8proc ls::gtest ls::openmp
+#   ls::json ls::spdlog ls::cli11 ls::blas ls::onednn ls::pcre2 ls::utf8proc ls::gtest ls::openmp
+#   ls::httplib (the HTTP server; only with LORASERVE_BUILD_SERVER)
 # With LORASERVE_DEPS_DIR (the GPU machine, which has no package manager) the header-only
 # libraries, the tokenizer's two shared libraries and GoogleTest's source come from that
 # folder; tools/gpu-deps fills it from this machine's Debian packages.
@@ -68,6 +69,16 @@ endif()
 foreach(_name json spdlog cli11 pcre2 utf8proc)
   add_library(ls::${_name} ALIAS ls_${_name})
 endforeach()
+
+# cpp-httplib from Debian (libcpp-httplib-dev): a compiled library whose pkg-config flags
+# (CPPHTTPLIB_OPENSSL_SUPPORT...) change its classes' layout, so they must be used as given.
+if(LORASERVE_BUILD_SERVER)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+  add_library(ls_httplib INTERFACE)
+  target_link_libraries(ls_httplib INTERFACE PkgConfig::CPPHTTPLIB)
+  add_library(ls::httplib ALIAS ls_httplib)
+endif()
 if(TARGET ls_gtest)
   add_library(ls::gtest ALIAS ls_gtest)
   add_library(ls::gtest_main ALIAS ls_gtest_main)
@@ -96,3 +107,26 @@ if(NOT LORASERVE_HAVE_BLAS)
   message(WARNING "loraserve: no BLAS; CPU GEMMs use the plain C++ kernel (slow, correct)")
 endif()
 add_library(ls::blas ALIAS ls_blas)
+
+# oneDNN (Debian's libdnnl-dev): the CPU backend's matmuls over many rows with bf16 and int8
+# weights. Optional, like BLAS: without it (the GPU machine's package-less build) those run on
+# OpenBLAS or the own kernels, and the build says so.
+add_library(ls_onednn INTERFACE)
+set(LORASERVE_HAVE_DNNL OFF)
+if(NOT LORASERVE_ONEDNN STREQUAL "OFF")
+  find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.hpp)
+  find_library(DNNL_LIBRARY NAMES dnnl)
+  if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY)
+    set(LORASERVE_HAVE_DNNL ON)
+    target_include_directories(ls_onednn SYSTEM INTERFACE ${DNNL_INCLUDE_DIR})
+    target_link_libraries(ls_onednn INTERFACE ${DNNL_LIBRARY})
+    target_compile_definitions(ls_onednn INTERFACE LORASERVE_HAVE_DNNL=1)
+    message(STATUS "loraserve: CPU matmuls over many rows through oneDNN (${DNNL_LIBRARY})")
+  elseif(LORASERVE_ONEDNN STREQUAL "ON")
+    message(FATAL_ERROR "LORASERVE_ONEDNN=ON but oneDNN was not found (apt-get install libdnnl-dev)")
+  endif()
+endif()
+if(NOT LORASERVE_HAVE_DNNL)
+  message(WARNING "loraserve: no oneDNN; bf16/int8 CPU prefill runs on OpenBLAS or the own kernels (slower)")
+endif()
+add_library(ls::onednn ALIAS ls_onednn)

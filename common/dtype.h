@@ -10,7 +10,15 @@
 
 namespace loraserve {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32 };
+// kI8 is not a checkpoint dtype (parse_dtype never returns it): it is the CPU backend's int8
+// weight format, signed values with one f32 scale per kI8GroupSize consecutive elements of a row
+// (see kernels::Tensor::scales).
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI8 };
+
+// Elements of a row that share one int8 scale: symmetric, per output channel (row) in groups
+// along the input dimension. 64 keeps the scales at 1/16 of the int8 bytes (f32 scales) while an
+// outlier spoils only its own 64 weights.
+inline constexpr int64_t kI8GroupSize = 64;
 
 constexpr size_t dtype_size(DType t) {
   switch (t) {
@@ -22,6 +30,8 @@ constexpr size_t dtype_size(DType t) {
       return 2;
     case DType::kBF16:
       return 2;
+    case DType::kI8:
+      return 1;
   }
   return 0;
 }
@@ -36,6 +46,8 @@ constexpr std::string_view dtype_name(DType t) {
       return "BF16";
     case DType::kI32:
       return "I32";
+    case DType::kI8:
+      return "I8";
   }
   return "?";
 }
@@ -124,7 +136,8 @@ inline T load_unaligned(const void* src, size_t i) {
   return v;
 }
 
-// Converts `n` elements of `src` (any float dtype; any alignment) to f32.
+// Converts `n` elements of `src` (any alignment) to f32 (I8: the raw integers; its scales live
+// apart).
 inline void convert_to_f32(DType src_type, const void* src, float* dst, size_t n) {
   switch (src_type) {
     case DType::kF32:
@@ -139,6 +152,11 @@ inline void convert_to_f32(DType src_type, const void* src, float* dst, size_t n
     case DType::kI32:
       for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(load_unaligned<int32_t>(src, i));
       return;
+    case DType::kI8: {
+      const auto* s = static_cast<const int8_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
   }
 }
 

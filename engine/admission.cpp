@@ -78,27 +78,58 @@ Result<adapters::AdapterRef> find_adapter(const adapters::AdapterRegistry& regis
   return ref;
 }
 
-Status QueueLimits::reserve() {
-  if (held_.fetch_add(1) >= max_queue_) {
-    held_.fetch_sub(1);
+Status QueueLimits::reserve(const std::string& task) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (held_ >= max_queue_) {
     return resource_exhausted_error("the server holds {} requests already (max_queue)", max_queue_);
   }
+  int32_t& mine = per_task_[task];
+  if (max_per_task_ > 0 && mine >= max_per_task_) {
+    return resource_exhausted_error(
+        "{} holds {} requests already (max_queue_per_task); other tasks are still served",
+        task.empty() ? std::string("the base model") : fmt::format("task '{}'", task), mine);
+  }
+  ++mine;
+  ++held_;
   return ok_status();
 }
 
-void Admission::remove(Sequence* seq) { std::erase(waiting_, seq); }
+void QueueLimits::release(const std::string& task) {
+  std::lock_guard<std::mutex> lock(mu_);
+  --held_;
+  auto it = per_task_.find(task);
+  if (--it->second == 0) per_task_.erase(it);
+}
+
+int32_t QueueLimits::held() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return held_;
+}
+
+int32_t QueueLimits::held(const std::string& task) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = per_task_.find(task);
+  return it == per_task_.end() ? 0 : it->second;
+}
 
 Sequence* Admission::admit() {
-  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-    Sequence* s = *it;
-    if (!adapter_ready_(s)) continue;
-    const int32_t need = kv_->blocks_for(static_cast<int64_t>(s->tokens.size()));
-    if (kv_->num_free() < need) return nullptr;
-    for (int32_t b = 0; b < need; ++b) s->blocks.push_back(*kv_->allocate());
-    waiting_.erase(it);
-    return s;
-  }
-  return nullptr;
+  // Requests of one adapter version are all ready or all not: ask once per version.
+  std::vector<const adapters::AdapterVersion*> not_ready;
+  auto startable = [&](Sequence* s) {
+    const adapters::AdapterVersion* v = s->adapter.get();
+    if (v != nullptr && std::find(not_ready.begin(), not_ready.end(), v) != not_ready.end())
+      return false;
+    if (adapter_ready_(s)) return true;
+    if (v != nullptr) not_ready.push_back(v);
+    return false;
+  };
+  Sequence* s = queue_.next(startable);
+  if (s == nullptr) return nullptr;
+  const int32_t need = kv_->blocks_for(static_cast<int64_t>(s->tokens.size()));
+  if (kv_->num_free() < need) return nullptr;
+  for (int32_t b = 0; b < need; ++b) s->blocks.push_back(*kv_->allocate());
+  queue_.start(s);
+  return s;
 }
 
 }  // namespace loraserve::engine

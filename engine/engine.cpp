@@ -48,6 +48,11 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
         options.max_batched_tokens, options.max_batch_size);
   }
   LS_RETURN_IF_ERROR(options.request_limits.validate());
+  if (options.max_queue <= 0 || options.max_queue_per_task < 0) {
+    return invalid_argument_error(
+        "max_queue must be positive and max_queue_per_task at least 0 (0: no per-task limit)");
+  }
+  LS_RETURN_IF_ERROR(validate_fairness_options(options.fairness));
   ForwardOptions fo;
   fo.max_rows = options.max_batched_tokens;
   fo.max_logits_rows = options.max_batch_size;
@@ -92,8 +97,8 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
   l.kv_block_size = e->cache_->block_size();
 
   BlockAllocator* kv = &e->cache_->blocks();
-  e->admission_ =
-      std::make_unique<Admission>(kv, [e](Sequence* seq) { return e->adapter_ready(seq); });
+  e->admission_ = std::make_unique<Admission>(kv, options.fairness,
+                                              [e](Sequence* seq) { return e->adapter_ready(seq); });
   SchedulerOptions so;
   so.max_batch_size = options.max_batch_size;
   so.max_batched_tokens = options.max_batched_tokens;
@@ -114,10 +119,10 @@ Engine::~Engine() = default;
 
 Result<uint64_t> Engine::submit(GenerationRequest request) {
   LS_ASSIGN_OR_RETURN(const int32_t max_tokens, validate_request(request, limits_));
-  LS_RETURN_IF_ERROR(queue_.reserve());
+  LS_RETURN_IF_ERROR(queue_.reserve(request.task_id));
   auto adapter = find_adapter(*registry_, request.task_id);
   if (!adapter.ok()) {
-    queue_.release();
+    queue_.release(request.task_id);
     return adapter.status();
   }
   auto seq = std::make_unique<Sequence>();
@@ -195,7 +200,21 @@ bool Engine::adapter_ready(Sequence* seq) {
     if (!slot) return false;  // every slot is pinned by running requests: wait
     seq->slot = *slot;
   }
-  return adapter_cache_->ready(seq->slot);
+  if (adapter_cache_->ready(seq->slot)) return true;
+  if (!adapter_cache_->failure(seq->slot).ok() &&
+      std::find(upload_failed_.begin(), upload_failed_.end(), seq) == upload_failed_.end()) {
+    upload_failed_.push_back(seq);
+  }
+  return false;
+}
+
+void Engine::finish_failed_uploads() {
+  std::vector<Sequence*> failed;
+  failed.swap(upload_failed_);
+  for (Sequence* s : failed) {
+    SequenceUpdate u;
+    finish(s, FinishReason::kError, adapter_cache_->failure(s->slot), &u);
+  }
 }
 
 Status Engine::step() {
@@ -203,6 +222,7 @@ Status Engine::step() {
   drain_inbox();
   // 2. Admission and planning: which rows run.
   StepPlan plan = scheduler_->plan();
+  finish_failed_uploads();
   counters_.preemptions += plan.preempted.size();
   for (const Sequence* s : plan.preempted) {
     spdlog::debug("preempted sequence {} ({} tokens) to free KV blocks; it will be recomputed",
@@ -238,6 +258,7 @@ Status Engine::step() {
 void Engine::complete_row(Sequence* s, size_t k, Clock::time_point now) {
   const kernels::SampleResult& r = sampler_->results()[k];
   s->tokens.push_back(r.token_id);
+  admission_->served_token(*s);
   if (!s->first_token_at) s->first_token_at = now;
   ++counters_.tokens_generated;
   SequenceUpdate u;
@@ -270,7 +291,7 @@ void Engine::finish(Sequence* s, FinishReason reason, Status error, SequenceUpda
   }
   deliver_finish(*s, reason, std::move(error), u);
   ++counters_.requests_finished;
-  queue_.release();
+  queue_.release(s->request.task_id);
   live_.erase(s->id);  // destroys s
 }
 

@@ -19,6 +19,7 @@
 #include "adapters/registry.h"
 #include "common/status.h"
 #include "engine/admission.h"
+#include "engine/fairness.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/request.h"
@@ -37,11 +38,13 @@ struct EngineOptions {
   int32_t block_size = 16;           // KV-cache slots per block
   int64_t kv_cache_bytes = 0;        // 0: enough for max_batch_size full contexts, within memory
   int32_t max_queue = 1024;          // sequences waiting or running; beyond: RESOURCE_EXHAUSTED
+  int32_t max_queue_per_task = 0;    // the same for one task (0: no per-task limit)
   int32_t default_max_tokens = 256;  // when a request sets none (capped by the context)
   int32_t max_lora_rank = 64;        // largest adapter rank accepted
   int32_t max_device_adapters = 16;  // adapter slots on the device (LRU among unpinned)
   int32_t max_host_adapters = 64;    // adapters loaded at once (held in host memory)
   RequestLimits request_limits;      // what one request may bring (checked at submission)
+  FairnessOptions fairness;          // which task's request starts next (fairness.h)
 };
 
 struct EngineStats {
@@ -99,13 +102,21 @@ class Engine {
   // The task ID → adapter map; thread-safe, shared with the admin front end.
   adapters::AdapterRegistry& adapters() const { return *registry_; }
   const Model& model() const { return *model_; }
+  // The dtype the weight matrices are kept in (GetServerInfo, metrics). Thread-safe.
+  DType weight_dtype() const { return model_->weight_dtype(); }
 
  private:
   Engine(std::unique_ptr<kernels::Backend> backend, const EngineOptions& options)
-      : backend_(std::move(backend)), options_(options), queue_(options.max_queue) {}
+      : backend_(std::move(backend)),
+        options_(options),
+        queue_(options.max_queue, options.max_queue_per_task) {}
 
-  // Admission's hook: acquires the sequence's adapter slot; true once it is ready.
+  // Admission's hook: acquires the sequence's adapter slot; true once it is ready. A sequence
+  // whose slot's upload failed is noted in upload_failed_ and never ready.
   bool adapter_ready(Sequence* seq);
+  // Ends the sequences whose adapter upload failed with that error (their slot holds nothing
+  // usable; once nobody pins it, the next request uploads the adapter afresh).
+  void finish_failed_uploads();
   // Takes submissions and cancellations from other threads; ends sequences past their deadline.
   void drain_inbox();
   // Appends sampled row k's token to `seq`, checks the stop conditions and delivers the update.
@@ -135,6 +146,7 @@ class Engine {
   std::unique_ptr<StepBuilder> step_builder_;
   std::unique_ptr<Sampler> sampler_;
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> live_;
+  std::vector<Sequence*> upload_failed_;  // found by adapter_ready during planning
   kernels::StepMeta meta_;
   EngineStats counters_;
 

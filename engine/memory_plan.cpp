@@ -11,7 +11,10 @@ double gib(double bytes) { return bytes / static_cast<double>(1ull << 30); }
 }  // namespace
 
 double estimate_weight_bytes(const formats::ModelConfig& config, DType dtype) {
-  return static_cast<double>(config.parameter_count()) * static_cast<double>(dtype_size(dtype));
+  const double params = static_cast<double>(config.parameter_count());
+  const double bytes = params * static_cast<double>(dtype_size(dtype));
+  // I8: one f32 scale per kI8GroupSize weights.
+  return dtype == DType::kI8 ? bytes + params / kI8GroupSize * sizeof(float) : bytes;
 }
 
 Result<MemoryPlan> plan_memory(const MemoryPlanInput& in) {

@@ -41,7 +41,7 @@ struct MemoryPlan {
   std::string describe(const MemoryPlanInput& input) const;
 };
 
-// Bytes of the weights of `config` kept in `dtype`.
+// Bytes of the weights of `config` kept in `dtype` (F32, BF16, F16, or I8 with its scales).
 double estimate_weight_bytes(const formats::ModelConfig& config, DType dtype);
 
 // The KV blocks that fit. Errors: INVALID_ARGUMENT when the asked KV size holds no block or more

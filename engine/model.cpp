@@ -1,6 +1,8 @@
 #include "engine/model.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -23,11 +25,24 @@ class CheckpointWeightSource final : public WeightSource {
   Status read(const std::string& name, const std::vector<int64_t>& shape,
               const std::function<Status(const void*, DType)>& sink) override {
     LS_ASSIGN_OR_RETURN(const formats::TensorInfo* t, store_->get(name, shape));
-    return sink(t->data, *t->dtype);
+    const Status status = sink(t->data, *t->dtype);
+    release_pages(t->data, t->nbytes);
+    return status;
   }
   bool has(const std::string& name) const override { return store_->find(name) != nullptr; }
 
  private:
+  // Drops the mapping's pages that lie wholly inside [data, data + bytes) from this process
+  // (they stay in the page cache): each tensor is read once, and without this the checkpoint's
+  // pages would add its whole size to the resident memory while loading.
+  static void release_pages(const void* data, size_t bytes) {
+    const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const auto begin = reinterpret_cast<uintptr_t>(data);
+    const uintptr_t first = (begin + page - 1) / page * page;
+    const uintptr_t last = (begin + bytes) / page * page;
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  }
+
   std::unique_ptr<formats::TensorStore> store_;
 };
 
@@ -114,17 +129,23 @@ Result<std::unique_ptr<Model>> Model::load(const ModelConfig& config, WeightSour
 Status Model::load_weights(WeightSource& source) {
   const auto& c = config_;
   const auto t0 = std::chrono::steady_clock::now();
-  const DType dt = backend_->weight_dtype(parse_dtype(c.torch_dtype).value_or(DType::kBF16));
+  const DType checkpoint = parse_dtype(c.torch_dtype).value_or(DType::kBF16);
+  weight_dtype_ = backend_->weight_dtype(checkpoint);
+  spdlog::info("weights in {}: {}", dtype_name(weight_dtype_),
+               backend_->weight_dtype_reason(checkpoint));
+  // Matrices in the weight dtype; norm weights and biases (vectors) in the activation dtype.
+  const DType vector_dt = backend_->activation_dtype();
   // Allocates a (rows, cols) weight tensor and fills it from one or more checkpoint tensors
-  // stacked by rows (fused q/k/v and gate/up).
+  // stacked by rows (fused q/k/v and gate/up), each converted as it is read.
   auto load_tensor = [&](const std::vector<std::string>& names, const std::vector<int64_t>& rows,
                          int64_t cols, bool vector) -> Result<Tensor> {
+    const DType dt = vector ? vector_dt : weight_dtype_;
     int64_t total_rows = 0;
     for (int64_t r : rows) total_rows += r;
-    const size_t bytes = static_cast<size_t>(total_rows * cols) * dtype_size(dt);
+    const size_t bytes = kernels::weight_storage_bytes(dt, total_rows, cols);
     LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf, backend_->allocate(bytes));
-    Tensor t = buf.view(dt, vector ? 1 : total_rows, vector ? total_rows * cols : cols);
-    Tensor whole = buf.view(dt, total_rows, cols);
+    const Tensor whole = kernels::weight_view(buf.data(), dt, total_rows, cols);
+    const Tensor t = vector ? buf.view(dt, 1, total_rows * cols) : whole;
     int64_t row = 0;
     for (size_t i = 0; i < names.size(); ++i) {
       const std::vector<int64_t> shape =
@@ -202,9 +223,10 @@ Status Model::load_weights(WeightSource& source) {
   LS_RETURN_IF_ERROR(backend_->copy_to_device(inv_freq_, inv.data(), DType::kF32, inv.size()));
   buffers_.push_back(std::move(freq_buf));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("loaded {} weights: {:.1f} MiB on {} in {:.2f} s",
+  spdlog::info("loaded {} weights: {:.1f} MiB ({}) on {} in {:.2f} s",
                formats::architecture_name(c.architecture),
-               static_cast<double>(weight_bytes_) / (1 << 20), backend_->describe(), secs);
+               static_cast<double>(weight_bytes_) / (1 << 20), dtype_name(weight_dtype_),
+               backend_->describe(), secs);
   return ok_status();
 }
 

@@ -20,7 +20,7 @@ namespace loraserve::engine {
 class KvCache;
 
 // Where the weights come from: a checkpoint, or (benchmarks, tests) a generator.
-// Fills `out` (numel f32 values... or raw data of `dtype`) for the tensor `name` of `shape`.
+// A source hands each tensor over once, in any float dtype; the model converts it on the way.
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
@@ -52,6 +52,8 @@ class Model {
   kernels::Backend* backend() const { return backend_; }
   // Bytes of weights on the backend (what one decode step reads at least once).
   size_t weight_bytes() const { return weight_bytes_; }
+  // The dtype of the weight matrices (the backend's choice for this checkpoint).
+  DType weight_dtype() const { return weight_dtype_; }
   const ForwardOptions& options() const { return options_; }
   // Bytes of scratch activations a model of `config` allocates for `options`: what one step
   // needs besides the weights and the KV cache.
@@ -97,6 +99,7 @@ class Model {
   ForwardOptions options_;
   std::vector<kernels::DeviceBuffer> buffers_;  // every weight and scratch allocation
   size_t weight_bytes_ = 0;
+  DType weight_dtype_ = DType::kF32;
   kernels::Tensor embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<Layer> layers_;
   // Scratch activations, (max_rows, width) each.

@@ -35,7 +35,8 @@ StepPlan Scheduler::plan() {
         s->blocks.push_back(*b);
         continue;
       }
-      Sequence* victim = running_.back();
+      // Among the sequences not yet planned for this step (s and those after it).
+      Sequence* victim = admission_->victim(std::span<Sequence* const>(running_).subspan(i));
       preempt(victim);
       plan.preempted.push_back(victim);
       if (victim == s) {

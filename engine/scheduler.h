@@ -2,12 +2,14 @@
 // sequences go first, in the order they were admitted — one decode row each, or the next chunk
 // of a prompt still being prefilled — then Admission starts waiting ones while the step's row
 // budget (max_batched_tokens) and sequence budget (max_batch_size) last. When a running sequence
-// needs a KV block and none is free, the most recently admitted sequence not yet planned for
-// this step is preempted: its blocks are freed and it waits again, to be recomputed from its
-// tokens. Not thread-safe (engine thread).
+// needs a KV block and none is free, a sequence not yet planned for this step (it may be that
+// one) is preempted: its blocks are freed and it waits again, to be recomputed from its tokens.
+// Admission's fairness policy picks it: the most recently admitted (FIFO), or the most recently
+// admitted of the task most over its share (VTC). Not thread-safe (engine thread).
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "engine/admission.h"

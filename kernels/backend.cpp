@@ -36,6 +36,40 @@ void DeviceBuffer::reset() {
   bytes_ = 0;
 }
 
+namespace {
+size_t round_up_64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+}  // namespace
+
+size_t weight_storage_bytes(DType dtype, int64_t rows, int64_t cols) {
+  const size_t elements = round_up_64(static_cast<size_t>(rows * cols) * dtype_size(dtype));
+  if (dtype != DType::kI8) return elements;
+  const int64_t groups = (cols + kI8GroupSize - 1) / kI8GroupSize;
+  return elements + static_cast<size_t>(rows * groups) * sizeof(float);
+}
+
+Tensor weight_view(void* base, DType dtype, int64_t rows, int64_t cols) {
+  Tensor t = Tensor::make(base, dtype, rows, cols);
+  if (dtype == DType::kI8) {
+    t.scales = reinterpret_cast<float*>(static_cast<char*>(base) +
+                                        round_up_64(static_cast<size_t>(rows * cols)));
+  }
+  return t;
+}
+
+std::string Backend::weight_dtype_reason(DType checkpoint) const {
+  return fmt::format("the {} backend keeps {} checkpoints in {}", kind(), dtype_name(checkpoint),
+                     dtype_name(weight_dtype(checkpoint)));
+}
+
+Result<std::optional<DType>> parse_weights_dtype_flag(std::string_view value) {
+  if (value == "auto") return std::optional<DType>();
+  if (value == "f32") return std::optional<DType>(DType::kF32);
+  if (value == "bf16") return std::optional<DType>(DType::kBF16);
+  if (value == "int8") return std::optional<DType>(DType::kI8);
+  return invalid_argument_error("--weights-dtype '{}' is not one of auto, f32, bf16, int8",
+                                value.substr(0, 32));
+}
+
 bool cuda_compiled_in() {
 #ifdef LORASERVE_HAVE_CUDA
   return true;
@@ -46,7 +80,7 @@ bool cuda_compiled_in() {
 
 Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
   const std::string& d = options.device;
-  if (d == "cpu") return create_cpu_backend(options.cpu_threads);
+  if (d == "cpu") return create_cpu_backend(options.cpu_threads, options.cpu_weight_dtype);
   const bool want_cuda = d == "cuda" || d.rfind("cuda:", 0) == 0;
   if (!want_cuda && d != "auto") {
     return invalid_argument_error("--device '{}' is not one of cpu, cuda, cuda:N, auto", d);
@@ -62,6 +96,12 @@ Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
   }
   const int count = cuda_device_count();
   if (count > 0) {
+    if (options.cpu_weight_dtype) {
+      return invalid_argument_error(
+          "--weights-dtype {} is for the CPU backend; the CUDA backend keeps weights in its "
+          "compute dtype (use --device cpu, or leave --weights-dtype auto)",
+          dtype_name(*options.cpu_weight_dtype));
+    }
     CudaOptions cuda_options;
     cuda_options.device = device_index;
     cuda_options.compute_dtype = options.cuda_dtype;
@@ -82,7 +122,7 @@ Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
   }
   spdlog::info("device auto: this build has no CUDA backend; using the CPU");
 #endif
-  return create_cpu_backend(options.cpu_threads);
+  return create_cpu_backend(options.cpu_threads, options.cpu_weight_dtype);
 }
 
 }  // namespace loraserve::kernels

@@ -8,8 +8,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/dtype.h"
@@ -18,25 +20,34 @@
 namespace loraserve::kernels {
 
 // A 2-D view in backend memory: `rows` × `cols` elements, `stride` elements between row starts.
+// An I8 tensor (int8 weights) also points at its scales: row r's elements [g·kI8GroupSize,
+// (g+1)·kI8GroupSize) are worth scales[r · scale_stride() + g] times their integer values.
 struct Tensor {
   void* data = nullptr;
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t stride = 0;
+  float* scales = nullptr;  // I8 only
 
   static Tensor make(void* data, DType dtype, int64_t rows, int64_t cols) {
     return Tensor{data, dtype, rows, cols, cols};
   }
+  // Scales per row of an I8 tensor: one per group of the stride.
+  int64_t scale_stride() const { return (stride + kI8GroupSize - 1) / kI8GroupSize; }
   // Rows [begin, begin + count).
   Tensor row_slice(int64_t begin, int64_t count) const {
-    return Tensor{static_cast<char*>(data) + begin * stride * dtype_size(dtype), dtype, count,
-                  cols, stride};
+    return Tensor{static_cast<char*>(data) + begin * stride * dtype_size(dtype),
+                  dtype,
+                  count,
+                  cols,
+                  stride,
+                  scales ? scales + begin * scale_stride() : nullptr};
   }
   // Columns [begin, begin + count); the stride is kept, so the view is not contiguous.
+  // REQUIRES: not I8 (its groups would no longer start at column 0).
   Tensor col_slice(int64_t begin, int64_t count) const {
-    return Tensor{static_cast<char*>(data) + begin * dtype_size(dtype), dtype, rows, count,
-                  stride};
+    return Tensor{static_cast<char*>(data) + begin * dtype_size(dtype), dtype, rows, count, stride};
   }
   bool contiguous() const { return stride == cols; }
   size_t bytes() const { return static_cast<size_t>(rows * stride) * dtype_size(dtype); }
@@ -45,6 +56,12 @@ struct Tensor {
     return static_cast<T*>(data);
   }
 };
+
+// Bytes a contiguous (rows, cols) weight of `dtype` takes, scales included (see weight_view).
+size_t weight_storage_bytes(DType dtype, int64_t rows, int64_t cols);
+// The (rows, cols) weight view of `dtype` laid out at `base` (weight_storage_bytes of memory,
+// 64-byte aligned): the elements, then for I8 the scales from the next 64-byte boundary.
+Tensor weight_view(void* base, DType dtype, int64_t rows, int64_t cols);
 
 class Backend;
 
@@ -153,9 +170,13 @@ class Backend {
   // "cpu (2 threads, OpenBLAS)", "cuda:0 NVIDIA H200 (sm_90)".
   virtual std::string describe() const = 0;
   virtual std::string kind() const = 0;  // "cpu" or "cuda"
-  // Dtype weights are kept in, given the checkpoint's (CPU: F32; CUDA: BF16, or F16 for F16).
+  // Dtype the weight matrices (embedding, projections, lm_head) are kept in, given the
+  // checkpoint's (CPU: F32, BF16 or I8 by --weights-dtype; CUDA: BF16, or F16 for F16).
   virtual DType weight_dtype(DType checkpoint) const = 0;
-  // Dtype of activations, the KV cache and LoRA weights.
+  // Why weight_dtype(checkpoint) is what it is, in words for the log.
+  virtual std::string weight_dtype_reason(DType checkpoint) const;
+  // Dtype of activations, the KV cache, LoRA weights, and the model's vectors (norm weights and
+  // biases).
   virtual DType activation_dtype() const = 0;
   // Bytes this backend could still allocate for weights and the KV cache.
   virtual size_t available_memory() const = 0;
@@ -180,7 +201,9 @@ class Backend {
   // unread until upload_done(ticket). REQUIRES: src_dtype == dst.dtype.
   virtual Result<uint64_t> copy_to_device_async(const Tensor& dst, const void* src, DType src_dtype,
                                                 size_t n) = 0;
-  virtual bool upload_done(uint64_t ticket) = 0;
+  // True once the upload has landed, false while it runs; an error when it failed (then `dst`
+  // holds nothing usable).
+  virtual Result<bool> upload_done(uint64_t ticket) = 0;
   // Copies a tensor into host memory as f32 (rows * cols floats), waiting for pending ops.
   virtual Status copy_to_host(const Tensor& src, float* dst) = 0;
   virtual Status synchronize() = 0;
@@ -192,9 +215,9 @@ class Backend {
   virtual Status embedding(const Tensor& table, const Tensor& out) = 0;
   // y = x · wᵀ (+ y when accumulate). x: (n, in), w: (out, in) in weight dtype, y: (n, out).
   virtual Status matmul(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) = 0;
-  // y[i] += bias. bias: (1, cols) in weight dtype.
+  // y[i] += bias. bias: (1, cols) in activation dtype.
   virtual Status add_bias(const Tensor& y, const Tensor& bias) = 0;
-  // out = x / rms(x) * weight, per row. weight: (1, cols) in weight dtype.
+  // out = x / rms(x) * weight, per row. weight: (1, cols) in activation dtype.
   virtual Status rms_norm(const Tensor& x, const Tensor& weight, float eps, const Tensor& out) = 0;
   // residual += x; out = rms_norm(residual). The residual add of a layer fused with its norm.
   virtual Status add_rms_norm(const Tensor& residual, const Tensor& x, const Tensor& weight,
@@ -237,7 +260,14 @@ struct BackendOptions {
   // open_engine picks for F16 checkpoints), and whether repeated decode steps replay as graphs.
   DType cuda_dtype = DType::kBF16;
   bool cuda_graphs = true;
+  // CPU: the dtype of weight matrices (F32, BF16 or I8); nullopt: auto, which is BF16 for BF16 and
+  // F16 checkpoints on CPUs with AVX512_BF16 or AMX, else F32.
+  std::optional<DType> cpu_weight_dtype;
 };
+
+// "auto" (nullopt), "f32", "bf16" or "int8", as --weights-dtype spells them; INVALID_ARGUMENT
+// naming the flag otherwise.
+Result<std::optional<DType>> parse_weights_dtype_flag(std::string_view value);
 
 // Builds the backend `options.device` names. "cuda" without a GPU (or a build without CUDA) is
 // an error that says so; "auto" falls back to the CPU and logs why.

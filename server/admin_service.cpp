@@ -260,12 +260,11 @@ grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContex
         const engine::Engine& e = *state_->engine();
         const formats::ModelConfig& c = e.config();
         const engine::EngineOptions& o = e.options();
-        const DType checkpoint = parse_dtype(c.torch_dtype).value_or(DType::kBF16);
         response->set_model(options_.model_dir);
         response->set_architecture(c.architecture_name);
         response->set_backend(e.backend().kind());
         response->set_device(e.backend().describe());
-        response->set_weight_dtype(std::string(dtype_name(e.backend().weight_dtype(checkpoint))));
+        response->set_weight_dtype(std::string(dtype_name(e.weight_dtype())));
         response->set_compute_dtype(std::string(dtype_name(e.backend().activation_dtype())));
         response->set_vocab_size(static_cast<uint32_t>(c.vocab_size));
         response->set_num_layers(static_cast<uint32_t>(c.num_layers));

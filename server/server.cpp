@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
+#include "chat/chat_template.h"
 #include "engine/loader.h"
 
 namespace loraserve::server {
@@ -82,7 +84,21 @@ Status validate_serve_options(const ServeOptions& o) {
     return invalid_argument_error("--max-request-bytes must be at least 1");
   if (o.max_concurrent_streams < 1)
     return invalid_argument_error("--max-concurrent-streams must be at least 1");
+  if (!o.http.listen.empty()) {
+    std::string host;
+    int port = 0;
+    LS_RETURN_IF_ERROR(parse_http_address(o.http.listen, &host, &port));
+    if (o.http.threads < 1)
+      return invalid_argument_error("--http-threads must be >= 1, got {}", o.http.threads);
+  }
   return o.engine.request_limits.validate();
+}
+
+std::string served_model_name(const ServeOptions& o) {
+  if (!o.served_model_name.empty()) return o.served_model_name;
+  std::filesystem::path dir(o.model_dir);
+  if (!dir.has_filename()) dir = dir.parent_path();  // "models/demo/"
+  return dir.filename().string();
 }
 
 Server::Server(ServeOptions options)
@@ -126,8 +142,26 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   }
   s->admin_server_ = std::move(admin_server).value();
   s->admin_address_ = bound_address(options.admin_listen, admin_port);
-  spdlog::info("listening on {} (inference) and {} (admin{}); loading the model", s->address_,
-               s->admin_address_, options.admin_token.empty() ? "" : ", token required");
+  if (!options.http.listen.empty()) {
+    HttpOptions http = options.http;
+    http.max_body_bytes = static_cast<size_t>(options.max_request_bytes);
+    s->http_ = std::make_unique<HttpServer>(http, &s->state_);
+    s->openai_ = std::make_unique<OpenAiService>(
+        &s->state_, OpenAiOptions{served_model_name(options), options.version});
+    s->openai_->add_routes(*s->http_);
+    Status st = s->http_->start();
+    if (!st.ok()) {
+      s->server_->Shutdown();
+      s->admin_server_->Shutdown();
+      return st;
+    }
+    s->http_address_ = s->http_->address();
+  }
+  spdlog::info("listening on {} (inference), {} (admin{}) and {}; loading the model", s->address_,
+               s->admin_address_, options.admin_token.empty() ? "" : ", token required",
+               s->http_ ? fmt::format("http://{} (HTTP{})", s->http_address_,
+                                      options.http.api_key.empty() ? "" : ", API key required")
+                        : "no HTTP");
   return s;
 }
 
@@ -141,6 +175,7 @@ Status Server::load() {
     spdlog::info("admin: preloaded task {} version {} from '{}' (rank {})", task,
                  (*loaded)->version, dir, (*loaded)->adapter->max_rank());
   }
+  if (openai_) openai_->set_chat_template(chat::ChatTemplate::load(options_.model_dir));
   engine::Engine* e = engine_.get();
   engine_thread_ = std::jthread([e](std::stop_token stop) {
     Status st = e->run_loop(stop);
@@ -150,9 +185,11 @@ Status Server::load() {
   health_->set_serving(true);
   admin_health_->set_serving(true);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  spdlog::info("serving {} ({}, {}) on {} after {:.1f} s; admin on {}", options_.model_dir,
-               e->config().architecture_name, e->backend().describe(), address_, secs,
-               admin_address_);
+  spdlog::info(
+      "serving {} ({}, {}) on {} after {:.1f} s; admin on {}{}", options_.model_dir,
+      e->config().architecture_name, e->backend().describe(), address_, secs, admin_address_,
+      http_ ? fmt::format("; HTTP on {} as model '{}'", http_address_, served_model_name(options_))
+            : "");
   return ok_status();
 }
 
@@ -173,6 +210,7 @@ void Server::shutdown() {
       spdlog::error("{} calls did not end after cancellation", state_.calls_in_flight());
   }
   std::this_thread::sleep_for(kLinger);
+  if (http_) http_->stop();
   health_->end_watches();
   admin_health_->end_watches();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);

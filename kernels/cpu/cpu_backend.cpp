@@ -13,6 +13,10 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/cpu_matmul.h"
+#include "kernels/cpu/cpu_onednn.h"
+
 #ifdef LORASERVE_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
@@ -94,21 +98,49 @@ LS_HOT_LOOP void attend_kv_head(const float* qr, const Tensor& k_cache, const Te
   }
 }
 
+bool is_weight_dtype(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kI8; }
+
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int32_t threads) : threads_(threads) {
+  CpuBackend(int32_t threads, std::optional<DType> weight_dtype)
+      : threads_(threads), weight_dtype_(weight_dtype) {
     omp_set_num_threads(threads_);
 #ifdef LORASERVE_HAVE_OPENBLAS
-    openblas_set_num_threads(1);  // cpu::gemm splits work over the OpenMP threads itself
+    openblas_set_num_threads(1);  // cpu::matmul splits work over the OpenMP threads itself
 #endif
   }
 
   std::string describe() const override {
-    return fmt::format("cpu ({} threads, {})", threads_,
-                       cpu::gemm_uses_blas() ? "OpenBLAS" : "plain C++ GEMM, no BLAS");
+    return fmt::format("cpu ({} threads, {}; kernels {}, {}, {})", threads_,
+                       cpu::describe_cpu_features(), cpu::kernel_level_name(cpu::kernel_level()),
+                       cpu::gemm_uses_blas() ? "OpenBLAS" : "no BLAS", cpu::onednn::describe());
   }
   std::string kind() const override { return "cpu"; }
-  DType weight_dtype(DType) const override { return DType::kF32; }
+  DType weight_dtype(DType checkpoint) const override {
+    if (weight_dtype_) return *weight_dtype_;
+    return auto_bf16(checkpoint) ? DType::kBF16 : DType::kF32;
+  }
+  std::string weight_dtype_reason(DType checkpoint) const override {
+    if (weight_dtype_) {
+      std::string why = fmt::format("--weights-dtype {}", dtype_name(*weight_dtype_));
+      if (*weight_dtype_ == DType::kBF16 && !native_bf16()) {
+        why +=
+            " (this CPU has neither AVX512_BF16 nor AMX: bf16 weights are widened to f32 in "
+            "registers)";
+      }
+      return why;
+    }
+    const bool half = checkpoint == DType::kBF16 || checkpoint == DType::kF16;
+    if (auto_bf16(checkpoint)) {
+      return fmt::format(
+          "auto: the checkpoint is {} and this CPU has {}{}", dtype_name(checkpoint),
+          cpu::cpu_features().amx_bf16 ? "AMX" : "AVX512_BF16",
+          checkpoint == DType::kF16 ? " (F16 values rounded to bf16's 8-bit mantissa)" : "");
+    }
+    if (!half) return fmt::format("auto: the checkpoint is {}", dtype_name(checkpoint));
+    return fmt::format("auto: the checkpoint is {} but this CPU has neither AVX512_BF16 nor AMX",
+                       dtype_name(checkpoint));
+  }
   DType activation_dtype() const override { return DType::kF32; }
   size_t available_memory() const override { return mem_available_bytes(); }
   // Host memory is shared with the rest of the machine: plan for 85% of what is free, and give
@@ -137,6 +169,11 @@ class CpuBackend final : public Backend {
       return invalid_argument_error("cpu backend: CopyToDevice of {} elements into a {}x{} view", n,
                                     dst.rows, dst.cols);
     }
+    if (dst.dtype == DType::kI8 || (dst.dtype == DType::kBF16 && src_dtype != DType::kBF16)) {
+      if (dst.dtype == DType::kI8 && dst.scales == nullptr)
+        return invalid_argument_error("cpu backend: an I8 view without scales");
+      return cpu::convert_weights(dst, src, src_dtype);
+    }
     if (dst.dtype == src_dtype) {
       std::memcpy(dst.data, src, n * dtype_size(src_dtype));
       return ok_status();
@@ -151,14 +188,13 @@ class CpuBackend final : public Backend {
     LS_RETURN_IF_ERROR(copy_to_device(dst, src, src_dtype, n));
     return ++tickets_;
   }
-  bool upload_done(uint64_t) override { return true; }
+  Result<bool> upload_done(uint64_t) override { return true; }
 
   Status copy_to_host(const Tensor& src, float* dst) override {
-    LS_RETURN_IF_ERROR(check_f32(src, "CopyToHost source"));
-    for (int64_t r = 0; r < src.rows; ++r) {
-      std::memcpy(dst + r * src.cols, src.as<float>() + r * src.stride,
-                  static_cast<size_t>(src.cols) * 4);
+    if (!is_weight_dtype(src.dtype) && src.dtype != DType::kF16) {
+      return invalid_argument_error("cpu backend: CopyToHost from {}", dtype_name(src.dtype));
     }
+    for (int64_t r = 0; r < src.rows; ++r) cpu::widen_row(src, r, dst + r * src.cols);
     return ok_status();
   }
   Status synchronize() override { return ok_status(); }
@@ -182,8 +218,7 @@ class CpuBackend final : public Backend {
         return invalid_argument_error("cpu backend: token id {} outside the vocabulary ({})",
                                       ids[i], table.rows);
       }
-      std::memcpy(out.as<float>() + static_cast<int64_t>(i) * out.stride,
-                  table.as<float>() + ids[i] * table.stride, static_cast<size_t>(table.cols) * 4);
+      cpu::widen_row(table, ids[i], out.as<float>() + static_cast<int64_t>(i) * out.stride);
     }
     return ok_status();
   }
@@ -194,9 +229,14 @@ class CpuBackend final : public Backend {
           "cpu backend: Matmul shapes x {}x{}, w {}x{}, y {}x{} do not fit", x.rows, x.cols, w.rows,
           w.cols, y.rows, y.cols);
     }
-    cpu::gemm(x.rows, w.rows, x.cols, x.as<float>(), x.stride, w.as<float>(), w.stride,
-              accumulate ? 1.0f : 0.0f, y.as<float>(), y.stride);
-    return ok_status();
+    LS_RETURN_IF_ERROR(check_f32(x, "Matmul input"));
+    LS_RETURN_IF_ERROR(check_f32(y, "Matmul output"));
+    if (!is_weight_dtype(w.dtype) || (w.dtype == DType::kI8 && w.scales == nullptr)) {
+      return invalid_argument_error("cpu backend: Matmul weights of dtype {}{}",
+                                    dtype_name(w.dtype), w.scales ? "" : " without scales");
+    }
+    return cpu::matmul(x.rows, x.as<float>(), x.stride, w, accumulate ? 1.0f : 0.0f, y.as<float>(),
+                       y.stride);
   }
 
   Status add_bias(const Tensor& y, const Tensor& bias) override {
@@ -333,8 +373,9 @@ class CpuBackend final : public Backend {
       int64_t total = 0;
       for (int32_t t : tables) total += slice(t, s).rank;
       if (total > tmp.cols) {
-        return internal_error("cpu backend: LoRA scratch ({} columns) narrower than the summed rank {}", tmp.cols,
-                              total);
+        return internal_error(
+            "cpu backend: LoRA scratch ({} columns) narrower than the summed rank {}", tmp.cols,
+            total);
       }
     }
     for_segments(segs.size(), [&](size_t s) {
@@ -355,8 +396,9 @@ class CpuBackend final : public Backend {
           if (sl.rank == 0 || sl.a != static_cast<const float*>(first.a) + rows * x.cols) break;
           rows += sl.rank;
         }
-        cpu::gemm(n, rows, x.cols, x.as<float>() + row0 * x.stride, x.stride, static_cast<const float*>(first.a),
-                  x.cols, 0.0f, tmp.as<float>() + row0 * tmp.stride + col, tmp.stride);
+        cpu::gemm(n, rows, x.cols, x.as<float>() + row0 * x.stride, x.stride,
+                  static_cast<const float*>(first.a), x.cols, 0.0f,
+                  tmp.as<float>() + row0 * tmp.stride + col, tmp.stride);
         col += rows;
         k = next;
       }
@@ -381,10 +423,11 @@ class CpuBackend final : public Backend {
         scaled.resize(static_cast<size_t>(n * sl.rank));
         for (int64_t r = 0; r < n; ++r) {
           const float* src = tmp.as<float>() + (row0 + r) * tmp.stride + col;
-          for (int64_t c = 0; c < sl.rank; ++c) scaled[static_cast<size_t>(r * sl.rank + c)] = src[c] * sl.scale;
+          for (int64_t c = 0; c < sl.rank; ++c)
+            scaled[static_cast<size_t>(r * sl.rank + c)] = src[c] * sl.scale;
         }
-        cpu::gemm(n, y.cols, sl.rank, scaled.data(), sl.rank, static_cast<const float*>(sl.b), sl.rank, 1.0f,
-                  y.as<float>() + row0 * y.stride, y.stride);
+        cpu::gemm(n, y.cols, sl.rank, scaled.data(), sl.rank, static_cast<const float*>(sl.b),
+                  sl.rank, 1.0f, y.as<float>() + row0 * y.stride, y.stride);
         col += sl.rank;
       }
     });
@@ -455,7 +498,15 @@ class CpuBackend final : public Backend {
   double lora_seconds() const { return lora_seconds_; }
 
  private:
+  static bool native_bf16() {
+    return cpu::cpu_features().avx512_bf16 || cpu::cpu_features().amx_bf16;
+  }
+  static bool auto_bf16(DType checkpoint) {
+    return (checkpoint == DType::kBF16 || checkpoint == DType::kF16) && native_bf16();
+  }
+
   int32_t threads_;
+  std::optional<DType> weight_dtype_;
   double lora_seconds_ = 0.0;
   const StepMeta* meta_ = nullptr;
   uint64_t tickets_ = 0;
@@ -469,10 +520,10 @@ Result<double> cpu_lora_seconds(const Backend& backend) {
   return cpu->lora_seconds();
 }
 
-std::unique_ptr<Backend> create_cpu_backend(int32_t threads) {
+std::unique_ptr<Backend> create_cpu_backend(int32_t threads, std::optional<DType> weight_dtype) {
   if (threads <= 0)
     threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::make_unique<CpuBackend>(threads);
+  return std::make_unique<CpuBackend>(threads, weight_dtype);
 }
 
 }  // namespace loraserve::kernels

@@ -49,8 +49,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t tile_index = blockIdx.x;
   const int kv_head = blockIdx.y;
   const int split = blockIdx.z;
-  if (tile_index >= step->num_attention_tiles) return;
-  const AttentionTile tile = step_array<AttentionTile>(step, step->attention_tiles)[tile_index];
+  const int set = attention_tile_set(dims.rows_per_tile);
+  if (tile_index >= step->num_attention_tiles[set]) return;
+  const AttentionTile tile =
+      step_array<AttentionTile>(step, step->attention_tiles[set])[tile_index];
   const int32_t* positions = step_array<int32_t>(step, step->positions);
   const int32_t seq = step_array<int32_t>(step, step->row_seq)[tile.row_begin];
   const int32_t* table =
@@ -197,8 +199,10 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float inv_sum_s[kAttentionMaxQueries];
   const int64_t tile_index = blockIdx.x;
   const int kv_head = blockIdx.y;
-  if (tile_index >= step->num_attention_tiles) return;
-  const AttentionTile tile = step_array<AttentionTile>(step, step->attention_tiles)[tile_index];
+  const int set = attention_tile_set(dims.rows_per_tile);
+  if (tile_index >= step->num_attention_tiles[set]) return;
+  const AttentionTile tile =
+      step_array<AttentionTile>(step, step->attention_tiles[set])[tile_index];
   const int hd = dims.head_dim;
   const int group = dims.num_heads / dims.num_kv_heads;
   const int num_queries = tile.row_count * group;
@@ -260,8 +264,8 @@ Launch paged_attention(DType dtype, const void* q, int64_t q_stride, const void*
   const int group = dims.num_heads / dims.num_kv_heads;
   if (dims.head_dim <= 0 || dims.head_dim > kMaxHeadDim)
     return refuse("attention: head_dim must be in [1, 256]");
-  if (dims.rows_per_tile < 1 || dims.rows_per_tile * group > kAttentionMaxQueries)
-    return refuse("attention: rows_per_tile * (num_heads / num_kv_heads) must be in [1, 16]");
+  if (dims.rows_per_tile != attention_rows_per_tile(group))
+    return refuse("attention: rows_per_tile must be attention_rows_per_tile(group)");
   if (dims.block_size <= 0) return refuse("attention: block_size must be positive");
   if (dims.splits < 1 || dims.splits > kMaxSplits) return refuse("attention: splits out of range");
   if (dims.splits > 1 && scratch == nullptr) return refuse("attention: splits need scratch");
@@ -274,17 +278,16 @@ Launch paged_attention(DType dtype, const void* q, int64_t q_stride, const void*
     using T = decltype(tag);
     const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>(dims.num_kv_heads),
                     static_cast<unsigned>(dims.splits));
-    paged_attention_kernel<T><<<grid, kThreads, attention_smem_bytes(dims.head_dim), stream>>>(
-        static_cast<const T*>(q), q_stride, static_cast<const T*>(k_cache),
-        static_cast<const T*>(v_cache), cache_stride, num_slots, dims, step, scratch,
-        static_cast<T*>(out), out_stride);
-    Launch l = launched();
+    Launch l =
+        launch(paged_attention_kernel<T>, grid, kThreads, attention_smem_bytes(dims.head_dim),
+               stream, static_cast<const T*>(q), q_stride, static_cast<const T*>(k_cache),
+               static_cast<const T*>(v_cache), cache_stride, num_slots, dims, step, scratch,
+               static_cast<T*>(out), out_stride);
     if (!l.ok() || dims.splits == 1) return l;
     const dim3 combine_grid(static_cast<unsigned>(max_tiles),
                             static_cast<unsigned>(dims.num_kv_heads));
-    combine_splits_kernel<T><<<combine_grid, kThreads, 0, stream>>>(
-        dims, step, scratch, static_cast<T*>(out), out_stride);
-    return launched();
+    return launch(combine_splits_kernel<T>, combine_grid, kThreads, 0, stream, dims, step, scratch,
+                  static_cast<T*>(out), out_stride);
   });
 }
 

@@ -126,17 +126,37 @@ Result<DeviceBuffer> CudaBackend::allocate(size_t bytes) {
                                     static_cast<double>(available_memory()) / (1 << 20),
                                     cudaGetErrorString(e));
   }
+  allocations_[static_cast<const char*>(p)] = std::max<size_t>(bytes, 1);
   return DeviceBuffer(this, p, bytes);
 }
 
 void CudaBackend::free(void* data) {
-  // Recorded ops, running kernels and uploads in flight may still use the memory.
-  const Status st = prepare();
-  if (!st.ok())
-    spdlog::error("cuda backend: launching pending ops before a free: {}", st.to_string());
-  cudaError_t e = cudaDeviceSynchronize();
-  if (e == cudaSuccess) e = cudaFree(data);
-  if (e != cudaSuccess) spdlog::error("cuda backend: cudaFree: {}", cudaGetErrorString(e));
+  // Recorded ops and running kernels may still use the memory: launch them and wait for the
+  // compute stream. Of the uploads in flight, only those writing into this buffer are waited
+  // for (freeing one adapter slot must not wait for the uploads of the others).
+  Status st = prepare();
+  if (st.ok()) st = cuda_error(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  const char* begin = static_cast<const char*>(data);
+  const auto alloc = allocations_.find(begin);
+  const size_t bytes = alloc != allocations_.end() ? alloc->second : 0;
+  for (const auto& [ticket, u] : uploads_) {
+    if (!st.ok()) break;
+    const bool overlaps = alloc == allocations_.end()
+                              ? true  // unknown size: wait for every upload
+                              : u.dst < begin + bytes && begin < u.dst + u.bytes;
+    if (overlaps) st = cuda_error(cudaEventSynchronize(u.end), "cudaEventSynchronize");
+  }
+  if (!st.ok()) {
+    // Waiting failed (the device is in error): wait for everything before freeing.
+    spdlog::error("cuda backend: before freeing a buffer: {}", st.to_string());
+    (void)cudaDeviceSynchronize();
+  }
+  if (alloc != allocations_.end()) allocations_.erase(alloc);
+  const cudaError_t e = cudaFree(data);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    spdlog::error("cuda backend: cudaFree: {}", cudaGetErrorString(e));
+  }
 }
 
 Result<DeviceBuffer> CudaBackend::allocate_host(size_t bytes) {
@@ -214,6 +234,8 @@ Result<uint64_t> CudaBackend::copy_to_device_async(const Tensor& dst, const void
         "pageable memory would make the copy synchronous");
   }
   Upload u;
+  u.dst = static_cast<const char*>(dst.data);
+  u.bytes = n * dtype_size(src_dtype);
   LS_CUDA_CHECK(cudaEventCreate(&u.start));
   if (const cudaError_t e = cudaEventCreate(&u.end); e != cudaSuccess) {
     cudaEventDestroy(u.start);
@@ -235,18 +257,22 @@ Result<uint64_t> CudaBackend::copy_to_device_async(const Tensor& dst, const void
   return ticket;
 }
 
-bool CudaBackend::upload_done(uint64_t ticket) {
+Result<bool> CudaBackend::upload_done(uint64_t ticket) {
   auto it = uploads_.find(ticket);
-  if (it == uploads_.end()) return true;  // retired (or never issued): nothing to wait for
-  if (cudaSetDevice(device_) != cudaSuccess) return false;
+  // Retired uploads had finished (only finished ones are retired); an unknown ticket was never
+  // issued by this backend.
+  if (it == uploads_.end()) {
+    if (ticket == 0 || ticket > next_ticket_)
+      return invalid_argument_error("cuda backend: upload ticket {} was never issued", ticket);
+    return true;
+  }
+  LS_RETURN_IF_ERROR(set_device());
   const cudaError_t e = cudaEventQuery(it->second.end);
   if (e == cudaErrorNotReady) {
-    cudaGetLastError();
+    (void)cudaGetLastError();
     return false;
   }
-  if (e != cudaSuccess) {
-    spdlog::error("cuda backend: upload {} failed: {}", ticket, cudaGetErrorString(e));
-  }
+  LS_RETURN_IF_ERROR(cuda_error(e, fmt::format("asynchronous upload {}", ticket)));
   return true;
 }
 
@@ -294,11 +320,16 @@ Status CudaBackend::sample(const Tensor& logits, std::span<const SampleParams> p
     const SampleParams& p = params[r];
     const int32_t num_logprobs =
         static_cast<int32_t>(std::clamp<int64_t>(p.num_logprobs, 0, vocab));
-    const bool ordered =
-        (p.temperature > 0.0f && (p.top_k > 0 || p.top_p < 1.0f)) || num_logprobs > 0;
-    dev[r] = cuda::DeviceSampleParams{p.temperature, p.top_k,
-                                      p.top_p,       p.uniform,
-                                      num_logprobs,  ordered ? static_cast<int32_t>(sorted++) : -1};
+    // The CPU sampler's rule: top-k / top-p (NaN top_p is "off", as `< 1` is false for it).
+    const bool filtered = p.temperature > 0.0f && (p.top_k > 0 || p.top_p < 1.0f);
+    const bool ordered = filtered || num_logprobs > 0;
+    dev[r] = cuda::DeviceSampleParams{p.temperature,
+                                      p.top_k,
+                                      p.top_p,
+                                      p.uniform,
+                                      num_logprobs,
+                                      filtered ? 1 : 0,
+                                      ordered ? static_cast<int32_t>(sorted++) : -1};
     max_logprobs = std::max(max_logprobs, num_logprobs);
   }
   const size_t params_bytes = dev.size() * sizeof(cuda::DeviceSampleParams);
@@ -397,8 +428,8 @@ Result<double> CudaBackend::upload_milliseconds(uint64_t ticket) {
   auto it = uploads_.find(ticket);
   if (it == uploads_.end())
     return not_found_error("cuda backend: upload {} is unknown or retired", ticket);
-  if (!upload_done(ticket))
-    return failed_precondition_error("cuda backend: upload {} has not finished", ticket);
+  LS_ASSIGN_OR_RETURN(const bool done, upload_done(ticket));
+  if (!done) return failed_precondition_error("cuda backend: upload {} has not finished", ticket);
   float ms = 0.0f;
   LS_CUDA_CHECK(cudaEventElapsedTime(&ms, it->second.start, it->second.end));
   return static_cast<double>(ms);

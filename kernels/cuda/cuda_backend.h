@@ -28,10 +28,11 @@ Result<std::unique_ptr<Backend>> create_cuda_backend(const CudaOptions& options)
 
 // What the graph machinery did so far (tests and benches read it; no effect on results).
 struct CudaGraphStats {
-  uint64_t captured = 0;     // graphs instantiated
-  uint64_t replayed = 0;     // steps run by launching a stored graph
-  uint64_t eager_steps = 0;  // steps whose ops were launched one by one
-  uint64_t cached = 0;       // graphs held now
+  uint64_t captured = 0;          // graphs instantiated
+  uint64_t replayed = 0;          // steps run by launching a stored graph
+  uint64_t eager_steps = 0;       // steps whose ops were launched one by one
+  uint64_t capture_failures = 0;  // captures that failed (those steps ran eagerly instead)
+  uint64_t cached = 0;            // graphs held now
 };
 // REQUIRES: `backend` came from create_cuda_backend (else INVALID_ARGUMENT).
 Result<CudaGraphStats> cuda_graph_stats(const Backend& backend);

@@ -39,6 +39,8 @@ struct PinnedScratch {
 struct Upload {
   cudaEvent_t start = nullptr;
   cudaEvent_t end = nullptr;
+  const char* dst = nullptr;  // the device range it writes
+  size_t bytes = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -77,7 +79,7 @@ class CudaBackend final : public Backend {
   Status copy_to_device(const Tensor& dst, const void* src, DType src_dtype, size_t n) override;
   Result<uint64_t> copy_to_device_async(const Tensor& dst, const void* src, DType src_dtype,
                                         size_t n) override;
-  bool upload_done(uint64_t ticket) override;
+  Result<bool> upload_done(uint64_t ticket) override;
   Status copy_to_host(const Tensor& src, float* dst) override;
   Status synchronize() override {
     LS_RETURN_IF_ERROR(prepare());
@@ -152,13 +154,13 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::StepRecorder> recorder_;
   cuda::DeviceStep step_;
   const StepMeta* meta_ = nullptr;
-  int32_t attention_rows_per_tile_ = 1;  // the last model's; steps cut their tiles with it
-  int64_t checked_cache_rows_ = -1;      // block tables validated for this cache and block size
+  int64_t checked_cache_rows_ = -1;  // block tables validated for this cache and block size
   int32_t checked_block_size_ = -1;
   DeviceScratch attention_scratch_, staging_, sample_scratch_, sample_params_, sample_out_;
   PinnedScratch sample_params_host_, sample_out_host_;
   std::map<uint64_t, Upload> uploads_;
   uint64_t next_ticket_ = 0;
+  std::map<const char*, size_t> allocations_;  // allocate()'s live buffers and their sizes
 };
 
 }  // namespace loraserve::kernels::cuda

@@ -12,13 +12,14 @@
 
 namespace loraserve::kernels::cuda {
 
-// OK for cudaSuccess; RESOURCE_EXHAUSTED for out-of-memory; INTERNAL otherwise.
+// OK for cudaSuccess; RESOURCE_EXHAUSTED for out-of-memory; INTERNAL otherwise. The error is
+// reported here, so the runtime's last-error slot is cleared (a sticky error stays): a later
+// call must not report it again as its own.
 inline Status cuda_error(cudaError_t e, std::string_view what) {
   if (e == cudaSuccess) return ok_status();
-  if (e == cudaErrorMemoryAllocation) {
-    cudaGetLastError();  // not sticky: clear it so later calls do not report it again
+  (void)cudaGetLastError();
+  if (e == cudaErrorMemoryAllocation)
     return resource_exhausted_error("cuda: {}: {}", what, cudaGetErrorString(e));
-  }
   return internal_error("cuda: {}: {} ({})", what, cudaGetErrorName(e), cudaGetErrorString(e));
 }
 

@@ -14,6 +14,7 @@ Result<cudaDataType_t> cuda_type(DType d) {
     case DType::kF32:
       return CUDA_R_32F;
     case DType::kI32:
+    case DType::kI8:
       break;
   }
   return invalid_argument_error("cuda matmul: dtype {} is not a GEMM operand type", dtype_name(d));
@@ -46,14 +47,15 @@ Result<std::unique_ptr<Gemm>> Gemm::create(size_t workspace_bytes) {
 }
 
 Gemm::~Gemm() {
-  for (auto& [key, plan] : plans_) destroy(plan);
+  plans_.clear();  // plans still held elsewhere outlive the handle: see plan()'s deleter
   if (workspace_ != nullptr) cudaFree(workspace_);
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
-Result<const Gemm::Plan*> Gemm::plan(DType in_dtype, DType out_dtype, int64_t n, int64_t out,
-                                     int64_t in, const void* x, int64_t ldx, const void* w,
-                                     int64_t ldw, const void* y, int64_t ldy, bool accumulate) {
+Result<std::shared_ptr<const Gemm::Plan>> Gemm::plan(DType in_dtype, DType out_dtype, int64_t n,
+                                                     int64_t out, int64_t in, const void* x,
+                                                     int64_t ldx, const void* w, int64_t ldw,
+                                                     const void* y, int64_t ldy, bool accumulate) {
   const Key key{static_cast<int>(in_dtype),
                 static_cast<int>(out_dtype),
                 n,
@@ -66,7 +68,10 @@ Result<const Gemm::Plan*> Gemm::plan(DType in_dtype, DType out_dtype, int64_t n,
                 alignment_of(x),
                 alignment_of(w),
                 alignment_of(y)};
-  if (auto it = plans_.find(key); it != plans_.end()) return &it->second;
+  if (auto it = plans_.find(key); it != plans_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    return it->second.plan;
+  }
 
   LS_ASSIGN_OR_RETURN(const cudaDataType_t in_type, cuda_type(in_dtype));
   LS_ASSIGN_OR_RETURN(const cudaDataType_t out_type, cuda_type(out_dtype));
@@ -140,7 +145,19 @@ Result<const Gemm::Plan*> Gemm::plan(DType in_dtype, DType out_dtype, int64_t n,
         dtype_name(in_dtype), dtype_name(in_dtype), dtype_name(out_dtype), ldx, ldw, ldy));
   }
   p.algo = result.algo;
-  return &plans_.emplace(key, p).first->second;
+  // Descriptors need no handle to be destroyed, so a plan may outlive this Gemm.
+  auto shared = std::shared_ptr<const Plan>(new Plan(p), [](const Plan* q) {
+    Plan doomed = *q;
+    destroy(doomed);
+    delete q;
+  });
+  if (plans_.size() >= kMaxPlans) {
+    plans_.erase(lru_.back());
+    lru_.pop_back();
+  }
+  lru_.push_front(key);
+  plans_.emplace(key, Cached{shared, lru_.begin()});
+  return shared;
 }
 
 Status Gemm::run(const Plan& p, const void* x, const void* w, void* y, cudaStream_t stream) const {

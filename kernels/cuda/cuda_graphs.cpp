@@ -1,5 +1,7 @@
 #include "kernels/cuda/cuda_graphs.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstring>
 
 #include "kernels/cuda/cuda_check.h"
@@ -61,7 +63,8 @@ Status StepRecorder::flush() {
   const uint64_t key = mix(hash_ ^ ops.size());
   const bool replayable = replayable_;
   replayable_ = false;  // ops recorded after this flush belong to no step
-  if (!replayable || ops.size() < kMinGraphOps) return run_eagerly(ops);
+  if (!replayable || ops.size() < kMinGraphOps || uncapturable_.contains(key))
+    return run_eagerly(ops);
   if (auto it = graphs_.find(key); it != graphs_.end()) {
     lru_.splice(lru_.begin(), lru_, it->second.lru);
     LS_CUDA_CHECK(cudaGraphLaunch(it->second.exec, stream_));
@@ -71,10 +74,23 @@ Status StepRecorder::flush() {
   if (seen_.size() >= kMaxSeen) seen_.clear();
   if (++seen_[key] < 2) return run_eagerly(ops);
   seen_.erase(key);
-  return capture_and_launch(ops, key);
+  auto exec = capture(ops);
+  if (!exec.ok()) {
+    // Nothing of the step ran during the capture: run it eagerly, and keep this fingerprint
+    // eager so that the step does not alternate between a failing capture and eager launches.
+    ++stats_.capture_failures;
+    if (uncapturable_.size() >= kMaxSeen) uncapturable_.clear();
+    uncapturable_.insert(key);
+    spdlog::warn(
+        "cuda graphs: a decode step could not be captured ({}); steps of this shape "
+        "run eagerly",
+        exec.status().to_string());
+    return run_eagerly(ops);
+  }
+  return store_and_launch(*exec, key);
 }
 
-Status StepRecorder::capture_and_launch(std::vector<LaunchFn>& ops, uint64_t key) {
+Result<cudaGraphExec_t> StepRecorder::capture(std::vector<LaunchFn>& ops) {
   LS_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   Status st;
   for (LaunchFn& op : ops) {
@@ -85,6 +101,7 @@ Status StepRecorder::capture_and_launch(std::vector<LaunchFn>& ops, uint64_t key
   const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
   if (!st.ok()) {
     if (graph != nullptr) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();  // the capture's own error, if any, goes with the op's
     return st.with_context("while capturing a CUDA graph");
   }
   LS_RETURN_IF_ERROR(cuda_error(end, "cudaStreamEndCapture"));
@@ -92,6 +109,10 @@ Status StepRecorder::capture_and_launch(std::vector<LaunchFn>& ops, uint64_t key
   const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);
   LS_RETURN_IF_ERROR(cuda_error(inst, "cudaGraphInstantiate"));
+  return exec;
+}
+
+Status StepRecorder::store_and_launch(cudaGraphExec_t exec, uint64_t key) {
   if (graphs_.size() >= max_graphs_ && !lru_.empty()) {
     LS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the victim may still be running
     const uint64_t victim = lru_.back();
@@ -113,6 +134,7 @@ void StepRecorder::clear_graphs() {
   graphs_.clear();
   lru_.clear();
   seen_.clear();
+  uncapturable_.clear();
 }
 
 CudaGraphStats StepRecorder::stats() const {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <list>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/status.h"
@@ -52,7 +53,9 @@ class StepRecorder {
   void begin(bool replayable, uint64_t salt);
   void record(const Fingerprint& f, LaunchFn launch);
   bool pending() const { return !ops_.empty(); }
-  // Launches what was recorded. Errors of a launch are returned; the rest of the step is dropped.
+  // Launches what was recorded. A step whose graph cannot be captured or instantiated runs
+  // eagerly instead (and so does every later step of the same fingerprint); errors of an eager
+  // launch are returned, and the rest of the step is dropped.
   Status flush();
   // Drops every stored graph (the buffers they baked in moved).
   void clear_graphs();
@@ -64,7 +67,10 @@ class StepRecorder {
     std::list<uint64_t>::iterator lru;
   };
   Status run_eagerly(std::vector<LaunchFn>& ops);
-  Status capture_and_launch(std::vector<LaunchFn>& ops, uint64_t key);
+  // Captures `ops` into an executable graph; any failure (an op refused during capture, the
+  // capture invalidated, instantiation) is returned, and nothing has run.
+  Result<cudaGraphExec_t> capture(std::vector<LaunchFn>& ops);
+  Status store_and_launch(cudaGraphExec_t exec, uint64_t key);
 
   cudaStream_t stream_;
   bool graphs_enabled_;
@@ -75,6 +81,7 @@ class StepRecorder {
   std::unordered_map<uint64_t, Entry> graphs_;
   std::list<uint64_t> lru_;  // most recently used first
   std::unordered_map<uint64_t, uint32_t> seen_;
+  std::unordered_set<uint64_t> uncapturable_;  // fingerprints whose capture failed: always eager
   CudaGraphStats stats_;
 };
 

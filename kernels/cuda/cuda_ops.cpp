@@ -37,7 +37,7 @@ Status CudaBackend::begin_step(const StepMeta& meta) {
   LS_RETURN_IF_ERROR(prepare());
   meta_ = nullptr;
   const uint64_t generation = step_.generation();
-  LS_RETURN_IF_ERROR(step_.upload(meta, attention_rows_per_tile_, stream_));
+  LS_RETURN_IF_ERROR(step_.upload(meta, stream_));
   if (step_.generation() != generation) recorder_->clear_graphs();  // they baked the old address
   meta_ = &meta;
   checked_cache_rows_ = -1;
@@ -83,7 +83,7 @@ Status CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor& y, bo
   }
   if (x.rows == 0 || w.rows == 0) return ok_status();
   if (x.cols == 0) return invalid_argument_error("cuda backend: matmul over zero columns");
-  LS_ASSIGN_OR_RETURN(const cuda::Gemm::Plan* plan,
+  LS_ASSIGN_OR_RETURN(std::shared_ptr<const cuda::Gemm::Plan> plan,
                       gemm_->plan(dtype_, y.dtype, x.rows, w.rows, x.cols, x.data, x.stride, w.data,
                                   w.stride, y.data, y.stride, accumulate));
   record(fingerprint(Op::kMatmul).add(x).add(w).add(y).add(accumulate),
@@ -287,12 +287,10 @@ Status CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tens
         n, s.num_heads, s.num_kv_heads, s.head_dim);
   }
   LS_RETURN_IF_ERROR(check_block_tables(k_cache.rows, s.block_size));
-  const int32_t rows_per_tile = std::max<int32_t>(1, cuda::kAttentionMaxQueries / group);
-  attention_rows_per_tile_ = rows_per_tile;
-  LS_RETURN_IF_ERROR(set_device());
-  LS_RETURN_IF_ERROR(step_.ensure_attention_tiles(rows_per_tile, stream_));
-
-  const int64_t tiles = step_.header().num_attention_tiles;
+  // The step carries a tile set for every shape (step_layout.h): nothing is re-cut here, so a
+  // layer of another shape later in the step cannot change the tiles this launch reads.
+  const int32_t rows_per_tile = cuda::attention_rows_per_tile(group);
+  const int64_t tiles = step_.header().num_attention_tiles[cuda::attention_tile_set(rows_per_tile)];
   cuda::AttentionDims dims;
   dims.num_heads = s.num_heads;
   dims.num_kv_heads = s.num_kv_heads;

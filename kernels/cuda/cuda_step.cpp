@@ -132,15 +132,14 @@ Status DeviceStep::reserve(size_t bytes, cudaStream_t stream) {
   return ok_status();
 }
 
-void DeviceStep::cut_attention_tiles(int32_t rows_per_tile) {
-  char* base = static_cast<char*>(staging_[current_].data);
-  auto* tiles = reinterpret_cast<AttentionTile*>(base + header_.attention_tiles);
+int32_t DeviceStep::cut_attention_tiles(const std::vector<int32_t>& row_seq, int32_t rows_per_tile,
+                                        AttentionTile* tiles) {
   int32_t count = 0;
-  const int32_t n = header_.num_rows;
+  const int32_t n = static_cast<int32_t>(row_seq.size());
   for (int32_t r = 0; r < n; ++r) {
     if (count > 0) {
       AttentionTile& t = tiles[count - 1];
-      if (row_seq_[static_cast<size_t>(r)] == row_seq_[static_cast<size_t>(t.row_begin)] &&
+      if (row_seq[static_cast<size_t>(r)] == row_seq[static_cast<size_t>(t.row_begin)] &&
           t.row_count < rows_per_tile) {
         ++t.row_count;
         continue;
@@ -148,12 +147,10 @@ void DeviceStep::cut_attention_tiles(int32_t rows_per_tile) {
     }
     tiles[count++] = AttentionTile{r, 1};
   }
-  header_.num_attention_tiles = count;
-  attention_rows_per_tile_ = rows_per_tile;
-  std::memcpy(base, &header_, sizeof(header_));
+  return count;
 }
 
-Status DeviceStep::upload(const StepMeta& m, int32_t attention_rows_per_tile, cudaStream_t stream) {
+Status DeviceStep::upload(const StepMeta& m, cudaStream_t stream) {
   int64_t num_seqs = 0;
   LS_RETURN_IF_ERROR(check_meta(m, &num_seqs));
   const int64_t n = static_cast<int64_t>(m.token_ids.size());
@@ -184,7 +181,8 @@ Status DeviceStep::upload(const StepMeta& m, int32_t attention_rows_per_tile, cu
   h.row_seq = place(4 * n, 4);
   h.logits_rows = place(4 * num_logits, 4);
   h.lora_tiles = place(static_cast<int64_t>(sizeof(LoraTile)) * num_lora_tiles, 16);
-  h.attention_tiles = place(static_cast<int64_t>(sizeof(AttentionTile)) * n, 8);
+  for (int32_t set = 0; set < kAttentionTileSets; ++set)
+    h.attention_tiles[set] = place(static_cast<int64_t>(sizeof(AttentionTile)) * n, 8);
   const int64_t num_slices = num_segments > 0 ? static_cast<int64_t>(m.lora_slices.size()) : 0;
   h.lora_slices = place(static_cast<int64_t>(sizeof(DeviceLoraSlice)) * num_slices, 8);
   h.block_tables = place(4 * static_cast<int64_t>(m.block_tables.size()), 4);
@@ -218,29 +216,21 @@ Status DeviceStep::upload(const StepMeta& m, int32_t attention_rows_per_tile, cu
     const LoraSlice& sl = m.lora_slices[static_cast<size_t>(i)];
     slices[i] = DeviceLoraSlice{sl.a, sl.b, sl.rank, sl.scale};
   }
-  row_seq_ = m.row_seq;
+  bool cut[kAttentionTileSets] = {};
+  for (int32_t group = 1; group <= kAttentionMaxQueries; ++group) {
+    const int32_t rows_per_tile = attention_rows_per_tile(group);
+    const int32_t set = attention_tile_set(rows_per_tile);
+    if (cut[set]) continue;
+    cut[set] = true;
+    h.num_attention_tiles[set] = cut_attention_tiles(
+        m.row_seq, rows_per_tile, reinterpret_cast<AttentionTile*>(base + h.attention_tiles[set]));
+  }
   decode_only_ = num_seqs == n;
   for (int64_t r = 0; r < n && decode_only_; ++r)
     decode_only_ = m.row_seq[static_cast<size_t>(r)] == r;
   header_ = h;
-  cut_attention_tiles(std::max(1, attention_rows_per_tile));
+  std::memcpy(base, &h, sizeof(h));
   LS_CUDA_CHECK(cudaMemcpyAsync(device_, base, total, cudaMemcpyHostToDevice, stream));
-  LS_CUDA_CHECK(cudaEventRecord(s.done, stream));
-  return ok_status();
-}
-
-Status DeviceStep::ensure_attention_tiles(int32_t rows_per_tile, cudaStream_t stream) {
-  if (rows_per_tile == attention_rows_per_tile_) return ok_status();
-  Staging& s = staging_[current_];
-  LS_CUDA_CHECK(cudaEventSynchronize(s.done));
-  cut_attention_tiles(rows_per_tile);
-  char* base = static_cast<char*>(s.data);
-  char* dev = static_cast<char*>(device_);
-  LS_CUDA_CHECK(cudaMemcpyAsync(dev, base, sizeof(StepHeader), cudaMemcpyHostToDevice, stream));
-  const size_t tile_bytes =
-      sizeof(AttentionTile) * static_cast<size_t>(header_.num_attention_tiles);
-  LS_CUDA_CHECK(cudaMemcpyAsync(dev + header_.attention_tiles, base + header_.attention_tiles,
-                                tile_bytes, cudaMemcpyHostToDevice, stream));
   LS_CUDA_CHECK(cudaEventRecord(s.done, stream));
   return ok_status();
 }

@@ -24,16 +24,14 @@ class DeviceStep {
   DeviceStep& operator=(const DeviceStep&) = delete;
 
   // Validates `meta` (sizes agree, indices in range, segments disjoint, slices well formed) and
-  // enqueues its upload. Attention tiles are cut for `attention_rows_per_tile` rows.
-  Status upload(const StepMeta& meta, int32_t attention_rows_per_tile, cudaStream_t stream);
-  // Re-cuts the attention tiles when `rows_per_tile` differs from the last cut, and uploads them.
-  Status ensure_attention_tiles(int32_t rows_per_tile, cudaStream_t stream);
+  // enqueues its upload, with the LoRA tiles and one attention tile set per rows-per-tile value
+  // (step_layout.h), so every attention call of the step finds tiles cut for its shape.
+  Status upload(const StepMeta& meta, cudaStream_t stream);
 
   const StepHeader* device_header() const { return static_cast<const StepHeader*>(device_); }
   // Changes whenever device_header() moves.
   uint64_t generation() const { return generation_; }
   const StepHeader& header() const { return header_; }
-  int32_t attention_rows_per_tile() const { return attention_rows_per_tile_; }
   // True when every row is the next token of its own sequence (row i reads block table i).
   bool decode_only() const { return decode_only_; }
 
@@ -44,7 +42,10 @@ class DeviceStep {
     cudaEvent_t done = nullptr;  // recorded after the last upload that read it
   };
   Status reserve(size_t bytes, cudaStream_t stream);
-  void cut_attention_tiles(int32_t rows_per_tile);
+  // Cuts the rows into tiles of at most `rows_per_tile` consecutive rows of one sequence, written
+  // to `tiles`; returns how many.
+  static int32_t cut_attention_tiles(const std::vector<int32_t>& row_seq, int32_t rows_per_tile,
+                                     AttentionTile* tiles);
 
   void* device_ = nullptr;
   size_t device_bytes_ = 0;
@@ -52,8 +53,6 @@ class DeviceStep {
   Staging staging_[2];
   int current_ = 0;  // staging buffer of the current step
   StepHeader header_ = {};
-  std::vector<int32_t> row_seq_;  // the current step's, for re-cutting attention tiles
-  int32_t attention_rows_per_tile_ = 0;
   bool decode_only_ = false;
 };
 

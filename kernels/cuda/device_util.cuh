@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "kernels/cuda/launchers.h"
 
@@ -79,9 +80,19 @@ inline unsigned grid_for(int64_t n, int threads, int64_t cap = 1 << 20) {
   return static_cast<unsigned>(blocks);
 }
 
-// Launch result after a kernel launch: the launch's own error, if any.
-inline Launch launched() { return Launch{nullptr, cudaGetLastError()}; }
 inline Launch refuse(const char* why) { return Launch{why, cudaSuccess}; }
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...) and reports the launch's own error.
+// The runtime's last-error slot is cleared first: an earlier failed runtime call (a graph capture
+// or instantiation, an event query) already reported its error to its caller, and must not be
+// blamed on this launch. A sticky error (the context is lost) is not cleared and is reported.
+template <typename... Params, typename... Args>
+Launch launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+              Args&&... args) {
+  (void)cudaGetLastError();
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+  return Launch{nullptr, cudaGetLastError()};
+}
 
 // Calls f(T{}) with T the 16-bit type of `dtype`; refuses other dtypes.
 template <typename F>

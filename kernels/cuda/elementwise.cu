@@ -192,9 +192,8 @@ Launch convert(const void* src, DType src_dtype, int64_t src_stride, void* dst, 
     return refuse("convert: unsupported dtype pair");
   }
   if (rows * cols == 0) return {};
-  convert_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(
-      src, src_dtype, src_stride, dst, dst_dtype, dst_stride, rows, cols);
-  return launched();
+  return launch(convert_kernel, grid_for(rows * cols, kThreads), kThreads, 0, stream, src,
+                src_dtype, src_stride, dst, dst_dtype, dst_stride, rows, cols);
 }
 
 Launch fill_uniform(void* data, DType dtype, int64_t rows, int64_t cols, int64_t stride,
@@ -202,9 +201,8 @@ Launch fill_uniform(void* data, DType dtype, int64_t rows, int64_t cols, int64_t
   if (!float_dtype(dtype)) return refuse("fill_uniform: dtype must be F32, F16 or BF16");
   if (rows < 0 || cols < 0 || stride < cols) return refuse("fill_uniform: bad shape");
   if (rows * cols == 0) return {};
-  fill_uniform_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(
-      data, dtype, rows, cols, stride, seed, lo, hi);
-  return launched();
+  return launch(fill_uniform_kernel, grid_for(rows * cols, kThreads), kThreads, 0, stream, data,
+                dtype, rows, cols, stride, seed, lo, hi);
 }
 
 Launch sum_floats(const float* data, int64_t n, float* out, int sm_count, cudaStream_t stream) {
@@ -212,9 +210,8 @@ Launch sum_floats(const float* data, int64_t n, float* out, int sm_count, cudaSt
     return refuse("sum_floats: n must be a multiple of 4 and data 16-byte aligned");
   constexpr int kSumThreads = 512;
   const unsigned blocks = grid_for(n / 4, kSumThreads, 4LL * (sm_count > 0 ? sm_count : 1));
-  sum_floats_kernel<<<blocks, kSumThreads, 0, stream>>>(reinterpret_cast<const float4*>(data),
-                                                        n / 4, out);
-  return launched();
+  return launch(sum_floats_kernel, blocks, kSumThreads, 0, stream,
+                reinterpret_cast<const float4*>(data), n / 4, out);
 }
 
 Launch embedding(DType dtype, const void* table, int64_t table_stride, int64_t vocab, int64_t dim,
@@ -224,10 +221,9 @@ Launch embedding(DType dtype, const void* table, int64_t table_stride, int64_t v
     return refuse("embedding: bad shape");
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    embedding_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        static_cast<const T*>(table), table_stride, vocab, dim, step, static_cast<T*>(out),
-        out_stride);
-    return launched();
+    return launch(embedding_kernel<T>, static_cast<unsigned>(rows), kThreads, 0, stream,
+                  static_cast<const T*>(table), table_stride, vocab, dim, step,
+                  static_cast<T*>(out), out_stride);
   });
 }
 
@@ -237,9 +233,8 @@ Launch add_bias(DType dtype, void* y, int64_t y_stride, int64_t rows, int64_t co
   if (rows == 0) return {};
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    add_bias_kernel<T><<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(
-        static_cast<T*>(y), y_stride, rows, cols, static_cast<const T*>(bias));
-    return launched();
+    return launch(add_bias_kernel<T>, grid_for(rows * cols, kThreads), kThreads, 0, stream,
+                  static_cast<T*>(y), y_stride, rows, cols, static_cast<const T*>(bias));
   });
 }
 
@@ -250,9 +245,9 @@ Launch silu_mul(DType dtype, const void* gate_up, int64_t gate_up_stride, void* 
   if (rows == 0) return {};
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    silu_mul_kernel<T><<<grid_for(rows * f, kThreads), kThreads, 0, stream>>>(
-        static_cast<const T*>(gate_up), gate_up_stride, static_cast<T*>(out), out_stride, rows, f);
-    return launched();
+    return launch(silu_mul_kernel<T>, grid_for(rows * f, kThreads), kThreads, 0, stream,
+                  static_cast<const T*>(gate_up), gate_up_stride, static_cast<T*>(out), out_stride,
+                  rows, f);
   });
 }
 
@@ -264,9 +259,8 @@ Launch rope(DType dtype, void* x, int64_t x_stride, int64_t rows, int64_t heads,
   if (rows == 0) return {};
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    rope_kernel<T><<<grid_for(rows * heads * (head_dim / 2), kThreads), kThreads, 0, stream>>>(
-        static_cast<T*>(x), x_stride, rows, heads, head_dim, inv_freq, step);
-    return launched();
+    return launch(rope_kernel<T>, grid_for(rows * heads * (head_dim / 2), kThreads), kThreads, 0,
+                  stream, static_cast<T*>(x), x_stride, rows, heads, head_dim, inv_freq, step);
   });
 }
 
@@ -281,11 +275,10 @@ Launch write_kv(DType dtype, const void* k, int64_t k_stride, const void* v, int
   if (rows == 0) return {};
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    write_kv_kernel<T><<<grid_for(rows * kv_dim, kThreads), kThreads, 0, stream>>>(
-        static_cast<const T*>(k), k_stride, static_cast<const T*>(v), v_stride, rows, kv_dim,
-        static_cast<T*>(k_cache), k_cache_stride, static_cast<T*>(v_cache), v_cache_stride,
-        num_slots, step);
-    return launched();
+    return launch(write_kv_kernel<T>, grid_for(rows * kv_dim, kThreads), kThreads, 0, stream,
+                  static_cast<const T*>(k), k_stride, static_cast<const T*>(v), v_stride, rows,
+                  kv_dim, static_cast<T*>(k_cache), k_cache_stride, static_cast<T*>(v_cache),
+                  v_cache_stride, num_slots, step);
   });
 }
 
@@ -297,9 +290,8 @@ Launch gather_rows(DType dtype, const void* x, int64_t x_stride, int64_t cols,
   if (rows_out == 0) return {};
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    gather_rows_kernel<T><<<static_cast<unsigned>(rows_out), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), x_stride, cols, step, static_cast<T*>(out), out_stride);
-    return launched();
+    return launch(gather_rows_kernel<T>, static_cast<unsigned>(rows_out), kThreads, 0, stream,
+                  static_cast<const T*>(x), x_stride, cols, step, static_cast<T*>(out), out_stride);
   });
 }
 

@@ -90,14 +90,14 @@ struct AttentionDims {
   int32_t head_dim = 0;
   int32_t block_size = 0;
   float scale = 0.0f;
-  int32_t rows_per_tile = 1;  // rows of one AttentionTile at most; rows_per_tile * group ≤ 16
+  int32_t rows_per_tile = 1;  // attention_rows_per_tile(group): picks the step's tile set
   int32_t splits = 1;         // blocks sharing one tile's context (flash-decoding)
 };
 // Floats of scratch paged_attention needs for `max_tiles` tiles (0 when splits == 1).
 size_t attention_scratch_floats(int64_t max_tiles, const AttentionDims& dims);
 // Causal attention over the paged caches for every query row of the step's attention tiles:
 // row r attends to positions [0, positions[r]] of its sequence. grid: (max_tiles, kv heads,
-// splits); blocks past step->num_attention_tiles return at once.
+// splits); blocks past the tile count of their set return at once.
 Launch paged_attention(DType dtype, const void* q, int64_t q_stride, const void* k_cache,
                        const void* v_cache, int64_t cache_stride, int64_t num_slots,
                        const AttentionDims& dims, const StepHeader* step, int64_t max_tiles,
@@ -135,6 +135,10 @@ struct DeviceSampleParams {
   float top_p;
   float uniform;
   int32_t num_logprobs;
+  // Temperature sampling restricted by top-k or top-p: the draw walks the logit-sorted order.
+  // Otherwise a temperature draw walks token-id order, as on the CPU, even when the row is sorted
+  // for its top logprobs.
+  int32_t filtered;
   int32_t sorted_row;  // index among the rows sorted by logit, or -1 when the row needs no order
 };
 struct DeviceSampleResult {
@@ -145,9 +149,10 @@ struct DeviceSampleResult {
 // sorted.
 size_t sample_scratch_bytes(int64_t rows, int64_t sorted_rows, int64_t vocab);
 // Picks a token per row of logits (rows, vocab; F32 or the compute dtype) with the CPU
-// sampler's semantics (kernels/cpu/cpu_sample.cpp); rows with sorted_row >= 0 (top-k, top-p or
-// logprobs) are sorted by logit first. results[row]; top[row * max_logprobs + j] for
-// j < num_logprobs (token ids in top_ids, logprobs in top_logprobs).
+// sampler's semantics (kernels/cpu/cpu_sample.cpp); rows with sorted_row >= 0 (filtered, or
+// with top logprobs) are sorted by logit first. top_p <= 0 keeps the single most likely token.
+// results[row]; top[row * max_logprobs + j] for j < num_logprobs (token ids in top_ids, logprobs in
+// top_logprobs).
 Launch sample_rows(DType logits_dtype, const void* logits, int64_t logits_stride, int64_t rows,
                    int64_t vocab, const DeviceSampleParams* params, int64_t sorted_rows,
                    int32_t max_logprobs, void* scratch, size_t scratch_bytes,

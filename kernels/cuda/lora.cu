@@ -156,9 +156,9 @@ Launch lora_shrink(DType dtype, const void* x, int64_t x_stride, int64_t in,
     using T = decltype(tag);
     const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>(tables.count),
                     static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps));
-    lora_shrink_kernel<T><<<grid, kShrinkWarps * 32, 0, stream>>>(
-        static_cast<const T*>(x), x_stride, in, tables, step, static_cast<T*>(tmp), tmp_stride);
-    return launched();
+    return launch(lora_shrink_kernel<T>, grid, kShrinkWarps * 32, 0, stream,
+                  static_cast<const T*>(x), x_stride, in, tables, step, static_cast<T*>(tmp),
+                  tmp_stride);
   });
 }
 
@@ -179,9 +179,8 @@ Launch lora_expand(DType dtype, const void* tmp, int64_t tmp_stride, const LoraT
     const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>(tables.count),
                     static_cast<unsigned>((max_cols + kExpandThreads - 1) / kExpandThreads));
     const size_t smem = static_cast<size_t>(kLoraTileRows) * max_rank * sizeof(float);
-    lora_expand_kernel<T><<<grid, kExpandThreads, smem, stream>>>(
-        static_cast<const T*>(tmp), tmp_stride, tables, outputs, max_rank, step);
-    return launched();
+    return launch(lora_expand_kernel<T>, grid, kExpandThreads, smem, stream,
+                  static_cast<const T*>(tmp), tmp_stride, tables, outputs, max_rank, step);
   });
 }
 

@@ -77,10 +77,9 @@ Launch rms_norm(DType dtype, const void* x, int64_t x_stride, void* residual,
   if (rows == 0) return {};
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
-    rms_norm_kernel<T><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-        static_cast<const T*>(x), x_stride, static_cast<T*>(residual), residual_stride,
-        static_cast<const T*>(weight), eps, cols, static_cast<T*>(out), out_stride);
-    return launched();
+    return launch(rms_norm_kernel<T>, static_cast<unsigned>(rows), kRowThreads, 0, stream,
+                  static_cast<const T*>(x), x_stride, static_cast<T*>(residual), residual_stride,
+                  static_cast<const T*>(weight), eps, cols, static_cast<T*>(out), out_stride);
   });
 }
 
@@ -92,9 +91,8 @@ Launch head_rms_norm(DType dtype, void* x, int64_t x_stride, int64_t rows, int64
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
     const unsigned blocks = static_cast<unsigned>((rows * heads + kHeadWarps - 1) / kHeadWarps);
-    head_rms_norm_kernel<T><<<blocks, kHeadWarps * 32, 0, stream>>>(
-        static_cast<T*>(x), x_stride, rows, heads, head_dim, static_cast<const T*>(weight), eps);
-    return launched();
+    return launch(head_rms_norm_kernel<T>, blocks, kHeadWarps * 32, 0, stream, static_cast<T*>(x),
+                  x_stride, rows, heads, head_dim, static_cast<const T*>(weight), eps);
   });
 }
 

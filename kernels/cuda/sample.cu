@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(kThreads)
   const float log_sum = static_cast<float>(log(total));
 
   int64_t chosen = best_i;
-  if (p.temperature > 0.0f && p.sorted_row < 0) {
+  if (p.temperature > 0.0f && !p.filtered) {
     const float inv_t = 1.0f / p.temperature;
     auto weight = [&](int64_t i) {
       return exp(static_cast<double>((to_float(l[i]) - mx) * inv_t));
@@ -238,7 +238,7 @@ __global__ void __launch_bounds__(kThreads)
     top_ids[row * max_logprobs + j] = ids[j];
     top_logprobs[row * max_logprobs + j] = (to_float(l[ids[j]]) - st.max) - st.log_sum;
   }
-  if (!(p.temperature > 0.0f)) return;
+  if (!(p.temperature > 0.0f) || !p.filtered) return;  // row_stats_kernel has picked
 
   const int64_t k = p.top_k > 0 ? min(int64_t{p.top_k}, vocab) : vocab;
   const float inv_t = 1.0f / p.temperature;
@@ -254,7 +254,13 @@ __global__ void __launch_bounds__(kThreads)
   double prefix = block_exclusive_scan(own, &total);
 
   int64_t keep = k;
-  if (p.top_p < 1.0f) {
+  if (p.top_p <= 0.0f) {
+    keep = 1;  // as on the CPU: the first candidate alone reaches any top_p <= 0
+    const int64_t kept_end = min(end, keep);
+    own = 0.0;
+    for (int64_t j = begin; j < kept_end; ++j) own += weight(j);
+    prefix = block_exclusive_scan(own, &total);
+  } else if (p.top_p < 1.0f) {
     // The smallest most-likely prefix whose probability reaches top_p: the first j whose
     // cumulative weight is >= top_p * total, i.e. > the largest value below that.
     const double target = static_cast<double>(p.top_p) * total;
@@ -301,18 +307,16 @@ Launch sample_rows(DType logits_dtype, const void* logits, int64_t logits_stride
   auto run = [&](auto tag) -> Launch {
     using L = decltype(tag);
     const L* l = static_cast<const L*>(logits);
-    row_stats_kernel<L><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        l, logits_stride, vocab, params, s, results);
-    Launch r = launched();
+    Launch r = launch(row_stats_kernel<L>, static_cast<unsigned>(rows), kThreads, 0, stream, l,
+                      logits_stride, vocab, params, s, results);
     if (!r.ok() || sorted_rows == 0) return r;
     size_t temp_bytes = s.sort_temp_bytes;
     const cudaError_t se = cub::DeviceRadixSort::SortPairs(
         s.sort_temp, temp_bytes, s.keys_in, s.keys_out, s.ids_in, s.ids_out,
         static_cast<int>(sorted_rows * vocab), 0, 32 + key_row_bits(sorted_rows), stream);
     if (se != cudaSuccess) return Launch{nullptr, se};
-    sorted_pick_kernel<L><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        l, logits_stride, vocab, params, s, max_logprobs, results, top_ids, top_logprobs);
-    return launched();
+    return launch(sorted_pick_kernel<L>, static_cast<unsigned>(rows), kThreads, 0, stream, l,
+                  logits_stride, vocab, params, s, max_logprobs, results, top_ids, top_logprobs);
   };
   switch (logits_dtype) {
     case DType::kF32:

@@ -128,6 +128,77 @@ TEST(ParseRange, AcceptsRangesAndSingleValues) {
             std::string::npos);
 }
 
+TEST(ParseTenant, TaskRateAndRequests) {
+  auto t = parse_tenant("reverse=2.5:10", 99);
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  EXPECT_EQ(t->task_id, "reverse");
+  EXPECT_EQ(t->rate, 2.5);
+  EXPECT_EQ(t->requests, 10);
+  t = parse_tenant("a:b=0", 99);  // task IDs may hold ':'; the rate starts after '='
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  EXPECT_EQ(t->task_id, "a:b");
+  EXPECT_EQ(t->rate, 0.0);
+  EXPECT_EQ(t->requests, 99);
+  t = parse_tenant("=1", 5);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->task_id, "");  // the base model
+  for (const char* bad :
+       {"reverse", "a=", "a=x", "a=1:", "a=1:0", "a=-1", "a=inf", "a=1:2:3", "a=1e999", "a=2x"}) {
+    const Status st = parse_tenant(bad, 5).status();
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.message().find("--tenants"), std::string::npos) << bad;
+  }
+}
+
+TEST(MakeTenantTrace, EachTenantAtItsOwnRateMergedInTimeOrder) {
+  TraceOptions o = options();
+  const std::vector<Tenant> tenants = {{"flood", 0.0, 300}, {"steady", 20.0, 2000}, {"", 5.0, 500}};
+  auto trace = make_tenant_trace(o, tenants);
+  ASSERT_TRUE(trace.ok()) << trace.status().to_string();
+  ASSERT_EQ(trace->size(), 2800u);
+  std::map<std::string, int> count;
+  std::map<std::string, double> last;
+  for (size_t i = 0; i < trace->size(); ++i) {
+    const TraceRequest& r = (*trace)[i];
+    if (i > 0) {
+      EXPECT_GE(r.arrival_s, (*trace)[i - 1].arrival_s);
+    }
+    ++count[r.task_id];
+    last[r.task_id] = r.arrival_s;
+    EXPECT_GE(static_cast<int32_t>(r.prompt.size()), o.prompt_min);
+    EXPECT_LE(static_cast<int32_t>(r.prompt.size()), o.prompt_max);
+    EXPECT_GE(r.max_tokens, o.output_min);
+    EXPECT_LE(r.max_tokens, o.output_max);
+  }
+  EXPECT_EQ(count["flood"], 300);
+  EXPECT_EQ(count["steady"], 2000);
+  EXPECT_EQ(count[""], 500);
+  // Rate 0: all at once; otherwise n requests at rate λ span about n / λ seconds (within 10%:
+  // the sum of n exponential gaps has a standard deviation of sqrt(n) / λ).
+  EXPECT_EQ(last["flood"], 0.0);
+  EXPECT_NEAR(last["steady"], 100.0, 10.0);
+  EXPECT_NEAR(last[""], 100.0, 10.0);
+  // The same seed gives the same trace.
+  auto again = make_tenant_trace(o, tenants);
+  ASSERT_TRUE(again.ok());
+  for (size_t i = 0; i < trace->size(); ++i) {
+    EXPECT_EQ((*trace)[i].arrival_s, (*again)[i].arrival_s);
+    EXPECT_EQ((*trace)[i].prompt, (*again)[i].prompt);
+  }
+}
+
+TEST(MakeTenantTrace, RefusesNoTenantsAndBadTenants) {
+  EXPECT_EQ(make_tenant_trace(options(), {}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(make_tenant_trace(options(), {{"a", -1.0, 3}}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(make_tenant_trace(options(), {{"a", 1.0, 0}}).status().code(),
+            StatusCode::kInvalidArgument);
+  TraceOptions o = options();
+  o.output_min = 0;
+  EXPECT_NE(make_tenant_trace(o, {{"a", 1.0, 3}}).status().message().find("--output-len"),
+            std::string::npos);
+}
+
 TEST(Percentile, NearestRank) {
   const std::vector<double> v = {5, 1, 4, 2, 3, 6, 7, 8, 9, 10};
   EXPECT_EQ(percentile(v, 50), 5);

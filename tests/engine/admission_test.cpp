@@ -1,12 +1,15 @@
-// Admission on its own: the request checks and their messages, the queue limit, and the order
-// in which waiting requests start (arrival order, preempted ones first, requests whose adapter
-// is not ready passed over, the first one that does not fit the KV cache stopping the rest).
+// Admission on its own: the request checks and their messages, the queue limits (in all and
+// per task), and, under FIFO, the order in which waiting requests start (arrival order,
+// preempted ones first, requests whose adapter is not ready passed over, the first one that
+// does not fit the KV cache stopping the rest). VTC's order is fairness_test's.
 #include "engine/admission.h"
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <memory>
 #include <set>
+#include <thread>
 
 namespace loraserve::engine {
 namespace {
@@ -90,21 +93,75 @@ TEST(ValidateRequest, TheRequestLimitsComeFirstTheTaskIdBeforeAnything) {
 }
 
 TEST(QueueLimits, RefusesPastTheLimitAndTakesBackReleasedPlaces) {
-  QueueLimits q(2);
-  EXPECT_TRUE(q.reserve().ok());
-  EXPECT_TRUE(q.reserve().ok());
-  const Status full = q.reserve();
+  QueueLimits q(2, 0);
+  EXPECT_TRUE(q.reserve("a").ok());
+  EXPECT_TRUE(q.reserve("b").ok());
+  const Status full = q.reserve("c");
   EXPECT_EQ(full.code(), StatusCode::kResourceExhausted);
   EXPECT_NE(full.message().find("max_queue"), std::string::npos);
   EXPECT_EQ(q.held(), 2);
-  q.release();
-  EXPECT_TRUE(q.reserve().ok());
+  q.release("a");
+  EXPECT_TRUE(q.reserve("c").ok());
+}
+
+TEST(QueueLimits, ATaskAtItsOwnLimitIsRefusedAlone) {
+  QueueLimits q(10, 2);
+  EXPECT_TRUE(q.reserve("flood").ok());
+  EXPECT_TRUE(q.reserve("flood").ok());
+  const Status full = q.reserve("flood");
+  EXPECT_EQ(full.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(full.message().find("task 'flood' holds 2 requests"), std::string::npos)
+      << full.message();
+  // Other tasks, the base model among them, are still admitted.
+  EXPECT_TRUE(q.reserve("other").ok());
+  EXPECT_TRUE(q.reserve("").ok());
+  EXPECT_TRUE(q.reserve("").ok());
+  EXPECT_NE(q.reserve("").message().find("the base model holds 2"), std::string::npos);
+  EXPECT_EQ(q.held(), 5);
+  EXPECT_EQ(q.held("flood"), 2);
+  q.release("flood");
+  EXPECT_EQ(q.held("flood"), 1);
+  EXPECT_TRUE(q.reserve("flood").ok());
+  for (int i = 0; i < 2; ++i) q.release("flood");
+  EXPECT_EQ(q.held("flood"), 0);
+}
+
+TEST(QueueLimits, ReserveAndReleaseFromManyThreads) {
+  QueueLimits q(1000, 150);
+  std::vector<std::thread> threads;
+  std::atomic<int> refused{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string task = t % 2 == 0 ? "even" : "odd";
+      for (int i = 0; i < 200; ++i) {
+        if (!q.reserve(task).ok()) {
+          ++refused;
+          continue;
+        }
+        if (i % 2 == 0) q.release(task);  // every other place is given back at once
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  // Each task tried to keep 200 places; its limit is 150.
+  EXPECT_GT(refused.load(), 0);
+  EXPECT_LE(q.held("even"), 150);
+  EXPECT_LE(q.held("odd"), 150);
+  EXPECT_GT(q.held("even"), 100);
+  EXPECT_GT(q.held("odd"), 100);
+  EXPECT_EQ(q.held("even") + q.held("odd"), q.held());
 }
 
 class AdmissionTest : public ::testing::Test {
  protected:
   AdmissionTest()
-      : kv_(4, 4), admission_(&kv_, [this](Sequence* s) { return !not_ready_.count(s->id); }) {}
+      : kv_(4, 4),
+        admission_(&kv_, fifo(), [this](Sequence* s) { return !not_ready_.count(s->id); }) {}
+  static FairnessOptions fifo() {
+    FairnessOptions o;
+    o.policy = FairnessPolicy::kFifo;
+    return o;
+  }
   Sequence* make(int32_t tokens) {
     auto s = std::make_unique<Sequence>();
     s->id = seqs_.size() + 1;

@@ -37,6 +37,7 @@ class Batching : public ::testing::TestWithParam<std::string> {
   Result<std::unique_ptr<engine::Engine>> open(const engine::EngineOptions& options) const {
     kernels::BackendOptions backend;
     backend.device = "cpu";
+    backend.cpu_weight_dtype = DType::kF32;  // the f32 path; weight_dtypes_test has BF16 and I8
     return engine::open_engine(golden_.model_dir, backend, options);
   }
 

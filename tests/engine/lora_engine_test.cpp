@@ -8,6 +8,7 @@
 #include "engine/loader.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/adapters/adapter_test_util.h"
+#include "tests/kernels/fake_device_backend.h"
 #include "tests/reference/engine_runner.h"
 #include "tests/reference/golden.h"
 
@@ -31,6 +32,7 @@ EngineOptions small_options() {
 std::unique_ptr<Engine> open(const std::string& dir, EngineOptions o = small_options()) {
   kernels::BackendOptions bo;
   bo.device = "cpu";
+  bo.cpu_weight_dtype = DType::kF32;  // the f32 path; weight_dtypes_test has BF16 and I8
   auto e = engine::open_engine(dir, bo, o);
   EXPECT_TRUE(e.ok()) << e.status().to_string();
   return e.ok() ? std::move(*e) : nullptr;
@@ -149,8 +151,8 @@ TEST_P(LoraEngineTest, MatchesMergedWeights) {
     ASSERT_TRUE(store.ok());
     MergedSource merged(engine::checkpoint_source(std::move(*store)), *(*ref)->adapter,
                         eng->config());
-    auto merged_engine =
-        Engine::create(eng->config(), merged, kernels::create_cpu_backend(0), small_options());
+    auto merged_engine = Engine::create(
+        eng->config(), merged, kernels::create_cpu_backend(0, DType::kF32), small_options());
     ASSERT_TRUE(merged_engine.ok()) << merged_engine.status().to_string();
     auto want = run_alone(**merged_engine, {greedy_request(c.prompt_token_ids, 32)});
     ASSERT_TRUE(want.ok());
@@ -281,6 +283,55 @@ TEST_F(LoraLifecycleTest, RequestsWaitForASlotInsteadOfFailing) {
   for (size_t i = 0; i < 3; ++i)
     expect_same((*solo)[i], c.trace(i), 1e-4, fmt::format("request {}", i));
   EXPECT_GE(eng->stats().adapter_evictions, 1u);
+}
+
+// An adapter whose upload to the device fails: its requests end with the upload's error (they
+// never run on a slot of unwritten weights, and never wait forever), requests of the base model
+// are undisturbed, and once the device works again the adapter is uploaded afresh.
+TEST_F(LoraLifecycleTest, FailedAdapterUploadEndsItsRequestsWithTheError) {
+  auto config = formats::load_model_config("tests/reference/fixtures/llama_mha_f32");
+  ASSERT_TRUE(config.ok());
+  auto store = formats::TensorStore::open_folder("tests/reference/fixtures/llama_mha_f32",
+                                                 "model.safetensors");
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  auto source = engine::checkpoint_source(std::move(*store));
+  auto device = std::make_unique<FakeDeviceBackend>();
+  FakeDeviceBackend* fake = device.get();
+  auto eng = Engine::create(*config, *source, std::move(device), small_options());
+  ASSERT_TRUE(eng.ok()) << eng.status().to_string();
+  ASSERT_TRUE((*eng)->adapters().load("task", (dir_.path() / "v1").string(), false).ok());
+  auto solo = run_alone(*eng_, {greedy_request(prompt(2), 12, "")});
+  ASSERT_TRUE(solo.ok());
+
+  fake->fail_all = true;
+  TraceCollector c;
+  ASSERT_TRUE(c.submit(**eng, greedy_request(prompt(1), 12, "task")).ok());
+  ASSERT_TRUE(c.submit(**eng, greedy_request(prompt(1), 12, "task")).ok());
+  ASSERT_TRUE(c.submit(**eng, greedy_request(prompt(2), 12, "")).ok());
+  ASSERT_TRUE((*eng)->run_until_idle().ok());
+  for (size_t i : {0u, 1u}) {
+    ASSERT_TRUE(c.finished(i));
+    EXPECT_EQ(c.finish_reason(i), engine::FinishReason::kError);
+    EXPECT_EQ(c.error(i).code(), StatusCode::kInternal) << c.error(i).to_string();
+    EXPECT_NE(c.error(i).message().find("task=task"), std::string::npos) << c.error(i).to_string();
+    EXPECT_TRUE(c.trace(i).token_ids.empty()) << "a request ran on a slot that never got weights";
+  }
+  ASSERT_TRUE(c.finished(2));
+  EXPECT_TRUE(c.error(2).ok()) << c.error(2).to_string();
+  expect_same((*solo)[0], c.trace(2), 1e-4, "base-model request beside the failed upload");
+
+  fake->fail_all = false;
+  fake->land_all = true;
+  const uint64_t uploads = fake->uploads;
+  TraceCollector again;
+  ASSERT_TRUE(again.submit(**eng, greedy_request(prompt(1), 12, "task")).ok());
+  ASSERT_TRUE((*eng)->run_until_idle().ok());
+  ASSERT_TRUE(again.all_finished().ok()) << again.all_finished().to_string();
+  EXPECT_GT(fake->uploads, uploads) << "the adapter must be uploaded afresh";
+  ASSERT_TRUE(eng_->adapters().load("task", (dir_.path() / "v1").string(), false).ok());
+  auto solo_task = run_alone(*eng_, {greedy_request(prompt(1), 12, "task")});
+  ASSERT_TRUE(solo_task.ok());
+  expect_same((*solo_task)[0], again.trace(0), 1e-4, "the adapter after a fresh upload");
 }
 
 }  // namespace

@@ -112,6 +112,8 @@ TEST(MemoryPlan, WeightBytesAreParametersTimesTheDtype) {
   c.tie_word_embeddings = true;
   EXPECT_DOUBLE_EQ(estimate_weight_bytes(c, DType::kBF16), 2.0 * c.parameter_count());
   EXPECT_DOUBLE_EQ(estimate_weight_bytes(c, DType::kF32), 4.0 * c.parameter_count());
+  // int8 and one f32 scale per 64 weights.
+  EXPECT_DOUBLE_EQ(estimate_weight_bytes(c, DType::kI8), (1.0 + 4.0 / 64) * c.parameter_count());
 }
 
 TEST(MemoryPlan, ActivationBytesCountEveryScratchTensor) {

@@ -19,6 +19,7 @@ constexpr double kLogitTolerance = 1e-3;
 Result<std::unique_ptr<engine::Engine>> open_cpu_engine(const std::string& model_dir) {
   kernels::BackendOptions backend;
   backend.device = "cpu";
+  backend.cpu_weight_dtype = DType::kF32;  // the f32 path; weight_dtypes_test has BF16 and I8
   return engine::open_engine(model_dir, backend, engine::EngineOptions{});
 }
 

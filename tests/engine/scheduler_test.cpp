@@ -1,7 +1,8 @@
-// Step planning on synthetic queues (no model, no backend): running sequences first in admission
-// order, prompts chunked to the row budget, the sequence budget, whole-prompt KV admission in
-// arrival order, adapters that are not ready passed over, preemption of the most recently
-// admitted sequence (which waits again in front, its blocks freed), and removal.
+// Step planning on synthetic queues (no model, no backend), under FIFO admission: running
+// sequences first in admission order, prompts chunked to the row budget, the sequence budget,
+// whole-prompt KV admission in arrival order, adapters that are not ready passed over,
+// preemption of the most recently admitted sequence (which waits again in front, its blocks
+// freed), and removal. Planning under VTC is fairness_test's.
 #include "engine/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -16,8 +17,10 @@ class SchedulerTest : public ::testing::Test {
  protected:
   void make(int32_t blocks, int32_t block_size, int32_t max_batch_size, int32_t max_rows) {
     kv_ = std::make_unique<BlockAllocator>(blocks, block_size);
+    FairnessOptions fifo;
+    fifo.policy = FairnessPolicy::kFifo;
     admission_ = std::make_unique<Admission>(
-        kv_.get(), [this](Sequence* s) { return not_ready_.count(s->id) == 0; });
+        kv_.get(), fifo, [this](Sequence* s) { return not_ready_.count(s->id) == 0; });
     scheduler_ = std::make_unique<Scheduler>(SchedulerOptions{max_batch_size, max_rows}, kv_.get(),
                                              admission_.get());
   }

@@ -49,16 +49,30 @@ class TextTest : public ::testing::Test {
     fs::create_symlink(fs::absolute(fixture / "model.safetensors"), dir_ / "model.safetensors");
     nlohmann::json vocab = nlohmann::json::object();
     for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
-    nlohmann::json tok = {
-        {"version", "1.0"},
-        {"added_tokens", nlohmann::json::array()},
-        {"normalizer", nullptr},
-        {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
-        {"post_processor", nullptr},
-        {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-        {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-                   {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
-                   {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+    nlohmann::json tok = {{"version", "1.0"},
+                          {"added_tokens", nlohmann::json::array()},
+                          {"normalizer", nullptr},
+                          {"pre_tokenizer",
+                           {{"type", "ByteLevel"},
+                            {"add_prefix_space", false},
+                            {"trim_offsets", true},
+                            {"use_regex", true}}},
+                          {"post_processor", nullptr},
+                          {"decoder",
+                           {{"type", "ByteLevel"},
+                            {"add_prefix_space", true},
+                            {"trim_offsets", true},
+                            {"use_regex", true}}},
+                          {"model",
+                           {{"type", "BPE"},
+                            {"dropout", nullptr},
+                            {"unk_token", nullptr},
+                            {"continuing_subword_prefix", nullptr},
+                            {"end_of_word_suffix", nullptr},
+                            {"fuse_unk", false},
+                            {"byte_fallback", false},
+                            {"vocab", vocab},
+                            {"merges", nlohmann::json::array()}}}};
     std::ofstream(dir_ / "tokenizer.json") << tok.dump();
     kernels::BackendOptions bo;
     bo.device = "cpu";
@@ -143,10 +157,12 @@ TEST_F(TextTest, StopStringEndsTheTextBeforeItAndIsNeverStreamed) {
   // Generation stopped at the token that completed the stop string.
   size_t k = 0;
   while (k < free_run.ids.size() &&
-         engine_->tokenizer()->decode(std::span(free_run.ids).first(k), true)->find(stop) == std::string::npos) {
+         engine_->tokenizer()->decode(std::span(free_run.ids).first(k), true)->find(stop) ==
+             std::string::npos) {
     ++k;
   }
-  EXPECT_EQ(out.ids, std::vector<int32_t>(free_run.ids.begin(), free_run.ids.begin() + static_cast<std::ptrdiff_t>(k)));
+  EXPECT_EQ(out.ids, std::vector<int32_t>(free_run.ids.begin(),
+                                          free_run.ids.begin() + static_cast<std::ptrdiff_t>(k)));
   for (const auto& piece : out.pieces) EXPECT_EQ(piece.find(stop), std::string::npos);
 }
 

@@ -322,6 +322,9 @@ std::vector<OpCase> kv_cases() {
       {"mha_long_prefill", {{900, 100}}, 4, 4, 128, 32},
       {"fixture_head_dim_12", {{3, 29}, {31, 1}}, 4, 2, 12, 16},
       {"group_16_head_dim_256", {{40, 2}, {100, 1}}, 16, 1, 256, 8},
+      // A long context: 140k cached tokens, slot offsets of tens of millions of elements (64-bit
+      // index arithmetic), every flash-decoding split busy.
+      {"long_context_decode", {{140000, 1}, {70000, 1}}, 8, 2, 128, 16},
   };
   for (const Attn& a : attns) {
     int64_t rows = 0, tokens = 0;
@@ -349,6 +352,47 @@ std::vector<OpCase> kv_cases() {
     shape.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
     c.run = [shape](Backend& b, const std::vector<Tensor>& t) {
       return b.attention(t[0], t[1], t[2], shape, t[3]);
+    };
+    c.bound = kTwoRoundings;
+    cases.push_back(std::move(c));
+  }
+  {
+    // Layers of different shapes in one step (nothing forbids a model whose layers differ): the
+    // group of 8 query heads per KV head cuts tiles of 2 rows, the group of 1 tiles of 16 rows.
+    // Every call is recorded before any launches, so the first call's kernel must still read
+    // tiles cut for its own shape (a tile of 16 rows x 8 heads would overrun its 16 query slots).
+    OpCase c;
+    c.name = "attention_mixed_shapes_in_one_step";
+    const std::vector<SeqSpec> seqs = {{10, 40}, {0, 23}, {70, 1}};
+    const int32_t bs = 16, num_blocks = 16;
+    const int64_t slots = int64_t{num_blocks} * bs, rows = 64;
+    struct Shape {
+      int32_t heads, kv_heads, head_dim;
+    };
+    const std::vector<Shape> shapes = {{16, 2, 64}, {8, 8, 64}, {16, 1, 32}, {4, 4, 128}};
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const Shape& sh = shapes[i];
+      const int64_t width = int64_t{sh.heads} * sh.head_dim,
+                    kv = int64_t{sh.kv_heads} * sh.head_dim;
+      c.tensors.push_back({fmt::format("q{}", i), rows, width});
+      c.tensors.push_back({fmt::format("k_cache{}", i), slots, kv});
+      c.tensors.push_back({fmt::format("v_cache{}", i), slots, kv});
+      c.tensors.push_back({fmt::format("out{}", i), rows, width});
+    }
+    c.meta = [seqs, bs, num_blocks](const std::vector<Tensor>&) {
+      return paged_meta(seqs, bs, num_blocks);
+    };
+    c.run = [shapes, bs](Backend& b, const std::vector<Tensor>& t) {
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        AttentionShape shape;
+        shape.num_heads = shapes[i].heads;
+        shape.num_kv_heads = shapes[i].kv_heads;
+        shape.head_dim = shapes[i].head_dim;
+        shape.block_size = bs;
+        shape.scale = 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
+        LS_RETURN_IF_ERROR(b.attention(t[4 * i], t[4 * i + 1], t[4 * i + 2], shape, t[4 * i + 3]));
+      }
+      return ok_status();
     };
     c.bound = kTwoRoundings;
     cases.push_back(std::move(c));
@@ -469,6 +513,8 @@ std::vector<OpCase> lora_cases() {
     decode.ranks.push_back({std::vector<int32_t>{8, 16, 0, 4}[static_cast<size_t>(r % 4)]});
   }
   layouts.push_back(decode);
+  // Widths that are not multiples of 8 and odd ranks: the scalar (unvectorized) paths.
+  layouts.push_back({"odd_shapes", 20, 100, {36, 12}, {{0, 3}, {3, 20}}, {{5, 7}, {3, 1}}});
   layouts.push_back({"llama3_8b_4_adapters",
                      64,
                      4096,
@@ -584,6 +630,12 @@ TEST(BackendSampleTest, MatchesCpuSampler) {
     add(1.5f, 0, 0.95f, 20);
     add(1.0f, 1, 1, 0);
     add(1.0f, 0, 0.01f, 0);
+    // Temperature with logprobs and no filter: the row is sorted for its top logprobs, but the
+    // draw walks token-id order as on the CPU (the same uniform picks the same token).
+    for (int i = 0; i < 8; ++i) add(0.6f + 0.1f * static_cast<float>(i), 0, 1, 1 + i);
+    // top_p <= 0 keeps the most likely token alone, as the CPU does.
+    add(1.0f, 0, 0.0f, 0);
+    add(1.0f, 10, -1.0f, 2);
     add(0, 0, 1, 0);  // ties: see below
     const int64_t rows = static_cast<int64_t>(params.size());
     std::vector<float> logits(static_cast<size_t>(rows * vocab));
@@ -657,9 +709,15 @@ TEST(BackendUploadTest, AsyncUploadLandsWhileOpsRun) {
   }
   ASSERT_TRUE(b.synchronize().ok());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!b.upload_done(*ticket) && std::chrono::steady_clock::now() < deadline)
+  Result<bool> done = b.upload_done(*ticket);
+  while (done.ok() && !*done && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  ASSERT_TRUE(b.upload_done(*ticket)) << "the upload did not finish within 10 s";
+    done = b.upload_done(*ticket);
+  }
+  ASSERT_TRUE(done.ok()) << done.status().to_string();
+  ASSERT_TRUE(*done) << "the upload did not finish within 10 s";
+  EXPECT_EQ(b.upload_done(*ticket + 1000).status().code(), StatusCode::kInvalidArgument)
+      << "a ticket that was never issued";
   std::vector<float> back(static_cast<size_t>(n));
   ASSERT_TRUE(b.copy_to_host(dst_view, back.data()).ok());
   for (int64_t i = 0; i < n; i += 4099) {

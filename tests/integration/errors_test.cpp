@@ -1,13 +1,18 @@
 // Every bad input gets its status from a real server: Admin without the token, paths outside
 // the adapter root, unknown tasks, invalid parameters, a full queue, Admin without an adapter
-// root, an open admin address without a token; and cancelling a stream frees its KV blocks.
+// root, an open admin address without a token; the environment variables that stand for flags
+// (and flags winning over them); and cancelling a stream frees its KV blocks.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "client/client.h"
 #include "tests/integration/server_process.h"
@@ -305,7 +310,8 @@ TEST(ErrorsStandalone, GenerateAnswersABadLineWithAnErrorNamingTheField) {
   for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
   ASSERT_EQ(lines.size(), 4u) << out;
   // An id past int32 is refused, not wrapped to a real token.
-  EXPECT_EQ(lines[0]["error"]["message"], "field 'stop_token_ids' holds 4294967296, not a token id");
+  EXPECT_EQ(lines[0]["error"]["message"],
+            "field 'stop_token_ids' holds 4294967296, not a token id");
   EXPECT_EQ(lines[1]["token_ids"].size(), 2u) << lines[1];
   EXPECT_NE(lines[2]["error"]["message"].get<std::string>().find("line: not valid JSON"),
             std::string::npos);
@@ -331,14 +337,84 @@ TEST(ErrorsStandalone, AdminTokenFromTheEnvironment) {
   TempDir dir;
   ::setenv("LORASERVE_ADMIN_TOKEN", "from-env", 1);
   auto server = ServerProcess::start(
-      {"--model", kFixtureModel, "--adapter-root",
-       (fs::path(kFixtureModel) / "adapters").string()},
+      {"--model", kFixtureModel, "--adapter-root", (fs::path(kFixtureModel) / "adapters").string()},
       dir.path());
   ::unsetenv("LORASERVE_ADMIN_TOKEN");
   ASSERT_TRUE(server.ok()) << server.status().to_string();
   EXPECT_EQ(client::Client(client_options(**server, "")).list_adapters().status().code(),
             StatusCode::kUnauthenticated);
   EXPECT_TRUE(client::Client(client_options(**server, "from-env")).list_adapters().ok());
+}
+
+// Sets environment variables for one scope (the child processes inherit them).
+class ScopedEnv {
+ public:
+  ScopedEnv(std::initializer_list<std::pair<const char*, const char*>> vars) {
+    for (const auto& [name, value] : vars) {
+      ::setenv(name, value, 1);
+      names_.emplace_back(name);
+    }
+  }
+  ~ScopedEnv() {
+    for (const std::string& name : names_) ::unsetenv(name.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::vector<std::string> names_;
+};
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+TEST(ErrorsStandalone, ListenAddressesAndDeviceFromTheEnvironment) {
+  // The images set their defaults through LORASERVE_LISTEN, LORASERVE_ADMIN_LISTEN and
+  // LORASERVE_DEVICE: each must reach the flag it stands for.
+  TempDir dir;
+  std::string out;
+  {
+    ScopedEnv env{{"LORASERVE_LISTEN", "127.0.0.1:0"}, {"LORASERVE_ADMIN_LISTEN", "0.0.0.0:0"}};
+    // Were the variables ignored, the server would start and serve: timeout ends it (124).
+    EXPECT_EQ(run_command(
+                  {"/usr/bin/timeout", "60", loraserve_binary(), "serve", "--model", kFixtureModel},
+                  &out, dir.path() / "serve.log"),
+              2);
+  }
+  const std::string serve_log = read_file(dir.path() / "serve.log");
+  EXPECT_NE(serve_log.find("--admin-listen 0.0.0.0:0 is reachable from other machines"),
+            std::string::npos)
+      << serve_log;
+
+  const fs::path input = dir.path() / "in.jsonl";
+  std::ofstream(input) << "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2}\n";
+  {
+    ScopedEnv env{{"LORASERVE_DEVICE", "abacus"}};
+    EXPECT_NE(run_command({loraserve_binary(), "generate", "--model", kFixtureModel, "--input",
+                           input.string()},
+                          &out, dir.path() / "generate.log"),
+              0);
+  }
+  const std::string generate_log = read_file(dir.path() / "generate.log");
+  EXPECT_NE(generate_log.find("--device 'abacus' is not one of"), std::string::npos)
+      << generate_log;
+}
+
+TEST(ErrorsStandalone, FlagsWinOverTheEnvironment) {
+  // `docker run IMAGE --device cpu` must replace the CUDA image's LORASERVE_DEVICE=cuda, and
+  // --listen / --admin-listen the images' 0.0.0.0 addresses (ServerProcess passes 127.0.0.1:0).
+  TempDir dir;
+  ScopedEnv env{{"LORASERVE_LISTEN", "nowhere:1"},
+                {"LORASERVE_ADMIN_LISTEN", "0.0.0.0:1"},
+                {"LORASERVE_DEVICE", "abacus"}};
+  auto server = ServerProcess::start({"--model", kFixtureModel, "--device", "cpu"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  EXPECT_TRUE((*server)->address().starts_with("127.0.0.1:")) << (*server)->address();
+  EXPECT_TRUE((*server)->admin_address().starts_with("127.0.0.1:")) << (*server)->admin_address();
+  auto reply = client::Client(client_options(**server, "")).generate(ids_request({5, 6}, 2));
+  ASSERT_TRUE(reply.ok()) << reply.status().to_string();
 }
 
 TEST(ErrorsStandalone, MissingModelFailsWithTheFolderNamed) {

@@ -1,7 +1,8 @@
-// cpu::gemm against a float64 loop on shapes that hit every path: one row (sgemv), few rows (the
-// AVX2 small-row kernel and its 3×4 tile edges), many rows (OpenBLAS or the blocked loop), a
-// shared dimension that is not a multiple of 8, row strides wider than the rows, beta 0 (y holds
-// garbage that must be ignored) and 1 (accumulate); on one thread and on all.
+// cpu::gemm (the f32 entry LoRA uses) against a float64 loop on shapes that take each of its
+// default paths: one row, few rows (the small-row kernels and their tile edges), a short shared
+// dimension (OpenBLAS), many rows, a shared dimension that is not a multiple of 8, row strides
+// wider than the rows, beta 0 (y holds garbage that must be ignored) and 1 (accumulate); on one
+// thread and on all. cpu_matmul_test runs every path for every weight dtype.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -10,7 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/cpu_gemm_small.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace loraserve::kernels {
 namespace {
@@ -52,13 +53,13 @@ void check(const Shape& s, float beta, int threads) {
 }
 
 TEST(CpuGemmTest, MatchesFloat64OnEveryPath) {
-  std::printf("small-row AVX2 kernel: %s (up to %lld rows); BLAS: %s\n",
-              cpu::small_gemm_available() ? "yes" : "no",
-              static_cast<long long>(cpu::kSmallGemmMaxRows), cpu::gemm_uses_blas() ? "yes" : "no");
-  const std::vector<Shape> shapes = {
-      {1, 1, 1},     {1, 37, 100},  {2, 3, 8},     {3, 5, 9},     {4, 6, 16},     {5, 7, 7},
-      {7, 100, 63},  {8, 129, 200}, {13, 64, 33},  {31, 95, 130}, {32, 300, 257}, {33, 40, 64},
-      {64, 50, 100}, {5, 4096, 48}, {32, 2000, 1024}};
+  std::printf("kernel level: %s; BLAS: %s\n",
+              std::string(cpu::kernel_level_name(cpu::kernel_level())).c_str(),
+              cpu::gemm_uses_blas() ? "yes" : "no");
+  const std::vector<Shape> shapes = {{1, 1, 1},     {1, 37, 100},  {2, 3, 8},       {3, 5, 9},
+                                     {4, 6, 16},    {5, 7, 7},     {7, 100, 63},    {8, 129, 200},
+                                     {13, 64, 33},  {31, 95, 130}, {32, 300, 257},  {33, 40, 64},
+                                     {64, 50, 100}, {5, 4096, 48}, {32, 2000, 1024}};
   for (const Shape& s : shapes) {
     for (float beta : {0.0f, 1.0f}) {
       for (int threads : {1, 2}) check(s, beta, threads);

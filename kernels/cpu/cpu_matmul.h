@@ -1,0 +1,41 @@
+// The CPU backend's matrix products y = x · wᵀ (+ beta · y) for every weight dtype and batch
+// shape, and the choice among the ways to run them (cpu_matmul.cpp says which wins where, as
+// measured). x and y are f32; w is an F32, BF16 or I8 weight (out, in).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "common/status.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_features.h"
+
+namespace loraserve::kernels::cpu {
+
+// The ways a matmul can run. Rows* are the own packing-free kernels (cpu_rows.h), run over
+// 32-row chunks when there are more rows; the other two are libraries.
+enum class MatmulPath : uint8_t {
+  kRowsPortable,
+  kRowsAvx2,
+  kRowsAvx512,
+  kRowsBf16Dot,  // BF16 weights only: x rounded to bf16, VDPBF16PS (AVX512_BF16)
+  kBlas,         // OpenBLAS: sgemv / sgemm; BF16 and I8 weights widened to f32 in bands first
+  kOneDnn,       // oneDNN matmul: F32 as f32; BF16 with x rounded to bf16; I8 widened to bf16 in
+                 // bands first
+};
+
+std::string_view matmul_path_name(MatmulPath path);
+// True when `path` runs here for weights of `dtype` (this build, this CPU, the kernel-level cap).
+bool matmul_path_available(MatmulPath path, DType dtype);
+// The path matmul() takes for n rows over a shared dimension `in` with weights of `dtype`.
+MatmulPath choose_matmul_path(int64_t n, int64_t in, DType dtype);
+
+// y (n, w.rows; row stride ldy) = x (n, w.cols; row stride ldx) · wᵀ + beta · y, through
+// choose_matmul_path. The OpenMP threads split the output columns (oneDNN threads itself).
+Status matmul(int64_t n, const float* x, int64_t ldx, const Tensor& w, float beta, float* y,
+              int64_t ldy);
+// The same through `path`. REQUIRES: matmul_path_available(path, w.dtype).
+Status matmul_via(MatmulPath path, int64_t n, const float* x, int64_t ldx, const Tensor& w,
+                  float beta, float* y, int64_t ldy);
+
+}  // namespace loraserve::kernels::cpu

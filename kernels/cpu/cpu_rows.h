@@ -1,0 +1,62 @@
+// The packing-free small-row GEMM kernels of the CPU backend (decode steps, LoRA shrinks):
+// y[:, o0:o1] = x · w[o0:o1, :]ᵀ + beta · y[:, o0:o1] for a few rows of f32 activations x and
+// weight rows w in F32, BF16 or I8. Each kernel holds a tile of weight rows × input rows in
+// registers and walks the shared dimension once, so the weights stream from memory once per
+// call and every byte read feeds all the input rows of its tile. One kernel per weight dtype and
+// instruction set (cpu_rows_portable.cpp, cpu_rows_avx2.cpp, cpu_rows_avx512.cpp); cpu_matmul.cpp
+// chooses among them at run time.
+#pragma once
+
+#include <cstdint>
+
+namespace loraserve::kernels::cpu {
+
+// The most input rows the small-row kernels are used for (a decode batch of up to 32 sequences).
+inline constexpr int64_t kSmallRowsMax = 32;
+
+// How a kernel wants the input rows, made once per call (before the threads split the columns)
+// by prepare_rows().
+enum class RowsInput : uint8_t {
+  kF32,       // x as given
+  kF32Pairs,  // f32, each block of 32 reordered as its 16 even then its 16 odd elements (the
+              // order a BF16 row splits into when its pairs are widened); the tail as given
+  kBF16,      // x rounded to bf16 (the VDPBF16PS kernels)
+};
+
+struct RowsArgs {
+  int64_t n = 0;                  // input rows, ≤ kSmallRowsMax
+  int64_t in = 0;                 // shared dimension
+  const void* x = nullptr;        // as RowsInput says
+  int64_t ldx = 0;                // elements between rows of x
+  const void* w = nullptr;        // (out, in) weight rows
+  int64_t ldw = 0;                // elements between rows of w
+  const float* scales = nullptr;  // I8: kI8GroupSize elements of a row share one scale
+  int64_t lds = 0;                // scales between rows
+  float beta = 0.0f;
+  float* y = nullptr;
+  int64_t ldy = 0;
+};
+
+// Computes output columns [o0, o1) of every row.
+using RowsKernel = void (*)(const RowsArgs& args, int64_t o0, int64_t o1);
+
+// Writes x (n, in; row stride ldx) into out (n, in; contiguous) as `input` says.
+// REQUIRES: input is not kF32 (that one is x itself).
+void prepare_rows(RowsInput input, int64_t n, int64_t in, const float* x, int64_t ldx, void* out);
+
+// Portable C++ (any CPU).
+void rows_f32_portable(const RowsArgs& args, int64_t o0, int64_t o1);   // x: kF32
+void rows_bf16_portable(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kF32
+void rows_i8_portable(const RowsArgs& args, int64_t o0, int64_t o1);    // x: kF32
+// AVX2 + FMA.
+void rows_f32_avx2(const RowsArgs& args, int64_t o0, int64_t o1);   // x: kF32
+void rows_bf16_avx2(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kF32Pairs
+void rows_i8_avx2(const RowsArgs& args, int64_t o0, int64_t o1);    // x: kF32
+// AVX-512.
+void rows_f32_avx512(const RowsArgs& args, int64_t o0, int64_t o1);   // x: kF32
+void rows_bf16_avx512(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kF32Pairs
+void rows_i8_avx512(const RowsArgs& args, int64_t o0, int64_t o1);    // x: kF32
+// AVX-512 with AVX512_BF16: bf16 × bf16 products summed in f32.
+void rows_bf16_dot_avx512(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kBF16
+
+}  // namespace loraserve::kernels::cpu

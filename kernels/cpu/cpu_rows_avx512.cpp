@@ -1,0 +1,371 @@
+// The small-row kernels for AVX-512 (cpu_rows.h), compiled through target attributes and called
+// only on CPUs that have the instructions. Dot products are vectorized along the shared
+// dimension, 16 f32 lanes wide, with masked loads for the last partial vector; lanes are summed
+// once at the end. A tile is WR weight rows × XR input rows of accumulators; one input row
+// (batch-1 decode) takes more weight rows per tile, so more loads are in flight.
+//   F32:  4 × 4 (8 × 1).
+//   BF16: a 32-element load is split into its even and odd elements, each widened to f32 exactly
+//         (shift / mask), against input rows reordered to match (RowsInput::kF32Pairs); 4 × 4
+//         (8 × 1). The products are those of f32 weights: no rounding beyond the f32 sums.
+//   I8:   16 int8 widened to f32 per step. One input row: each 64-element group is summed apart
+//         and then multiplied by its scale into the row's total (8 × 1); more rows: the widened
+//         weights are scaled once and feed every row (4 × 4).
+//   BF16 with AVX512_BF16: VDPBF16PS multiplies 32 bf16 weights by 32 bf16 inputs (x rounded to
+//         bf16 once per call, RowsInput::kBF16) and sums pairs into 16 f32 lanes; 4 × 4 (8 × 1).
+#include <cstdint>
+
+#include "common/dtype.h"
+#include "kernels/cpu/cpu_rows.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LORASERVE_ROWS_AVX512 1
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), a self-initialized variable that
+// its own flow analysis then reports as uninitialized in every caller.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace loraserve::kernels::cpu {
+
+#ifdef LORASERVE_ROWS_AVX512
+namespace {
+
+#define LS_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+#define LS_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512bf16")))
+
+static_assert(kI8GroupSize % 16 == 0, "an int8 group is whole 16-lane vectors");
+
+// Stores the WR × XR dot products (lanes of acc plus the scalar tails) into y.
+template <int WR, int XR>
+LS_AVX512 inline void store(const RowsArgs& a, __m512 (&acc)[WR][XR], float (&tail)[WR][XR],
+                            int64_t o, int64_t r) {
+  for (int i = 0; i < WR; ++i) {
+    for (int j = 0; j < XR; ++j) {
+      const float s = _mm512_reduce_add_ps(acc[i][j]) + tail[i][j];
+      float* out = a.y + (r + j) * a.ldy + o + i;
+      *out = a.beta == 0.0f ? s : s + a.beta * *out;
+    }
+  }
+}
+
+template <int WR, int XR>
+LS_AVX512 inline void zero(__m512 (&acc)[WR][XR]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < WR; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < XR; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+}
+
+// Lanes [0, count) set, count ≤ 16.
+LS_AVX512 inline __mmask16 first_lanes(int64_t count) {
+  return static_cast<__mmask16>((1u << count) - 1u);
+}
+
+template <int WR, int XR>
+LS_AVX512 inline void tile_f32(const RowsArgs& a, int64_t o, int64_t r) {
+  const float* w = static_cast<const float*>(a.w) + o * a.ldw;
+  const float* x = static_cast<const float*>(a.x) + r * a.ldx;
+  __m512 acc[WR][XR];
+  float tail[WR][XR] = {};
+  zero<WR, XR>(acc);
+  int64_t k = 0;
+  for (; k + 16 <= a.in; k += 16) {
+    __m512 wv[WR];
+#pragma GCC unroll 8
+    for (int i = 0; i < WR; ++i) wv[i] = _mm512_loadu_ps(w + i * a.ldw + k);
+#pragma GCC unroll 4
+    for (int j = 0; j < XR; ++j) {
+      const __m512 xv = _mm512_loadu_ps(x + j * a.ldx + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+    }
+  }
+  if (k < a.in) {
+    const __mmask16 m = first_lanes(a.in - k);
+    for (int i = 0; i < WR; ++i) {
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w + i * a.ldw + k);
+      for (int j = 0; j < XR; ++j)
+        acc[i][j] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + j * a.ldx + k), acc[i][j]);
+    }
+  }
+  store<WR, XR>(a, acc, tail, o, r);
+}
+
+template <int WR, int XR>
+LS_AVX512 inline void tile_bf16(const RowsArgs& a, int64_t o, int64_t r) {
+  const uint16_t* w = static_cast<const uint16_t*>(a.w) + o * a.ldw;
+  const float* x = static_cast<const float*>(a.x) + r * a.ldx;
+  const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
+  __m512 acc[WR][XR];
+  float tail[WR][XR] = {};
+  zero<WR, XR>(acc);
+  int64_t k = 0;
+  for (; k + 32 <= a.in; k += 32) {
+    __m512 even[WR], odd[WR];
+#pragma GCC unroll 8
+    for (int i = 0; i < WR; ++i) {
+      const __m512i v = _mm512_loadu_si512(w + i * a.ldw + k);
+      even[i] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+      odd[i] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < XR; ++j) {
+      const __m512 xe = _mm512_loadu_ps(x + j * a.ldx + k);
+      const __m512 xo = _mm512_loadu_ps(x + j * a.ldx + k + 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < WR; ++i) {
+        acc[i][j] = _mm512_fmadd_ps(even[i], xe, acc[i][j]);
+        acc[i][j] = _mm512_fmadd_ps(odd[i], xo, acc[i][j]);
+      }
+    }
+  }
+  for (; k < a.in; ++k) {
+    for (int i = 0; i < WR; ++i) {
+      for (int j = 0; j < XR; ++j) tail[i][j] += bf16_to_f32(w[i * a.ldw + k]) * x[j * a.ldx + k];
+    }
+  }
+  store<WR, XR>(a, acc, tail, o, r);
+}
+
+// 16 int8 at p (the first `m` lanes) as f32.
+LS_AVX512 inline __m512 load_i8(const int8_t* p) {
+  return _mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+LS_AVX512 inline __m512 load_i8(const int8_t* p, __mmask16 m) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+}
+
+template <int WR, int XR>
+LS_AVX512 inline void tile_i8(const RowsArgs& a, int64_t o, int64_t r) {
+  const int8_t* w = static_cast<const int8_t*>(a.w) + o * a.ldw;
+  const float* s = a.scales + o * a.lds;
+  const float* x = static_cast<const float*>(a.x) + r * a.ldx;
+  __m512 acc[WR][XR], group[WR][XR];
+  float tail[WR][XR] = {};
+  zero<WR, XR>(acc);
+  int64_t k = 0;
+  for (; k + kI8GroupSize <= a.in; k += kI8GroupSize) {
+    zero<WR, XR>(group);
+#pragma GCC unroll 4
+    for (int64_t v = 0; v < kI8GroupSize; v += 16) {
+      __m512 wv[WR];
+#pragma GCC unroll 8
+      for (int i = 0; i < WR; ++i) wv[i] = load_i8(w + i * a.ldw + k + v);
+#pragma GCC unroll 4
+      for (int j = 0; j < XR; ++j) {
+        const __m512 xv = _mm512_loadu_ps(x + j * a.ldx + k + v);
+#pragma GCC unroll 8
+        for (int i = 0; i < WR; ++i) group[i][j] = _mm512_fmadd_ps(wv[i], xv, group[i][j]);
+      }
+    }
+    const int64_t g = k / kI8GroupSize;
+#pragma GCC unroll 8
+    for (int i = 0; i < WR; ++i) {
+      const __m512 scale = _mm512_set1_ps(s[i * a.lds + g]);
+#pragma GCC unroll 4
+      for (int j = 0; j < XR; ++j) acc[i][j] = _mm512_fmadd_ps(group[i][j], scale, acc[i][j]);
+    }
+  }
+  if (k < a.in) {  // the last group, shorter than kI8GroupSize
+    zero<WR, XR>(group);
+    for (int64_t v = k; v < a.in; v += 16) {
+      const __mmask16 m = first_lanes(a.in - v < 16 ? a.in - v : 16);
+      for (int i = 0; i < WR; ++i) {
+        const __m512 wv = load_i8(w + i * a.ldw + v, m);
+        for (int j = 0; j < XR; ++j) {
+          group[i][j] =
+              _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + j * a.ldx + v), group[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < WR; ++i) {
+      const __m512 scale = _mm512_set1_ps(s[i * a.lds + k / kI8GroupSize]);
+      for (int j = 0; j < XR; ++j) acc[i][j] = _mm512_fmadd_ps(group[i][j], scale, acc[i][j]);
+    }
+  }
+  store<WR, XR>(a, acc, tail, o, r);
+}
+
+// I8 for several input rows: each widened weight vector is multiplied by its group's scale once
+// and then feeds all XR rows, so one set of accumulators suffices (and WR can be 4).
+template <int WR, int XR>
+LS_AVX512 inline void tile_i8_scaled(const RowsArgs& a, int64_t o, int64_t r) {
+  const int8_t* w = static_cast<const int8_t*>(a.w) + o * a.ldw;
+  const float* s = a.scales + o * a.lds;
+  const float* x = static_cast<const float*>(a.x) + r * a.ldx;
+  __m512 acc[WR][XR];
+  float tail[WR][XR] = {};
+  zero<WR, XR>(acc);
+  for (int64_t k = 0; k < a.in; k += kI8GroupSize) {
+    const int64_t end = k + kI8GroupSize < a.in ? k + kI8GroupSize : a.in;
+    __m512 scale[WR];
+#pragma GCC unroll 8
+    for (int i = 0; i < WR; ++i) scale[i] = _mm512_set1_ps(s[i * a.lds + k / kI8GroupSize]);
+    if (end - k == kI8GroupSize) {
+#pragma GCC unroll 4
+      for (int64_t v = k; v < end; v += 16) {
+        __m512 wv[WR];
+#pragma GCC unroll 8
+        for (int i = 0; i < WR; ++i) wv[i] = _mm512_mul_ps(load_i8(w + i * a.ldw + v), scale[i]);
+#pragma GCC unroll 4
+        for (int j = 0; j < XR; ++j) {
+          const __m512 xv = _mm512_loadu_ps(x + j * a.ldx + v);
+#pragma GCC unroll 8
+          for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+        }
+      }
+      continue;
+    }
+    for (int64_t v = k; v < end; v += 16) {  // the last group, shorter than kI8GroupSize
+      const __mmask16 m = first_lanes(end - v < 16 ? end - v : 16);
+      for (int i = 0; i < WR; ++i) {
+        const __m512 wv = _mm512_mul_ps(load_i8(w + i * a.ldw + v, m), scale[i]);
+        for (int j = 0; j < XR; ++j)
+          acc[i][j] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + j * a.ldx + v), acc[i][j]);
+      }
+    }
+  }
+  store<WR, XR>(a, acc, tail, o, r);
+}
+
+template <int WR, int XR>
+LS_AVX512BF16 inline void tile_bf16_dot(const RowsArgs& a, int64_t o, int64_t r) {
+  const uint16_t* w = static_cast<const uint16_t*>(a.w) + o * a.ldw;
+  const uint16_t* x = static_cast<const uint16_t*>(a.x) + r * a.ldx;
+  __m512 acc[WR][XR];
+  float tail[WR][XR] = {};
+#pragma GCC unroll 8
+  for (int i = 0; i < WR; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < XR; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  int64_t k = 0;
+  for (; k + 32 <= a.in; k += 32) {
+    __m512bh wv[WR];
+#pragma GCC unroll 8
+    for (int i = 0; i < WR; ++i) wv[i] = (__m512bh)_mm512_loadu_si512(w + i * a.ldw + k);
+#pragma GCC unroll 4
+    for (int j = 0; j < XR; ++j) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + j * a.ldx + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xv);
+    }
+  }
+  if (k < a.in) {
+    const __mmask32 m = static_cast<__mmask32>((1ull << (a.in - k)) - 1u);
+    for (int i = 0; i < WR; ++i) {
+      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + i * a.ldw + k);
+      for (int j = 0; j < XR; ++j) {
+        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv,
+                                     (__m512bh)_mm512_maskz_loadu_epi16(m, x + j * a.ldx + k));
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < WR; ++i) {
+    for (int j = 0; j < XR; ++j) {
+      const float sum = _mm512_reduce_add_ps(acc[i][j]) + tail[i][j];
+      float* out = a.y + (r + j) * a.ldy + o + i;
+      *out = a.beta == 0.0f ? sum : sum + a.beta * *out;
+    }
+  }
+}
+
+// Kind 0: F32, 1: BF16 widened, 2: I8.
+template <int Kind, int WR, int XR>
+LS_AVX512 inline void tile(const RowsArgs& a, int64_t o, int64_t r) {
+  if constexpr (Kind == 0) {
+    tile_f32<WR, XR>(a, o, r);
+  } else if constexpr (Kind == 1) {
+    tile_bf16<WR, XR>(a, o, r);
+  } else if constexpr (XR == 1) {
+    tile_i8<WR, XR>(a, o, r);
+  } else {
+    tile_i8_scaled<WR, XR>(a, o, r);
+  }
+}
+
+// Every input row for WR weight rows at o: tiles of 4 input rows, then the 1-3 left.
+template <int Kind, int WR>
+LS_AVX512 void all_rows(const RowsArgs& a, int64_t o) {
+  int64_t r = 0;
+  for (; r + 4 <= a.n; r += 4) tile<Kind, WR, 4>(a, o, r);
+  switch (a.n - r) {
+    case 3:
+      tile<Kind, WR, 3>(a, o, r);
+      break;
+    case 2:
+      tile<Kind, WR, 2>(a, o, r);
+      break;
+    case 1:
+      tile<Kind, WR, 1>(a, o, r);
+      break;
+    default:
+      break;
+  }
+}
+
+// Columns [o0, o1): tiles of WR weight rows (WR1 when there is one input row), then single rows.
+template <int Kind, int WR, int WR1>
+LS_AVX512 void columns(const RowsArgs& a, int64_t o0, int64_t o1) {
+  int64_t o = o0;
+  if (a.n == 1) {
+    for (; o + WR1 <= o1; o += WR1) tile<Kind, WR1, 1>(a, o, 0);
+  } else {
+    for (; o + WR <= o1; o += WR) all_rows<Kind, WR>(a, o);
+  }
+  for (; o < o1; ++o) all_rows<Kind, 1>(a, o);
+}
+
+template <int WR>
+LS_AVX512BF16 void dot_all_rows(const RowsArgs& a, int64_t o) {
+  int64_t r = 0;
+  for (; r + 4 <= a.n; r += 4) tile_bf16_dot<WR, 4>(a, o, r);
+  switch (a.n - r) {
+    case 3:
+      tile_bf16_dot<WR, 3>(a, o, r);
+      break;
+    case 2:
+      tile_bf16_dot<WR, 2>(a, o, r);
+      break;
+    case 1:
+      tile_bf16_dot<WR, 1>(a, o, r);
+      break;
+    default:
+      break;
+  }
+}
+
+LS_AVX512BF16 void dot_columns(const RowsArgs& a, int64_t o0, int64_t o1) {
+  int64_t o = o0;
+  if (a.n == 1) {
+    for (; o + 8 <= o1; o += 8) tile_bf16_dot<8, 1>(a, o, 0);
+  } else {
+    for (; o + 4 <= o1; o += 4) dot_all_rows<4>(a, o);
+  }
+  for (; o < o1; ++o) dot_all_rows<1>(a, o);
+}
+
+}  // namespace
+
+void rows_f32_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<0, 4, 8>(a, o0, o1); }
+void rows_bf16_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<1, 4, 8>(a, o0, o1); }
+void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<2, 4, 8>(a, o0, o1); }
+void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { dot_columns(a, o0, o1); }
+
+#else
+
+// Never chosen off x86-64 (kernel_level() is portable there); the portable kernels stand in.
+void rows_f32_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_f32_portable(a, o0, o1); }
+void rows_bf16_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_bf16_portable(a, o0, o1); }
+void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_i8_portable(a, o0, o1); }
+void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
+  rows_bf16_portable(a, o0, o1);
+}
+
+#endif
+
+}  // namespace loraserve::kernels::cpu
