@@ -139,6 +139,7 @@ inline T load_unaligned(const void* src, size_t i) {
 // Converts `n` elements of `src` (any alignment) to f32 (I8: the raw integers; its scales live
 // apart).
 inline void convert_to_f32(DType src_type, const void* src, float* dst, size_t n) {
+  if (n == 0) return;  // an empty tensor's data may be null, which memcpy must never get
   switch (src_type) {
     case DType::kF32:
       std::memcpy(dst, src, n * 4);

@@ -367,8 +367,9 @@ std::vector<std::string> TensorStore::names() const {
 
 Status read_as_f32(const TensorInfo& t, float* out) {
   if (!t.dtype || *t.dtype == DType::kI32) {
-    return invalid_argument_error("{}: tensor '{}' has dtype {}; expected F32, F16 or BF16", t.file,
-                                  t.name, t.dtype_name);
+    return invalid_argument_error("{}: tensor {} has dtype {}; expected F32, F16 or BF16",
+                                  shown_path(t.file), excerpt(t.name, kPathExcerptBytes),
+                                  excerpt(t.dtype_name));
   }
   convert_to_f32(*t.dtype, t.data, out, static_cast<size_t>(t.numel()));
   return ok_status();

@@ -427,6 +427,21 @@ TEST_F(SafetensorsTest, ShardNamesStayInTheModelFolder) {
   EXPECT_NE(broken.status().message().find("not valid JSON"), std::string::npos);
 }
 
+// An empty tensor (a 0 in its shape) has no bytes, and reading it touches none: found by the
+// safetensors fuzz target, where UndefinedBehaviorSanitizer saw memcpy given a null pointer.
+TEST_F(SafetensorsTest, EmptyTensorsReadAsNothing) {
+  const std::string path = write("empty.safetensors",
+                                 R"({"e":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},)"
+                                 R"("w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                                 std::string(4, '\0'));
+  auto f = SafetensorsFile::open(path);
+  ASSERT_TRUE(f.ok()) << f.status().to_string();
+  const TensorInfo* t = (*f)->find("e");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->numel(), 0);
+  EXPECT_TRUE(read_as_f32(*t, nullptr).ok());
+}
+
 TEST_F(SafetensorsTest, MisalignedTensorsReadCorrectly) {
   // A 3-element BF16 tensor (6 bytes) puts the F32 after it off a 4-byte boundary, and a header
   // of odd length puts every tensor at an odd address: both valid, both read without a

@@ -126,8 +126,9 @@ struct Exit {
 
 Exit run_serve(const std::vector<std::string>& args, const fs::path& work,
                const std::string& name) {
-  std::vector<std::string> argv = {loraserve_binary(), "serve",       "--listen",  "127.0.0.1:0",
-                                   "--admin-listen",   "127.0.0.1:0", "--threads", "1"};
+  std::vector<std::string> argv = {
+      loraserve_binary(), "serve",         "--listen",    "127.0.0.1:0", "--admin-listen",
+      "127.0.0.1:0",      "--http-listen", "127.0.0.1:0", "--threads",   "1"};
   argv.insert(argv.end(), args.begin(), args.end());
   const fs::path log = work / (name + ".log");
   Exit e;
