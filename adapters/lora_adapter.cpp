@@ -5,15 +5,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <limits>
 
+#include "common/checked_math.h"
+#include "common/excerpt.h"
 #include "formats/peft_config.h"
 #include "formats/safetensors.h"
 
 namespace loraserve::adapters {
 
-namespace fs = std::filesystem;
 using formats::ModelConfig;
 using formats::Projection;
 
@@ -45,8 +45,8 @@ Status convert_checked(const SourceTensor& src, size_t n, DType dst_dtype, void*
   convert_to_f32(src.dtype, src.data, tmp.data(), n);
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(tmp[i])) {
-      return invalid_argument_error("tensor '{}' holds a non-finite value ({}) at element {}",
-                                    src.name, tmp[i], i);
+      return invalid_argument_error("tensor {} holds a non-finite value ({}) at element {}",
+                                    excerpt(src.name, kPathExcerptBytes), tmp[i], i);
     }
   }
   switch (dst_dtype) {
@@ -62,8 +62,8 @@ Status convert_checked(const SourceTensor& src, size_t n, DType dst_dtype, void*
       auto* d = static_cast<uint16_t*>(dst);
       for (size_t i = 0; i < n; ++i) {
         if (std::fabs(tmp[i]) > 65504.0f) {
-          return invalid_argument_error("tensor '{}' value {} does not fit in F16", src.name,
-                                        tmp[i]);
+          return invalid_argument_error("tensor {} value {} does not fit in F16",
+                                        excerpt(src.name, kPathExcerptBytes), tmp[i]);
         }
         d[i] = f32_to_f16(tmp[i]);
       }
@@ -166,17 +166,20 @@ class AdapterBuilder {
 
 namespace {
 
+// A tensor name from the file, as messages show it (quoted, cut, escaped).
+std::string shown(const std::string& name) { return excerpt(name, kPathExcerptBytes); }
+
 // Splits a PEFT tensor name into (module key, "A" or "B"), or says what is wrong with it.
 Status parse_tensor_name(const std::string& name, std::string* key, char* which) {
   static const std::string kPrefix = "base_model.model.";
   if (name.find("lora_embedding_") != std::string::npos) {
-    return invalid_argument_error("tensor '{}': LoRA on embed_tokens is not supported", name);
+    return invalid_argument_error("tensor {}: LoRA on embed_tokens is not supported", shown(name));
   }
   if (!name.starts_with(kPrefix)) {
     return invalid_argument_error(
-        "tensor '{}' is not a PEFT LoRA tensor (expected names like "
+        "tensor {} is not a PEFT LoRA tensor (expected names like "
         "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight)",
-        name);
+        shown(name));
   }
   const std::string rest = name.substr(kPrefix.size());
   for (const char* w : {".lora_A.", ".lora_B."}) {
@@ -191,8 +194,8 @@ Status parse_tensor_name(const std::string& name, std::string* key, char* which)
     return ok_status();
   }
   if (name.ends_with(".bias"))
-    return invalid_argument_error("tensor '{}': LoRA bias tensors are not supported", name);
-  return invalid_argument_error("unexpected tensor '{}' in a LoRA adapter", name);
+    return invalid_argument_error("tensor {}: LoRA bias tensors are not supported", shown(name));
+  return invalid_argument_error("unexpected tensor {} in a LoRA adapter", shown(name));
 }
 
 // (layer, projection) of a module key such as "model.layers.3.mlp.up_proj".
@@ -200,22 +203,25 @@ Status parse_module_key(const std::string& key, const ModelConfig& model, const 
                         int64_t* layer, Projection* proj) {
   if (key == "lm_head" || key == "model.embed_tokens" || key.ends_with(".lm_head") ||
       key.ends_with("embed_tokens")) {
-    return invalid_argument_error("tensor '{}': LoRA on {} is not supported", tensor,
+    return invalid_argument_error("tensor {}: LoRA on {} is not supported", shown(tensor),
                                   key.ends_with("lm_head") ? "lm_head" : "embed_tokens");
   }
   static const std::string kLayers = "model.layers.";
-  if (!key.starts_with(kLayers))
-    return invalid_argument_error("tensor '{}' targets '{}', not a decoder layer", tensor, key);
+  if (!key.starts_with(kLayers)) {
+    return invalid_argument_error("tensor {} targets {}, not a decoder layer", shown(tensor),
+                                  shown(key));
+  }
   const auto dot = key.find('.', kLayers.size());
-  const std::string index = key.substr(kLayers.size(), dot - kLayers.size());
-  if (dot == std::string::npos || index.empty() ||
-      !std::all_of(index.begin(), index.end(), ::isdigit) || index.size() > 6) {
-    return invalid_argument_error("tensor '{}': cannot read a layer index from '{}'", tensor, key);
+  const std::string index =
+      dot == std::string::npos ? "" : key.substr(kLayers.size(), dot - kLayers.size());
+  if (index.empty() || !std::all_of(index.begin(), index.end(), ::isdigit) || index.size() > 6) {
+    return invalid_argument_error("tensor {}: cannot read a layer index from {}", shown(tensor),
+                                  shown(key));
   }
   *layer = std::stoll(index);
   if (*layer >= model.num_layers) {
-    return invalid_argument_error("tensor '{}' is for layer {}, but the model has {} layers",
-                                  tensor, *layer, model.num_layers);
+    return invalid_argument_error("tensor {} is for layer {}, but the model has {} layers",
+                                  shown(tensor), *layer, model.num_layers);
   }
   const std::string module = key.substr(dot + 1);
   for (Projection p : formats::kAllProjections) {
@@ -225,9 +231,9 @@ Status parse_module_key(const std::string& key, const ModelConfig& model, const 
     }
   }
   return invalid_argument_error(
-      "tensor '{}' targets '{}', which this {} model does not have (LoRA can target "
-      "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)",
-      tensor, module, model.architecture_name);
+      "tensor {} targets {}, which this {} model does not have (LoRA can target q_proj, k_proj, "
+      "v_proj, o_proj, gate_proj, up_proj, down_proj)",
+      shown(tensor), shown(module), model.architecture_name);
 }
 
 // Every listed target must name something in the model (PEFT fails on a target it cannot find).
@@ -244,20 +250,21 @@ Status check_targets(const formats::PeftConfig& c, const ModelConfig& model,
   };
   if (c.target_modules_regex) {
     for (const char* k : {"lm_head", "model.embed_tokens"}) {
-      LS_ASSIGN_OR_RETURN(bool m, formats::regex_match(*c.target_modules_regex, k, true));
-      if (m)
+      LS_ASSIGN_OR_RETURN(bool m, c.target_modules_regex->match(k).with_context(source));
+      if (m) {
         return invalid_argument_error("{}: target_modules matches {}; LoRA on it is not supported",
                                       source, k);
+      }
     }
     bool any = false;
     for (const auto& k : keys) {
-      LS_ASSIGN_OR_RETURN(bool m, formats::regex_match(*c.target_modules_regex, k, true));
+      LS_ASSIGN_OR_RETURN(bool m, c.target_modules_regex->match(k).with_context(source));
       any = any || m;
     }
     if (!any) {
       return invalid_argument_error(
-          "{}: target_modules regex '{}' matches no module of this model (e.g. {})", source,
-          *c.target_modules_regex, keys.front());
+          "{}: target_modules regex {} matches no module of this model (e.g. {})", source,
+          excerpt(c.target_modules_regex->pattern()), keys.front());
     }
     return ok_status();
   }
@@ -272,9 +279,9 @@ Status check_targets(const formats::PeftConfig& c, const ModelConfig& model,
     });
     if (!exists) {
       return invalid_argument_error(
-          "{}: target module '{}' does not exist in this {} model (LoRA can target "
-          "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)",
-          source, t, model.architecture_name);
+          "{}: target module {} does not exist in this {} model (LoRA can target q_proj, k_proj, "
+          "v_proj, o_proj, gate_proj, up_proj, down_proj)",
+          source, shown(t), model.architecture_name);
     }
   }
   if (c.layers_to_transform) {
@@ -289,29 +296,62 @@ Status check_targets(const formats::PeftConfig& c, const ModelConfig& model,
   return ok_status();
 }
 
+// The largest adapter_model.safetensors an adapter of `model` with ranks up to `max_rank` can
+// be: F32 A and B for every projection of every layer, and the largest header. A larger file
+// cannot be valid and is refused before it is read.
+uint64_t max_adapter_file_bytes(const ModelConfig& model, int32_t max_rank) {
+  uint64_t per_layer = 0;
+  for (Projection p : formats::kAllProjections) {
+    const auto [out, in] = formats::projection_shape(model, p);
+    per_layer += static_cast<uint64_t>(out + in);  // each below 2^31 (hf_config checks)
+  }
+  const auto weights = checked_product<uint64_t>(
+      {per_layer, static_cast<uint64_t>(model.num_layers), static_cast<uint64_t>(max_rank), 4});
+  const auto total = weights
+                         ? checked_add<uint64_t>(*weights, 8 + formats::kMaxSafetensorsHeaderBytes)
+                         : std::nullopt;
+  return total.value_or(UINT64_MAX);
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const LoraAdapter>> LoraAdapter::load(const std::string& dir,
                                                              const ModelConfig& model,
                                                              kernels::Backend* backend,
                                                              int32_t max_rank) {
-  if (!fs::is_directory(dir)) return not_found_error("adapter folder '{}' does not exist", dir);
+  auto folder = Folder::open(dir);
+  if (!folder.ok()) {
+    if (folder.status().code() == StatusCode::kNotFound)
+      return not_found_error("adapter folder {} does not exist", shown_path(dir));
+    return folder.status();
+  }
+  return load(*folder, model, backend, max_rank);
+}
+
+Result<std::shared_ptr<const LoraAdapter>> LoraAdapter::load(
+    const Folder& dir, const ModelConfig& model, kernels::Backend* backend, int32_t max_rank,
+    const std::function<Status()>& keep_going) {
+  const auto start = std::chrono::steady_clock::now();
   LS_ASSIGN_OR_RETURN(formats::PeftConfig config, formats::load_peft_config(dir));
-  const std::string config_path = (fs::path(dir) / "adapter_config.json").string();
-  const fs::path weights_path = fs::path(dir) / "adapter_model.safetensors";
-  if (!fs::exists(weights_path)) {
-    if (fs::exists(fs::path(dir) / "adapter_model.bin")) {
+  const std::string config_path = dir.file_name("adapter_config.json");
+  if (!dir.has("adapter_model.safetensors")) {
+    if (dir.has("adapter_model.bin")) {
       return invalid_argument_error(
-          "{}: only adapter_model.bin is present; it is a Python pickle, which loraserve never "
-          "unpickles (it can "
-          "run arbitrary code). Save the adapter with safetensors (PEFT's save_pretrained does by "
-          "default)",
-          dir);
+          "{}: no adapter_model.safetensors, only adapter_model.bin: a Python pickle, which "
+          "loraserve never unpickles (it can run arbitrary code). Save the adapter with "
+          "safetensors (PEFT's save_pretrained does by default)",
+          dir.name());
     }
-    return not_found_error("{}: missing adapter_model.safetensors", dir);
+    return not_found_error("{}: missing adapter_model.safetensors", dir.name());
   }
   LS_RETURN_IF_ERROR(check_targets(config, model, config_path));
-  LS_ASSIGN_OR_RETURN(auto store, formats::TensorStore::open_file(weights_path.string()));
+  LS_ASSIGN_OR_RETURN(const ReadOnlyFile weights_file, dir.open_file("adapter_model.safetensors"));
+  const std::string& weights_path = weights_file.name();
+  // Read into memory, not mapped: the file is the admin's to change while it is served.
+  formats::SafetensorsReadOptions read_options;
+  read_options.map = false;
+  read_options.max_file_bytes = max_adapter_file_bytes(model, max_rank);
+  LS_ASSIGN_OR_RETURN(auto store, formats::TensorStore::open_file(weights_file, read_options));
 
   // Index the file's tensors by (layer, projection).
   std::vector<const formats::TensorInfo*> a_of(static_cast<size_t>(num_lora_tables(model)),
@@ -320,14 +360,16 @@ Result<std::shared_ptr<const LoraAdapter>> LoraAdapter::load(const std::string& 
   for (const std::string& name : store->names()) {
     std::string key;
     char which = 0;
-    LS_RETURN_IF_ERROR(parse_tensor_name(name, &key, &which));
+    LS_RETURN_IF_ERROR(parse_tensor_name(name, &key, &which).with_context(weights_path));
     int64_t layer = 0;
     Projection proj{};
-    LS_RETURN_IF_ERROR(parse_module_key(key, model, name, &layer, &proj));
+    LS_RETURN_IF_ERROR(
+        parse_module_key(key, model, name, &layer, &proj).with_context(weights_path));
     auto& slot = (which == 'A' ? a_of : b_of)[static_cast<size_t>(lora_table(layer, proj))];
-    if (slot != nullptr)
-      return invalid_argument_error("{}: two tensors for {} lora_{}", weights_path.string(), key,
+    if (slot != nullptr) {
+      return invalid_argument_error("{}: two tensors for {} lora_{}", weights_path, shown(key),
                                     which);
+    }
     slot = store->find(name);
   }
 
@@ -336,65 +378,78 @@ Result<std::shared_ptr<const LoraAdapter>> LoraAdapter::load(const std::string& 
     for (Projection p : formats::kAllProjections) {
       const std::string key = module_key(l, p);
       const size_t t = static_cast<size_t>(lora_table(l, p));
-      LS_ASSIGN_OR_RETURN(bool targeted, formats::peft_targets(config, key));
+      if (keep_going) LS_RETURN_IF_ERROR(keep_going());
+      if (std::chrono::steady_clock::now() - start > kPatternTimeBudget) {
+        return invalid_argument_error(
+            "{}: matching its target_modules, rank_pattern and alpha_pattern against the model's "
+            "modules took over {} s; simplify the patterns",
+            config_path, kPatternTimeBudget.count());
+      }
+      LS_ASSIGN_OR_RETURN(bool targeted,
+                          formats::peft_targets(config, key).with_context(config_path));
       const formats::TensorInfo* a = a_of[t];
       const formats::TensorInfo* b = b_of[t];
       if (!targeted) {
         if (a != nullptr || b != nullptr) {
           return invalid_argument_error(
-              "{}: tensor '{}' is for {}, which adapter_config.json does not target",
-              weights_path.string(), (a ? a : b)->name, key);
+              "{}: tensor {} is for {}, which adapter_config.json does not target", weights_path,
+              shown((a ? a : b)->name), key);
         }
         continue;
       }
       if (a == nullptr || b == nullptr) {
-        return not_found_error(
+        // The file is malformed (it lacks what its own config promises), not absent.
+        return invalid_argument_error(
             "{}: missing tensor base_model.model.{}.lora_{}.weight (adapter_config.json targets "
             "{})",
-            weights_path.string(), key, a == nullptr ? 'A' : 'B', key);
+            weights_path, key, a == nullptr ? 'A' : 'B', key);
       }
-      LS_ASSIGN_OR_RETURN(auto ra, formats::peft_rank_and_alpha(config, key));
+      LS_ASSIGN_OR_RETURN(auto ra,
+                          formats::peft_rank_and_alpha(config, key).with_context(config_path));
       const auto [rank, alpha] = ra;
       const auto [out, in] = formats::projection_shape(model, p);
       if (a->shape.size() != 2 || b->shape.size() != 2) {
         return invalid_argument_error("{}: LoRA tensors of {} must be 2-D, got {} and {}",
-                                      weights_path.string(), key, a->shape_string(),
-                                      b->shape_string());
+                                      weights_path, key, a->shape_string(), b->shape_string());
       }
       if (a->shape[0] != b->shape[1]) {
         return invalid_argument_error(
             "{}: rank mismatch for {}: lora_A is {} (rank {}) but lora_B is {} (rank {})",
-            weights_path.string(), key, a->shape_string(), a->shape[0], b->shape_string(),
-            b->shape[1]);
+            weights_path, key, a->shape_string(), a->shape[0], b->shape_string(), b->shape[1]);
       }
       if (a->shape[0] != rank) {
         return invalid_argument_error(
-            "{}: {} has rank {} but adapter_config.json gives r = {} for it", weights_path.string(),
-            key, a->shape[0], rank);
+            "{}: {} has rank {} but adapter_config.json gives r = {} for it", weights_path, key,
+            a->shape[0], rank);
       }
       if (a->shape[1] != in || b->shape[0] != out) {
         return invalid_argument_error(
-            "{}: {} lora_A {} and lora_B {} do not fit the base model's {} x {} weight "
-            "(expected [{}, {}] and [{}, {}])",
-            weights_path.string(), key, a->shape_string(), b->shape_string(), out, in, rank, in,
-            out, rank);
+            "{}: {} lora_A {} and lora_B {} do not fit the base model's {} x {} weight (expected "
+            "[{}, {}] and [{}, {}])",
+            weights_path, key, a->shape_string(), b->shape_string(), out, in, rank, in, out, rank);
       }
       if (rank > max_rank) {
         return invalid_argument_error(
             "{}: {} has rank {}, above the server's maximum LoRA rank {} (--max-lora-rank)",
-            weights_path.string(), key, rank, max_rank);
+            weights_path, key, rank, max_rank);
       }
       for (const auto* t2 : {a, b}) {
         if (!t2->dtype || *t2->dtype == DType::kI32) {
-          return invalid_argument_error("{}: tensor '{}' has dtype {}; expected F32, F16 or BF16",
-                                        weights_path.string(), t2->name, t2->dtype_name);
+          return invalid_argument_error("{}: tensor {} has dtype {}; expected F32, F16 or BF16",
+                                        weights_path, shown(t2->name), excerpt(t2->dtype_name));
         }
+      }
+      const double scale = formats::peft_scale(config, rank, alpha);
+      if (!std::isfinite(static_cast<float>(scale))) {
+        return invalid_argument_error(
+            "{}: lora_alpha {} with r = {} gives {} a LoRA scale of {}, beyond the float range",
+            config_path, alpha, rank, key, scale);
       }
       PendingModule m;
       m.layer = l;
       m.projection = p;
       m.rank = static_cast<int32_t>(rank);
-      m.scale = static_cast<float>(formats::peft_scale(config, rank, alpha));
+      m.scale = static_cast<float>(scale);
       m.a = {a->data, *a->dtype, a->name};
       m.b = {b->data, *b->dtype, b->name};
       pending.push_back(m);
@@ -402,7 +457,7 @@ Result<std::shared_ptr<const LoraAdapter>> LoraAdapter::load(const std::string& 
   }
   auto adapter = AdapterBuilder::build(std::move(pending), model, backend, max_rank,
                                        config.lora_alpha, config.use_rslora);
-  if (!adapter.ok()) return adapter.status().with_context(dir);
+  if (!adapter.ok()) return adapter.status().with_context(weights_path);
   return adapter;
 }
 

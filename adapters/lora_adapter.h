@@ -3,12 +3,15 @@
 // shared_ptr<const LoraAdapter>; its memory is freed with the last reference.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "common/untrusted_file.h"
 #include "formats/hf_config.h"
 #include "kernels/backend.h"
 
@@ -41,17 +44,33 @@ struct LoraModuleWeights {
   std::vector<float> b;  // (out, rank)
 };
 
+// How long matching adapter_config.json's patterns against a model's modules may take. Real
+// configs take milliseconds; each match is bounded too (formats::PatternRegex).
+inline constexpr std::chrono::seconds kPatternTimeBudget{10};
+
 class LoraAdapter {
  public:
   // Reads `dir` (adapter_config.json + adapter_model.safetensors), checks every tensor against
   // `model` and `max_rank`, and converts the weights to the backend's activation dtype. Errors
-  // name the file, tensor or field; nothing is kept on failure.
-  static Result<std::shared_ptr<const LoraAdapter>> load(const std::string& dir, const formats::ModelConfig& model,
-                                                          kernels::Backend* backend, int32_t max_rank);
+  // name the file, tensor or field; nothing is kept on failure. NOT_FOUND: the folder or a file
+  // is absent; INVALID_ARGUMENT: a file is malformed or lacks what its config promises;
+  // PERMISSION_DENIED: a file of a confined folder leads outside its root. The safetensors file
+  // is read into memory (never mapped) and refused unread when it is larger than an adapter of
+  // this model at `max_rank` can be.
+  static Result<std::shared_ptr<const LoraAdapter>> load(const std::string& dir,
+                                                         const formats::ModelConfig& model,
+                                                         kernels::Backend* backend,
+                                                         int32_t max_rank);
+  // `keep_going`, when given, is asked between modules: a non-OK status (the caller gave up)
+  // stops the load with that status. Matching the config's patterns against the model's modules
+  // has a time budget (kPatternTimeBudget): patterns that take longer are INVALID_ARGUMENT.
+  static Result<std::shared_ptr<const LoraAdapter>> load(
+      const Folder& dir, const formats::ModelConfig& model, kernels::Backend* backend,
+      int32_t max_rank, const std::function<Status()>& keep_going = nullptr);
   // Builds an adapter from weights in memory, with the same checks.
-  static Result<std::shared_ptr<const LoraAdapter>> from_weights(const std::vector<LoraModuleWeights>& modules,
-                                                                  const formats::ModelConfig& model,
-                                                                  kernels::Backend* backend, int32_t max_rank);
+  static Result<std::shared_ptr<const LoraAdapter>> from_weights(
+      const std::vector<LoraModuleWeights>& modules, const formats::ModelConfig& model,
+      kernels::Backend* backend, int32_t max_rank);
 
   const LoraModule& module(int64_t layer, formats::Projection p) const {
     return modules_[static_cast<size_t>(lora_table(layer, p))];

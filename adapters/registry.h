@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,6 +32,18 @@ struct AdapterVersion {
 };
 using AdapterRef = std::shared_ptr<const AdapterVersion>;
 
+// How one load is made.
+struct LoadOptions {
+  bool replace = false;  // without it, a task that is already served is ALREADY_EXISTS
+  // Non-empty: a real path that the adapter folder and every file read from it must lie inside
+  // (--adapter-root; see common/untrusted_file.h).
+  std::string root;
+  // Asked while the adapter is read (between modules) and, under the registry's lock, right
+  // before the new version is installed: a non-OK status (the caller gave up: cancelled,
+  // deadline passed) abandons the load, which then never takes effect, and is returned.
+  std::function<Status()> still_wanted;
+};
+
 struct RegistryOptions {
   int32_t max_adapters = 64;  // adapters held in host memory at once (--max-host-adapters)
   int32_t max_rank = 64;      // --max-lora-rank
@@ -38,14 +51,20 @@ struct RegistryOptions {
 
 class AdapterRegistry {
  public:
-  AdapterRegistry(const formats::ModelConfig& model, kernels::Backend* backend, const RegistryOptions& options)
+  AdapterRegistry(const formats::ModelConfig& model, kernels::Backend* backend,
+                  const RegistryOptions& options)
       : model_(model), backend_(backend), options_(options) {}
 
-  // Reads the adapter in `dir` and serves it under `task_id`. Without `replace`, a task that is
-  // already served is ALREADY_EXISTS. On any error the registry is unchanged.
-  Result<AdapterRef> load(const std::string& task_id, const std::string& dir, bool replace);
+  // Reads the adapter in `dir` and serves it under `task_id`. On any error the registry is
+  // unchanged.
+  Result<AdapterRef> load(const std::string& task_id, const std::string& dir,
+                          const LoadOptions& options);
+  Result<AdapterRef> load(const std::string& task_id, const std::string& dir, bool replace) {
+    return load(task_id, dir, LoadOptions{replace, "", nullptr});
+  }
   // Serves an adapter built in memory (tests, benches) under `task_id`.
-  Result<AdapterRef> add(const std::string& task_id, std::shared_ptr<const LoraAdapter> adapter, bool replace);
+  Result<AdapterRef> add(const std::string& task_id, std::shared_ptr<const LoraAdapter> adapter,
+                         bool replace);
   // Stops serving `task_id` (NOT_FOUND when it is not served). Requests in flight finish on it.
   Status unload(const std::string& task_id);
   // The version served now, or nullptr.
@@ -63,7 +82,7 @@ class AdapterRegistry {
 
  private:
   Result<AdapterRef> install(const std::string& task_id, std::shared_ptr<const LoraAdapter> adapter,
-                             const std::string& source, bool replace);
+                             const std::string& source, const LoadOptions& options);
 
   formats::ModelConfig model_;
   kernels::Backend* backend_;

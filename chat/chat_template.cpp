@@ -1,16 +1,12 @@
 #include "chat/chat_template.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <utility>
 
 #include "chat/jinja_interpreter.h"
 #include "chat/jinja_parser.h"
 #include "chat/unicode_text.h"
+#include "common/untrusted_file.h"
+#include "common/untrusted_json.h"
 
 namespace loraserve::chat {
 namespace {
@@ -19,44 +15,18 @@ using ordered_json = nlohmann::ordered_json;
 
 // Largest template source accepted (real ones are a few to tens of KB).
 constexpr size_t kMaxTemplateBytes = 4u << 20;
-// Largest tokenizer_config.json / special_tokens_map.json / chat_template.json read.
-constexpr size_t kMaxConfigBytes = 64u << 20;
 
-// Reads a regular file of at most `max_bytes`; NOT_FOUND when absent.
+// Reads a regular file of at most `max_bytes` (common/untrusted_file.h: a FIFO, a device or a
+// link to one is refused unread); NOT_FOUND when absent.
 Result<std::string> read_file(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    if (errno == ENOENT) return not_found_error("{}: no such file", path);
-    return invalid_argument_error("{}: cannot open: {}", path, std::strerror(errno));
-  }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    return invalid_argument_error("{}: not a regular file", path);
-  }
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    return invalid_argument_error("{}: {} bytes, more than the {} a chat template file may have",
-                                  path, st.st_size, max_bytes);
-  }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::read(fd, out.data() + done, out.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return invalid_argument_error("{}: read failed after {} bytes", path, done);
-    done += static_cast<size_t>(n);
-  }
-  return out;
+  return read_regular_file(path, max_bytes, "the chat template's limit");
 }
 
+// tokenizer_config.json, special_tokens_map.json, chat_template.json: untrusted JSON, held to
+// --max-json-bytes and --max-json-depth (common/untrusted_json.h).
 Result<ordered_json> read_json(const std::string& path) {
-  LS_ASSIGN_OR_RETURN(std::string text, read_file(path, kMaxConfigBytes));
-  ordered_json json = ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) return invalid_argument_error("{}: not valid JSON", path);
-  if (!json.is_object()) return invalid_argument_error("{}: not a JSON object", path);
+  LS_ASSIGN_OR_RETURN(ordered_json json, read_json_file<ordered_json>(path));
+  if (!json.is_object()) return invalid_argument_error("{}: not a JSON object", shown_path(path));
   return json;
 }
 

@@ -10,6 +10,18 @@
 
 namespace loraserve::cli {
 
+void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits) {
+  cmd->add_option("--max-json-bytes", limits->max_bytes,
+                  "Largest JSON file read (config.json, tokenizer.json, adapter_config.json, "
+                  "safetensors headers, --config); larger files are refused unread")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-json-depth", limits->max_depth,
+                  "Deepest nesting of arrays and objects accepted in a JSON file")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kMaxJsonDepthCeiling));
+}
+
 void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--model", f->model,
                   "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
@@ -88,6 +100,7 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
                   "max_tokens of requests that set none (capped by the context)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  add_json_limit_flags(cmd, &f->json_limits);
   add_request_limit_flags(cmd, &f->engine.request_limits);
 }
 

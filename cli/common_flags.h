@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/untrusted_json.h"
 #include "engine/engine.h"
 #include "kernels/backend.h"
 
@@ -17,6 +18,7 @@ struct EngineFlags {
   kernels::BackendOptions backend;
   engine::EngineOptions engine;
   double kv_cache_gib = 0.0;
+  JsonLimits json_limits;  // --max-json-bytes, --max-json-depth
   std::string fairness = "vtc";
   std::vector<std::string> task_weights;  // TASK=W, checked when parsed
 
@@ -26,6 +28,10 @@ struct EngineFlags {
 
 // The engine's flags, the request limits' among them.
 void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
+// --max-json-bytes and --max-json-depth: the limits on every JSON file read (config.json,
+// tokenizer.json, adapter_config.json, safetensors headers, --config). A command applies them
+// with set_json_limits before it reads a file.
+void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits);
 // The request limits' flags (--max-prompt-tokens, --max-stop-strings, --max-stop-bytes,
 // --max-stop-token-ids, --max-logprobs, --max-task-id-length, --max-request-id-bytes).
 void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* limits);

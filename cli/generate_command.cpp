@@ -159,6 +159,7 @@ json result_json(const LineResult& r) {
 int run_generate(GenerateFlags& f) {
   set_up_logging(f.log_level);
   f.engine.finalize();
+  set_json_limits(f.engine.json_limits);
   if (f.engine.model.empty()) {
     // The shipped demo model, with its adapters under their task names unless --adapter is given.
     auto dir = default_model_dir_or_error();

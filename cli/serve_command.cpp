@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common_flags.h"
+#include "common/excerpt.h"
+#include "common/untrusted_json.h"
 #include "server/server.h"
 
 namespace loraserve::cli {
@@ -33,24 +35,29 @@ struct ServeFlags {
 std::string config_scalar(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
-  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  if (v.is_number_integer()) return v.dump();
   if (v.is_number()) return fmt::format("{}", v.get<double>());
   return v.dump();  // the flag's own check refuses it, naming the flag
 }
 
 // Applies `--config FILE.json`: an object whose keys are the flag names without dashes
 // ({"max-batch-size": 64, "preload": ["a=dir"]}). A flag given on the command line (or through
-// its environment variable) wins over the file.
+// its environment variable) wins over the file. The file is read as untrusted JSON, with the
+// limits of the command line (or the defaults): the limits it sets apply to the files read after
+// it.
 Status apply_config_file(CLI::App* cmd, const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return not_found_error("--config {}: cannot read the file", path);
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
-    return invalid_argument_error("--config {}: the file is not a JSON object", path);
+  auto parsed = read_json_file(path);
+  if (!parsed.ok()) return parsed.status().with_context("--config");
+  const nlohmann::json& j = *parsed;
+  const std::string shown = shown_path(path);
+  if (!j.is_object()) {
+    return invalid_argument_error("--config {}: not a JSON object (got {})", shown,
+                                  json_excerpt(j));
+  }
   for (auto it = j.begin(); it != j.end(); ++it) {
     CLI::Option* opt = cmd->get_option_no_throw("--" + it.key());
     if (opt == nullptr || it.key() == "config")
-      return invalid_argument_error("--config {}: unknown flag '{}'", path, it.key());
+      return invalid_argument_error("--config {}: unknown flag {}", shown, excerpt(it.key()));
     if (opt->count() > 0) continue;
     std::vector<std::string> values;
     if (it->is_array()) {
@@ -62,7 +69,8 @@ Status apply_config_file(CLI::App* cmd, const std::string& path) {
       opt->add_result(values);
       opt->run_callback();
     } catch (const CLI::Error& e) {
-      return invalid_argument_error("--config {}: '{}': {}", path, it.key(), e.what());
+      return invalid_argument_error("--config {}: '{}': {}", shown, it.key(),
+                                    excerpt(e.what(), 200));
     }
   }
   return ok_status();
@@ -121,12 +129,14 @@ Status resolve_flags(ServeFlags& f) {
 }
 
 int run_serve(ServeFlags& f, CLI::App* cmd) {
+  set_json_limits(f.engine.json_limits);
   Status config = f.config.empty() ? ok_status() : apply_config_file(cmd, f.config);
   set_up_logging(f.log_level);
   if (!config.ok()) {
     spdlog::error("serve: {}", config.message());
     return 2;
   }
+  set_json_limits(f.engine.json_limits);
   google::protobuf::SetLogHandler(protobuf_log_handler);
   // Signals are taken by sigwait below, never by a handler: block them before any thread starts
   // so that every thread (gRPC's too) inherits the mask.
@@ -192,6 +202,11 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "Folder that LoadAdapter paths are confined to (without it, Admin is off)");
   cmd->add_option("--preload", flags->preload,
                   "TASK=DIR: serve the adapter in DIR under TASK from the start (repeatable)");
+  cmd->add_option("--admin-load-threads", o.admin_load_threads,
+                  "Adapter loads (of different tasks) that run at once; those of one task run in "
+                  "order")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--drain-timeout", o.drain_timeout_s,
                   "Seconds that requests in flight get to finish after SIGTERM/SIGINT")
       ->capture_default_str()

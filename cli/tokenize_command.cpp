@@ -24,6 +24,7 @@ struct TokenizeFlags {
   bool decode = false;
   std::string input = "-";
   std::string log_level = "warn";
+  JsonLimits json_limits;
 };
 
 Result<bool> optional_bool(const json& line, const char* key, bool fallback) {
@@ -84,6 +85,7 @@ Result<std::string> tokenizer_path(const TokenizeFlags& f) {
 
 int run_tokenize(const TokenizeFlags& f) {
   set_up_logging(f.log_level);
+  set_json_limits(f.json_limits);
   auto path = tokenizer_path(f);
   if (!path.ok()) {
     spdlog::error("tokenize: {}", path.status().to_string());
@@ -127,6 +129,7 @@ void add_tokenize_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--tokenizer", flags->tokenizer, "A tokenizer.json file");
   cmd->add_flag("--decode", flags->decode, "Read {\"ids\": [...]} lines and print {\"text\"}");
   cmd->add_option("--input", flags->input, "JSON-lines input ('-': stdin)")->capture_default_str();
+  add_json_limit_flags(cmd, &flags->json_limits);
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
   cmd->callback([flags, exit_code] { *exit_code = run_tokenize(*flags); });

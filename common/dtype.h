@@ -127,27 +127,32 @@ inline uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | r);
 }
 
-// Converts `n` elements of `src` to f32 (I8: the raw integers; its scales live apart).
+// Element `i` of the array at `src`, read bytewise: a tensor in a file may sit at any offset,
+// so `src` need not be aligned for T (compilers turn this into one plain load).
+template <typename T>
+inline T load_unaligned(const void* src, size_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const unsigned char*>(src) + i * sizeof(T), sizeof(T));
+  return v;
+}
+
+// Converts `n` elements of `src` (any alignment) to f32 (I8: the raw integers; its scales live
+// apart).
 inline void convert_to_f32(DType src_type, const void* src, float* dst, size_t n) {
+  if (n == 0) return;  // an empty tensor's data may be null, which memcpy must never get
   switch (src_type) {
     case DType::kF32:
       std::memcpy(dst, src, n * 4);
       return;
-    case DType::kBF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_unaligned<uint16_t>(src, i));
       return;
-    }
-    case DType::kF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+    case DType::kF16:
+      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_unaligned<uint16_t>(src, i));
       return;
-    }
-    case DType::kI32: {
-      const auto* s = static_cast<const int32_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+    case DType::kI32:
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(load_unaligned<int32_t>(src, i));
       return;
-    }
     case DType::kI8: {
       const auto* s = static_cast<const int8_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);

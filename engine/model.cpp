@@ -210,7 +210,7 @@ Status Model::load_weights(WeightSource& source) {
     lm_head_ = embed_;
   } else {
     if (!source.has("lm_head.weight")) {
-      return not_found_error(
+      return invalid_argument_error(
           "missing tensor 'lm_head.weight' (config.json has tie_word_embeddings false)");
     }
     LS_ASSIGN_OR_RETURN(lm_head_,

@@ -1,83 +1,124 @@
 #include "formats/hf_config.h"
 
+#include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <optional>
+
+#include "common/checked_math.h"
+#include "common/excerpt.h"
+#include "common/untrusted_file.h"
+#include "common/untrusted_json.h"
 
 namespace loraserve::formats {
 namespace {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 
-Result<std::string> read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found_error("{}: cannot open", path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// Largest value of a size field (dimensions, counts, positions): they become int32 dimensions
+// and token positions further down.
+constexpr int64_t kMaxSize = INT32_MAX;
+// eos_token_id lists longer than this are refused (real models list a handful).
+constexpr size_t kMaxEosIds = 1024;
 
-// Reads a required positive integer field.
-Result<int64_t> positive_int(const json& j, const char* key, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null())
-    return invalid_argument_error("{}: missing field '{}'", source, key);
-  if (!j[key].is_number_integer() || j[key].get<int64_t>() <= 0) {
-    return invalid_argument_error("{}: field '{}' must be a positive integer, got {}", source, key,
-                                  j[key].dump());
+bool present(const json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
+
+// The integer `v` when it is one in [lo, hi] (compared as 64-bit values, before any narrowing).
+std::optional<int64_t> int_in_range(const json& v, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) return std::nullopt;
+  int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    x = static_cast<int64_t>(u);
+  } else {
+    x = v.get<int64_t>();
   }
-  return j[key].get<int64_t>();
+  if (x < lo || x > hi) return std::nullopt;
+  return x;
 }
 
+// Reads a required integer field in [1, max].
+Result<int64_t> positive_int(const json& j, const char* key, const std::string& source,
+                             int64_t max = kMaxSize) {
+  if (!present(j, key)) return invalid_argument_error("{}: missing field '{}'", source, key);
+  const json& v = j[key];
+  const auto x = int_in_range(v, 1, max);
+  if (!x) {
+    return invalid_argument_error("{}: field '{}' must be a positive integer (at most {}), got {}",
+                                  source, key, max, json_excerpt(v));
+  }
+  return *x;
+}
+
+// Reads an optional finite positive number (`fallback` when absent or null).
 Result<double> positive_number(const json& j, const char* key, double fallback,
                                const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number() || !(j[key].get<double>() > 0)) {
-    return invalid_argument_error("{}: field '{}' must be a positive number, got {}", source, key,
-                                  j[key].dump());
+  if (!present(j, key)) return fallback;
+  const json& v = j[key];
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || !(v.get<double>() > 0)) {
+    return invalid_argument_error("{}: field '{}' must be a finite positive number, got {}", source,
+                                  key, json_excerpt(v));
   }
-  return j[key].get<double>();
+  return v.get<double>();
 }
 
 Result<bool> boolean_field(const json& j, const char* key, bool fallback,
                            const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_boolean())
-    return invalid_argument_error("{}: field '{}' must be true or false", source, key);
+  if (!present(j, key)) return fallback;
+  if (!j[key].is_boolean()) {
+    return invalid_argument_error("{}: field '{}' must be true or false, got {}", source, key,
+                                  json_excerpt(j[key]));
+  }
   return j[key].get<bool>();
 }
 
-// eos_token_id may be an int or a list of ints.
-Status append_token_ids(const json& j, const char* key, const std::string& source,
-                        std::vector<int32_t>* out) {
-  if (!j.contains(key) || j[key].is_null()) return ok_status();
-  auto add = [&](const json& v) -> Status {
-    if (!v.is_number_integer() || v.get<int64_t>() < 0) {
-      return invalid_argument_error("{}: field '{}' must hold non-negative token ids, got {}",
-                                    source, key, v.dump());
-    }
-    const auto id = static_cast<int32_t>(v.get<int64_t>());
-    if (std::find(out->begin(), out->end(), id) == out->end()) out->push_back(id);
-    return ok_status();
-  };
-  if (j[key].is_array()) {
-    for (const json& v : j[key]) LS_RETURN_IF_ERROR(add(v));
-    return ok_status();
+// A token id of a vocabulary of `vocab_size`, read from field `key`.
+Result<int32_t> token_id(const json& v, const char* key, int64_t vocab_size,
+                         const std::string& source) {
+  // Checked as a 64-bit value before any narrowing, so 2^32 + 1 is not taken for 1.
+  const auto id = int_in_range(v, 0, vocab_size - 1);
+  if (!id) {
+    return invalid_argument_error(
+        "{}: field '{}' must hold token ids in [0, {}) (the vocabulary), got {}", source, key,
+        vocab_size, json_excerpt(v));
   }
-  return add(j[key]);
+  return static_cast<int32_t>(*id);
+}
+
+// eos_token_id may be an int or a list of ints; each is added to `out` once.
+Status append_token_ids(const json& j, const char* key, int64_t vocab_size,
+                        const std::string& source, std::vector<int32_t>* out) {
+  if (!present(j, key)) return ok_status();
+  const json& v = j[key];
+  if (v.is_array() && v.size() > kMaxEosIds) {
+    return invalid_argument_error("{}: field '{}' lists {} token ids; at most {} are accepted",
+                                  source, key, v.size(), kMaxEosIds);
+  }
+  for (const json& id_value : v.is_array() ? v : json::array({v})) {
+    LS_ASSIGN_OR_RETURN(const int32_t id, token_id(id_value, key, vocab_size, source));
+    if (std::find(out->begin(), out->end(), id) == out->end()) out->push_back(id);
+  }
+  return ok_status();
 }
 
 Status parse_rope_scaling(const json& j, const std::string& source, RopeScaling* out) {
-  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return ok_status();
+  if (!present(j, "rope_scaling")) return ok_status();
   const json& r = j["rope_scaling"];
-  if (!r.is_object()) return invalid_argument_error("{}: rope_scaling must be an object", source);
+  if (!r.is_object()) {
+    return invalid_argument_error("{}: rope_scaling must be an object, got {}", source,
+                                  json_excerpt(r));
+  }
   std::string type;
-  if (r.contains("rope_type") && r["rope_type"].is_string())
-    type = r["rope_type"].get<std::string>();
-  else if (r.contains("type") && r["type"].is_string())
-    type = r["type"].get<std::string>();
+  for (const char* key : {"rope_type", "type"}) {
+    if (!present(r, key)) continue;
+    if (!r[key].is_string()) {
+      return invalid_argument_error("{}: rope_scaling.{} must be a string, got {}", source, key,
+                                    json_excerpt(r[key]));
+    }
+    type = r[key].get<std::string>();
+    break;
+  }
   if (type == "default" || type.empty()) return ok_status();
   LS_ASSIGN_OR_RETURN(out->factor, positive_number(r, "factor", 1.0, source + " rope_scaling"));
   if (type == "linear") {
@@ -100,8 +141,8 @@ Status parse_rope_scaling(const json& j, const std::string& source, RopeScaling*
     return ok_status();
   }
   return invalid_argument_error(
-      "{}: rope_scaling type '{}' is not supported (supported: default, linear, llama3)", source,
-      type);
+      "{}: rope_scaling type {} is not supported (supported: default, linear, llama3)", source,
+      excerpt(type));
 }
 
 }  // namespace
@@ -159,25 +200,52 @@ std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p)
 }
 
 std::string_view projection_block(Projection p) {
-  return p == Projection::kQ || p == Projection::kK || p == Projection::kV || p == Projection::kO ? "self_attn" : "mlp";
+  return p == Projection::kQ || p == Projection::kK || p == Projection::kV || p == Projection::kO
+             ? "self_attn"
+             : "mlp";
 }
 
-int64_t ModelConfig::parameter_count() const {
-  const int64_t d = hidden_size;
-  int64_t layer = d * (q_dim() + 2 * kv_dim()) + q_dim() * d + 3 * d * intermediate_size + 2 * d;
-  if (qkv_bias) layer += q_dim() + 2 * kv_dim();
-  if (o_bias) layer += d;
-  if (mlp_bias) layer += 2 * intermediate_size + d;
-  if (qk_norm) layer += 2 * head_dim;
-  int64_t total = num_layers * layer + vocab_size * d + d;
-  if (!tie_word_embeddings) total += vocab_size * d;
+namespace {
+
+// The parameter count, or nullopt when it (or any product on the way) overflows int64: sizes
+// come from config.json, and a product of them must not be computed unchecked.
+std::optional<int64_t> count_parameters(const ModelConfig& c) {
+  bool overflow = false;
+  const auto mul = [&](int64_t a, int64_t b) {
+    int64_t r = 0;
+    overflow |= __builtin_mul_overflow(a, b, &r);
+    return r;
+  };
+  const auto add = [&](int64_t a, int64_t b) {
+    int64_t r = 0;
+    overflow |= __builtin_add_overflow(a, b, &r);
+    return r;
+  };
+  const int64_t d = c.hidden_size;
+  const int64_t q = mul(c.num_heads, c.head_dim);
+  const int64_t kv = mul(c.num_kv_heads, c.head_dim);
+  int64_t layer = add(mul(d, add(q, mul(2, kv))), mul(q, d));
+  layer = add(layer, add(mul(mul(3, d), c.intermediate_size), mul(2, d)));
+  if (c.qkv_bias) layer = add(layer, add(q, mul(2, kv)));
+  if (c.o_bias) layer = add(layer, d);
+  if (c.mlp_bias) layer = add(layer, add(mul(2, c.intermediate_size), d));
+  if (c.qk_norm) layer = add(layer, mul(2, c.head_dim));
+  const int64_t embed = mul(c.vocab_size, d);
+  int64_t total = add(add(mul(c.num_layers, layer), embed), d);
+  if (!c.tie_word_embeddings) total = add(total, embed);
+  if (overflow) return std::nullopt;
   return total;
 }
 
+}  // namespace
+
+int64_t ModelConfig::parameter_count() const { return count_parameters(*this).value_or(-1); }
+
 Result<ModelConfig> parse_model_config(const std::string& text, const std::string& source) {
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return invalid_argument_error("{}: not a JSON object", source);
+  LS_ASSIGN_OR_RETURN(const json j, parse_untrusted_json(text, source));
+  if (!j.is_object()) {
+    return invalid_argument_error("{}: not a JSON object (got {})", source, json_excerpt(j));
+  }
   ModelConfig c;
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
       j["architectures"].empty() || !j["architectures"][0].is_string()) {
@@ -195,9 +263,9 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
     c.architecture = Architecture::kQwen3;
   else {
     return invalid_argument_error(
-        "{}: architecture '{}' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
+        "{}: architecture {} is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
         "Qwen2ForCausalLM, Qwen3ForCausalLM)",
-        source, c.architecture_name);
+        source, excerpt(c.architecture_name));
   }
   LS_ASSIGN_OR_RETURN(c.hidden_size, positive_int(j, "hidden_size", source));
   LS_ASSIGN_OR_RETURN(c.intermediate_size, positive_int(j, "intermediate_size", source));
@@ -206,7 +274,7 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   LS_ASSIGN_OR_RETURN(c.vocab_size, positive_int(j, "vocab_size", source));
   LS_ASSIGN_OR_RETURN(c.max_position_embeddings,
                       positive_int(j, "max_position_embeddings", source));
-  if (j.contains("num_key_value_heads") && !j["num_key_value_heads"].is_null()) {
+  if (present(j, "num_key_value_heads")) {
     LS_ASSIGN_OR_RETURN(c.num_kv_heads, positive_int(j, "num_key_value_heads", source));
   } else {
     c.num_kv_heads = c.num_heads;
@@ -216,7 +284,7 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
         "{}: num_attention_heads ({}) is not a multiple of num_key_value_heads ({})", source,
         c.num_heads, c.num_kv_heads);
   }
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+  if (present(j, "head_dim")) {
     LS_ASSIGN_OR_RETURN(c.head_dim, positive_int(j, "head_dim", source));
   } else if (c.architecture == Architecture::kQwen3) {
     c.head_dim = 128;  // transformers' Qwen3Config default, not hidden_size / heads
@@ -236,9 +304,9 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   LS_RETURN_IF_ERROR(parse_rope_scaling(j, source, &c.rope_scaling));
   LS_ASSIGN_OR_RETURN(c.tie_word_embeddings,
                       boolean_field(j, "tie_word_embeddings", false, source));
-  if (j.contains("hidden_act") && j["hidden_act"].is_string() && j["hidden_act"] != "silu") {
-    return invalid_argument_error("{}: hidden_act '{}' is not supported (only silu)", source,
-                                  j["hidden_act"].get<std::string>());
+  if (present(j, "hidden_act") && j["hidden_act"] != "silu") {
+    return invalid_argument_error("{}: hidden_act {} is not supported (only \"silu\")", source,
+                                  json_excerpt(j["hidden_act"]));
   }
   switch (c.architecture) {
     case Architecture::kLlama: {
@@ -259,61 +327,82 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
       break;
     }
   }
+  const auto q_dim = checked_mul(c.num_heads, c.head_dim);
+  const auto kv_dim = checked_mul(c.num_kv_heads, c.head_dim);
+  if (!q_dim || *q_dim > kMaxSize || !kv_dim || *kv_dim > kMaxSize) {
+    return invalid_argument_error("{}: num_attention_heads x head_dim ({} x {}) must be at most {}",
+                                  source, c.num_heads, c.head_dim, kMaxSize);
+  }
+  if (!count_parameters(c)) {
+    return invalid_argument_error(
+        "{}: the model's sizes (hidden_size {}, intermediate_size {}, num_hidden_layers {}, "
+        "vocab_size {}) give a parameter count beyond 64 bits",
+        source, c.hidden_size, c.intermediate_size, c.num_layers, c.vocab_size);
+  }
   c.max_context = c.max_position_embeddings;
-  const bool sliding = c.architecture == Architecture::kMistral ||
-                       (j.contains("use_sliding_window") && j["use_sliding_window"].is_boolean() &&
-                        j["use_sliding_window"].get<bool>());
-  if (sliding && j.contains("sliding_window") && j["sliding_window"].is_number_integer() &&
-      j["sliding_window"].get<int64_t>() > 0) {
-    c.max_context = std::min<int64_t>(c.max_context, j["sliding_window"].get<int64_t>());
+  LS_ASSIGN_OR_RETURN(const bool use_sliding_window,
+                      boolean_field(j, "use_sliding_window", false, source));
+  const bool sliding = c.architecture == Architecture::kMistral || use_sliding_window;
+  if (sliding && present(j, "sliding_window")) {
+    LS_ASSIGN_OR_RETURN(const int64_t window, positive_int(j, "sliding_window", source));
+    c.max_context = std::min<int64_t>(c.max_context, window);
   }
-  if (j.contains("torch_dtype") && j["torch_dtype"].is_string())
-    c.torch_dtype = j["torch_dtype"].get<std::string>();
-  else if (j.contains("dtype") && j["dtype"].is_string())
-    c.torch_dtype = j["dtype"].get<std::string>();
-  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) {
-    c.bos_token_id = static_cast<int32_t>(j["bos_token_id"].get<int64_t>());
-  }
-  LS_RETURN_IF_ERROR(append_token_ids(j, "eos_token_id", source, &c.eos_token_ids));
-  for (int32_t id : c.eos_token_ids) {
-    if (id >= c.vocab_size) {
-      return invalid_argument_error("{}: eos_token_id {} is outside the vocabulary ({})", source,
-                                    id, c.vocab_size);
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (!present(j, key)) continue;
+    if (!j[key].is_string()) {
+      return invalid_argument_error("{}: field '{}' must be a string, got {}", source, key,
+                                    json_excerpt(j[key]));
     }
+    c.torch_dtype = j[key].get<std::string>();
+    break;
   }
+  if (present(j, "bos_token_id")) {
+    LS_ASSIGN_OR_RETURN(c.bos_token_id,
+                        token_id(j["bos_token_id"], "bos_token_id", c.vocab_size, source));
+  }
+  LS_RETURN_IF_ERROR(append_token_ids(j, "eos_token_id", c.vocab_size, source, &c.eos_token_ids));
   return c;
 }
 
 Status merge_generation_config(const std::string& text, const std::string& source,
                                ModelConfig* config) {
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return invalid_argument_error("{}: not a JSON object", source);
+  LS_ASSIGN_OR_RETURN(const json j, parse_untrusted_json(text, source));
+  if (!j.is_object()) {
+    return invalid_argument_error("{}: not a JSON object (got {})", source, json_excerpt(j));
+  }
   std::vector<int32_t> ids = config->eos_token_ids;
-  LS_RETURN_IF_ERROR(append_token_ids(j, "eos_token_id", source, &ids));
-  for (int32_t id : ids) {
-    if (id >= config->vocab_size) {
-      return invalid_argument_error("{}: eos_token_id {} is outside the vocabulary ({})", source,
-                                    id, config->vocab_size);
-    }
+  LS_RETURN_IF_ERROR(append_token_ids(j, "eos_token_id", config->vocab_size, source, &ids));
+  int32_t bos = config->bos_token_id;
+  if (present(j, "bos_token_id")) {
+    LS_ASSIGN_OR_RETURN(const int32_t id,
+                        token_id(j["bos_token_id"], "bos_token_id", config->vocab_size, source));
+    if (bos < 0) bos = id;
   }
-  config->eos_token_ids = ids;
-  if (config->bos_token_id < 0 && j.contains("bos_token_id") &&
-      j["bos_token_id"].is_number_integer()) {
-    config->bos_token_id = static_cast<int32_t>(j["bos_token_id"].get<int64_t>());
-  }
+  config->eos_token_ids = std::move(ids);
+  config->bos_token_id = bos;
   return ok_status();
 }
 
 Result<ModelConfig> load_model_config(const std::string& dir) {
-  const fs::path config_path = fs::path(dir) / "config.json";
-  if (!fs::is_directory(dir)) return not_found_error("model folder '{}' does not exist", dir);
-  LS_ASSIGN_OR_RETURN(std::string text, read_file(config_path));
-  LS_ASSIGN_OR_RETURN(ModelConfig config, parse_model_config(text, config_path.string()));
-  const fs::path gen_path = fs::path(dir) / "generation_config.json";
-  if (fs::exists(gen_path)) {
-    LS_ASSIGN_OR_RETURN(std::string gen, read_file(gen_path));
-    LS_RETURN_IF_ERROR(merge_generation_config(gen, gen_path.string(), &config));
+  auto folder = Folder::open(dir);
+  if (!folder.ok()) {
+    if (folder.status().code() == StatusCode::kNotFound)
+      return not_found_error("model folder {} does not exist", shown_path(dir));
+    return folder.status();
+  }
+  return load_model_config(*folder);
+}
+
+Result<ModelConfig> load_model_config(const Folder& dir) {
+  LS_ASSIGN_OR_RETURN(const ReadOnlyFile config_file, dir.open_file("config.json"));
+  LS_ASSIGN_OR_RETURN(const std::string text,
+                      config_file.read_all(json_limits().max_bytes, "--max-json-bytes"));
+  LS_ASSIGN_OR_RETURN(ModelConfig config, parse_model_config(text, config_file.name()));
+  if (dir.has("generation_config.json")) {
+    LS_ASSIGN_OR_RETURN(const ReadOnlyFile gen_file, dir.open_file("generation_config.json"));
+    LS_ASSIGN_OR_RETURN(const std::string gen,
+                        gen_file.read_all(json_limits().max_bytes, "--max-json-bytes"));
+    LS_RETURN_IF_ERROR(merge_generation_config(gen, gen_file.name(), &config));
   }
   return config;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/untrusted_file.h"
 
 namespace loraserve::formats {
 
@@ -54,24 +55,29 @@ struct ModelConfig {
   int64_t q_dim() const { return num_heads * head_dim; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }
   // Parameter count of the weights the engine loads (embeddings, layers, final norm, lm_head).
+  // Fits in int64 for every config parse_model_config accepts (-1 for one it would refuse).
   int64_t parameter_count() const;
 };
 
 // The seven linear projections of a decoder layer, the ones LoRA adapters can target.
 enum class Projection : int32_t { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
 inline constexpr int32_t kNumProjections = 7;
-inline constexpr Projection kAllProjections[] = {Projection::kQ,    Projection::kK,  Projection::kV,
-                                                 Projection::kO,    Projection::kGate, Projection::kUp,
-                                                 Projection::kDown};
+inline constexpr Projection kAllProjections[] = {
+    Projection::kQ,    Projection::kK,  Projection::kV,   Projection::kO,
+    Projection::kGate, Projection::kUp, Projection::kDown};
 std::string_view projection_name(Projection p);  // "q_proj", ...
 // "self_attn" or "mlp": the block that holds the projection.
 std::string_view projection_block(Projection p);
 // (out, in) of a projection's weight in this model.
 std::pair<int64_t, int64_t> projection_shape(const ModelConfig& c, Projection p);
 
-// Parses `<dir>/config.json` and, when present, `<dir>/generation_config.json`.
+// Parses `<dir>/config.json` and, when present, `<dir>/generation_config.json`. NOT_FOUND when
+// the folder or config.json is absent; INVALID_ARGUMENT naming the file and field when a value
+// is malformed or out of range: sizes are integers in [1, 2^31), their products (the parameter
+// count) fit in 64 bits, floats are finite and positive, token ids lie in the vocabulary.
 Result<ModelConfig> load_model_config(const std::string& dir);
-// Parses config.json text (`source` names it in errors); exposed for tests.
+Result<ModelConfig> load_model_config(const Folder& dir);
+// Parses config.json text (`source` names it in errors); exposed for tests and fuzzing.
 Result<ModelConfig> parse_model_config(const std::string& json_text, const std::string& source);
 // Adds generation_config.json's eos ids (and bos when config.json had none).
 Status merge_generation_config(const std::string& json_text, const std::string& source,

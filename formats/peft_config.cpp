@@ -5,184 +5,319 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
+
+#include "common/excerpt.h"
+#include "common/untrusted_json.h"
 
 namespace loraserve::formats {
 namespace {
 
 using Json = nlohmann::ordered_json;  // keeps rank_pattern / alpha_pattern in file order
 
-// A list of strings, or one string (a regex), or null.
-Status parse_modules(const Json& j, const char* key, const std::string& source, std::vector<std::string>* list,
-                     std::optional<std::string>* regex) {
-  if (!j.contains(key) || j[key].is_null()) return ok_status();
+// Steps one match may take (about a millisecond). Module keys are short, and the patterns PEFT
+// writes match them in under 200 steps; a pattern that needs 50 times more is backtracking
+// without end.
+constexpr uint32_t kMatchLimit = 10000;
+constexpr uint32_t kDepthLimit = 1000;
+
+bool present(const Json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
+
+// The integer `v` when it is one in [lo, hi] (compared as 64-bit values, before narrowing).
+std::optional<int64_t> int_in_range(const Json& v, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) return std::nullopt;
+  int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    x = static_cast<int64_t>(u);
+  } else {
+    x = v.get<int64_t>();
+  }
+  if (x < lo || x > hi) return std::nullopt;
+  return x;
+}
+
+Status check_entries(const Json& v, const char* key, const std::string& source) {
+  if ((v.is_array() || v.is_object()) && v.size() > kMaxPeftEntries) {
+    return invalid_argument_error("{}: '{}' has {} entries; at most {} are accepted", source, key,
+                                  v.size(), kMaxPeftEntries);
+  }
+  return ok_status();
+}
+
+// PatternRegex::compile with errors that name the file too.
+Result<PatternRegex> compile_field(const std::string& pattern, bool full, const std::string& field,
+                                   const std::string& source) {
+  auto regex = PatternRegex::compile(pattern, full, field);
+  if (!regex.ok()) return regex.status().with_context(source);
+  return regex;
+}
+
+// A list of strings, or one string (a regex that must match the whole key), or null.
+Status parse_modules(const Json& j, const char* key, const std::string& source,
+                     std::vector<std::string>* list, std::optional<PatternRegex>* regex) {
+  if (!present(j, key)) return ok_status();
   const Json& v = j[key];
   if (v.is_string()) {
-    *regex = v.get<std::string>();
+    LS_ASSIGN_OR_RETURN(*regex, compile_field(v.get<std::string>(), /*full=*/true, key, source));
     return ok_status();
   }
-  if (!v.is_array()) return invalid_argument_error("{}: '{}' must be a list of module names or a regex string", source, key);
+  if (!v.is_array()) {
+    return invalid_argument_error(
+        "{}: '{}' must be a list of module names or a regex string, got {}", source, key,
+        json_excerpt(v));
+  }
+  LS_RETURN_IF_ERROR(check_entries(v, key, source));
   for (const Json& m : v) {
-    if (!m.is_string()) return invalid_argument_error("{}: '{}' holds {}, not a module name", source, key, m.dump());
+    if (!m.is_string()) {
+      return invalid_argument_error("{}: '{}' holds {}, not a module name", source, key,
+                                    json_excerpt(m));
+    }
     list->push_back(m.get<std::string>());
   }
   return ok_status();
 }
 
 bool truthy(const Json& j, const char* key) {
-  if (!j.contains(key) || j[key].is_null()) return false;
+  if (!present(j, key)) return false;
   const Json& v = j[key];
   if (v.is_boolean()) return v.get<bool>();
   if (v.is_array() || v.is_object() || v.is_string()) return !v.empty();
   return true;
 }
 
+// get_pattern_key's form of a rank_pattern / alpha_pattern key.
+Result<PatternRegex> key_pattern(const std::string& pattern, const std::string& field,
+                                 const std::string& source) {
+  return compile_field("(.*\\.)?(" + pattern + ")$", /*full=*/false, field, source);
+}
+
+Status parse_patterns(const Json& j, const std::string& source, PeftConfig* c) {
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    if (!present(j, key)) continue;
+    const Json& map = j[key];
+    if (!map.is_object()) {
+      return invalid_argument_error("{}: '{}' must be an object, got {}", source, key,
+                                    json_excerpt(map));
+    }
+    LS_RETURN_IF_ERROR(check_entries(map, key, source));
+    const bool rank = std::string_view(key) == "rank_pattern";
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      const std::string field = fmt::format("{}[{}]", key, excerpt(it.key()));
+      LS_ASSIGN_OR_RETURN(PatternRegex regex, key_pattern(it.key(), field, source));
+      if (rank) {
+        const auto r = int_in_range(it.value(), 1, INT32_MAX);
+        if (!r) {
+          return invalid_argument_error("{}: {} must be a rank in [1, {}], got {}", source, field,
+                                        INT32_MAX, json_excerpt(it.value()));
+        }
+        c->rank_pattern.push_back({it.key(), std::move(regex), *r});
+      } else {
+        if (!it.value().is_number() || !std::isfinite(it.value().get<double>())) {
+          return invalid_argument_error("{}: {} must be a finite number, got {}", source, field,
+                                        json_excerpt(it.value()));
+        }
+        c->alpha_pattern.push_back({it.key(), std::move(regex), it.value().get<double>()});
+      }
+    }
+  }
+  return ok_status();
+}
+
+Status parse_layers(const Json& j, const std::string& source, PeftConfig* c) {
+  if (present(j, "layers_to_transform")) {
+    const Json& v = j["layers_to_transform"];
+    LS_RETURN_IF_ERROR(check_entries(v, "layers_to_transform", source));
+    std::vector<int64_t> layers;
+    for (const Json& l : v.is_array() ? v : Json::array({v})) {
+      const auto index = int_in_range(l, 0, INT32_MAX);
+      if (!index) {
+        return invalid_argument_error(
+            "{}: layers_to_transform must be a layer index or a list of them, got {}", source,
+            json_excerpt(l));
+      }
+      layers.push_back(*index);
+    }
+    if (!layers.empty()) c->layers_to_transform = layers;
+  }
+  std::vector<std::string> patterns;
+  if (present(j, "layers_pattern")) {
+    const Json& v = j["layers_pattern"];
+    LS_RETURN_IF_ERROR(check_entries(v, "layers_pattern", source));
+    for (const Json& p : v.is_array() ? v : Json::array({v})) {
+      if (!p.is_string()) {
+        return invalid_argument_error(
+            "{}: layers_pattern must be a string or a list of them, got {}", source,
+            json_excerpt(p));
+      }
+      patterns.push_back(".*\\." + p.get<std::string>() + R"(\.(\d+)\.)");
+    }
+  }
+  // PEFT's default when no layers_pattern is given.
+  if (patterns.empty()) patterns.push_back(R"(.*\.[^.]*\.(\d+)\.)");
+  for (const std::string& p : patterns) {
+    LS_ASSIGN_OR_RETURN(PatternRegex regex,
+                        compile_field(p, /*full=*/false, "layers_pattern", source));
+    c->layer_index_patterns.push_back(std::move(regex));
+  }
+  return ok_status();
+}
+
 }  // namespace
 
-namespace {
+struct PatternRegex::Code {
+  pcre2_code* code = nullptr;
+  pcre2_match_context* context = nullptr;
+  ~Code() {
+    pcre2_match_context_free(context);
+    pcre2_code_free(code);
+  }
+};
 
-// Matches like Python's re.match (anchored at the start) or re.fullmatch (`full`); when
-// `group1` is given it receives the first capture group of a match.
-Result<bool> pcre2_match_impl(const std::string& pattern, const std::string& subject, bool full,
-                              std::string* group1) {
+Result<PatternRegex> PatternRegex::compile(const std::string& pattern, bool full,
+                                           const std::string& field) {
   int err = 0;
   PCRE2_SIZE err_offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
-                                   PCRE2_UTF | PCRE2_ANCHORED | (full ? PCRE2_ENDANCHORED : 0u), &err,
-                                   &err_offset, nullptr);
-  if (code == nullptr) {
+  auto code = std::make_shared<Code>();
+  code->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                             PCRE2_UTF | PCRE2_ANCHORED | (full ? PCRE2_ENDANCHORED : 0u), &err,
+                             &err_offset, nullptr);
+  if (code->code == nullptr) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof(msg));
-    return invalid_argument_error("invalid regular expression '{}' at offset {}: {}", pattern, err_offset,
-                                  reinterpret_cast<const char*>(msg));
+    return invalid_argument_error("{}: invalid regular expression {} at offset {}: {}", field,
+                                  excerpt(pattern), err_offset, reinterpret_cast<const char*>(msg));
   }
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
-  const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(subject.c_str()), subject.size(), 0, 0, md, nullptr);
+  code->context = pcre2_match_context_create(nullptr);
+  if (code->context == nullptr) return internal_error("{}: out of memory for a regex", field);
+  pcre2_set_match_limit(code->context, kMatchLimit);
+  pcre2_set_depth_limit(code->context, kDepthLimit);
+  PatternRegex r;
+  r.pattern_ = pattern;
+  r.field_ = field;
+  r.code_ = std::move(code);
+  return r;
+}
+
+Result<bool> PatternRegex::match(std::string_view subject, std::string* group1) const {
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_->code, nullptr);
+  if (md == nullptr) return internal_error("{}: out of memory for a regex match", field_);
+  const int rc = pcre2_match(code_->code, reinterpret_cast<PCRE2_SPTR>(subject.data()),
+                             subject.size(), 0, 0, md, code_->context);
   if (rc >= 2 && group1 != nullptr) {
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-    if (ov[2] != PCRE2_UNSET) *group1 = subject.substr(ov[2], ov[3] - ov[2]);
+    if (ov[2] != PCRE2_UNSET) *group1 = std::string(subject.substr(ov[2], ov[3] - ov[2]));
   }
   pcre2_match_data_free(md);
-  pcre2_code_free(code);
   if (rc == PCRE2_ERROR_NOMATCH) return false;
-  if (rc < 0) return invalid_argument_error("regular expression '{}' failed on '{}' (PCRE2 error {})", pattern, subject, rc);
+  if (rc < 0) {
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(rc, msg, sizeof(msg));
+    return invalid_argument_error("{}: regular expression {} failed on {}: {}", field_,
+                                  excerpt(pattern_), excerpt(subject),
+                                  reinterpret_cast<const char*>(msg));
+  }
   return true;
 }
 
-}  // namespace
-
-Result<bool> regex_match(const std::string& pattern, const std::string& subject, bool full) {
-  return pcre2_match_impl(pattern, subject, full, nullptr);
-}
-
 Result<PeftConfig> parse_peft_config(const std::string& text, const std::string& source) {
-  Json j = Json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return invalid_argument_error("{}: not a JSON object", source);
+  LS_ASSIGN_OR_RETURN(const Json j, parse_untrusted_json<Json>(text, source));
+  if (!j.is_object()) {
+    return invalid_argument_error("{}: not a JSON object (got {})", source, json_excerpt(j));
+  }
   PeftConfig c;
-  const std::string peft_type = j.contains("peft_type") && j["peft_type"].is_string() ? j["peft_type"].get<std::string>() : "";
+  if (!present(j, "peft_type") || !j["peft_type"].is_string()) {
+    return invalid_argument_error(
+        "{}: peft_type is missing or not a string (only LORA adapters are served)", source);
+  }
+  const std::string peft_type = j["peft_type"].get<std::string>();
   if (peft_type != "LORA") {
-    return invalid_argument_error("{}: peft_type '{}' is not supported (only LORA adapters are served)", source,
-                                  peft_type.empty() ? "(missing)" : peft_type);
+    return invalid_argument_error(
+        "{}: peft_type {} is not supported (only LORA adapters are served)", source,
+        excerpt(peft_type));
   }
-  if (truthy(j, "use_dora")) return invalid_argument_error("{}: DoRA (use_dora) is not supported", source);
+  if (truthy(j, "use_dora"))
+    return invalid_argument_error("{}: DoRA (use_dora) is not supported", source);
   if (truthy(j, "modules_to_save")) {
-    return invalid_argument_error("{}: modules_to_save ({}) is not supported: those modules would replace base weights "
-                                  "for this task only", source, j["modules_to_save"].dump());
+    return invalid_argument_error(
+        "{}: modules_to_save ({}) is not supported: those modules would replace base weights "
+        "for this task only",
+        source, json_excerpt(j["modules_to_save"]));
   }
-  if (j.contains("bias") && !j["bias"].is_null() && j["bias"] != "none") {
-    return invalid_argument_error("{}: bias '{}' is not supported (only \"none\")", source, j["bias"].dump());
+  if (present(j, "bias") && j["bias"] != "none") {
+    return invalid_argument_error("{}: bias {} is not supported (only \"none\")", source,
+                                  json_excerpt(j["bias"]));
   }
-  if (truthy(j, "lora_bias")) return invalid_argument_error("{}: lora_bias is not supported", source);
-  if (truthy(j, "layer_replication")) return invalid_argument_error("{}: layer_replication is not supported", source);
-  if (truthy(j, "trainable_token_indices")) {
+  if (truthy(j, "lora_bias"))
+    return invalid_argument_error("{}: lora_bias is not supported", source);
+  if (truthy(j, "layer_replication"))
+    return invalid_argument_error("{}: layer_replication is not supported", source);
+  if (truthy(j, "trainable_token_indices"))
     return invalid_argument_error("{}: trainable_token_indices is not supported", source);
+  if (truthy(j, "target_parameters"))
+    return invalid_argument_error("{}: target_parameters is not supported", source);
+  if (!present(j, "r")) return invalid_argument_error("{}: missing integer field 'r'", source);
+  const auto r = int_in_range(j["r"], 1, INT32_MAX);
+  if (!r) {
+    return invalid_argument_error("{}: r must be positive, an integer in [1, {}], got {}", source,
+                                  INT32_MAX, json_excerpt(j["r"]));
   }
-  if (truthy(j, "target_parameters")) return invalid_argument_error("{}: target_parameters is not supported", source);
-  if (!j.contains("r") || !j["r"].is_number_integer()) return invalid_argument_error("{}: missing integer field 'r'", source);
-  c.r = j["r"].get<int64_t>();
-  if (c.r <= 0) return invalid_argument_error("{}: r must be positive, got {}", source, c.r);
+  c.r = *r;
   c.lora_alpha = static_cast<double>(c.r);
-  if (j.contains("lora_alpha") && !j["lora_alpha"].is_null()) {
-    if (!j["lora_alpha"].is_number()) return invalid_argument_error("{}: lora_alpha must be a number", source);
-    c.lora_alpha = j["lora_alpha"].get<double>();
+  if (present(j, "lora_alpha")) {
+    const Json& a = j["lora_alpha"];
+    if (!a.is_number() || !std::isfinite(a.get<double>())) {
+      return invalid_argument_error("{}: lora_alpha must be a finite number, got {}", source,
+                                    json_excerpt(a));
+    }
+    c.lora_alpha = a.get<double>();
   }
-  if (!std::isfinite(c.lora_alpha)) return invalid_argument_error("{}: lora_alpha must be finite", source);
-  if (j.contains("use_rslora") && j["use_rslora"].is_boolean()) c.use_rslora = j["use_rslora"].get<bool>();
-  LS_RETURN_IF_ERROR(parse_modules(j, "target_modules", source, &c.target_modules, &c.target_modules_regex));
+  if (present(j, "use_rslora")) {
+    if (!j["use_rslora"].is_boolean()) {
+      return invalid_argument_error("{}: use_rslora must be true or false, got {}", source,
+                                    json_excerpt(j["use_rslora"]));
+    }
+    c.use_rslora = j["use_rslora"].get<bool>();
+  }
+  LS_RETURN_IF_ERROR(
+      parse_modules(j, "target_modules", source, &c.target_modules, &c.target_modules_regex));
   if (c.target_modules.empty() && !c.target_modules_regex) {
     return invalid_argument_error("{}: target_modules is missing or empty", source);
   }
-  LS_RETURN_IF_ERROR(parse_modules(j, "exclude_modules", source, &c.exclude_modules, &c.exclude_modules_regex));
-  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    if (!j.contains(key) || j[key].is_null()) continue;
-    if (!j[key].is_object()) return invalid_argument_error("{}: '{}' must be an object", source, key);
-    for (auto it = j[key].begin(); it != j[key].end(); ++it) {
-      if (std::string(key) == "rank_pattern") {
-        if (!it.value().is_number_integer() || it.value().get<int64_t>() <= 0) {
-          return invalid_argument_error("{}: rank_pattern['{}'] must be a positive integer", source, it.key());
-        }
-        c.rank_pattern.emplace_back(it.key(), it.value().get<int64_t>());
-      } else {
-        if (!it.value().is_number()) return invalid_argument_error("{}: alpha_pattern['{}'] must be a number", source, it.key());
-        c.alpha_pattern.emplace_back(it.key(), it.value().get<double>());
-      }
-    }
-  }
-  if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) {
-    const Json& v = j["layers_to_transform"];
-    std::vector<int64_t> layers;
-    if (v.is_number_integer()) {
-      layers.push_back(v.get<int64_t>());
-    } else if (v.is_array()) {
-      for (const Json& l : v) {
-        if (!l.is_number_integer() || l.get<int64_t>() < 0) {
-          return invalid_argument_error("{}: layers_to_transform holds {}, not a layer index", source, l.dump());
-        }
-        layers.push_back(l.get<int64_t>());
-      }
-    } else {
-      return invalid_argument_error("{}: layers_to_transform must be a layer index or a list of them", source);
-    }
-    if (!layers.empty()) c.layers_to_transform = layers;
-  }
-  if (j.contains("layers_pattern") && !j["layers_pattern"].is_null()) {
-    const Json& v = j["layers_pattern"];
-    if (v.is_string()) {
-      c.layers_pattern.push_back(v.get<std::string>());
-    } else if (v.is_array()) {
-      for (const Json& p : v) {
-        if (p.is_string()) c.layers_pattern.push_back(p.get<std::string>());
-      }
-    }
-  }
-  if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()) {
+  LS_RETURN_IF_ERROR(
+      parse_modules(j, "exclude_modules", source, &c.exclude_modules, &c.exclude_modules_regex));
+  LS_RETURN_IF_ERROR(parse_patterns(j, source, &c));
+  LS_RETURN_IF_ERROR(parse_layers(j, source, &c));
+  if (present(j, "base_model_name_or_path") && j["base_model_name_or_path"].is_string())
     c.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();
-  }
   return c;
 }
 
-Result<PeftConfig> load_peft_config(const std::string& dir) {
-  const auto path = std::filesystem::path(dir) / "adapter_config.json";
-  std::ifstream in(path);
-  if (!in) return not_found_error("{}: cannot open (an adapter folder needs adapter_config.json)", path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_peft_config(ss.str(), path.string());
+Result<PeftConfig> load_peft_config(const Folder& dir) {
+  auto file = dir.open_file("adapter_config.json");
+  if (!file.ok()) {
+    if (file.status().code() == StatusCode::kNotFound) {
+      return not_found_error("{}: missing (an adapter folder needs adapter_config.json)",
+                             dir.file_name("adapter_config.json"));
+    }
+    return file.status();
+  }
+  LS_ASSIGN_OR_RETURN(const std::string text,
+                      file->read_all(json_limits().max_bytes, "--max-json-bytes"));
+  return parse_peft_config(text, file->name());
 }
 
 Result<bool> peft_targets(const PeftConfig& c, const std::string& key) {
   // exclude_modules first, as PEFT does.
   if (c.exclude_modules_regex) {
-    LS_ASSIGN_OR_RETURN(bool excluded, regex_match(*c.exclude_modules_regex, key, true));
+    LS_ASSIGN_OR_RETURN(bool excluded, c.exclude_modules_regex->match(key));
     if (excluded) return false;
   }
   for (const auto& m : c.exclude_modules) {
     if (key == m || (key.size() > m.size() && key.ends_with("." + m))) return false;
   }
-  if (c.target_modules_regex) return regex_match(*c.target_modules_regex, key, true);
+  if (c.target_modules_regex) return c.target_modules_regex->match(key);
   bool found = false;
   for (const auto& m : c.target_modules) {
     if (m == "all-linear") {
@@ -195,16 +330,11 @@ Result<bool> peft_targets(const PeftConfig& c, const std::string& key) {
   if (!found || !c.layers_to_transform) return found;
   // Layer index from the key, as PEFT's check_target_module_exists extracts it.
   std::optional<int64_t> index;
-  std::vector<std::string> patterns;
-  if (c.layers_pattern.empty()) {
-    patterns.push_back(R"(.*\.[^.]*\.(\d+)\.)");
-  } else {
-    for (const auto& p : c.layers_pattern) patterns.push_back(".*\\." + p + R"(\.(\d+)\.)");
-  }
-  for (const auto& re : patterns) {
+  for (const PatternRegex& re : c.layer_index_patterns) {
     std::string digits;
-    LS_ASSIGN_OR_RETURN(bool m, pcre2_match_impl(re, key, false, &digits));
+    LS_ASSIGN_OR_RETURN(bool m, re.match(key, &digits));
     if (m && !digits.empty()) {
+      if (digits.size() > 9) return false;  // no layer of any model has such an index
       index = std::stoll(digits);
       break;
     }
@@ -214,20 +344,21 @@ Result<bool> peft_targets(const PeftConfig& c, const std::string& key) {
   return std::find(l.begin(), l.end(), *index) != l.end();
 }
 
-Result<std::pair<int64_t, double>> peft_rank_and_alpha(const PeftConfig& c, const std::string& key) {
+Result<std::pair<int64_t, double>> peft_rank_and_alpha(const PeftConfig& c,
+                                                       const std::string& key) {
   int64_t r = c.r;
   double alpha = c.lora_alpha;
-  for (const auto& [pattern, value] : c.rank_pattern) {
-    LS_ASSIGN_OR_RETURN(bool m, regex_match("(.*\\.)?(" + pattern + ")$", key, false));
+  for (const auto& p : c.rank_pattern) {
+    LS_ASSIGN_OR_RETURN(bool m, p.regex.match(key));
     if (m) {
-      r = value;
+      r = p.value;
       break;
     }
   }
-  for (const auto& [pattern, value] : c.alpha_pattern) {
-    LS_ASSIGN_OR_RETURN(bool m, regex_match("(.*\\.)?(" + pattern + ")$", key, false));
+  for (const auto& p : c.alpha_pattern) {
+    LS_ASSIGN_OR_RETURN(bool m, p.regex.match(key));
     if (m) {
-      alpha = value;
+      alpha = p.value;
       break;
     }
   }
@@ -235,7 +366,8 @@ Result<std::pair<int64_t, double>> peft_rank_and_alpha(const PeftConfig& c, cons
 }
 
 double peft_scale(const PeftConfig& c, int64_t rank, double alpha) {
-  return c.use_rslora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / static_cast<double>(rank);
+  return c.use_rslora ? alpha / std::sqrt(static_cast<double>(rank))
+                      : alpha / static_cast<double>(rank);
 }
 
 }  // namespace loraserve::formats

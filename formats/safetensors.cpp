@@ -2,24 +2,24 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <nlohmann/json.hpp>
+#include <tuple>
+
+#include "common/checked_math.h"
+#include "common/excerpt.h"
+#include "common/untrusted_json.h"
 
 namespace loraserve::formats {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // same limit as the reference implementation
 
 // Element size of every dtype the safetensors format defines; 0 for names it does not define.
 size_t safetensors_dtype_size(const std::string& s) {
@@ -31,148 +31,236 @@ size_t safetensors_dtype_size(const std::string& s) {
   return it == kSizes.end() ? 0 : it->second;
 }
 
+// A tensor's entry checked and measured: dtype, shape, byte count, data offsets.
+Status parse_entry(const std::string& source, const std::string& name, const json& entry,
+                   TensorInfo* t, uint64_t* begin, uint64_t* end) {
+  const std::string shown = excerpt(name);
+  if (!entry.is_object()) {
+    return invalid_argument_error("{}: tensor {}: expected an object, got {}", source, shown,
+                                  json_excerpt(entry));
+  }
+  for (const char* field : {"dtype", "shape", "data_offsets"}) {
+    if (!entry.contains(field))
+      return invalid_argument_error("{}: tensor {} lacks '{}'", source, shown, field);
+  }
+  const json& dtype = entry["dtype"];
+  if (!dtype.is_string()) {
+    return invalid_argument_error("{}: tensor {}: dtype must be a string, got {}", source, shown,
+                                  json_excerpt(dtype));
+  }
+  t->dtype_name = dtype.get<std::string>();
+  const size_t elem = safetensors_dtype_size(t->dtype_name);
+  if (elem == 0) {
+    return invalid_argument_error("{}: tensor {} has unknown dtype {}", source, shown,
+                                  excerpt(t->dtype_name));
+  }
+  t->dtype = parse_dtype(t->dtype_name);
+  const json& shape = entry["shape"];
+  if (!shape.is_array()) {
+    return invalid_argument_error("{}: tensor {}: shape must be a list, got {}", source, shown,
+                                  json_excerpt(shape));
+  }
+  int64_t numel = 1;
+  for (const json& d : shape) {
+    if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+      return invalid_argument_error("{}: tensor {} has an invalid dimension {} in shape", source,
+                                    shown, json_excerpt(d));
+    }
+    const auto dim = static_cast<int64_t>(d.get<uint64_t>());
+    const auto product = checked_mul(numel, dim);
+    if (!product) {
+      return invalid_argument_error("{}: tensor {}: the shape's element count overflows", source,
+                                    shown);
+    }
+    numel = *product;
+    t->shape.push_back(dim);
+  }
+  const auto nbytes = checked_mul(numel, static_cast<int64_t>(elem));
+  if (!nbytes) {
+    return invalid_argument_error("{}: tensor {}: the shape's byte count overflows", source, shown);
+  }
+  const json& off = entry["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+      !off[1].is_number_unsigned()) {
+    return invalid_argument_error(
+        "{}: tensor {}: data_offsets must be two non-negative integers, got {}", source, shown,
+        json_excerpt(off));
+  }
+  *begin = off[0].get<uint64_t>();
+  *end = off[1].get<uint64_t>();
+  if (*end < *begin) {
+    return invalid_argument_error("{}: tensor {}: data_offsets end {} < begin {}", source, shown,
+                                  *end, *begin);
+  }
+  if (*end - *begin != static_cast<uint64_t>(*nbytes)) {
+    return invalid_argument_error("{}: tensor {}: {} bytes for shape {} of {} (expected {})",
+                                  source, shown, *end - *begin, t->shape_string(), t->dtype_name,
+                                  *nbytes);
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 int64_t TensorInfo::numel() const {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) n *= d;  // validated at open: no overflow
   return n;
 }
 
-std::string TensorInfo::shape_string() const { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string TensorInfo::shape_string() const {
+  if (shape.size() > 8) {
+    return fmt::format("[{}, ... ({} dimensions)]",
+                       fmt::join(shape.begin(), shape.begin() + 8, ", "), shape.size());
+  }
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
 Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string& path) {
-  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
-  f->path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return not_found_error("{}: cannot open: {}", path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return invalid_argument_error("{}: not a regular file", path);
-  }
-  const auto size = static_cast<uint64_t>(st.st_size);
-  if (size < 8) {
-    ::close(fd);
-    return invalid_argument_error(
-        "{}: truncated safetensors file ({} bytes; the header length alone is 8)", path, size);
-  }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map == MAP_FAILED) return internal_error("{}: mmap failed: {}", path, std::strerror(errno));
-  f->map_ = map;
-  f->map_size_ = size;
+  LS_ASSIGN_OR_RETURN(const ReadOnlyFile file, open_regular_file(path));
+  return open(file, SafetensorsReadOptions{});
+}
 
-  const auto* base = static_cast<const std::byte*>(map);
+Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(
+    const ReadOnlyFile& file, const SafetensorsReadOptions& options) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = file.name();
+  f->size_ = file.size();
+  if (f->size_ > options.max_file_bytes) {
+    return invalid_argument_error(
+        "{}: {} bytes, more than the {} bytes an adapter of this model "
+        "can hold",
+        f->path_, f->size_, options.max_file_bytes);
+  }
+  if (f->size_ < 8) {
+    return invalid_argument_error(
+        "{}: truncated safetensors file ({} bytes; the header length alone is 8)", f->path_,
+        f->size_);
+  }
+  if (options.map) {
+    void* map = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
+    if (map == MAP_FAILED)
+      return internal_error("{}: mmap failed: {}", f->path_, std::strerror(errno));
+    f->map_ = map;
+    f->base_ = static_cast<const std::byte*>(map);
+  } else {
+    f->bytes_.resize(static_cast<size_t>(f->size_));
+    LS_RETURN_IF_ERROR(file.read_at(0, f->bytes_.data(), f->bytes_.size()));
+    f->base_ = reinterpret_cast<const std::byte*>(f->bytes_.data());
+  }
+  LS_RETURN_IF_ERROR(f->index());
+  return f;
+}
+
+Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::parse(std::string bytes,
+                                                                const std::string& name) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = name;
+  f->bytes_ = std::move(bytes);
+  f->size_ = f->bytes_.size();
+  f->base_ = reinterpret_cast<const std::byte*>(f->bytes_.data());
+  if (f->size_ < 8) {
+    return invalid_argument_error(
+        "{}: truncated safetensors file ({} bytes; the header length alone is 8)", f->path_,
+        f->size_);
+  }
+  LS_RETURN_IF_ERROR(f->index());
+  return f;
+}
+
+Status SafetensorsFile::index() {
+  const std::string& path = path_;
   uint64_t header_len = 0;
-  std::memcpy(&header_len, base, 8);  // little-endian on every platform loraserve builds for
-  if (header_len > kMaxHeaderBytes) {
-    return invalid_argument_error("{}: header length {} exceeds the {} byte limit", path,
-                                  header_len, kMaxHeaderBytes);
+  std::memcpy(&header_len, base_, 8);  // little-endian on every platform loraserve builds for
+  const uint64_t max_header = std::min(kMaxSafetensorsHeaderBytes, json_limits().max_bytes);
+  if (header_len > max_header) {
+    return invalid_argument_error(
+        "{}: header length {} exceeds the limit of {} bytes (the format's 100 MB, or "
+        "--max-json-bytes)",
+        path, header_len, max_header);
   }
-  if (8 + header_len > size) {
+  if (header_len > size_ - 8) {
     return invalid_argument_error("{}: header length {} runs past the end of the file ({} bytes)",
-                                  path, header_len, size);
+                                  path, header_len, size_);
   }
-  const char* header_begin = reinterpret_cast<const char*>(base + 8);
-  json header = json::parse(header_begin, header_begin + header_len, nullptr, false);
-  if (header.is_discarded() || !header.is_object()) {
-    return invalid_argument_error("{}: header is not a JSON object", path);
+  const std::string_view header_text(reinterpret_cast<const char*>(base_ + 8), header_len);
+  LS_ASSIGN_OR_RETURN(const json header, parse_untrusted_json(header_text, path + " header"));
+  if (!header.is_object()) {
+    return invalid_argument_error("{}: the header is not a JSON object (got {})", path,
+                                  json_excerpt(header));
   }
   const uint64_t data_begin = 8 + header_len;
-  const uint64_t data_size = size - data_begin;
+  const uint64_t data_size = size_ - data_begin;
 
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  std::vector<std::string> range_names;
+  struct Range {
+    uint64_t begin, end;
+    const std::string* name;
+  };
+  std::vector<Range> ranges;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const json& entry = it.value();
     if (name == "__metadata__") {
-      if (!entry.is_object())
-        return invalid_argument_error("{}: __metadata__ is not an object", path);
+      if (!entry.is_object()) {
+        return invalid_argument_error("{}: __metadata__ must be an object, got {}", path,
+                                      json_excerpt(entry));
+      }
       for (auto m = entry.begin(); m != entry.end(); ++m) {
         if (!m.value().is_string()) {
-          return invalid_argument_error("{}: __metadata__ value '{}' is not a string", path,
-                                        m.key());
+          return invalid_argument_error("{}: __metadata__[{}] must be a string, got {}", path,
+                                        excerpt(m.key()), json_excerpt(m.value()));
         }
-        f->metadata_[m.key()] = m.value().get<std::string>();
+        metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
-    }
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
-        !entry.contains("data_offsets")) {
-      return invalid_argument_error("{}: tensor '{}' lacks dtype, shape or data_offsets", path,
-                                    name);
     }
     TensorInfo t;
     t.name = name;
     t.file = path;
-    if (!entry["dtype"].is_string())
-      return invalid_argument_error("{}: tensor '{}': dtype is not a string", path, name);
-    t.dtype_name = entry["dtype"].get<std::string>();
-    const size_t elem = safetensors_dtype_size(t.dtype_name);
-    if (elem == 0)
-      return invalid_argument_error("{}: tensor '{}' has unknown dtype '{}'", path, name,
-                                    t.dtype_name);
-    t.dtype = parse_dtype(t.dtype_name);
-    if (!entry["shape"].is_array())
-      return invalid_argument_error("{}: tensor '{}': shape is not a list", path, name);
-    uint64_t numel = 1;
-    for (const json& d : entry["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) {
-        return invalid_argument_error("{}: tensor '{}' has an invalid dimension {}", path, name,
-                                      d.dump());
-      }
-      const auto dim = d.get<uint64_t>();
-      if (dim != 0 && numel > (std::numeric_limits<uint64_t>::max() / 16) / dim) {
-        return invalid_argument_error("{}: tensor '{}' shape overflows", path, name);
-      }
-      numel *= dim;
-      t.shape.push_back(static_cast<int64_t>(dim));
-    }
-    const json& off = entry["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-        !off[1].is_number_unsigned()) {
-      return invalid_argument_error(
-          "{}: tensor '{}': data_offsets must be two non-negative integers", path, name);
-    }
-    const auto begin = off[0].get<uint64_t>();
-    const auto end = off[1].get<uint64_t>();
-    if (end < begin)
-      return invalid_argument_error("{}: tensor '{}': data_offsets end {} < begin {}", path, name,
-                                    end, begin);
+    uint64_t begin = 0;
+    uint64_t end = 0;
+    LS_RETURN_IF_ERROR(parse_entry(path, name, entry, &t, &begin, &end));
     if (end > data_size) {
       return invalid_argument_error(
-          "{}: tensor '{}': data_offsets [{}, {}] lie outside the {} data bytes", path, name, begin,
-          end, data_size);
+          "{}: tensor {}: data_offsets [{}, {}] lie outside the {} data bytes", path, excerpt(name),
+          begin, end, data_size);
     }
-    if (end - begin != numel * elem) {
-      return invalid_argument_error("{}: tensor '{}': {} bytes for shape {} of {} (expected {})",
-                                    path, name, end - begin, t.shape_string(), t.dtype_name,
-                                    numel * elem);
-    }
-    t.data = base + data_begin + begin;
-    t.nbytes = end - begin;
-    ranges.emplace_back(begin, end);
-    range_names.push_back(name);
-    f->tensors_.emplace(name, std::move(t));
+    t.data = base_ + data_begin + begin;
+    t.nbytes = static_cast<size_t>(end - begin);
+    auto [pos, inserted] = tensors_.emplace(name, std::move(t));
+    ranges.push_back({begin, end, &pos->first});
   }
-  std::vector<size_t> order(ranges.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
-  for (size_t k = 1; k < order.size(); ++k) {
-    const auto& prev = ranges[order[k - 1]];
-    const auto& cur = ranges[order[k]];
-    if (cur.first < prev.second) {
-      return invalid_argument_error("{}: tensors '{}' and '{}' overlap in the data region", path,
-                                    range_names[order[k - 1]], range_names[order[k]]);
+  // The tensors tile the data region: in offset order, each starts where the previous ended,
+  // and the last ends at the end of the file.
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+  });
+  uint64_t expected = 0;
+  const std::string* previous = nullptr;
+  for (const Range& r : ranges) {
+    if (r.begin < expected) {
+      return invalid_argument_error("{}: tensors {} and {} overlap in the data region", path,
+                                    excerpt(*previous), excerpt(*r.name));
     }
+    if (r.begin > expected) {
+      return invalid_argument_error(
+          "{}: tensor {} starts at data byte {}, but the data before it ends at {} (tensors "
+          "must tile the data region)",
+          path, excerpt(*r.name), r.begin, expected);
+    }
+    expected = r.end;
+    previous = r.name;
   }
-  return f;
+  if (expected != data_size) {
+    return invalid_argument_error(
+        "{}: the tensors cover {} of the {} data bytes; the rest belongs to no tensor", path,
+        expected, data_size);
+  }
+  return ok_status();
 }
 
 SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) ::munmap(map_, map_size_);
+  if (map_ != nullptr) ::munmap(map_, static_cast<size_t>(size_));
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {
@@ -181,52 +269,69 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
 }
 
 Result<std::unique_ptr<TensorStore>> TensorStore::open_file(const std::string& path) {
+  LS_ASSIGN_OR_RETURN(const ReadOnlyFile file, open_regular_file(path));
+  return open_file(file, SafetensorsReadOptions{});
+}
+
+Result<std::unique_ptr<TensorStore>> TensorStore::open_file(const ReadOnlyFile& file,
+                                                            const SafetensorsReadOptions& options) {
   auto store = std::make_unique<TensorStore>();
-  LS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open(path));
-  for (const auto& [name, info] : file->tensors()) store->index_[name] = &info;
-  store->files_.push_back(std::move(file));
+  store->source_ = file.name();
+  LS_ASSIGN_OR_RETURN(auto opened, SafetensorsFile::open(file, options));
+  for (const auto& [name, info] : opened->tensors()) store->index_[name] = &info;
+  store->files_.push_back(std::move(opened));
   return store;
 }
 
 Result<std::unique_ptr<TensorStore>> TensorStore::open_folder(const std::string& dir,
                                                               const std::string& single_file_name) {
-  const fs::path index_path = fs::path(dir) / (single_file_name + ".index.json");
-  if (!fs::exists(index_path)) {
-    const fs::path single = fs::path(dir) / single_file_name;
-    if (!fs::exists(single)) {
-      return not_found_error("{}: neither {} nor {} exists", dir, single_file_name,
-                             index_path.filename().string());
+  LS_ASSIGN_OR_RETURN(const Folder folder, Folder::open(dir));
+  return open_folder(folder, single_file_name);
+}
+
+Result<std::unique_ptr<TensorStore>> TensorStore::open_folder(const Folder& dir,
+                                                              const std::string& single_file_name) {
+  const std::string index_name = single_file_name + ".index.json";
+  if (!dir.has(index_name)) {
+    if (!dir.has(single_file_name)) {
+      return not_found_error("{}: neither {} nor {} exists", dir.name(), single_file_name,
+                             index_name);
     }
-    return open_file(single.string());
+    LS_ASSIGN_OR_RETURN(const ReadOnlyFile file, dir.open_file(single_file_name));
+    return open_file(file, SafetensorsReadOptions{});
   }
-  std::ifstream in(index_path);
-  json index = json::parse(in, nullptr, false);
-  if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
-      !index["weight_map"].is_object()) {
-    return invalid_argument_error("{}: not a JSON object with a 'weight_map' object",
-                                  index_path.string());
+  LS_ASSIGN_OR_RETURN(const ReadOnlyFile index_file, dir.open_file(index_name));
+  const std::string& index_path = index_file.name();
+  LS_ASSIGN_OR_RETURN(const json index, read_json_file(index_file));
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return invalid_argument_error("{}: not a JSON object with a 'weight_map' object", index_path);
   }
   auto store = std::make_unique<TensorStore>();
+  store->source_ = dir.name();
   std::map<std::string, SafetensorsFile*> shards;
   for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
     if (!it.value().is_string()) {
-      return invalid_argument_error("{}: weight_map['{}'] is not a file name", index_path.string(),
-                                    it.key());
+      return invalid_argument_error("{}: weight_map[{}] must be a file name, got {}", index_path,
+                                    excerpt(it.key()), json_excerpt(it.value()));
     }
     const std::string shard = it.value().get<std::string>();
-    if (shard.find('/') != std::string::npos || shard == "..") {
-      return invalid_argument_error("{}: shard name '{}' must be a plain file name",
-                                    index_path.string(), shard);
+    if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos ||
+        shard.find('\0') != std::string::npos) {
+      return invalid_argument_error(
+          "{}: weight_map[{}] names {}, which must be a plain file name in the model folder",
+          index_path, excerpt(it.key()), excerpt(shard));
     }
     if (!shards.count(shard)) {
-      LS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open((fs::path(dir) / shard).string()));
+      LS_ASSIGN_OR_RETURN(const ReadOnlyFile shard_file,
+                          dir.open_file(shard).with_context(index_path + ": weight_map"));
+      LS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::open(shard_file, SafetensorsReadOptions{}));
       shards[shard] = file.get();
       store->files_.push_back(std::move(file));
     }
     const TensorInfo* t = shards[shard]->find(it.key());
     if (t == nullptr) {
-      return not_found_error("{}: lists tensor '{}' in {}, which does not contain it",
-                             index_path.string(), it.key(), shard);
+      return invalid_argument_error("{}: weight_map lists tensor {} in {}, which does not hold it",
+                                    index_path, excerpt(it.key()), excerpt(shard));
     }
     store->index_[it.key()] = t;
   }
@@ -241,7 +346,7 @@ const TensorInfo* TensorStore::find(const std::string& name) const {
 Result<const TensorInfo*> TensorStore::get(const std::string& name,
                                            const std::vector<int64_t>& shape) const {
   const TensorInfo* t = find(name);
-  if (t == nullptr) return not_found_error("missing tensor '{}'", name);
+  if (t == nullptr) return invalid_argument_error("{}: missing tensor '{}'", source_, name);
   if (t->shape != shape) {
     return invalid_argument_error("{}: tensor '{}' has shape {}, expected [{}]", t->file, name,
                                   t->shape_string(), fmt::join(shape, ", "));
@@ -262,8 +367,9 @@ std::vector<std::string> TensorStore::names() const {
 
 Status read_as_f32(const TensorInfo& t, float* out) {
   if (!t.dtype || *t.dtype == DType::kI32) {
-    return invalid_argument_error("{}: tensor '{}' has dtype {}; expected F32, F16 or BF16", t.file,
-                                  t.name, t.dtype_name);
+    return invalid_argument_error("{}: tensor {} has dtype {}; expected F32, F16 or BF16",
+                                  shown_path(t.file), excerpt(t.name, kPathExcerptBytes),
+                                  excerpt(t.dtype_name));
   }
   convert_to_f32(*t.dtype, t.data, out, static_cast<size_t>(t.numel()));
   return ok_status();

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "common/dtype.h"
+#include "common/excerpt.h"
 #include "engine/request.h"
 #include "server/wire.h"
 
@@ -56,7 +57,32 @@ void fill_info(const adapters::AdapterVersion& v, const engine::EngineStats& sta
       std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count()));
 }
 
+// The reactor of one load or unload: a cancellation (or passed deadline) reaches its AdminCall.
+class AdminReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit AdminReactor(std::shared_ptr<AdminCall> call) : call_(std::move(call)) {}
+  void OnCancel() override { call_->cancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  std::shared_ptr<AdminCall> call_;
+};
+
 }  // namespace
+
+Status AdminCall::still_wanted(std::string_view what) const {
+  if (cancelled_.load()) {
+    return cancelled_error(
+        "the client cancelled the call before the {} completed; it was not "
+        "applied",
+        what);
+  }
+  if (std::chrono::system_clock::now() >= deadline_) {
+    return deadline_exceeded_error(
+        "the call's deadline passed before the {} completed; it was not applied", what);
+  }
+  return ok_status();
+}
 
 Status AdminService::check_access(const grpc::CallbackServerContext& context) const {
   if (!options_.token.empty()) {
@@ -105,22 +131,27 @@ grpc::ServerUnaryReactor* AdminService::queue_action(grpc::CallbackServerContext
                                                      const grpc::ByteBuffer* request_bytes,
                                                      grpc::ByteBuffer* response_bytes,
                                                      const char* what, Check check, Action action) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto call = std::make_shared<AdminCall>(context->deadline());
+  auto* reactor = new AdminReactor(call);
   auto request = std::make_shared<Request>();
   Status st = check_access(*context);
   if (st.ok()) st = parse_message(*request_bytes, request.get());
   if (st.ok()) st = check(*request);
-  if (!st.ok()) {
-    spdlog::warn("admin: {} refused, by {}: {}", what, context->peer(), st.to_string());
-    reactor->Finish(to_grpc(st));
-    return reactor;
+  if (st.ok()) {
+    const std::string task_id = request->task_id();
+    const bool queued = workers_.post(
+        task_id, [reactor, request, response_bytes, action, call, peer = context->peer()] {
+          Response response;
+          Status result = action(*request, peer, *call, &response);
+          if (result.ok()) result = serialize_message(response, response_bytes);
+          reactor->Finish(to_grpc(result));
+        });
+    if (queued) return reactor;
+    st = resource_exhausted_error("{} admin actions are queued already; retry later",
+                                  kMaxQueuedAdminActions);
   }
-  worker_.post([reactor, request, response_bytes, action, peer = context->peer()] {
-    Response response;
-    Status result = action(*request, peer, &response);
-    if (result.ok()) result = serialize_message(response, response_bytes);
-    reactor->Finish(to_grpc(result));
-  });
+  spdlog::warn("admin: {} refused, by {}: {}", what, context->peer(), st.to_string());
+  reactor->Finish(to_grpc(st));
   return reactor;
 }
 
@@ -137,19 +168,24 @@ grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext*
         }
         return ok_status();
       },
-      [this](const v1::LoadAdapterRequest& r, const std::string& peer, v1::AdapterInfo* out) {
-        return load(r, peer, out);
-      });
+      [this](const v1::LoadAdapterRequest& r, const std::string& peer, const AdminCall& call,
+             v1::AdapterInfo* out) { return load(r, peer, call, out); });
 }
 
 Status AdminService::load(const v1::LoadAdapterRequest& request, const std::string& peer,
-                          v1::AdapterInfo* response) {
+                          const AdminCall& call, v1::AdapterInfo* response) {
   const auto t0 = Clock::now();
   Status st = [&]() -> Status {
     if (state_->draining()) return unavailable_error("the server is shutting down");
+    // Waiting for its turn may have outlasted the client.
+    LS_RETURN_IF_ERROR(call.still_wanted("load"));
     LS_ASSIGN_OR_RETURN(const std::string dir, options_.adapter_root->resolve(request.path()));
     engine::Engine& e = *state_->engine();
-    LS_ASSIGN_OR_RETURN(auto version, e.adapters().load(request.task_id(), dir, request.replace()));
+    adapters::LoadOptions load;
+    load.replace = request.replace();
+    load.root = options_.adapter_root->path();
+    load.still_wanted = [&call] { return call.still_wanted("load"); };
+    LS_ASSIGN_OR_RETURN(auto version, e.adapters().load(request.task_id(), dir, load));
     fill_info(*version, e.stats(), *options_.adapter_root, response);
     return ok_status();
   }();
@@ -159,8 +195,8 @@ Status AdminService::load(const v1::LoadAdapterRequest& request, const std::stri
                  request.replace() ? "replaced" : "loaded", request.task_id(), response->version(),
                  response->path(), response->max_rank(), response->bytes(), ms, peer);
   } else {
-    spdlog::warn("admin: load of task '{}' from '{}' failed, by {}: {}", request.task_id(),
-                 request.path(), peer, st.to_string());
+    spdlog::warn("admin: load of task {} from {} failed, by {}: {}", request.task_id(),
+                 excerpt(request.path(), kPathExcerptBytes), peer, st.to_string());
   }
   return st;
 }
@@ -173,7 +209,7 @@ grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContex
       [this](const v1::UnloadAdapterRequest& r) {
         return state_->engine()->options().request_limits.check_task_id(r.task_id());
       },
-      [this](const v1::UnloadAdapterRequest& r, const std::string& peer,
+      [this](const v1::UnloadAdapterRequest& r, const std::string& peer, const AdminCall&,
              v1::UnloadAdapterResponse* out) { return unload(r, peer, out); });
 }
 

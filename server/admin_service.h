@@ -1,21 +1,43 @@
 // AdminService: loraserve.v1.Admin, served on the admin address only. Every call first passes
 // the bearer-token check (when a token is set) and needs an adapter root; then its request is
 // parsed from raw bytes (a malformed one is INVALID_ARGUMENT naming the field, not gRPC's
-// INTERNAL) and its task ID checked against the engine's RequestLimits before anything else. Loads
-// and unloads run one at a time on the service's own worker thread (reading an adapter never holds
-// a gRPC thread, and admin actions are ordered); the read-only calls answer inline. Thread-safe.
+// INTERNAL) and its task ID checked against the engine's RequestLimits before anything else. The
+// read-only calls then answer inline. Loads and unloads run on the service's own workers
+// (KeyedExecutor, keyed by task ID): reading an adapter never holds a gRPC thread, actions on one
+// task apply in the order they arrived, and a slow load holds up only its own task. A load whose
+// client has given up (the call was cancelled or its deadline passed) before the new version is
+// installed never takes effect: the registry checks under its lock, right before the swap. Every
+// file a load reads must lie inside --adapter-root (common/untrusted_file.h). Thread-safe.
 // `state` must outlive it; destroy it after the gRPC server that serves it has shut down.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "loraserve/v1/admin.grpc.pb.h"
 #include "server/adapter_root.h"
-#include "server/executor.h"
+#include "server/keyed_executor.h"
 #include "server/serving_state.h"
 
 namespace loraserve::server {
+
+// Whether the client of one admin call still waits for it: false once the call is cancelled or
+// its deadline has passed. Thread-safe.
+class AdminCall {
+ public:
+  explicit AdminCall(std::chrono::system_clock::time_point deadline) : deadline_(deadline) {}
+  void cancel() { cancelled_.store(true); }
+  // OK while the client waits; CANCELLED or DEADLINE_EXCEEDED (saying that `what` was not
+  // applied) once it does not.
+  Status still_wanted(std::string_view what) const;
+
+ private:
+  std::chrono::system_clock::time_point deadline_;
+  std::atomic<bool> cancelled_{false};
+};
 
 struct AdminOptions {
   std::optional<AdapterRoot> adapter_root;  // absent: every call is FAILED_PRECONDITION
@@ -24,7 +46,11 @@ struct AdminOptions {
   std::string version;            // loraserve's
   int32_t max_request_bytes = 0;  // the transport's limits, for GetServerInfo
   int32_t max_concurrent_streams = 0;
+  int32_t load_threads = 4;  // loads and unloads of different tasks that run at once
 };
+
+// Admin actions (loads, unloads) queued at most at once; more are RESOURCE_EXHAUSTED.
+inline constexpr size_t kMaxQueuedAdminActions = 256;
 
 using AdminServiceBase = v1::Admin::WithRawCallbackMethod_LoadAdapter<
     v1::Admin::WithRawCallbackMethod_UnloadAdapter<v1::Admin::WithRawCallbackMethod_ListAdapters<
@@ -34,7 +60,9 @@ using AdminServiceBase = v1::Admin::WithRawCallbackMethod_LoadAdapter<
 class AdminService final : public AdminServiceBase {
  public:
   AdminService(ServingState* state, AdminOptions options)
-      : state_(state), options_(std::move(options)) {}
+      : state_(state),
+        options_(std::move(options)),
+        workers_(options_.load_threads, kMaxQueuedAdminActions) {}
 
   grpc::ServerUnaryReactor* LoadAdapter(grpc::CallbackServerContext* context,
                                         const grpc::ByteBuffer* request,
@@ -63,19 +91,20 @@ class AdminService final : public AdminServiceBase {
                                    const grpc::ByteBuffer* request, grpc::ByteBuffer* response,
                                    Fill fill);
   // A load or unload: the access check, the request parsed and check(request) (a refusal is
-  // logged), then action(request, peer, response) on the worker, whose status ends the call.
+  // logged), then action(request, peer, call, response) on the workers (keyed by the request's
+  // task ID), whose status ends the call.
   template <typename Request, typename Response, typename Check, typename Action>
   grpc::ServerUnaryReactor* queue_action(grpc::CallbackServerContext* context,
                                          const grpc::ByteBuffer* request,
                                          grpc::ByteBuffer* response, const char* what, Check check,
                                          Action action);
-  Status load(const v1::LoadAdapterRequest& request, const std::string& peer,
+  Status load(const v1::LoadAdapterRequest& request, const std::string& peer, const AdminCall& call,
               v1::AdapterInfo* response);
   Status unload(const v1::UnloadAdapterRequest& request, const std::string& peer,
                 v1::UnloadAdapterResponse* response);
   ServingState* state_;
   AdminOptions options_;
-  Executor worker_;  // loads and unloads, one at a time
+  KeyedExecutor workers_;  // loads and unloads, keyed by task ID
 };
 
 }  // namespace loraserve::server

@@ -114,6 +114,7 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
     admin.adapter_root = std::move(root);
   }
   admin.token = options.admin_token;
+  admin.load_threads = options.admin_load_threads;
   admin.model_dir = options.model_dir;
   admin.version = options.version;
   admin.max_request_bytes = options.max_request_bytes;

@@ -42,6 +42,7 @@ struct ServeOptions {
   std::string adapter_root;  // empty: Admin is off
   std::vector<std::pair<std::string, std::string>> preload;  // (task, folder)
   double drain_timeout_s = 30.0;
+  int32_t admin_load_threads = 4;  // --admin-load-threads
   std::string version;
   HttpOptions http;               // http.listen "" turns HTTP off
   std::string served_model_name;  // empty: the model folder's name

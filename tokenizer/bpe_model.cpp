@@ -82,8 +82,8 @@ Result<std::unique_ptr<BpeModel>> BpeModel::from_json(const json& config, const 
   if (!unk.empty()) {
     auto id = model->token_to_id(unk);
     if (!id) {
-      return invalid_argument_error("{}: unk_token '{}' is not in the vocabulary",
-                                    field_path(path, "unk_token"), unk);
+      return invalid_argument_error("{}: unk_token {} is not in the vocabulary",
+                                    field_path(path, "unk_token"), excerpt(unk));
     }
     model->unk_id_ = *id;
   }
@@ -101,8 +101,13 @@ Status BpeModel::load_vocab(const json& vocab, const std::string& path) {
   vocab_.reserve(vocab.size());
   int32_t max_id = -1;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    LS_ASSIGN_OR_RETURN(
-        int32_t id, token_id_value(it.value(), fmt::format("{}[{}]", path, json(it.key()).dump())));
+    auto id_or = token_id_value(it.value(), path);
+    if (!id_or.ok()) {
+      // The path is built only here: the vocabulary may hold hundreds of thousands of entries.
+      return token_id_value(it.value(), fmt::format("{}[{}]", path, json_excerpt(json(it.key()))))
+          .status();
+    }
+    const int32_t id = *id_or;
     vocab_.emplace(it.key(), id);
     max_id = std::max(max_id, id);
   }
@@ -127,8 +132,8 @@ Status BpeModel::load_merges(const json& merges, const std::string& path) {
       const std::string& s = m.get_ref<const std::string&>();
       const size_t space = s.find(' ');
       if (space == std::string::npos) {
-        return invalid_argument_error("{}: '{}' is not two tokens separated by a space",
-                                      element_path(path, i), s);
+        return invalid_argument_error("{}: {} is not two tokens separated by a space",
+                                      element_path(path, i), excerpt(s));
       }
       left = s.substr(0, space);
       right = s.substr(space + 1);
@@ -142,8 +147,8 @@ Status BpeModel::load_merges(const json& merges, const std::string& path) {
     auto left_id = token_to_id(left);
     auto right_id = token_to_id(right);
     if (!left_id || !right_id) {
-      return invalid_argument_error("{}: token '{}' is not in the vocabulary",
-                                    element_path(path, i), left_id ? right : left);
+      return invalid_argument_error("{}: token {} is not in the vocabulary", element_path(path, i),
+                                    excerpt(left_id ? right : left));
     }
     std::string merged = left;
     merged.append(right.compare(0, continuing_subword_prefix_.size(), continuing_subword_prefix_) ==
@@ -152,8 +157,8 @@ Status BpeModel::load_merges(const json& merges, const std::string& path) {
                       : right);
     auto merged_id = token_to_id(merged);
     if (!merged_id) {
-      return invalid_argument_error("{}: the merged token '{}' is not in the vocabulary",
-                                    element_path(path, i), merged);
+      return invalid_argument_error("{}: the merged token {} is not in the vocabulary",
+                                    element_path(path, i), excerpt(merged));
     }
     // A pair listed twice keeps its last rank, as in the reference implementations.
     merges_[pair_key(*left_id, *right_id)] = MergeRule{static_cast<int32_t>(i), *merged_id};

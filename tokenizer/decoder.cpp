@@ -260,10 +260,10 @@ Status Decoder::add_steps(const json& config, const std::string& path) {
     return ok_status();
   }
   return invalid_argument_error(
-      "{}: unsupported decoder type '{}' (supported: ByteLevel, Replace, ByteFallback, Fuse, "
+      "{}: unsupported decoder type {} (supported: ByteLevel, Replace, ByteFallback, Fuse, "
       "Strip, "
       "Metaspace, Sequence)",
-      field_path(path, "type"), type);
+      field_path(path, "type"), excerpt(type));
 }
 
 Result<std::string> Decoder::decode(std::vector<std::string> tokens, bool at_start,

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/excerpt.h"
 #include "common/status.h"
 #include "tokenizer/utf8.h"
 
@@ -22,14 +23,8 @@ inline std::string element_path(const std::string& parent, size_t index) {
   return fmt::format("{}[{}]", parent, index);
 }
 
-// A JSON value as an error message shows it: at most about 60 bytes, cut at a character border.
-inline std::string shown(const json& value) {
-  std::string text = value.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (text.size() <= 60) return text;
-  size_t cut = 57;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  return text.substr(0, cut) + "...";
-}
+// A JSON value as an error message shows it (common/excerpt.h): at most about 60 bytes.
+inline std::string shown(const json& value) { return json_excerpt(value, 60); }
 
 // REQUIRES: `object` is a JSON object. Returns nullptr when the key is absent.
 inline const json* find_field(const json& object, std::string_view key) {
@@ -104,7 +99,7 @@ inline Result<char32_t> single_char_field(const json& object, std::string_view k
   LS_ASSIGN_OR_RETURN(std::string s, string_field(object, key, parent));
   if (s.empty() || find_invalid_utf8(s).has_value() || utf8_length(s[0]) != s.size()) {
     return invalid_argument_error("{}: expected one character, got {}", field_path(parent, key),
-                                  json(s).dump());
+                                  excerpt(s));
   }
   size_t pos = 0;
   return next_code_point(s, &pos);

@@ -179,10 +179,10 @@ Result<std::unique_ptr<Normalizer>> make_normalizer(const json& config, const st
     return make_step<Sequence>(std::move(steps));
   }
   return invalid_argument_error(
-      "{}: unsupported normalizer type '{}' (supported: NFC, NFD, NFKC, NFKD, Replace, Prepend, "
+      "{}: unsupported normalizer type {} (supported: NFC, NFD, NFKC, NFKD, Replace, Prepend, "
       "Strip, "
       "Lowercase, Sequence)",
-      field_path(path, "type"), type);
+      field_path(path, "type"), excerpt(type));
 }
 
 }  // namespace loraserve::tokenizer

@@ -41,9 +41,10 @@ Result<PostProcessor> template_processing(const json& config, const std::string&
     const json* entry =
         specials != nullptr && specials->is_object() ? find_field(*specials, name) : nullptr;
     if (entry == nullptr) {
-      return invalid_argument_error("{}: special token '{}' is not in {}", at, name, specials_path);
+      return invalid_argument_error("{}: special token {} is not in {}", at, excerpt(name),
+                                    specials_path);
     }
-    const std::string entry_path = fmt::format("{}[{}]", specials_path, json(name).dump());
+    const std::string entry_path = fmt::format("{}[{}]", specials_path, json_excerpt(json(name)));
     LS_RETURN_IF_ERROR(expect_object(*entry, entry_path));
     const json* ids = find_field(*entry, "ids");
     if (ids == nullptr || !ids->is_array()) {
@@ -103,9 +104,9 @@ Result<PostProcessor> PostProcessor::from_json(const json& config, const std::st
     return PostProcessor(std::move(prefix), std::move(suffix));
   }
   return invalid_argument_error(
-      "{}: unsupported post-processor type '{}' (supported: TemplateProcessing, BertProcessing, "
+      "{}: unsupported post-processor type {} (supported: TemplateProcessing, BertProcessing, "
       "RobertaProcessing, ByteLevel, Sequence)",
-      field_path(path, "type"), type);
+      field_path(path, "type"), excerpt(type));
 }
 
 void PostProcessor::apply(std::vector<int32_t>* ids) const {

@@ -25,9 +25,9 @@ Result<Behavior> parse_behavior(const json& config, const std::string& path) {
   if (name == "MergedWithNext") return Behavior::kMergedWithNext;
   if (name == "Contiguous") return Behavior::kContiguous;
   return invalid_argument_error(
-      "{}: unknown split behavior '{}' (expected Removed, Isolated, MergedWithPrevious, "
+      "{}: unknown split behavior {} (expected Removed, Isolated, MergedWithPrevious, "
       "MergedWithNext or Contiguous)",
-      field_path(path, "behavior"), name);
+      field_path(path, "behavior"), excerpt(name));
 }
 
 // A stretch of a piece: [begin, end) and whether it is a delimiter (pattern match).
@@ -273,8 +273,8 @@ Result<MetaspaceSettings> parse_metaspace(const json& config, const std::string&
   } else if (scheme_name == "never") {
     m.scheme = PrependScheme::kNever;
   } else {
-    return invalid_argument_error("{}: unknown prepend_scheme '{}' (expected always, first, never)",
-                                  field_path(path, "prepend_scheme"), scheme_name);
+    return invalid_argument_error("{}: unknown prepend_scheme {} (expected always, first, never)",
+                                  field_path(path, "prepend_scheme"), excerpt(scheme_name));
   }
   return m;
 }
@@ -321,9 +321,9 @@ Result<std::unique_ptr<PreTokenizer>> make_pre_tokenizer(const json& config,
     return make_step<Sequence>(std::move(steps));
   }
   return invalid_argument_error(
-      "{}: unsupported pre-tokenizer type '{}' (supported: Split, ByteLevel, Digits, Metaspace, "
+      "{}: unsupported pre-tokenizer type {} (supported: Split, ByteLevel, Digits, Metaspace, "
       "Sequence)",
-      field_path(path, "type"), type);
+      field_path(path, "type"), excerpt(type));
 }
 
 }  // namespace loraserve::tokenizer

@@ -112,8 +112,8 @@ Result<std::unique_ptr<Regex>> Regex::build(const std::string& pcre_pattern, uin
       pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pcre_pattern.data()), pcre_pattern.size(),
                     PCRE2_UTF | options, &error, &offset, nullptr);
   if (code == nullptr) {
-    return invalid_argument_error("{}: cannot compile pattern '{}': {} at offset {}", where, shown,
-                                  pcre2_message(error), offset);
+    return invalid_argument_error("{}: cannot compile pattern {}: {} at offset {}", where,
+                                  excerpt(shown), pcre2_message(error), offset);
   }
   // Without JIT support PCRE2 interprets the pattern: slower, same matches.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
@@ -126,8 +126,9 @@ Result<std::unique_ptr<Regex>> Regex::compile(std::string_view pattern, const st
   }
   auto translated = translate_pattern(pattern);
   if (!translated.ok()) {
-    return Status(translated.status().code(), fmt::format("{}: pattern '{}': {}", where, pattern,
-                                                          translated.status().message()));
+    return Status(
+        translated.status().code(),
+        fmt::format("{}: pattern {}: {}", where, excerpt(pattern), translated.status().message()));
   }
   return build(*translated, 0, std::string(pattern), where);
 }
@@ -154,8 +155,8 @@ Result<std::vector<Match>> Regex::find_all(std::string_view text) const {
         pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data, state.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
-      status = resource_exhausted_error("matching pattern '{}' on {} bytes failed: {}", pattern_,
-                                        text.size(), pcre2_message(rc));
+      status = resource_exhausted_error("matching pattern {} on {} bytes failed: {}",
+                                        excerpt(pattern_), text.size(), pcre2_message(rc));
       break;
     }
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);

@@ -2,30 +2,25 @@
 
 #include <spdlog/spdlog.h>
 
-#include <fstream>
-#include <sstream>
-
+#include "common/untrusted_json.h"
 #include "tokenizer/utf8.h"
 
 namespace loraserve::tokenizer {
 
 Result<std::unique_ptr<Tokenizer>> Tokenizer::from_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return not_found_error("cannot open tokenizer file '{}'", path);
-  std::ostringstream text;
-  text << file.rdbuf();
-  if (file.bad()) return data_loss_error("cannot read tokenizer file '{}'", path);
-  return from_json(text.str(), path);
+  LS_ASSIGN_OR_RETURN(const ReadOnlyFile file, open_regular_file(path));
+  return from_file(file);
+}
+
+Result<std::unique_ptr<Tokenizer>> Tokenizer::from_file(const ReadOnlyFile& file) {
+  LS_ASSIGN_OR_RETURN(const std::string text,
+                      file.read_all(json_limits().max_bytes, "--max-json-bytes"));
+  return from_json(text, file.name());
 }
 
 Result<std::unique_ptr<Tokenizer>> Tokenizer::from_json(const std::string& json_text,
                                                         const std::string& source) {
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::exception& e) {
-    return invalid_argument_error("{}: not valid JSON: {}", source, e.what());
-  }
+  LS_ASSIGN_OR_RETURN(const json root, parse_untrusted_json(json_text, source));
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
   tok->source_ = source;
   Status status = tok->load(root);
@@ -44,8 +39,8 @@ Status Tokenizer::load(const json& root) {
   LS_ASSIGN_OR_RETURN(std::string model_type,
                       optional_string_field(*model, "type", "model", "BPE"));
   if (model_type != "BPE") {
-    return invalid_argument_error("model.type: unsupported model type '{}' (supported: BPE)",
-                                  model_type);
+    return invalid_argument_error("model.type: unsupported model type {} (supported: BPE)",
+                                  excerpt(model_type));
   }
   LS_ASSIGN_OR_RETURN(model_, BpeModel::from_json(*model, "model"));
   static const json kNull;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/untrusted_file.h"
 #include "tokenizer/added_vocabulary.h"
 #include "tokenizer/bpe_model.h"
 #include "tokenizer/decoder.h"
@@ -26,7 +27,10 @@ namespace loraserve::tokenizer {
 
 class Tokenizer {
  public:
+  // Reads tokenizer.json (a regular file of at most --max-json-bytes, common/untrusted_json.h).
+  // NOT_FOUND when it is absent; INVALID_ARGUMENT naming the file and field when malformed.
   static Result<std::unique_ptr<Tokenizer>> from_file(const std::string& path);
+  static Result<std::unique_ptr<Tokenizer>> from_file(const ReadOnlyFile& file);
   // `source` names the text in error messages (a path, or e.g. "<test>").
   static Result<std::unique_ptr<Tokenizer>> from_json(const std::string& json_text,
                                                       const std::string& source);

@@ -54,7 +54,8 @@ class LoraAdapterTest : public ::testing::Test {
   }
   static void expect_message(const Status& st, StatusCode code, const std::string& needle) {
     EXPECT_EQ(st.code(), code) << st.to_string();
-    EXPECT_NE(st.message().find(needle), std::string::npos) << "message: " << st.message() << "\nexpected: " << needle;
+    EXPECT_NE(st.message().find(needle), std::string::npos)
+        << "message: " << st.message() << "\nexpected: " << needle;
   }
 
   formats::ModelConfig config_;
@@ -106,7 +107,8 @@ TEST_F(LoraAdapterTest, PartialTargetsLeaveOtherModulesEmpty) {
 }
 
 TEST_F(LoraAdapterTest, MissingFolderOrFiles) {
-  expect_message(load_bad_dir((dir_.path() / "nowhere").string()), StatusCode::kNotFound, "does not exist");
+  expect_message(load_bad_dir((dir_.path() / "nowhere").string()), StatusCode::kNotFound,
+                 "does not exist");
   const auto no_config = dir_.path() / "no_config";
   write_adapter(make_adapter_spec(config_, 4, 3), no_config);
   std::filesystem::remove(no_config / "adapter_config.json");
@@ -114,7 +116,8 @@ TEST_F(LoraAdapterTest, MissingFolderOrFiles) {
   const auto no_weights = dir_.path() / "no_weights";
   write_adapter(make_adapter_spec(config_, 4, 3), no_weights);
   std::filesystem::remove(no_weights / "adapter_model.safetensors");
-  expect_message(load_bad_dir(no_weights.string()), StatusCode::kNotFound, "adapter_model.safetensors");
+  expect_message(load_bad_dir(no_weights.string()), StatusCode::kNotFound,
+                 "adapter_model.safetensors");
 }
 
 TEST_F(LoraAdapterTest, PickleIsRefusedNeverRead) {
@@ -129,7 +132,8 @@ TEST_F(LoraAdapterTest, RankMismatchBetweenAAndB) {
   AdapterSpec spec = make_adapter_spec(config_, 4, 4);
   auto& b = spec.tensors[peft_name(0, Projection::kV, 'B')];
   b = {{b.first[0], 2}, std::vector<float>(static_cast<size_t>(b.first[0] * 2), 0.1f)};
-  expect_message(load_bad(spec), StatusCode::kInvalidArgument, "rank mismatch for model.layers.0.self_attn.v_proj");
+  expect_message(load_bad(spec), StatusCode::kInvalidArgument,
+                 "rank mismatch for model.layers.0.self_attn.v_proj");
 }
 
 TEST_F(LoraAdapterTest, ShapesThatDoNotFitTheBaseModel) {
@@ -147,7 +151,8 @@ TEST_F(LoraAdapterTest, ConfigRankDisagreesWithTensors) {
 TEST_F(LoraAdapterTest, TargetModuleTheModelLacks) {
   AdapterSpec spec = make_adapter_spec(config_, 4, 6);
   spec.config["target_modules"] = {"q_proj", "c_attn"};
-  expect_message(load_bad(spec), StatusCode::kInvalidArgument, "target module 'c_attn' does not exist");
+  expect_message(load_bad(spec), StatusCode::kInvalidArgument,
+                 "target module 'c_attn' does not exist");
   AdapterSpec regex = make_adapter_spec(config_, 4, 6);
   regex.config["target_modules"] = ".*\\.c_attn";
   expect_message(load_bad(regex), StatusCode::kInvalidArgument, "matches no module");
@@ -156,7 +161,8 @@ TEST_F(LoraAdapterTest, TargetModuleTheModelLacks) {
 TEST_F(LoraAdapterTest, LayerIndexPastTheModel) {
   AdapterSpec spec = make_adapter_spec(config_, 4, 7);
   spec.tensors[peft_name(2, Projection::kQ, 'A')] = spec.tensors[peft_name(0, Projection::kQ, 'A')];
-  expect_message(load_bad(spec), StatusCode::kInvalidArgument, "is for layer 2, but the model has 2 layers");
+  expect_message(load_bad(spec), StatusCode::kInvalidArgument,
+                 "is for layer 2, but the model has 2 layers");
   AdapterSpec ltt = make_adapter_spec(config_, 4, 7);
   ltt.config["layers_to_transform"] = {0, 5};
   expect_message(load_bad(ltt), StatusCode::kInvalidArgument, "layers_to_transform names layer 5");
@@ -186,7 +192,8 @@ TEST_F(LoraAdapterTest, UnsupportedFeaturesSayWhat) {
     expect_message(load_bad(spec), StatusCode::kInvalidArgument, c.expect);
   }
   AdapterSpec emb = make_adapter_spec(config_, 4, 9);
-  emb.tensors["base_model.model.model.embed_tokens.lora_embedding_A"] = {{4, 256}, std::vector<float>(1024, 0.f)};
+  emb.tensors["base_model.model.model.embed_tokens.lora_embedding_A"] = {
+      {4, 256}, std::vector<float>(1024, 0.f)};
   expect_message(load_bad(emb), StatusCode::kInvalidArgument, "embed_tokens is not supported");
   AdapterSpec head = make_adapter_spec(config_, 4, 9);
   head.tensors["base_model.model.lm_head.lora_A.weight"] = {{4, 32}, std::vector<float>(128, 0.f)};
@@ -204,7 +211,7 @@ TEST_F(LoraAdapterTest, RankZeroAndRankAboveTheMaximum) {
 TEST_F(LoraAdapterTest, StrayAndMissingTensors) {
   AdapterSpec missing = make_adapter_spec(config_, 4, 11);
   missing.tensors.erase(peft_name(1, Projection::kGate, 'B'));
-  expect_message(load_bad(missing), StatusCode::kNotFound, "lora_B.weight");
+  expect_message(load_bad(missing), StatusCode::kInvalidArgument, "lora_B.weight");
   AdapterSpec stray = make_adapter_spec(config_, 4, 11);
   stray.config["target_modules"] = {"q_proj"};
   expect_message(load_bad(stray), StatusCode::kInvalidArgument, "does not target");
@@ -217,7 +224,8 @@ TEST_F(LoraAdapterTest, MalformedSafetensors) {
   const auto dir = dir_.path() / "truncated";
   write_adapter(make_adapter_spec(config_, 4, 12), dir);
   std::filesystem::resize_file(dir / "adapter_model.safetensors", 100);
-  expect_message(load_bad_dir(dir.string()), StatusCode::kInvalidArgument, "adapter_model.safetensors");
+  expect_message(load_bad_dir(dir.string()), StatusCode::kInvalidArgument,
+                 "adapter_model.safetensors");
 }
 
 }  // namespace

@@ -44,6 +44,52 @@ TEST_F(RegistryTest, LoadReplaceUnload) {
   EXPECT_EQ(reg.size(), 0u);
 }
 
+TEST_F(RegistryTest, ALoadNoLongerWantedNeverTakesEffect) {
+  AdapterRegistry reg(config_, backend_.get(), RegistryOptions{8, 64});
+  testing::TempDir dir;
+  testing::write_adapter(testing::make_adapter_spec(config_, 4, 3), dir.path() / "a");
+  const std::string path = (dir.path() / "a").string();
+  auto kept = reg.add("t", make(4, 0.1f), false);
+  ASSERT_TRUE(kept.ok());
+  // Given up before anything was read, part-way through, and at the very last moment (the check
+  // made under the lock before the swap): each time the registry stays as it was.
+  for (int give_up_at : {1, 5, 1000000}) {
+    int asked = 0;
+    LoadOptions options;
+    options.replace = true;
+    options.still_wanted = [&]() -> Status {
+      if (++asked >= give_up_at) return cancelled_error("the client went away");
+      return ok_status();
+    };
+    auto r = reg.load("t", path, options);
+    if (give_up_at == 1000000) {
+      // Never gave up: the load replaces the version, having asked once per module and once more.
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+      EXPECT_GT(asked, 1);
+      break;
+    }
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kCancelled);
+    EXPECT_EQ(reg.find("t"), *kept);
+  }
+  int total = 0;
+  LoadOptions count;
+  count.still_wanted = [&] {
+    ++total;
+    return ok_status();
+  };
+  ASSERT_TRUE(reg.load("u", path, count).ok());
+  // The last question is asked under the lock, right before the swap.
+  LoadOptions last;
+  int asked = 0;
+  last.still_wanted = [&]() -> Status {
+    return ++asked == total ? deadline_exceeded_error("deadline passed") : ok_status();
+  };
+  auto late = reg.load("v", path, last);
+  EXPECT_EQ(late.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(reg.find("v"), nullptr);
+}
+
 TEST_F(RegistryTest, LimitsAndTaskIds) {
   AdapterRegistry reg(config_, backend_.get(), RegistryOptions{2, 64});
   ASSERT_TRUE(reg.add("a", make(4, 0.1f), false).ok());
@@ -52,10 +98,13 @@ TEST_F(RegistryTest, LimitsAndTaskIds) {
   EXPECT_EQ(full.status().code(), StatusCode::kResourceExhausted);
   EXPECT_TRUE(reg.add("b", make(4, 0.3f), true).ok());  // replacing needs no new room
   for (const char* bad : {"", "has space", "slash/es", "q\"uote"}) {
-    EXPECT_EQ(reg.add(bad, make(4, 0.1f), false).status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(reg.add(bad, make(4, 0.1f), false).status().code(), StatusCode::kInvalidArgument)
+        << bad;
   }
-  EXPECT_EQ(reg.add(std::string(129, 'x'), make(4, 0.1f), false).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(reg.load("c", "/nonexistent/adapter", false).status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(reg.add(std::string(129, 'x'), make(4, 0.1f), false).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(reg.load("c", "/nonexistent/adapter", false).status().code(),
+            StatusCode::kResourceExhausted);
 }
 
 }  // namespace

@@ -66,13 +66,15 @@ TEST_F(ModelLoading, MissingTensor) {
   write_weights([](auto& t) {
     std::erase_if(t, [](const auto& x) { return x.name == "model.layers.1.mlp.up_proj.weight"; });
   });
-  expect_error(open(), StatusCode::kNotFound, {"'model.layers.1.mlp.up_proj.weight'"});
+  // A checkpoint that lacks a required tensor is malformed, not absent.
+  expect_error(open(), StatusCode::kInvalidArgument,
+               {"'model.layers.1.mlp.up_proj.weight'", "model.safetensors"});
 }
 
 TEST_F(ModelLoading, MissingLmHeadWhenUntied) {
   write_weights(
       [](auto& t) { std::erase_if(t, [](const auto& x) { return x.name == "lm_head.weight"; }); });
-  expect_error(open(), StatusCode::kNotFound, {"'lm_head.weight'", "tie_word_embeddings"});
+  expect_error(open(), StatusCode::kInvalidArgument, {"'lm_head.weight'", "tie_word_embeddings"});
 }
 
 TEST_F(ModelLoading, WrongShape) {

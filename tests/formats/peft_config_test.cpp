@@ -97,14 +97,58 @@ TEST(PeftConfig, RefusesWhatIsNotSupportedByName) {
             std::string::npos);
   EXPECT_NE(parse_error(R"({"peft_type":"LORA","r":8})").message().find("target_modules"),
             std::string::npos);
-  EXPECT_NE(parse_error("not json").message().find("not a JSON object"), std::string::npos);
+  EXPECT_NE(parse_error("not json").message().find("not valid JSON"), std::string::npos);
+  EXPECT_NE(parse_error("[1]").message().find("not a JSON object"), std::string::npos);
 }
 
-TEST(PeftConfig, BadRegexIsAClearError) {
-  PeftConfig c = parse(R"({"peft_type":"LORA","r":4,"target_modules":"(unclosed"})");
-  auto r = peft_targets(c, "model.layers.0.self_attn.q_proj");
+TEST(PeftConfig, BadRegexNamesTheFileAndTheField) {
+  const std::string base = R"("peft_type":"LORA","r":4)";
+  const std::pair<std::string, std::string> cases[] = {
+      {R"("target_modules":"(unclosed")", "target_modules"},
+      {R"("target_modules":["q_proj"],"exclude_modules":"[z-a]")", "exclude_modules"},
+      {R"("target_modules":["q_proj"],"rank_pattern":{"q_proj":4,"(bad":8})",
+       "rank_pattern['(bad']"},
+      {R"("target_modules":["q_proj"],"alpha_pattern":{"*x":2})", "alpha_pattern['*x']"},
+      {R"("target_modules":["q_proj"],"layers_to_transform":[0],"layers_pattern":"(")",
+       "layers_pattern"},
+  };
+  for (const auto& [extra, field] : cases) {
+    Status st = parse_error("{" + base + "," + extra + "}");
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << extra;
+    EXPECT_TRUE(
+        st.message().starts_with("adapter_config.json: " + field + ": invalid regular expression"))
+        << st.message();
+  }
+}
+
+TEST(PeftConfig, NumbersAreRangeChecked) {
+  const std::string base = R"("peft_type":"LORA","target_modules":["q_proj"])";
+  const std::pair<std::string, std::string> cases[] = {
+      {R"("r":4294967297)", "r must be positive"},
+      {R"("r":-3)", "r must be positive"},
+      {R"("r":4.5)", "r must be positive"},
+      {R"("r":4,"lora_alpha":1e999)", "not valid JSON"},
+      {R"("r":4,"lora_alpha":"16")", "lora_alpha must be a finite number"},
+      {R"("r":4,"rank_pattern":{"q_proj":0})", "rank_pattern['q_proj'] must be a rank"},
+      {R"("r":4,"rank_pattern":{"q_proj":18446744073709551615})", "rank_pattern['q_proj']"},
+      {R"("r":4,"alpha_pattern":{"q_proj":null})", "alpha_pattern['q_proj'] must be a finite"},
+      {R"("r":4,"layers_to_transform":[-1])", "layers_to_transform"},
+      {R"("r":4,"layers_to_transform":[9223372036854775808])", "layers_to_transform"},
+      {R"("r":4,"use_rslora":"yes")", "use_rslora"},
+  };
+  for (const auto& [extra, expect] : cases) {
+    Status st = parse_error("{" + base + "," + extra + "}");
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << extra;
+    EXPECT_NE(st.message().find(expect), std::string::npos) << st.message();
+  }
+}
+
+TEST(PeftConfig, CatastrophicBacktrackingFailsInsteadOfHanging) {
+  PeftConfig c = parse(R"({"peft_type":"LORA","r":4,"target_modules":"(a|aa)+\\d"})");
+  auto r = peft_targets(c, std::string(40, 'a'));
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("invalid regular expression"), std::string::npos);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("target_modules"), std::string::npos) << r.status().message();
 }
 
 }  // namespace

@@ -152,12 +152,26 @@ std::string log_tail(const ServerProcess& server, size_t bytes) {
   return log.size() <= bytes ? log : log.substr(log.size() - bytes);
 }
 
-int run_command(const std::vector<std::string>& argv, std::string* out, const fs::path& log) {
+int run_command(const std::vector<std::string>& argv, std::string* out, const fs::path& log,
+                double timeout_s) {
   const fs::path out_path = log.string() + ".stdout";
   auto pid = spawn(argv, out_path, log);
   if (!pid.ok()) return -1;
   int status = 0;
-  waitpid(*pid, &status, 0);
+  if (timeout_s <= 0) {
+    waitpid(*pid, &status, 0);
+  } else {
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(timeout_s));
+    while (waitpid(*pid, &status, WNOHANG) != *pid) {
+      if (Clock::now() >= deadline) {
+        kill(*pid, SIGKILL);
+        waitpid(*pid, &status, 0);
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
   if (out != nullptr) *out = read_file(out_path);
   return exit_code(status);
 }

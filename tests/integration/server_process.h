@@ -56,8 +56,10 @@ class ServerProcess {
 // The last `bytes` of the server's log, for failure messages.
 std::string log_tail(const ServerProcess& server, size_t bytes = 6000);
 
-// Runs a command; returns its exit code, with stdout in *out (stderr goes to `log`).
-int run_command(const std::vector<std::string>& argv, std::string* out, const fs::path& log);
+// Runs a command; returns its exit code, with stdout in *out (stderr goes to `log`). With
+// `timeout_s` > 0, a command still running then is killed and -1 returned.
+int run_command(const std::vector<std::string>& argv, std::string* out, const fs::path& log,
+                double timeout_s = 0);
 
 // A temporary folder, removed with its contents on destruction.
 class TempDir {
