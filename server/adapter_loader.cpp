@@ -30,7 +30,15 @@ AdapterLoader::AdapterLoader(adapters::AdapterRegistry* registry, std::optional<
   for (int i = 0; i < kLoadThreads; ++i) workers_.push_back(std::make_unique<Executor>());
 }
 
-AdapterLoader::~AdapterLoader() { workers_.clear(); }
+AdapterLoader::~AdapterLoader() { stop(); }
+
+void AdapterLoader::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  workers_.clear();  // each worker runs the loads queued to it, then joins
+}
 
 void AdapterLoader::resolve(const std::string& task_id, Done done) {
   if (task_id.empty()) return done(adapters::AdapterLease());
@@ -46,16 +54,20 @@ void AdapterLoader::resolve(const std::string& task_id, Done done) {
     return done(invalid_argument_error(
         "task_id '{}' is not the name of an adapter folder under the adapter root", task_id));
   }
-  Executor* worker = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    std::vector<Done>& waiters = loading_[task_id];
-    waiters.push_back(std::move(done));
-    ++waiting_;
-    if (waiters.size() > 1) return;  // its load is under way
-    worker = workers_[next_worker_++ % workers_.size()].get();
+    if (!stopping_) {
+      std::vector<Done>& waiters = loading_[task_id];
+      waiters.push_back(std::move(done));
+      ++waiting_;
+      if (waiters.size() == 1) {  // else its load is under way
+        // Posted under the lock, so stop() never destroys a worker a post is about to use.
+        workers_[next_worker_++ % workers_.size()]->post([this, task_id] { load(task_id); });
+      }
+      return;
+    }
   }
-  worker->post([this, task_id] { load(task_id); });
+  done(unavailable_error("the server is shutting down; retry on another replica"));
 }
 
 void AdapterLoader::load(const std::string& task_id) {

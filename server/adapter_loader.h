@@ -4,7 +4,8 @@
 // threads (never on a gRPC or HTTP thread), and every request that asks for it meanwhile waits
 // for that one load. The registry keeps at most --max-host-adapters, evicting adapters loaded on
 // demand least recently used first, never one a request holds.
-// Thread-safe; the destructor waits for the loads in progress and answers their requests.
+// Thread-safe; stop() (or the destructor) waits for the loads in progress and answers their
+// requests.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +42,10 @@ class AdapterLoader {
   // (the host tier is full of adapters that cannot be evicted).
   void resolve(const std::string& task_id, Done done);
 
+  // Waits for the loads in progress; resolve() answers UNAVAILABLE for a task it would have to
+  // load from now on.
+  void stop();
+
   bool on_demand() const { return on_demand_; }
   // Requests waiting for a load, and the tasks being loaded (sorted).
   int32_t requests_waiting() const;
@@ -56,6 +61,7 @@ class AdapterLoader {
   mutable std::mutex mu_;
   std::map<std::string, std::vector<Done>> loading_;  // task → requests waiting for its load
   int32_t waiting_ = 0;
+  bool stopping_ = false;
   std::vector<std::unique_ptr<Executor>> workers_;  // loads of different tasks run side by side
   size_t next_worker_ = 0;
 };

@@ -75,6 +75,10 @@ Status validate_serve_options(const ServeOptions& o) {
     return invalid_argument_error("--drain-timeout must be >= 0 seconds, got {}",
                                   o.drain_timeout_s);
   if (o.model_dir.empty()) return invalid_argument_error("no model folder given (--model)");
+  if (o.load_on_demand && o.adapter_root.empty()) {
+    return invalid_argument_error(
+        "--load-on-demand loads <adapter-root>/<task>: it needs --adapter-root");
+  }
   return ok_status();
 }
 
@@ -94,6 +98,9 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   admin.version = options.version;
 
   std::unique_ptr<Server> s(new Server(options));
+  LS_ASSIGN_OR_RETURN(s->metrics_, ServerMetrics::create(options.metrics));
+  s->state_.set_metrics(s->metrics_.get());
+  s->adapter_root_ = admin.adapter_root;
   s->inference_ = std::make_unique<InferenceService>(&s->state_);
   s->admin_ = std::make_unique<AdminService>(&s->state_, std::move(admin));
   s->health_ =
@@ -123,6 +130,10 @@ Status Server::load() {
   const auto t0 = Clock::now();
   LS_ASSIGN_OR_RETURN(engine_,
                       engine::open_engine(options_.model_dir, options_.backend, options_.engine));
+  ServerMetrics* metrics = metrics_.get();
+  engine_->adapters().set_listener(
+      [metrics](const adapters::RegistryEvent& e) { metrics->adapter_event(e); });
+  metrics_->set_model_info(options_.model_dir, *engine_, options_.version);
   for (const auto& [task, dir] : options_.preload) {
     auto loaded = engine_->adapters().load(task, dir, /*replace=*/false);
     if (!loaded.ok()) return loaded.status().with_context("--preload " + task + "=" + dir);
@@ -130,17 +141,21 @@ Status Server::load() {
                  (*loaded)->version, dir, (*loaded)->adapter->max_rank());
   }
   engine::Engine* e = engine_.get();
+  loader_ = std::make_unique<AdapterLoader>(&e->adapters(), adapter_root_, options_.load_on_demand);
   engine_thread_ = std::jthread([e](std::stop_token stop) {
     Status st = e->run_loop(stop);
     if (!st.ok()) spdlog::error("engine loop stopped: {}", st.to_string());
   });
+  state_.set_loader(loader_.get());
   state_.set_engine(e);
   health_->set_serving(true);
   admin_health_->set_serving(true);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  spdlog::info("serving {} ({}, {}) on {} after {:.1f} s; admin on {}", options_.model_dir,
-               e->config().architecture_name, e->backend().describe(), address_, secs,
-               admin_address_);
+  spdlog::info(
+      "serving {} ({}, {}) on {} after {:.1f} s; admin on {}{}", options_.model_dir,
+      e->config().architecture_name, e->backend().describe(), address_, secs, admin_address_,
+      loader_->on_demand() ? fmt::format("; adapters load on demand from {}", adapter_root_->path())
+                           : "");
   return ok_status();
 }
 
@@ -160,6 +175,9 @@ void Server::shutdown() {
     if (!state_.wait_for_calls(Clock::now() + kCancelGrace))
       spdlog::error("{} calls did not end after cancellation", state_.calls_in_flight());
   }
+  // Loads still in progress finish (their requests reach the engine, which still runs); no load
+  // starts from now on.
+  if (loader_) loader_->stop();
   std::this_thread::sleep_for(kLinger);
   health_->end_watches();
   admin_health_->end_watches();

@@ -1,6 +1,32 @@
 #include "server/serving_state.h"
 
+#include <algorithm>
+
 namespace loraserve::server {
+
+ServerGauges ServingState::gauges(const engine::EngineStats* stats) const {
+  ServerGauges g;
+  engine::Engine* e = engine();
+  if (e == nullptr) return g;
+  g.host_adapters = static_cast<int64_t>(e->adapters().size());
+  g.max_host_adapters = e->options().max_host_adapters;
+  std::vector<std::string> waiting = loader_->loading_tasks();
+  g.requests_loading_adapter = loader_->requests_waiting();
+  if (stats != nullptr) {
+    for (const auto& [task, n] : stats->waiting_for_adapter) waiting.push_back(task);
+  }
+  std::sort(waiting.begin(), waiting.end());
+  waiting.erase(std::unique(waiting.begin(), waiting.end()), waiting.end());
+  g.waiting_tasks = std::move(waiting);
+  return g;
+}
+
+std::string ServingState::metrics_exposition() const {
+  engine::Engine* e = engine();
+  if (e == nullptr) return metrics_->render(nullptr, gauges(nullptr));
+  const engine::EngineStats stats = e->stats();
+  return metrics_->render(&stats, gauges(&stats));
+}
 
 Status ServingState::begin_call() {
   std::lock_guard<std::mutex> lock(mu_);

@@ -1,6 +1,7 @@
 // ServingState: what the gRPC services share with the Server that runs them: the engine once it
-// is loaded, whether the server is draining, the calls and sequences in flight (so a drain can
-// wait for them, or cancel them at its timeout), and per-task totals. Thread-safe.
+// is loaded, the metrics and the adapter loader, whether the server is draining, the calls and
+// sequences in flight (so a drain can wait for them, or cancel them at its timeout), and
+// per-task totals. Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -15,23 +16,30 @@
 
 #include "common/status.h"
 #include "engine/engine.h"
+#include "server/adapter_loader.h"
+#include "server/server_metrics.h"
 
 namespace loraserve::server {
-
-// Requests of one task that finished since the server started.
-struct TaskTotals {
-  std::string task_id;  // "" for the base model
-  uint64_t requests = 0;
-  uint64_t prompt_tokens = 0;
-  uint64_t completion_tokens = 0;
-};
 
 class ServingState {
  public:
   // The engine, or nullptr while the model loads.
   engine::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
-  // Publishes the loaded engine; calls are admitted from now on. REQUIRES: called once.
+  // Publishes the loaded engine; calls are admitted from now on. REQUIRES: called once, after
+  // set_loader.
   void set_engine(engine::Engine* engine) { engine_.store(engine, std::memory_order_release); }
+  // The server's metrics. REQUIRES: set before any service starts.
+  void set_metrics(ServerMetrics* metrics) { metrics_ = metrics; }
+  ServerMetrics* metrics() const { return metrics_; }
+  // Resolves task IDs to adapters (loading on demand); valid once engine() is.
+  void set_loader(AdapterLoader* loader) { loader_ = loader; }
+  AdapterLoader* loader() const { return loader_; }
+
+  // What the metrics and GetStats read besides the engine's stats (`stats` null while the model
+  // loads).
+  ServerGauges gauges(const engine::EngineStats* stats) const;
+  // The Prometheus text exposition (GET /metrics); answers while the model loads too.
+  std::string metrics_exposition() const;
 
   // Admits a new call: UNAVAILABLE while the model loads or the server drains. Each admitted
   // call ends with exactly one end_call().
@@ -60,6 +68,8 @@ class ServingState {
 
  private:
   std::atomic<engine::Engine*> engine_{nullptr};
+  ServerMetrics* metrics_ = nullptr;
+  AdapterLoader* loader_ = nullptr;
   std::atomic<uint64_t> next_request_{1};
 
   mutable std::mutex mu_;
