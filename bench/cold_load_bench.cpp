@@ -22,7 +22,7 @@
 #include "bench/bench_util.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "server/adapter_loader.h"
-#include "server/common_flags.h"
+#include "cli/common_flags.h"
 #include "tests/adapters/adapter_test_util.h"
 
 namespace {
@@ -38,7 +38,7 @@ struct Options {
 
 Result<formats::ModelConfig> shapes(const std::string& preset) {
   if (preset != "demo") return bench::preset_config(preset);
-  LS_ASSIGN_OR_RETURN(const std::string dir, server::default_model_dir_or_error());
+  LS_ASSIGN_OR_RETURN(const std::string dir, cli::default_model_dir_or_error());
   return formats::load_model_config(dir);
 }
 

@@ -19,9 +19,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cli/common_flags.h"
 #include "client/trace.h"
 #include "engine/loader.h"
-#include "server/common_flags.h"
 
 namespace {
 
@@ -73,7 +73,7 @@ RunResult replay(engine::Engine& e, const std::vector<client::TraceRequest>& tra
   return {std::chrono::duration<double>(last_done - start).count(), tokens.load(), failed.load()};
 }
 
-int run(server::EngineFlags& ef, client::TraceOptions& t, const std::vector<std::string>& adapters,
+int run(cli::EngineFlags& ef, client::TraceOptions& t, const std::vector<std::string>& adapters,
         bool include_base, const std::string& prompt_len, const std::string& output_len,
         int32_t runs, bool json) {
   Status st = client::parse_range(prompt_len, "--prompt-len", &t.prompt_min, &t.prompt_max);
@@ -145,8 +145,8 @@ int run(server::EngineFlags& ef, client::TraceOptions& t, const std::vector<std:
 
 int main(int argc, char** argv) {
   CLI::App app{"server_bench: a loractl bench trace replayed in-process (no gRPC)"};
-  server::EngineFlags ef;
-  server::add_engine_flags(&app, &ef);
+  cli::EngineFlags ef;
+  cli::add_engine_flags(&app, &ef);
   client::TraceOptions t;
   std::vector<std::string> adapters;
   bool include_base = false;
@@ -172,6 +172,6 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  server::set_up_logging(log_level);
+  cli::set_up_logging(log_level);
   return run(ef, t, adapters, include_base, prompt_len, output_len, runs, json);
 }

@@ -35,7 +35,7 @@ if [ -n "$task_list" ]; then trace+=(--tasks "$task_list"); fi
 read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
 vocab=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$model/config.json")
 
-"$build/server/loraserve" serve --model "$model" "${preload[@]+"${preload[@]}"}" \
+"$build/cli/loraserve" serve --model "$model" "${preload[@]+"${preload[@]}"}" \
   "${engine_flags[@]+"${engine_flags[@]}"}" --max-queue 100000 --listen 127.0.0.1:0 \
   --admin-listen 127.0.0.1:0 --ready-file "$work/ready" --log-level warn 2> "$work/server.log" &
 server_pid=$!

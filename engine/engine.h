@@ -1,7 +1,9 @@
-// The engine: one model on one backend, its KV cache and scheduler, and the step loop that
-// runs every admitted sequence's next rows in one forward pass per step.
-// Thread-safety: Submit, Cancel and stats() may be called from any thread; Step, RunUntilIdle
-// and RunLoop from one thread only (the engine thread), which also runs the update callbacks.
+// The engine: one model on one backend, its KV cache, adapters and tokenizer; the inbox that
+// other threads submit to; and the step loop, which runs the stages of a step (docs/
+// ARCHITECTURE.md, "One step"), each in its own file: admission.h, scheduler.h, step_builder.h,
+// model.h (the forward), sampling.h, stop_conditions.h, delivery.h.
+// Thread-safety: submit, cancel and stats may be called from any thread; step, run_until_idle
+// and run_loop from one thread only (the engine thread), which also runs the update callbacks.
 #pragma once
 
 #include <atomic>
@@ -16,10 +18,13 @@
 #include "adapters/adapter_cache.h"
 #include "adapters/registry.h"
 #include "common/status.h"
+#include "engine/admission.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/request.h"
+#include "engine/sampling.h"
 #include "engine/scheduler.h"
+#include "engine/step_builder.h"
 #include "formats/hf_config.h"
 #include "kernels/backend.h"
 #include "tokenizer/tokenizer.h"
@@ -50,7 +55,7 @@ struct EngineStats {
   uint64_t requests_finished = 0;
   int32_t adapter_slots_total = 0;
   int32_t adapter_slots_used = 0;
-  uint64_t adapter_loads = 0;      // placements of an adapter into a device slot
+  uint64_t adapter_loads = 0;  // placements of an adapter into a device slot
   uint64_t adapter_evictions = 0;
   // Requests waiting for their adapter to get a ready slot, per task.
   std::vector<std::pair<std::string, int32_t>> waiting_for_adapter;
@@ -62,11 +67,10 @@ class Engine {
  public:
   // Estimates the memory the weights and KV cache need, refuses when the backend lacks it, then
   // loads the model. With a tokenizer, updates carry text and requests may set stop strings.
-  static Result<std::unique_ptr<Engine>> create(const formats::ModelConfig& config,
-                                                WeightSource& weights,
-                                                std::unique_ptr<kernels::Backend> backend,
-                                                const EngineOptions& options,
-                                                std::unique_ptr<tokenizer::Tokenizer> tokenizer = nullptr);
+  static Result<std::unique_ptr<Engine>> create(
+      const formats::ModelConfig& config, WeightSource& weights,
+      std::unique_ptr<kernels::Backend> backend, const EngineOptions& options,
+      std::unique_ptr<tokenizer::Tokenizer> tokenizer = nullptr);
   ~Engine();
 
   // Validates the request and queues it, pinning the adapter version its task is served by now.
@@ -97,35 +101,40 @@ class Engine {
 
  private:
   Engine(std::unique_ptr<kernels::Backend> backend, const EngineOptions& options)
-      : backend_(std::move(backend)), options_(options) {}
+      : backend_(std::move(backend)), options_(options), queue_(options.max_queue) {}
 
-  Status validate_request(const GenerationRequest& r, int32_t* max_tokens) const;
-  // Scheduler hook: acquires the sequence's adapter slot; true once it is ready.
+  // Admission's hook: acquires the sequence's adapter slot; true once it is ready.
   bool adapter_ready(Sequence* seq);
-  // Fills meta_'s LoRA segments and slices for `chunks` (ordered by slot).
-  void build_lora_meta(const std::vector<ScheduledChunk>& chunks);
+  // Takes submissions and cancellations from other threads; ends sequences past their deadline.
   void drain_inbox();
+  // Appends sampled row k's token to `seq`, checks the stop conditions and delivers the update.
+  void complete_row(Sequence* seq, size_t k, Sequence::Clock::time_point now);
+  // Ends `seq`: out of planning, its adapter slot released, its last update delivered.
   void finish(Sequence* seq, FinishReason reason, Status error, SequenceUpdate* update);
-  void emit(Sequence* seq, SequenceUpdate& update);
-  // Detokenizes the update's new tokens into update->new_text, holding back text that may still
-  // become a stop string. Returns kStop when a stop string completed (the text ends before it),
-  // or an error the decoder met; `finishing` flushes everything held back.
-  Result<FinishReason> detokenize(Sequence* seq, SequenceUpdate* update, bool finishing);
+  // Ends every sequence of a failed step with `error`.
+  Status fail_step(const StepPlan& plan, const Status& error);
+  // After every step: frees device copies of adapter versions nobody holds, publishes stats.
+  void end_step();
+  // Copies the engine-thread counters into what stats() returns.
   void publish_stats();
 
   std::unique_ptr<kernels::Backend> backend_;
   EngineOptions options_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<KvCache> cache_;
-  std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<adapters::AdapterRegistry> registry_;
   std::unique_ptr<adapters::AdapterCache> adapter_cache_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  RequestLimits limits_;
+  QueueLimits queue_;
 
-  // Engine-thread state.
+  // Engine-thread state: the stages of a step.
+  std::unique_ptr<Admission> admission_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<StepBuilder> step_builder_;
+  std::unique_ptr<Sampler> sampler_;
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> live_;
   kernels::StepMeta meta_;
-  std::vector<kernels::SampleResult> samples_;
   EngineStats counters_;
 
   // Shared with submitting threads.
@@ -134,7 +143,6 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> inbox_;
   std::vector<uint64_t> cancels_;
   std::atomic<uint64_t> next_id_{1};
-  std::atomic<int32_t> in_system_{0};  // submitted and not yet finished
   EngineStats published_;
 };
 

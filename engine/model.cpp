@@ -208,32 +208,45 @@ Status Model::load_weights(WeightSource& source) {
   return ok_status();
 }
 
-Status Model::allocate_scratch() {
-  const auto& c = config_;
-  const DType dt = backend_->activation_dtype();
-  const int64_t n = options_.max_rows;
-  auto alloc_as = [&](int64_t rows, int64_t cols, DType type) -> Result<Tensor> {
-    LS_ASSIGN_OR_RETURN(kernels::DeviceBuffer buf,
-                        backend_->allocate(static_cast<size_t>(rows * cols) * dtype_size(type)));
-    Tensor t = buf.view(type, rows, cols);
-    buffers_.push_back(std::move(buf));
-    return t;
+std::vector<Model::ScratchTensor> Model::scratch_tensors(const ModelConfig& c,
+                                                         const ForwardOptions& o, DType dt) {
+  const int64_t n = o.max_rows;
+  const int64_t m = o.max_logits_rows;
+  std::vector<ScratchTensor> out = {
+      {&Model::hidden_, n, c.hidden_size, dt},
+      {&Model::normed_, n, c.hidden_size, dt},
+      {&Model::qkv_out_, n, c.q_dim() + 2 * c.kv_dim(), dt},
+      {&Model::attn_out_, n, c.q_dim(), dt},
+      {&Model::proj_out_, n, c.hidden_size, dt},
+      {&Model::gate_up_out_, n, 2 * c.intermediate_size, dt},
+      {&Model::act_out_, n, c.intermediate_size, dt},
+      {&Model::final_rows_, m, c.hidden_size, dt},
+      // Logits are F32 on every backend: 16-bit logits would round near-ties into exact ties.
+      {&Model::logits_, m, c.vocab_size, DType::kF32},
   };
-  auto alloc = [&](int64_t rows, int64_t cols) { return alloc_as(rows, cols, dt); };
-  LS_ASSIGN_OR_RETURN(hidden_, alloc(n, c.hidden_size));
-  LS_ASSIGN_OR_RETURN(normed_, alloc(n, c.hidden_size));
-  LS_ASSIGN_OR_RETURN(qkv_out_, alloc(n, c.q_dim() + 2 * c.kv_dim()));
-  LS_ASSIGN_OR_RETURN(attn_out_, alloc(n, c.q_dim()));
-  LS_ASSIGN_OR_RETURN(proj_out_, alloc(n, c.hidden_size));
-  LS_ASSIGN_OR_RETURN(gate_up_out_, alloc(n, 2 * c.intermediate_size));
-  LS_ASSIGN_OR_RETURN(act_out_, alloc(n, c.intermediate_size));
-  if (options_.max_lora_rank > 0) {
+  if (o.max_lora_rank > 0) {
     // The widest shrink is q, k and v together.
-    LS_ASSIGN_OR_RETURN(lora_tmp_, alloc(n, 3 * static_cast<int64_t>(options_.max_lora_rank)));
+    out.push_back({&Model::lora_tmp_, n, 3 * static_cast<int64_t>(o.max_lora_rank), dt});
   }
-  LS_ASSIGN_OR_RETURN(final_rows_, alloc(options_.max_logits_rows, c.hidden_size));
-  // Logits are F32 on every backend: 16-bit logits would round near-ties into exact ties.
-  LS_ASSIGN_OR_RETURN(logits_, alloc_as(options_.max_logits_rows, c.vocab_size, DType::kF32));
+  return out;
+}
+
+double Model::activation_bytes(const ModelConfig& config, const ForwardOptions& options,
+                               DType activation_dtype) {
+  double bytes = 0.0;
+  for (const ScratchTensor& t : scratch_tensors(config, options, activation_dtype))
+    bytes += static_cast<double>(t.rows * t.cols) * static_cast<double>(dtype_size(t.dtype));
+  return bytes;
+}
+
+Status Model::allocate_scratch() {
+  for (const ScratchTensor& t : scratch_tensors(config_, options_, backend_->activation_dtype())) {
+    LS_ASSIGN_OR_RETURN(
+        kernels::DeviceBuffer buf,
+        backend_->allocate(static_cast<size_t>(t.rows * t.cols) * dtype_size(t.dtype)));
+    this->*t.member = buf.view(t.dtype, t.rows, t.cols);
+    buffers_.push_back(std::move(buf));
+  }
   return ok_status();
 }
 

@@ -53,6 +53,10 @@ class Model {
   // Bytes of weights on the backend (what one decode step reads at least once).
   size_t weight_bytes() const { return weight_bytes_; }
   const ForwardOptions& options() const { return options_; }
+  // Bytes of scratch activations a model of `config` allocates for `options`: what one step
+  // needs besides the weights and the KV cache.
+  static double activation_bytes(const formats::ModelConfig& config, const ForwardOptions& options,
+                                 DType activation_dtype);
 
   // Runs the step `meta` describes (BeginStep is called here) and returns the logits of
   // meta.logits_rows, (logits_rows, vocab) in F32, valid until the next Forward.
@@ -73,6 +77,16 @@ class Model {
   Model(const formats::ModelConfig& config, kernels::Backend* backend,
         const ForwardOptions& options)
       : config_(config), backend_(backend), options_(options) {}
+  // One scratch tensor: the member it lands in, its shape and dtype.
+  struct ScratchTensor {
+    kernels::Tensor Model::*member;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    DType dtype = DType::kF32;
+  };
+  static std::vector<ScratchTensor> scratch_tensors(const formats::ModelConfig& config,
+                                                    const ForwardOptions& options, DType dtype);
+
   Status load_weights(WeightSource& source);
   Status allocate_scratch();
   Status layer_forward(int64_t l, const kernels::StepMeta& meta, KvCache& cache, int64_t n,

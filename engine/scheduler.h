@@ -1,18 +1,17 @@
-// Iteration-level scheduling: which sequences run in the next step, and how many of their
-// tokens. Decoding sequences go first (one row each), then chunks of prompts still being
-// prefilled, then newly admitted prompts, within the step's row and sequence budgets. A prompt
-// is admitted only when the KV cache can hold all of it; when a decoding sequence needs a block
-// and none is free, the most recently admitted sequence is preempted (its blocks freed, to be
-// recomputed later from its tokens). A waiting sequence whose adapter has no ready slot yet is
-// passed over for the ones behind it. Not thread-safe (engine thread).
+// Step planning: which sequences run in the next step, and how many of their tokens. Running
+// sequences go first, in the order they were admitted — one decode row each, or the next chunk
+// of a prompt still being prefilled — then Admission starts waiting ones while the step's row
+// budget (max_batched_tokens) and sequence budget (max_batch_size) last. When a running sequence
+// needs a KV block and none is free, the most recently admitted sequence not yet planned for
+// this step is preempted: its blocks are freed and it waits again, to be recomputed from its
+// tokens. Not thread-safe (engine thread).
 #pragma once
 
 #include <cstdint>
-#include <deque>
-#include <functional>
 #include <vector>
 
-#include "engine/kv_cache.h"
+#include "engine/admission.h"
+#include "engine/block_allocator.h"
 #include "engine/sequence.h"
 
 namespace loraserve::engine {
@@ -22,41 +21,42 @@ struct SchedulerOptions {
   int32_t max_batched_tokens = 512;  // rows per step; long prompts are prefilled in chunks
 };
 
+// Rows of one sequence in a step: its tokens [num_computed, num_computed + num_tokens).
 struct ScheduledChunk {
   Sequence* seq = nullptr;
-  int32_t num_tokens = 0;  // rows this step: tokens [num_computed, num_computed + num_tokens)
+  int32_t num_tokens = 0;
+  // True when the chunk reaches the sequence's last token, whose logits pick the next one.
   bool samples() const {
     return seq->num_computed + num_tokens == static_cast<int32_t>(seq->tokens.size());
   }
 };
 
+struct StepPlan {
+  std::vector<ScheduledChunk> chunks;  // running sequences first, in admission order
+  std::vector<Sequence*> preempted;    // sent back to wait while planning this step
+};
+
 class Scheduler {
  public:
-  // `can_start(seq)` says whether a waiting sequence may be admitted now apart from KV blocks
-  // (its adapter has a ready slot); a sequence that may not is skipped, not waited for, so it
-  // never holds up the others.
-  Scheduler(const SchedulerOptions& options, KvCache* cache, std::function<bool(Sequence*)> can_start)
-      : options_(options), cache_(cache), can_start_(std::move(can_start)) {}
+  Scheduler(const SchedulerOptions& options, BlockAllocator* kv, Admission* admission)
+      : options_(options), kv_(kv), admission_(admission) {}
 
-  void add(Sequence* seq) { waiting_.push_back(seq); }
-  // Takes `seq` out of the queues and frees its blocks (finished, cancelled, failed).
+  // A new request: it waits in Admission.
+  void add(Sequence* seq) { admission_->add(seq); }
+  // Takes `seq` out of planning and frees its blocks (finished, cancelled, failed).
   void remove(Sequence* seq);
-  // The next step's chunks; empty when nothing can run. Sequences preempted on the way are
-  // appended to `preempted` (they are back in the waiting queue).
-  std::vector<ScheduledChunk> next(std::vector<Sequence*>* preempted);
+  // The next step; no chunks when nothing can run.
+  StepPlan plan();
 
-  size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
-  const std::deque<Sequence*>& waiting() const { return waiting_; }
   const std::vector<Sequence*>& running() const { return running_; }
 
  private:
   void preempt(Sequence* seq);
 
   SchedulerOptions options_;
-  KvCache* cache_;
-  std::function<bool(Sequence*)> can_start_;
-  std::deque<Sequence*> waiting_;   // FIFO; preempted sequences return to the front
+  BlockAllocator* kv_;
+  Admission* admission_;
   std::vector<Sequence*> running_;  // in admission order
 };
 

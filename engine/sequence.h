@@ -1,16 +1,18 @@
-// The engine's state for one request in flight. Owned by the Engine; the Scheduler moves
-// pointers to it between its queues. Touched only on the engine thread.
+// The engine's state for one request in flight. Owned by the Engine; Admission and the
+// Scheduler move pointers to it between their queues. Touched only on the engine thread.
 #pragma once
 
 #include <chrono>
-#include <memory>
-#include <string>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "adapters/registry.h"
 #include "engine/request.h"
+#include "engine/stop_conditions.h"
 #include "tokenizer/incremental_decoder.h"
 
 namespace loraserve::engine {
@@ -33,6 +35,7 @@ struct Sequence {
   // Text of the generated tokens (with a tokenizer): what the decoder has made final, and how
   // much of it has been delivered (text held back could still become a stop string).
   std::unique_ptr<tokenizer::IncrementalDecoder> detokenizer;
+  StopStringMatcher stop_strings;
   std::string text;
   size_t text_delivered = 0;
   int32_t detokenized = 0;    // generated tokens fed to the detokenizer

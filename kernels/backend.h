@@ -48,6 +48,16 @@ struct Tensor {
 
 class Backend;
 
+// How much of a backend's available memory an engine may plan to fill. What is left over is
+// for what the backend and its libraries allocate on their own (workspaces, graphs, allocator
+// slack) and, on the host, for everything else the machine runs.
+struct MemoryHeadroom {
+  double usable_fraction = 1.0;  // of available_memory(): weights, activations and KV cache
+  // Share of the usable memory left after weights and activations that the KV cache takes when
+  // its size is not set.
+  double default_kv_fraction = 1.0;
+};
+
 // Owns one allocation on a backend; frees it on destruction. Move-only.
 class DeviceBuffer {
  public:
@@ -149,6 +159,8 @@ class Backend {
   virtual DType activation_dtype() const = 0;
   // Bytes this backend could still allocate for weights and the KV cache.
   virtual size_t available_memory() const = 0;
+  // How much of available_memory() the engine may plan for (see MemoryHeadroom).
+  virtual MemoryHeadroom memory_headroom() const = 0;
   // True when ops read host memory directly (the CPU backend): adapters then need no device copy.
   virtual bool shares_host_memory() const = 0;
 

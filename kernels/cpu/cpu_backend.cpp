@@ -111,6 +111,9 @@ class CpuBackend final : public Backend {
   DType weight_dtype(DType) const override { return DType::kF32; }
   DType activation_dtype() const override { return DType::kF32; }
   size_t available_memory() const override { return mem_available_bytes(); }
+  // Host memory is shared with the rest of the machine: plan for 85% of what is free, and give
+  // the KV cache half of what weights and activations leave unless it is sized explicitly.
+  MemoryHeadroom memory_headroom() const override { return {0.85, 0.5}; }
   bool shares_host_memory() const override { return true; }
 
   Result<DeviceBuffer> allocate(size_t bytes) override {

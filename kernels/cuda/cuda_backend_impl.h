@@ -65,6 +65,9 @@ class CudaBackend final : public Backend {
     }
     return free;
   }
+  // 8% of free device memory stays for cuBLASLt workspaces, CUDA graphs and the allocator's
+  // slack; the KV cache takes 90% of what weights and activations leave.
+  MemoryHeadroom memory_headroom() const override { return {0.92, 0.9}; }
   bool shares_host_memory() const override { return false; }
 
   Result<DeviceBuffer> allocate(size_t bytes) override;

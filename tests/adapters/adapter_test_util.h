@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/lora_adapter.h"
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
 
@@ -47,6 +48,20 @@ inline AdapterSpec make_adapter_spec(const formats::ModelConfig& c, int64_t r, u
     }
   }
   return s;
+}
+
+// An adapter built in memory: rank `rank` on q_proj of layer 0 only, every weight `value`.
+inline std::shared_ptr<const adapters::LoraAdapter> q_only_adapter(const formats::ModelConfig& c,
+                                                                   kernels::Backend* backend,
+                                                                   int32_t rank, float value) {
+  adapters::LoraModuleWeights w;
+  w.layer = 0;
+  w.projection = formats::Projection::kQ;
+  w.rank = rank;
+  w.a.assign(static_cast<size_t>(rank * c.hidden_size), value);
+  w.b.assign(static_cast<size_t>(c.q_dim() * rank), value);
+  auto a = adapters::LoraAdapter::from_weights({w}, c, backend, 64);
+  return a.ok() ? *a : nullptr;
 }
 
 inline void write_adapter(const AdapterSpec& s, const std::filesystem::path& dir) {

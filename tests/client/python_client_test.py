@@ -3,7 +3,7 @@
 calls and errors, and the example script. Run by ctest with PYTHONPATH=<build>/python:
 
     PYTHONPATH=build/python /usr/bin/python3 tests/client/python_client_test.py \
-        --loraserve build/server/loraserve
+        --loraserve build/cli/loraserve
 """
 
 import argparse

@@ -1,4 +1,4 @@
-#include "server/tokenize_command.h"
+#include "cli/tokenize_command.h"
 
 #include <spdlog/spdlog.h>
 
@@ -9,11 +9,11 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "server/common_flags.h"
-#include "server/json_lines.h"
+#include "cli/common_flags.h"
+#include "cli/json_lines.h"
 #include "tokenizer/tokenizer.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 namespace {
 
 using nlohmann::json;
@@ -132,4 +132,4 @@ void add_tokenize_command(CLI::App& app, int* exit_code) {
   cmd->callback([flags, exit_code] { *exit_code = run_tokenize(*flags); });
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

@@ -56,7 +56,8 @@ class MergedSource final : public engine::WeightSource {
       for (int64_t o = 0; o < out; ++o) {
         for (int64_t i = 0; i < in; ++i) {
           double acc = 0;
-          for (int32_t r = 0; r < m->rank; ++r) acc += static_cast<double>(b[o * m->rank + r]) * a[r * in + i];
+          for (int32_t r = 0; r < m->rank; ++r)
+            acc += static_cast<double>(b[o * m->rank + r]) * a[r * in + i];
           w[static_cast<size_t>(o * in + i)] += static_cast<float>(m->scale * acc);
         }
       }
@@ -109,7 +110,8 @@ TEST_P(LoraEngineTest, MixedBatchMatchesAloneAndReference) {
   auto requests = [&] {
     std::vector<engine::GenerationRequest> rs;
     for (const auto& c : golden->cases) {
-      rs.push_back(greedy_request(c.prompt_token_ids, static_cast<int32_t>(c.expected.steps()), c.adapter.value_or("")));
+      rs.push_back(greedy_request(c.prompt_token_ids, static_cast<int32_t>(c.expected.steps()),
+                                  c.adapter.value_or("")));
     }
     return rs;
   };
@@ -145,8 +147,10 @@ TEST_P(LoraEngineTest, MatchesMergedWeights) {
     ASSERT_TRUE(lora.ok());
     auto store = formats::TensorStore::open_folder(golden->model_dir, "model.safetensors");
     ASSERT_TRUE(store.ok());
-    MergedSource merged(engine::checkpoint_source(std::move(*store)), *(*ref)->adapter, eng->config());
-    auto merged_engine = Engine::create(eng->config(), merged, kernels::create_cpu_backend(0), small_options());
+    MergedSource merged(engine::checkpoint_source(std::move(*store)), *(*ref)->adapter,
+                        eng->config());
+    auto merged_engine =
+        Engine::create(eng->config(), merged, kernels::create_cpu_backend(0), small_options());
     ASSERT_TRUE(merged_engine.ok()) << merged_engine.status().to_string();
     auto want = run_alone(**merged_engine, {greedy_request(c.prompt_token_ids, 32)});
     ASSERT_TRUE(want.ok());
@@ -180,7 +184,8 @@ TEST_F(LoraLifecycleTest, ReplaceAndUnloadNeverDisturbRequestsInFlight) {
   ASSERT_TRUE(reg.load("task", (dir_.path() / "v2").string(), true).ok());
   auto solo_v2 = run_alone(*eng_, {greedy_request(prompt(1), 24, "task")});
   ASSERT_TRUE(solo_v1.ok() && solo_v2.ok());
-  ASSERT_NE((*solo_v1)[0].token_ids, (*solo_v2)[0].token_ids) << "the two versions must differ to tell them apart";
+  ASSERT_NE((*solo_v1)[0].token_ids, (*solo_v2)[0].token_ids)
+      << "the two versions must differ to tell them apart";
 
   // Back to v1; start two requests, replace with v2 mid-flight, start one more, then unload.
   ASSERT_TRUE(reg.load("task", (dir_.path() / "v1").string(), true).ok());
@@ -192,7 +197,8 @@ TEST_F(LoraLifecycleTest, ReplaceAndUnloadNeverDisturbRequestsInFlight) {
   ASSERT_TRUE(c.submit(*eng_, greedy_request(prompt(1), 24, "task")).ok());
   for (int s = 0; s < 4; ++s) ASSERT_TRUE(eng_->step().ok());
   ASSERT_TRUE(reg.unload("task").ok());
-  EXPECT_EQ(eng_->submit(greedy_request(prompt(1), 24, "task")).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(eng_->submit(greedy_request(prompt(1), 24, "task")).status().code(),
+            StatusCode::kNotFound);
   ASSERT_TRUE(eng_->run_until_idle().ok());
   ASSERT_TRUE(c.all_finished().ok());
   expect_same((*solo_v1)[0], c.trace(0), 1e-4, "in flight across replace");
@@ -232,16 +238,19 @@ TEST_F(LoraLifecycleTest, MemoryOfAnUnloadedVersionComesBackWhenItsLastRequestEn
   const size_t with_adapters = heap_bytes();
   TraceCollector col;
   for (int copy = 0; copy < 40; ++copy) {
-    ASSERT_TRUE(col.submit(*eng_, greedy_request(prompt(copy), 20, fmt::format("big{}", copy))).ok());
+    ASSERT_TRUE(
+        col.submit(*eng_, greedy_request(prompt(copy), 20, fmt::format("big{}", copy))).ok());
   }
   for (int s = 0; s < 3; ++s) ASSERT_TRUE(eng_->step().ok());
-  for (int copy = 0; copy < 40; ++copy) ASSERT_TRUE(eng_->adapters().unload(fmt::format("big{}", copy)).ok());
+  for (int copy = 0; copy < 40; ++copy)
+    ASSERT_TRUE(eng_->adapters().unload(fmt::format("big{}", copy)).ok());
   // Unloaded but still in flight: the memory is still held.
   EXPECT_GT(heap_bytes() + (1u << 20), with_adapters);
   ASSERT_TRUE(eng_->run_until_idle().ok());
   ASSERT_TRUE(col.all_finished().ok());
   const size_t after = heap_bytes();
-  const size_t adapter_bytes = 40 * (static_cast<size_t>(32 * (c.hidden_size * 10 + c.intermediate_size * 6)) * 4);
+  const size_t adapter_bytes =
+      40 * (static_cast<size_t>(32 * (c.hidden_size * 10 + c.intermediate_size * 6)) * 4);
   EXPECT_LT(after + adapter_bytes / 2, with_adapters)
       << "heap with adapters " << with_adapters << ", after the last request " << after;
   EXPECT_EQ(eng_->stats().adapter_slots_used, 0);
@@ -254,8 +263,9 @@ TEST_F(LoraLifecycleTest, RequestsWaitForASlotInsteadOfFailing) {
   ASSERT_NE(eng, nullptr);
   ASSERT_TRUE(eng->adapters().load("a", (dir_.path() / "v1").string(), false).ok());
   ASSERT_TRUE(eng->adapters().load("b", (dir_.path() / "v2").string(), false).ok());
-  auto solo = run_alone(*eng, {greedy_request(prompt(3), 16, "a"), greedy_request(prompt(4), 16, "b"),
-                               greedy_request(prompt(5), 16, "")});
+  auto solo =
+      run_alone(*eng, {greedy_request(prompt(3), 16, "a"), greedy_request(prompt(4), 16, "b"),
+                       greedy_request(prompt(5), 16, "")});
   ASSERT_TRUE(solo.ok());
   TraceCollector c;
   ASSERT_TRUE(c.submit(*eng, greedy_request(prompt(3), 16, "a")).ok());
@@ -268,7 +278,8 @@ TEST_F(LoraLifecycleTest, RequestsWaitForASlotInsteadOfFailing) {
   EXPECT_EQ(stats.running, 2);  // a and the base-model request run; b waits without blocking them
   ASSERT_TRUE(eng->run_until_idle().ok());
   ASSERT_TRUE(c.all_finished().ok());
-  for (size_t i = 0; i < 3; ++i) expect_same((*solo)[i], c.trace(i), 1e-4, fmt::format("request {}", i));
+  for (size_t i = 0; i < 3; ++i)
+    expect_same((*solo)[i], c.trace(i), 1e-4, fmt::format("request {}", i));
   EXPECT_GE(eng->stats().adapter_evictions, 1u);
 }
 

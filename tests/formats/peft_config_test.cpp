@@ -11,10 +11,13 @@ PeftConfig parse(const std::string& text) {
   return c.ok() ? *c : PeftConfig{};
 }
 
-Status parse_error(const std::string& text) { return parse_peft_config(text, "adapter_config.json").status(); }
+Status parse_error(const std::string& text) {
+  return parse_peft_config(text, "adapter_config.json").status();
+}
 
 TEST(PeftConfig, ListTargetsMatchWholeKeyOrLastParts) {
-  PeftConfig c = parse(R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj","mlp.up_proj"]})");
+  PeftConfig c = parse(
+      R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj","mlp.up_proj"]})");
   EXPECT_TRUE(*peft_targets(c, "model.layers.0.self_attn.q_proj"));
   EXPECT_TRUE(*peft_targets(c, "model.layers.5.mlp.up_proj"));
   EXPECT_FALSE(*peft_targets(c, "model.layers.0.self_attn.k_proj"));
@@ -23,26 +26,30 @@ TEST(PeftConfig, ListTargetsMatchWholeKeyOrLastParts) {
 }
 
 TEST(PeftConfig, RegexTargetsMustMatchTheWholeKey) {
-  PeftConfig c = parse(R"({"peft_type":"LORA","r":4,"target_modules":".*\\.layers\\.1\\..*(q|v)_proj"})");
+  PeftConfig c =
+      parse(R"({"peft_type":"LORA","r":4,"target_modules":".*\\.layers\\.1\\..*(q|v)_proj"})");
   EXPECT_TRUE(*peft_targets(c, "model.layers.1.self_attn.v_proj"));
   EXPECT_FALSE(*peft_targets(c, "model.layers.0.self_attn.v_proj"));
   EXPECT_FALSE(*peft_targets(c, "model.layers.11.self_attn.o_proj"));
 }
 
 TEST(PeftConfig, LayersToTransformUsesTheLayerIndexOfTheKey) {
-  PeftConfig c = parse(R"({"peft_type":"LORA","r":4,"target_modules":["q_proj"],"layers_to_transform":[1,3]})");
+  PeftConfig c = parse(
+      R"({"peft_type":"LORA","r":4,"target_modules":["q_proj"],"layers_to_transform":[1,3]})");
   EXPECT_FALSE(*peft_targets(c, "model.layers.0.self_attn.q_proj"));
   EXPECT_TRUE(*peft_targets(c, "model.layers.1.self_attn.q_proj"));
   EXPECT_TRUE(*peft_targets(c, "model.layers.3.self_attn.q_proj"));
   EXPECT_FALSE(*peft_targets(c, "model.layers.13.self_attn.q_proj"));
-  PeftConfig one = parse(R"({"peft_type":"LORA","r":4,"target_modules":["q_proj"],"layers_to_transform":2,
+  PeftConfig one =
+      parse(R"({"peft_type":"LORA","r":4,"target_modules":["q_proj"],"layers_to_transform":2,
                               "layers_pattern":"layers"})");
   EXPECT_TRUE(*peft_targets(one, "model.layers.2.self_attn.q_proj"));
   EXPECT_FALSE(*peft_targets(one, "model.layers.1.self_attn.q_proj"));
 }
 
 TEST(PeftConfig, RankAndAlphaPatternsFollowGetPatternKeyInFileOrder) {
-  PeftConfig c = parse(R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj","v_proj"],
+  PeftConfig c =
+      parse(R"({"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj","v_proj"],
       "rank_pattern":{"layers.1.self_attn.v_proj":4,"v_proj":12},"alpha_pattern":{"q_proj":3}})");
   EXPECT_EQ(peft_rank_and_alpha(c, "model.layers.1.self_attn.v_proj")->first, 4);
   EXPECT_EQ(peft_rank_and_alpha(c, "model.layers.0.self_attn.v_proj")->first, 12);
@@ -54,12 +61,14 @@ TEST(PeftConfig, RankAndAlphaPatternsFollowGetPatternKeyInFileOrder) {
 }
 
 TEST(PeftConfig, RsLoraScalesBySquareRoot) {
-  PeftConfig c = parse(R"({"peft_type":"LORA","r":16,"lora_alpha":8,"use_rslora":true,"target_modules":["q_proj"]})");
+  PeftConfig c = parse(
+      R"({"peft_type":"LORA","r":16,"lora_alpha":8,"use_rslora":true,"target_modules":["q_proj"]})");
   EXPECT_DOUBLE_EQ(peft_scale(c, 16, 8), 2.0);
 }
 
 TEST(PeftConfig, ExcludeModulesWin) {
-  PeftConfig c = parse(R"({"peft_type":"LORA","r":4,"target_modules":["q_proj"],"exclude_modules":["layers.0.self_attn.q_proj"]})");
+  PeftConfig c = parse(
+      R"({"peft_type":"LORA","r":4,"target_modules":["q_proj"],"exclude_modules":["layers.0.self_attn.q_proj"]})");
   EXPECT_FALSE(*peft_targets(c, "model.layers.0.self_attn.q_proj"));
   EXPECT_TRUE(*peft_targets(c, "model.layers.1.self_attn.q_proj"));
 }
@@ -80,10 +89,14 @@ TEST(PeftConfig, RefusesWhatIsNotSupportedByName) {
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << c.extra;
     EXPECT_NE(st.message().find(c.expect), std::string::npos) << st.message();
   }
-  EXPECT_NE(parse_error(R"({"peft_type":"PREFIX_TUNING","r":8})").message().find("PREFIX_TUNING"), std::string::npos);
-  EXPECT_NE(parse_error(R"({"peft_type":"LORA","r":0,"target_modules":["q_proj"]})").message().find("r must be positive"),
+  EXPECT_NE(parse_error(R"({"peft_type":"PREFIX_TUNING","r":8})").message().find("PREFIX_TUNING"),
             std::string::npos);
-  EXPECT_NE(parse_error(R"({"peft_type":"LORA","r":8})").message().find("target_modules"), std::string::npos);
+  EXPECT_NE(parse_error(R"({"peft_type":"LORA","r":0,"target_modules":["q_proj"]})")
+                .message()
+                .find("r must be positive"),
+            std::string::npos);
+  EXPECT_NE(parse_error(R"({"peft_type":"LORA","r":8})").message().find("target_modules"),
+            std::string::npos);
   EXPECT_NE(parse_error("not json").message().find("not a JSON object"), std::string::npos);
 }
 

@@ -10,7 +10,7 @@
 #include "engine/engine.h"
 #include "kernels/backend.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 struct EngineFlags {
   std::string model;
@@ -42,4 +42,4 @@ std::vector<std::string> bundled_adapter_specs(const std::string& model_dir);
 // Logs to stderr through spdlog (stdout carries results). level: trace..off.
 void set_up_logging(const std::string& level);
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

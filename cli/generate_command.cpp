@@ -1,4 +1,4 @@
-#include "server/generate_command.h"
+#include "cli/generate_command.h"
 
 #include <spdlog/spdlog.h>
 
@@ -7,11 +7,11 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli/common_flags.h"
+#include "cli/json_lines.h"
 #include "engine/loader.h"
-#include "server/common_flags.h"
-#include "server/json_lines.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 namespace {
 
 using nlohmann::json;
@@ -37,8 +37,8 @@ struct LineResult {
 };
 
 // Fills `req` from one input line; a "prompt" text is encoded with `tok` (null: none loaded).
-Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engine::GenerationRequest* req,
-                  bool* want_logprobs) {
+Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
+                  engine::GenerationRequest* req, bool* want_logprobs) {
   LS_ASSIGN_OR_RETURN(const json j, parse_object_line(line));
   if (j.contains("prompt_token_ids") == j.contains("prompt")) {
     return invalid_argument_error("give exactly one of 'prompt' (text) and 'prompt_token_ids'");
@@ -60,8 +60,9 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engi
     if (k == "prompt") {
       if (!v.is_string()) return invalid_argument_error("field 'prompt' must be a string");
       if (tok == nullptr) {
-        return invalid_argument_error("field 'prompt' needs a tokenizer, and the model folder has no tokenizer.json "
-                                      "(send prompt_token_ids)");
+        return invalid_argument_error(
+            "field 'prompt' needs a tokenizer, and the model folder has no tokenizer.json "
+            "(send prompt_token_ids)");
       }
       auto ids = tok->encode(v.get<std::string>(), /*add_special_tokens=*/true);
       if (!ids.ok()) return ids.status().with_context("field 'prompt'");
@@ -69,11 +70,13 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engi
     } else if (k == "stop") {
       if (!v.is_array()) return invalid_argument_error("field 'stop' must be a list of strings");
       for (const json& t : v) {
-        if (!t.is_string()) return invalid_argument_error("field 'stop' holds {}, not a string", t.dump());
+        if (!t.is_string())
+          return invalid_argument_error("field 'stop' holds {}, not a string", t.dump());
         p.stop.push_back(t.get<std::string>());
       }
     } else if (k == "skip_special_tokens") {
-      if (!v.is_boolean()) return invalid_argument_error("field 'skip_special_tokens' must be true or false");
+      if (!v.is_boolean())
+        return invalid_argument_error("field 'skip_special_tokens' must be true or false");
       p.skip_special_tokens = v.get<bool>();
     } else if (k == "prompt_token_ids") {
       LS_ASSIGN_OR_RETURN(req->prompt_token_ids, token_id_list(v, k));
@@ -106,7 +109,8 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok, engi
     } else if (k == "stop_token_ids") {
       LS_ASSIGN_OR_RETURN(p.stop_token_ids, token_id_list(v, k));
     } else if (k == "task") {
-      if (!v.is_string() && !v.is_null()) return invalid_argument_error("field 'task' must be a string (a task ID)");
+      if (!v.is_string() && !v.is_null())
+        return invalid_argument_error("field 'task' must be a string (a task ID)");
       if (v.is_string()) req->task_id = v.get<std::string>();
     } else if (k == "request_id") {
       if (!v.is_string()) return invalid_argument_error("field 'request_id' must be a string");
@@ -246,10 +250,11 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--input", flags->input, "JSON-lines requests ('-': stdin)")
       ->capture_default_str();
   cmd->add_option("--output", flags->output, "Write results here instead of stdout");
-  cmd->add_option("--adapter", flags->adapters, "TASK=DIR: serve the PEFT LoRA adapter in DIR under TASK (repeatable)");
+  cmd->add_option("--adapter", flags->adapters,
+                  "TASK=DIR: serve the PEFT LoRA adapter in DIR under TASK (repeatable)");
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
   cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

@@ -1,4 +1,4 @@
-#include "server/serve_command.h"
+#include "cli/serve_command.h"
 
 #include <google/protobuf/stubs/logging.h>
 #include <signal.h>
@@ -10,13 +10,15 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "server/common_flags.h"
+#include "cli/common_flags.h"
 #include "server/server.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 namespace {
 
 namespace fs = std::filesystem;
+using server::ServeOptions;
+using server::Server;
 
 struct ServeFlags {
   EngineFlags engine;
@@ -212,4 +214,4 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->callback([flags, exit_code, cmd] { *exit_code = run_serve(*flags, cmd); });
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

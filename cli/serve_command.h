@@ -4,9 +4,9 @@
 
 #include <CLI/CLI.hpp>
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 // Registers the subcommand and its flags on `app`; running it is wired through the callback.
 void add_serve_command(CLI::App& app, int* exit_code);
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

@@ -11,7 +11,7 @@
 
 #include "common/status.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 // The line as a JSON object; INVALID_ARGUMENT naming what is wrong otherwise (nlohmann names the
 // byte at fault, e.g. an ill-formed UTF-8 byte inside a string).
@@ -23,4 +23,4 @@ Result<std::vector<int32_t>> token_id_list(const nlohmann::json& value, std::str
 // {"error": {"code": "INVALID_ARGUMENT", "message": "..."}}
 nlohmann::json error_json(const Status& status);
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

@@ -1,6 +1,6 @@
-#include "server/json_lines.h"
+#include "cli/json_lines.h"
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 Result<nlohmann::json> parse_object_line(const std::string& line) {
   nlohmann::json j;
@@ -27,9 +27,9 @@ Result<std::vector<int32_t>> token_id_list(const nlohmann::json& value, std::str
 }
 
 nlohmann::json error_json(const Status& status) {
-  return {{"error",
-           {{"code", std::string(status_code_name(status.code()))},
-            {"message", status.message()}}}};
+  return {
+      {"error",
+       {{"code", std::string(status_code_name(status.code()))}, {"message", status.message()}}}};
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

@@ -1,4 +1,4 @@
-#include "server/common_flags.h"
+#include "cli/common_flags.h"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-namespace loraserve::server {
+namespace loraserve::cli {
 
 void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--model", f->model,
@@ -40,7 +40,8 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
                   "Adapter slots on the device (least recently used unpinned adapters are evicted)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-host-adapters", f->engine.max_host_adapters, "Adapters loaded at once (in host memory)")
+  cmd->add_option("--max-host-adapters", f->engine.max_host_adapters,
+                  "Adapters loaded at once (in host memory)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--default-max-tokens", f->engine.default_max_tokens,
@@ -110,4 +111,4 @@ void set_up_logging(const std::string& level) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 }
 
-}  // namespace loraserve::server
+}  // namespace loraserve::cli

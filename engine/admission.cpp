@@ -1,0 +1,105 @@
+#include "engine/admission.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace loraserve::engine {
+
+Result<int32_t> validate_request(const GenerationRequest& r, const RequestLimits& limits) {
+  const auto& p = r.params;
+  if (r.prompt_token_ids.empty()) return invalid_argument_error("prompt is empty");
+  for (size_t i = 0; i < r.prompt_token_ids.size(); ++i) {
+    const int32_t id = r.prompt_token_ids[i];
+    if (id < 0 || id >= limits.vocab_size) {
+      return invalid_argument_error(
+          "prompt token id {} (at index {}) is outside the vocabulary [0, {})", id, i,
+          limits.vocab_size);
+    }
+  }
+  const int64_t prompt_len = static_cast<int64_t>(r.prompt_token_ids.size());
+  if (prompt_len >= limits.max_context) {
+    return invalid_argument_error(
+        "prompt has {} tokens; the model's context holds {} (prompt and output together)",
+        prompt_len, limits.max_context);
+  }
+  int32_t max_tokens = 0;
+  if (p.max_tokens) {
+    if (*p.max_tokens < 1)
+      return invalid_argument_error("max_tokens must be at least 1, got {}", *p.max_tokens);
+    if (prompt_len + *p.max_tokens > limits.max_context) {
+      return invalid_argument_error(
+          "max_tokens {} runs past the context: prompt {} + max_tokens {} > {}", *p.max_tokens,
+          prompt_len, *p.max_tokens, limits.max_context);
+    }
+    max_tokens = *p.max_tokens;
+  } else {
+    max_tokens = static_cast<int32_t>(
+        std::min<int64_t>(limits.default_max_tokens, limits.max_context - prompt_len));
+  }
+  if (!std::isfinite(p.temperature) || p.temperature < 0) {
+    return invalid_argument_error("temperature must be a finite number >= 0, got {}",
+                                  p.temperature);
+  }
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+    return invalid_argument_error("top_p must be in (0, 1], got {}", p.top_p);
+  if (p.top_k < 0)
+    return invalid_argument_error("top_k must be >= 0 (0 turns it off), got {}", p.top_k);
+  if (p.logprobs < 0 || p.logprobs > kMaxLogprobs) {
+    return invalid_argument_error("logprobs must be in [0, {}], got {}", kMaxLogprobs, p.logprobs);
+  }
+  for (int32_t id : p.stop_token_ids) {
+    if (id < 0 || id >= limits.vocab_size) {
+      return invalid_argument_error("stop_token_ids: {} is outside the vocabulary [0, {})", id,
+                                    limits.vocab_size);
+    }
+  }
+  if (!p.stop.empty() && !limits.has_tokenizer) {
+    return invalid_argument_error(
+        "stop strings need a tokenizer, and this model folder has no tokenizer.json");
+  }
+  for (size_t i = 0; i < p.stop.size(); ++i) {
+    if (p.stop[i].empty()) return invalid_argument_error("stop[{}] is an empty string", i);
+  }
+  const int64_t blocks =
+      (prompt_len + max_tokens + limits.kv_block_size - 1) / limits.kv_block_size;
+  if (blocks > limits.kv_blocks) {
+    return resource_exhausted_error(
+        "prompt {} + max_tokens {} needs {} KV blocks; the whole cache has {}", prompt_len,
+        max_tokens, blocks, limits.kv_blocks);
+  }
+  return max_tokens;
+}
+
+Result<adapters::AdapterRef> find_adapter(const adapters::AdapterRegistry& registry,
+                                          const std::string& task) {
+  if (task.empty()) return adapters::AdapterRef{};
+  adapters::AdapterRef ref = registry.find(task);
+  if (!ref)
+    return not_found_error("unknown task '{}': no adapter is loaded under that task ID", task);
+  return ref;
+}
+
+Status QueueLimits::reserve() {
+  if (held_.fetch_add(1) >= max_queue_) {
+    held_.fetch_sub(1);
+    return resource_exhausted_error("the server holds {} requests already (max_queue)", max_queue_);
+  }
+  return ok_status();
+}
+
+void Admission::remove(Sequence* seq) { std::erase(waiting_, seq); }
+
+Sequence* Admission::admit() {
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+    Sequence* s = *it;
+    if (!adapter_ready_(s)) continue;
+    const int32_t need = kv_->blocks_for(static_cast<int64_t>(s->tokens.size()));
+    if (kv_->num_free() < need) return nullptr;
+    for (int32_t b = 0; b < need; ++b) s->blocks.push_back(*kv_->allocate());
+    waiting_.erase(it);
+    return s;
+  }
+  return nullptr;
+}
+
+}  // namespace loraserve::engine

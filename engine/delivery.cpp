@@ -1,0 +1,71 @@
+#include "engine/delivery.h"
+
+#include <chrono>
+
+namespace loraserve::engine {
+namespace {
+
+double millis(Sequence::Clock::time_point a, Sequence::Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+Result<FinishReason> stream_text(Sequence& s, SequenceUpdate* u, bool finishing) {
+  if (s.text_stopped) return FinishReason::kStop;
+  const size_t before = s.text.size();
+  for (; s.detokenized < s.num_generated(); ++s.detokenized) {
+    const int32_t id = s.tokens[static_cast<size_t>(s.prompt_len + s.detokenized)];
+    LS_ASSIGN_OR_RETURN(std::string piece, s.detokenizer->add(id));
+    s.text += piece;
+  }
+  if (finishing) {
+    LS_ASSIGN_OR_RETURN(std::string rest, s.detokenizer->flush());
+    s.text += rest;
+  }
+  FinishReason reason = FinishReason::kNone;
+  size_t deliverable = s.text.size();
+  if (!s.stop_strings.empty()) {
+    const size_t cut = s.stop_strings.find(s.text, before);
+    if (cut != std::string::npos) {
+      s.text.resize(cut);
+      s.text_stopped = true;
+      deliverable = cut;
+      reason = FinishReason::kStop;
+    } else if (!finishing) {
+      deliverable = s.text.size() - s.stop_strings.pending_tail(s.text);
+    }
+  }
+  if (deliverable > s.text_delivered) {
+    u->new_text += s.text.substr(s.text_delivered, deliverable - s.text_delivered);
+    s.text_delivered = deliverable;
+  }
+  return reason;
+}
+
+void deliver(Sequence& s, SequenceUpdate& u) {
+  u.sequence_id = s.id;
+  u.prompt_tokens = s.prompt_len;
+  u.completion_tokens = s.num_generated();
+  if (s.first_scheduled_at) u.queue_ms = millis(s.submitted_at, *s.first_scheduled_at);
+  if (s.first_token_at) u.ttft_ms = millis(s.submitted_at, *s.first_token_at);
+  if (s.request.on_update) s.request.on_update(u);
+}
+
+void deliver_finish(Sequence& s, FinishReason reason, Status error, SequenceUpdate* u) {
+  if (s.detokenizer && reason != FinishReason::kError) {
+    auto r = stream_text(s, u, /*finishing=*/true);
+    if (!r.ok()) {
+      reason = FinishReason::kError;
+      error = r.status();
+    } else if (*r == FinishReason::kStop) {
+      reason = FinishReason::kStop;
+    }
+  }
+  u->finished = true;
+  u->finish_reason = reason;
+  u->error = std::move(error);
+  deliver(s, *u);
+}
+
+}  // namespace loraserve::engine
