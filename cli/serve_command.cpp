@@ -82,6 +82,7 @@ void protobuf_log_handler(google::protobuf::LogLevel level, const char* file, in
 Status write_ready_file(const std::string& path, const Server& server) {
   const nlohmann::json j = {{"listen", server.address()},
                             {"admin_listen", server.admin_address()},
+                            {"http_listen", server.http_address()},
                             {"pid", static_cast<int64_t>(getpid())}};
   const std::string tmp = path + ".tmp";
   {
@@ -173,7 +174,9 @@ int run_serve(ServeFlags& f, CLI::App* cmd) {
 void add_serve_command(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<ServeFlags>();
   CLI::App* cmd = app.add_subcommand(
-      "serve", "Serve the model and its LoRA adapters over gRPC (Inference, Admin, Health)");
+      "serve",
+      "Serve the model and its LoRA adapters over gRPC (Inference, Admin, Health) and HTTP "
+      "(OpenAI-compatible)");
   add_engine_flags(cmd, &flags->engine);
   cmd->get_option("--model")
       ->envname("LORASERVE_MODEL")
@@ -205,8 +208,21 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "Seconds that requests in flight get to finish after SIGTERM/SIGINT")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--http-listen", o.http.listen,
+                  "HTTP address of the OpenAI-compatible API and /health (\"\": no HTTP)")
+      ->capture_default_str();
+  cmd->add_option("--api-key", o.http.api_key,
+                  "HTTP /v1/* requests need 'Authorization: Bearer KEY' (/health stays open)")
+      ->envname("LORASERVE_API_KEY");
+  cmd->add_option("--served-model-name", o.served_model_name,
+                  "The base model's name in the HTTP API (default: the model folder's name)");
+  cmd->add_option("--http-threads", o.http.threads,
+                  "HTTP connections served at once (an open stream holds one)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--ready-file", flags->ready_file,
-                  "Once serving, write {\"listen\", \"admin_listen\", \"pid\"} as JSON here");
+                  "Once serving, write {\"listen\", \"admin_listen\", \"http_listen\", \"pid\"} "
+                  "as JSON here");
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
   cmd->add_option("--config", flags->config,

@@ -1,9 +1,8 @@
 #include "client/load_generator.h"
 
+#include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 namespace loraserve::client {
@@ -13,28 +12,10 @@ using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-struct Record {
-  Clock::time_point sent;
-  Clock::time_point first_token;
-  Clock::time_point last_token;
-  uint32_t tokens = 0;
-  uint32_t prompt_tokens = 0;
-  bool done = false;
-  grpc::Status status;
-};
-
-// Counts finished calls for the waiting thread. Thread-safe.
-struct Tracker {
-  std::mutex mu;
-  std::condition_variable cv;
-  int32_t finished = 0;
-  uint64_t tokens = 0;
-};
-
 // One GenerateStream call; deletes itself when done.
 class StreamCall final : public grpc::ClientReadReactor<v1::GenerateStreamResponse> {
  public:
-  StreamCall(Tracker* tracker, Record* record, const ClientOptions& options)
+  StreamCall(LoadTracker* tracker, RequestRecord* record, const ClientOptions& options)
       : tracker_(tracker), record_(record) {
     if (options.timeout_s > 0) {
       context_.set_deadline(std::chrono::system_clock::now() +
@@ -64,27 +45,21 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateStreamRespon
       if (record_->tokens == 0) record_->first_token = now;
       record_->last_token = now;
       record_->tokens += n;
-      std::lock_guard<std::mutex> lock(tracker_->mu);
-      tracker_->tokens += n;
+      tracker_->add_tokens(n);
     }
     if (message_.has_usage()) record_->prompt_tokens = message_.usage().prompt_tokens();
     StartRead(&message_);
   }
 
   void OnDone(const grpc::Status& status) override {
-    record_->status = status;
-    record_->done = true;
-    {
-      std::lock_guard<std::mutex> lock(tracker_->mu);
-      ++tracker_->finished;
-    }
-    tracker_->cv.notify_all();
+    record_->status = from_grpc(status);
+    tracker_->finish_one();
     delete this;
   }
 
  private:
-  Tracker* tracker_;
-  Record* record_;
+  LoadTracker* tracker_;
+  RequestRecord* record_;
   grpc::ClientContext context_;
   v1::GenerateStreamRequest request_;
   v1::GenerateStreamResponse message_;
@@ -92,10 +67,30 @@ class StreamCall final : public grpc::ClientReadReactor<v1::GenerateStreamRespon
 
 }  // namespace
 
-LoadResult run_load(const Client& client, const std::vector<TraceRequest>& trace,
-                    const std::function<void(const LoadProgress&)>& progress) {
-  Tracker tracker;
-  std::vector<Record> records(trace.size());
+void LoadTracker::add_tokens(uint32_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  tokens_ += n;
+}
+
+void LoadTracker::finish_one() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++finished_;
+  }
+  cv_.notify_all();
+}
+
+void LoadTracker::wait(std::chrono::milliseconds wait, int32_t* finished, uint64_t* tokens) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const int32_t before = finished_;
+  cv_.wait_for(lock, wait, [&] { return finished_ != before; });
+  *finished = finished_;
+  *tokens = tokens_;
+}
+
+LoadResult drive_trace(const std::vector<TraceRequest>& trace, std::vector<RequestRecord>& records,
+                       LoadTracker& tracker, const std::function<void(size_t)>& send,
+                       const std::function<void(const LoadProgress&)>& progress) {
   const int32_t total = static_cast<int32_t>(trace.size());
   const auto start = Clock::now();
   auto report = [&](int32_t sent) {
@@ -103,11 +98,7 @@ LoadResult run_load(const Client& client, const std::vector<TraceRequest>& trace
     p.sent = sent;
     p.total = total;
     p.elapsed_s = seconds(Clock::now() - start);
-    {
-      std::lock_guard<std::mutex> lock(tracker.mu);
-      p.finished = tracker.finished;
-      p.tokens = tracker.tokens;
-    }
+    tracker.wait(std::chrono::milliseconds(0), &p.finished, &p.tokens);
     progress(p);
   };
   auto last_report = start;
@@ -121,29 +112,25 @@ LoadResult run_load(const Client& client, const std::vector<TraceRequest>& trace
         last_report = Clock::now();
       }
     }
-    (new StreamCall(&tracker, &records[i], client.options()))->start(client.inference(), trace[i]);
+    send(i);
   }
-  {
-    std::unique_lock<std::mutex> lock(tracker.mu);
-    while (tracker.finished < total) {
-      tracker.cv.wait_for(lock, std::chrono::milliseconds(200));
-      lock.unlock();
-      report(total);
-      lock.lock();
-    }
+  for (;;) {
+    int32_t finished = 0;
+    uint64_t tokens = 0;
+    tracker.wait(std::chrono::milliseconds(200), &finished, &tokens);
+    report(total);
+    if (finished >= total) break;
   }
-  report(total);
 
   LoadResult out;
   out.requests = total;
   Clock::time_point first_sent = records.empty() ? start : records[0].sent;
   Clock::time_point last_done = first_sent;
   std::vector<double> ttft, tpot;
-  for (const Record& r : records) {
+  for (const RequestRecord& r : records) {
     first_sent = std::min(first_sent, r.sent);
     if (!r.status.ok()) {
-      const Status st = from_grpc(r.status);
-      ++out.errors[st.to_string()];
+      ++out.errors[r.status.to_string()];
       continue;
     }
     ++out.succeeded;
@@ -164,6 +151,19 @@ LoadResult run_load(const Client& client, const std::vector<TraceRequest>& trace
   out.ttft_ms = {percentile(ttft, 50), percentile(ttft, 90), percentile(ttft, 99)};
   out.tpot_ms = {percentile(tpot, 50), percentile(tpot, 90), percentile(tpot, 99)};
   return out;
+}
+
+LoadResult run_load(const Client& client, const std::vector<TraceRequest>& trace,
+                    const std::function<void(const LoadProgress&)>& progress) {
+  LoadTracker tracker;
+  std::vector<RequestRecord> records(trace.size());
+  return drive_trace(
+      trace, records, tracker,
+      [&](size_t i) {
+        (new StreamCall(&tracker, &records[i], client.options()))
+            ->start(client.inference(), trace[i]);
+      },
+      progress);
 }
 
 }  // namespace loraserve::client

@@ -4,9 +4,12 @@
 // time per output token on the client. Runs on gRPC's callback threads; run_load blocks.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -45,5 +48,37 @@ struct LoadResult {
 // `progress` is called about every 200 ms while the trace runs, and once at the end.
 LoadResult run_load(const Client& client, const std::vector<TraceRequest>& trace,
                     const std::function<void(const LoadProgress&)>& progress);
+
+// What a load generator records of one request, as its tokens arrive.
+struct RequestRecord {
+  std::chrono::steady_clock::time_point sent;
+  std::chrono::steady_clock::time_point first_token;
+  std::chrono::steady_clock::time_point last_token;
+  uint32_t tokens = 0;
+  uint32_t prompt_tokens = 0;
+  Status status;
+};
+
+// Counts finished requests and streamed tokens while a trace runs. Thread-safe.
+class LoadTracker {
+ public:
+  void add_tokens(uint32_t n);
+  void finish_one();
+  // Waits up to `wait` for a request to finish; the counts so far.
+  void wait(std::chrono::milliseconds wait, int32_t* finished, uint64_t* tokens);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int32_t finished_ = 0;
+  uint64_t tokens_ = 0;
+};
+
+// The open loop both transports share: calls send(i) at request i's arrival time (send must not
+// block; the request records itself in records[i] and calls tracker.finish_one() at its end),
+// reports progress, waits for every request, and summarizes the records.
+LoadResult drive_trace(const std::vector<TraceRequest>& trace, std::vector<RequestRecord>& records,
+                       LoadTracker& tracker, const std::function<void(size_t)>& send,
+                       const std::function<void(const LoadProgress&)>& progress);
 
 }  // namespace loraserve::client

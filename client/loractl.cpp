@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "client/client.h"
+#include "client/http_load_generator.h"
 #include "client/load_generator.h"
 #include "client/trace.h"
 
@@ -41,6 +42,9 @@ struct GenerateFlags {
 
 struct BenchFlags {
   TraceOptions trace;
+  std::string http;        // host:port: send the trace to the HTTP API instead of gRPC
+  std::string api_key;     // for --http
+  std::string base_model;  // --http: the base model's name ("" leaves `model` out)
   std::string prompt_len = "16:64";
   std::string output_len = "16:64";
   bool include_base = false;
@@ -200,20 +204,22 @@ int run_stream(const GlobalFlags& gf, const GenerateFlags& g) {
   const bool ids_only = !g.ids.empty();
   bool printed_any = false;
   v1::GenerateStreamResponse last;
-  Status st = client.generate_stream(build_request(g, g.tasks.empty() ? "" : g.tasks[0]), [&](const v1::GenerateStreamResponse& m) {
-    if (gf.json) {
-      std::cout << to_json(m) << "\n" << std::flush;
-    } else if (ids_only && m.text().empty()) {
-      if (m.token_ids_size() > 0)
-        std::cout << (printed_any ? " " : "") << join_ids(m.token_ids()) << std::flush;
-      printed_any = printed_any || m.token_ids_size() > 0;
-    } else {
-      std::cout << m.text() << std::flush;
-      printed_any = true;
-    }
-    last = m;
-    return true;
-  });
+  Status st = client.generate_stream(build_request(g, g.tasks.empty() ? "" : g.tasks[0]),
+                                     [&](const v1::GenerateStreamResponse& m) {
+                                       if (gf.json) {
+                                         std::cout << to_json(m) << "\n" << std::flush;
+                                       } else if (ids_only && m.text().empty()) {
+                                         if (m.token_ids_size() > 0)
+                                           std::cout << (printed_any ? " " : "")
+                                                     << join_ids(m.token_ids()) << std::flush;
+                                         printed_any = printed_any || m.token_ids_size() > 0;
+                                       } else {
+                                         std::cout << m.text() << std::flush;
+                                         printed_any = true;
+                                       }
+                                       last = m;
+                                       return true;
+                                     });
   if (!gf.json) std::cout << "\n";
   if (!st.ok()) return fail(st);
   if (!gf.json) print_summary(last);
@@ -400,12 +406,18 @@ int run_bench(const GlobalFlags& gf, BenchFlags& b) {
                  p.elapsed_s > 0 ? static_cast<double>(p.tokens) / p.elapsed_s : 0.0,
                  tty ? "   " : "\n");
   };
-  const LoadResult r = run_load(client, *trace, progress);
+  LoadResult r;
+  if (b.http.empty()) {
+    r = run_load(client, *trace, progress);
+  } else {
+    r = run_http_load({b.http, b.api_key, b.base_model, gf.client.timeout_s}, *trace, progress);
+  }
   if (bar && tty) std::fprintf(stderr, "\n");
   if (gf.json) {
     nlohmann::json errors = nlohmann::json::object();
     for (const auto& [k, n] : r.errors) errors[k] = n;
     const nlohmann::json j = {
+        {"transport", b.http.empty() ? "grpc" : "http"},
         {"requests", r.requests},
         {"succeeded", r.succeeded},
         {"errors", errors},
@@ -420,9 +432,9 @@ int run_bench(const GlobalFlags& gf, BenchFlags& b) {
         {"tpot_ms", {{"p50", r.tpot_ms.p50}, {"p90", r.tpot_ms.p90}, {"p99", r.tpot_ms.p99}}}};
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("%d requests (%d ok) over %zu tasks in %.2f s: %.2f req/s, %.1f tokens/s\n",
-                r.requests, r.succeeded, t.tasks.size(), r.duration_s, r.requests_per_s,
-                r.tokens_per_s);
+    std::printf("%s: %d requests (%d ok) over %zu tasks in %.2f s: %.2f req/s, %.1f tokens/s\n",
+                b.http.empty() ? "gRPC" : "HTTP", r.requests, r.succeeded, t.tasks.size(),
+                r.duration_s, r.requests_per_s, r.tokens_per_s);
     std::printf("TTFT ms   p50 %8.1f  p90 %8.1f  p99 %8.1f\n", r.ttft_ms.p50, r.ttft_ms.p90,
                 r.ttft_ms.p99);
     std::printf("TPOT ms   p50 %8.2f  p90 %8.2f  p99 %8.2f\n", r.tpot_ms.p50, r.tpot_ms.p90,
@@ -454,7 +466,8 @@ int main(int argc, char** argv) {
   int code = 0;
 
   GenerateFlags gen;
-  CLI::App* generate = app.add_subcommand("generate", "Generate a completion (several --task: the same prompt to each, at once)");
+  CLI::App* generate = app.add_subcommand(
+      "generate", "Generate a completion (several --task: the same prompt to each, at once)");
   add_generate_flags(generate, &gen);
   generate->callback([&] { code = run_generate(gf, gen); });
 
@@ -514,6 +527,13 @@ int main(int argc, char** argv) {
   b->add_option("--vocab-size", bench.trace.vocab_size, "Prompt ids < this (default: the model's)");
   b->add_option("--seed", bench.trace.seed, "Seed of the trace")->capture_default_str();
   b->add_flag("--no-progress", bench.no_progress, "No progress bar");
+  b->add_option("--http", bench.http,
+                "HOST:PORT of the HTTP listener: send the trace as streaming /v1/completions "
+                "requests instead of gRPC (same trace, same figures)");
+  b->add_option("--api-key", bench.api_key, "With --http: the API key")
+      ->envname("LORASERVE_API_KEY");
+  b->add_option("--base-model", bench.base_model,
+                "With --http: the base model's name for its requests (default: no model field)");
   b->callback([&] { code = run_bench(gf, bench); });
 
   CLI11_PARSE(app, argc, argv);

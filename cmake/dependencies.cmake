@@ -1,5 +1,6 @@
 # Finds the libraries loraserve builds on and exposes each as one target named ls::<name>:
 #   ls::json ls::spdlog ls::cli11 ls::blas ls::pcre2 ls::utf8proc ls::gtest ls::openmp
+#   ls::httplib (the HTTP server; only with LORASERVE_BUILD_SERVER)
 # With LORASERVE_DEPS_DIR (the GPU machine, which has no package manager) the header-only
 # libraries, the tokenizer's two shared libraries and GoogleTest's source come from that
 # folder; tools/gpu-deps fills it from this machine's Debian packages.
@@ -68,6 +69,16 @@ endif()
 foreach(_name json spdlog cli11 pcre2 utf8proc)
   add_library(ls::${_name} ALIAS ls_${_name})
 endforeach()
+
+# cpp-httplib from Debian (libcpp-httplib-dev): a compiled library whose pkg-config flags
+# (CPPHTTPLIB_OPENSSL_SUPPORT...) change its classes' layout, so they must be used as given.
+if(LORASERVE_BUILD_SERVER)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+  add_library(ls_httplib INTERFACE)
+  target_link_libraries(ls_httplib INTERFACE PkgConfig::CPPHTTPLIB)
+  add_library(ls::httplib ALIAS ls_httplib)
+endif()
 if(TARGET ls_gtest)
   add_library(ls::gtest ALIAS ls_gtest)
   add_library(ls::gtest_main ALIAS ls_gtest_main)

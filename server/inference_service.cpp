@@ -7,6 +7,7 @@
 #include <mutex>
 #include <optional>
 
+#include "server/generation_call.h"
 #include "server/wire.h"
 #include "tokenizer/tokenizer.h"
 
@@ -15,10 +16,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double millis_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
 // The call's deadline on the engine's clock; nullopt when the client set none.
 std::optional<Clock::time_point> engine_deadline(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
@@ -26,97 +23,6 @@ std::optional<Clock::time_point> engine_deadline(const grpc::CallbackServerConte
   if (deadline - now > std::chrono::hours(24 * 365)) return std::nullopt;
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
 }
-
-// Converts a parsed GenerateRequest into the engine's request (prompt tokenized when it is text).
-Status to_engine_request(const v1::GenerateRequest& in, const engine::Engine& engine,
-                         ServingState* state, engine::GenerationRequest* out) {
-  out->request_id = in.request_id().empty() ? state->next_request_id() : in.request_id();
-  out->task_id = in.task_id();
-  switch (in.prompt_case()) {
-    case v1::GenerateRequest::kText: {
-      const tokenizer::Tokenizer* tok = engine.tokenizer();
-      if (tok == nullptr) {
-        return failed_precondition_error(
-            "prompt: this model has no tokenizer.json, so it takes token_ids, not text");
-      }
-      auto ids = tok->encode(in.text(), /*add_special_tokens=*/true);
-      if (!ids.ok()) return ids.status().with_context("prompt text");
-      out->prompt_token_ids = std::move(ids).value();
-      break;
-    }
-    case v1::GenerateRequest::kTokenIds:
-      out->prompt_token_ids.assign(in.token_ids().ids().begin(), in.token_ids().ids().end());
-      break;
-    case v1::GenerateRequest::PROMPT_NOT_SET:
-      return invalid_argument_error("prompt is required: set text or token_ids");
-  }
-  out->params = to_engine_params(in.params());
-  return ok_status();
-}
-
-// The server side of one engine sequence: submits it, makes a cancellation reach the engine
-// whenever it arrives (even before the sequence id is known), and at the end writes the request
-// log line and the task's totals. Thread-safe.
-class SequenceHandle {
- public:
-  explicit SequenceHandle(ServingState* state) : state_(state) {}
-
-  Status submit(engine::GenerationRequest request) {
-    request_id_ = request.request_id;
-    task_id_ = request.task_id;
-    auto id = state_->engine()->submit(std::move(request));
-    if (!id.ok()) return id.status();
-    std::lock_guard<std::mutex> lock(mu_);
-    id_ = *id;
-    if (done_) return ok_status();
-    state_->add_sequence(*id);
-    if (cancel_requested_) state_->engine()->cancel(*id);
-    return ok_status();
-  }
-
-  void cancel() {
-    std::lock_guard<std::mutex> lock(mu_);
-    cancel_requested_ = true;
-    if (id_ && !done_) state_->engine()->cancel(*id_);
-  }
-
-  // On the engine thread, with the final update: no cancellation reaches the engine after it.
-  void mark_finished(uint64_t sequence_id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    done_ = true;
-    state_->remove_sequence(sequence_id);
-  }
-
-  // Counts the request in its task's totals and writes its log line.
-  void log_finished(const SequenceSummary& s) const {
-    state_->record_finished(task_id_, s.prompt_tokens, s.completion_tokens);
-    spdlog::info(
-        "request {} task {} prompt {} completion {} queue {:.1f} ms ttft {:.1f} ms total {:.1f} "
-        "ms finish {}{}",
-        request_id_, task_label(), s.prompt_tokens, s.completion_tokens, s.queue_ms, s.ttft_ms,
-        s.total_ms, engine::finish_reason_name(s.finish_reason),
-        s.error.ok() ? "" : ": " + s.error.to_string());
-  }
-
-  void log_rejected(const Status& status) const {
-    spdlog::info("request {} task {} rejected: {}", request_id_, task_label(), status.to_string());
-  }
-
-  const std::string& request_id() const { return request_id_; }
-  void set_request_id(std::string id) { request_id_ = std::move(id); }
-  void set_task_id(std::string id) { task_id_ = std::move(id); }
-
- private:
-  std::string task_label() const { return task_id_.empty() ? "(base)" : task_id_; }
-
-  ServingState* state_;
-  std::string request_id_;
-  std::string task_id_;
-  std::mutex mu_;
-  std::optional<uint64_t> id_;
-  bool cancel_requested_ = false;
-  bool done_ = false;
-};
 
 // The status a finished sequence ends its call with; OK when a response carries the result.
 grpc::Status final_status(const SequenceSummary& u, bool client_cancelled) {
@@ -135,64 +41,56 @@ grpc::Status final_status(const SequenceSummary& u, bool client_cancelled) {
   }
 }
 
-// What GenerateReactor and GenerateStreamReactor share: admission, parsing, submitting the
-// sequence (its updates go to Derived::on_update on the engine thread), refusal before the
-// engine sees the request, and the reference count that deletes the reactor once gRPC is done
-// with it (OnDone) and the engine's final update has been handled. `Message` is the call's
-// request type; `request_of` picks the GenerateRequest out of it.
+// What GenerateReactor and GenerateStreamReactor share: the GenerationCall (admission,
+// tokenizing, submitting, cancellation, the log line), parsing, the call's deadline, refusal
+// before the engine sees the request, and the reference count that deletes the reactor once gRPC
+// is done with it (OnDone) and the engine's final update has been handled. The sequence's
+// updates go to Derived::on_update on the engine thread. `Message` is the call's request type;
+// `request_of` picks the GenerateRequest out of it.
 template <typename Derived, typename GrpcReactor>
 class SequenceReactor : public GrpcReactor {
  public:
   SequenceReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context)
-      : state_(state), writer_(writer), context_(context), sequence_(state) {}
+      : writer_(writer), context_(context), call_(state) {}
 
   template <typename Message, typename RequestOf>
   void start(const grpc::ByteBuffer* bytes, RequestOf request_of) {
-    Status st = state_->begin_call();
+    Status st = call_.admit();
     if (!st.ok()) return finish_now(st);
-    admitted_ = true;
     Message parsed;
     st = parse_message(*bytes, &parsed);
     if (!st.ok()) return finish_now(st);
     const v1::GenerateRequest& in = request_of(parsed);
     with_logprobs_ = in.params().has_logprobs();
-    engine::GenerationRequest request;
-    st = to_engine_request(in, *state_->engine(), state_, &request);
-    sequence_.set_request_id(request.request_id);
-    sequence_.set_task_id(request.task_id);
-    if (!st.ok()) return finish_now(st);
-    request.deadline = engine_deadline(*context_);
+    call_.identify(in.request_id(), in.task_id());
+    auto input = to_generation_input(in);
+    if (!input.ok()) return finish_now(input.status());
+    input->deadline = engine_deadline(*context_);
     Derived* self = static_cast<Derived*>(this);
-    request.on_update = [self](const engine::SequenceUpdate& u) { self->on_update(u); };
     refs_.fetch_add(1);  // the engine's, released after the final update
-    st = sequence_.submit(std::move(request));
+    st = call_.submit(std::move(input).value(),
+                      [self](const engine::SequenceUpdate& u) { self->on_update(u); });
     if (!st.ok()) {
       refs_.fetch_sub(1);
       return finish_now(st);
     }
   }
 
-  void OnDone() override {
-    if (admitted_) state_->end_call();
-    unref();
-  }
+  void OnDone() override { unref(); }
 
  protected:
   void finish_now(const Status& status) {
-    sequence_.log_rejected(status);
+    call_.log_rejected(status);
     this->Finish(to_grpc(status));
   }
   void unref() {
     if (refs_.fetch_sub(1) == 1) delete static_cast<Derived*>(this);
   }
 
-  ServingState* state_;
   Executor* writer_;
   grpc::CallbackServerContext* context_;
-  SequenceHandle sequence_;
-  const Clock::time_point started_ = Clock::now();
+  GenerationCall call_;
   std::atomic<int> refs_{1};  // gRPC's, released in OnDone
-  bool admitted_ = false;
   bool with_logprobs_ = false;
 };
 
@@ -210,23 +108,22 @@ class GenerateReactor final : public SequenceReactor<GenerateReactor, grpc::Serv
     for (const auto& t : u.new_tokens) append_token(t, with_logprobs_, &response_);
     response_.mutable_text()->append(u.new_text);
     if (!u.finished) return;
-    sequence_.mark_finished(u.sequence_id);
-    summary_ = summarize(u, millis_since(started_));
+    summary_ = call_.finish(u);
     writer_->post([this] { finish(); });
   }
 
   void OnCancel() override {
     client_cancelled_.store(true);
-    sequence_.cancel();
+    call_.cancel();
   }
 
  private:
   // Writer thread, after the final update.
   void finish() {
-    sequence_.log_finished(summary_);
+    call_.log_finished(summary_);
     grpc::Status status = final_status(summary_, client_cancelled_.load());
     if (status.ok()) {
-      response_.set_request_id(sequence_.request_id());
+      response_.set_request_id(call_.request_id());
       set_summary(summary_, &response_);
       Status st = serialize_message(response_, response_bytes_);
       if (!st.ok()) status = to_grpc(st);
@@ -257,8 +154,7 @@ class GenerateStreamReactor final
     for (const auto& t : u.new_tokens) append_token(t, with_logprobs_, &pending_);
     pending_.mutable_text()->append(u.new_text);
     if (u.finished) {
-      sequence_.mark_finished(u.sequence_id);
-      summary_ = summarize(u, millis_since(started_));
+      summary_ = call_.finish(u);
       final_status_ = final_status(*summary_, broken_);
       if (final_status_->ok()) set_summary(*summary_, &pending_);
       refs_.fetch_add(1);  // the log job's
@@ -275,7 +171,7 @@ class GenerateStreamReactor final
     if (!ok && !broken_) {
       broken_ = true;
       lock.unlock();
-      sequence_.cancel();
+      call_.cancel();
       lock.lock();
     }
     pump(lock);
@@ -286,13 +182,13 @@ class GenerateStreamReactor final
       std::lock_guard<std::mutex> lock(mu_);
       broken_ = true;
     }
-    sequence_.cancel();
+    call_.cancel();
   }
 
  private:
   // Writer thread, after the final update: the request's log line stays off the engine thread.
   void log_finished() {
-    sequence_.log_finished(*summary_);
+    call_.log_finished(*summary_);
     unref();
   }
 
@@ -312,13 +208,13 @@ class GenerateStreamReactor final
     if (broken_) return;  // the final update will finish the call
     const bool last = final_status_.has_value();
     if (!last && pending_.token_ids_size() == 0 && pending_.text().empty()) return;
-    pending_.set_request_id(sequence_.request_id());
+    pending_.set_request_id(call_.request_id());
     Status st = serialize_message(pending_, &out_);
     pending_.Clear();
     if (!st.ok()) {
       broken_ = true;
       lock.unlock();
-      sequence_.cancel();
+      call_.cancel();
       return;
     }
     writing_ = true;

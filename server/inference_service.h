@@ -1,9 +1,9 @@
-// InferenceService: loraserve.v1.Inference over the gRPC callback API. A handler parses and
-// validates the request, tokenizes a text prompt, submits it to the engine and returns. The
-// engine thread hands each step's tokens to the call's reactor: a stream starts a write when
-// none is in flight (tokens that arrive meanwhile travel in the next message), so the step loop
-// never waits on a client; a unary result is serialized, and every request's log line written,
-// on the service's writer thread.
+// InferenceService: loraserve.v1.Inference over the gRPC callback API. A handler parses the
+// request and hands it to a GenerationCall (admission, tokenizing, submitting, the log line: the
+// same path HTTP requests take), then returns. The engine thread hands each step's tokens to the
+// call's reactor: a stream starts a write when none is in flight (tokens that arrive meanwhile
+// travel in the next message), so the step loop never waits on a client; a unary result is
+// serialized, and every request's log line written, on the service's writer thread.
 // Requests are parsed from raw bytes so that a malformed UTF-8 string is INVALID_ARGUMENT naming
 // the field (protobuf's own parser would only fail). Thread-safe; one instance serves every
 // call; `state` must outlive it, and it must outlive its gRPC server.

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
 #include "engine/loader.h"
 
@@ -79,7 +80,21 @@ Status validate_serve_options(const ServeOptions& o) {
     return invalid_argument_error(
         "--load-on-demand loads <adapter-root>/<task>: it needs --adapter-root");
   }
+  if (!o.http.listen.empty()) {
+    std::string host;
+    int port = 0;
+    LS_RETURN_IF_ERROR(parse_http_address(o.http.listen, &host, &port));
+    if (o.http.threads < 1)
+      return invalid_argument_error("--http-threads must be >= 1, got {}", o.http.threads);
+  }
   return ok_status();
+}
+
+std::string served_model_name(const ServeOptions& o) {
+  if (!o.served_model_name.empty()) return o.served_model_name;
+  std::filesystem::path dir(o.model_dir);
+  if (!dir.has_filename()) dir = dir.parent_path();  // "models/demo/"
+  return dir.filename().string();
 }
 
 Server::Server(ServeOptions options) : options_(std::move(options)) {}
@@ -121,8 +136,24 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   }
   s->admin_server_ = std::move(admin_server).value();
   s->admin_address_ = bound_address(options.admin_listen, admin_port);
-  spdlog::info("listening on {} (inference) and {} (admin{}); loading the model", s->address_,
-               s->admin_address_, options.admin_token.empty() ? "" : ", token required");
+  if (!options.http.listen.empty()) {
+    s->http_ = std::make_unique<HttpServer>(options.http, &s->state_);
+    s->openai_ = std::make_unique<OpenAiService>(
+        &s->state_, OpenAiOptions{served_model_name(options), options.version});
+    s->openai_->add_routes(*s->http_);
+    Status st = s->http_->start();
+    if (!st.ok()) {
+      s->server_->Shutdown();
+      s->admin_server_->Shutdown();
+      return st;
+    }
+    s->http_address_ = s->http_->address();
+  }
+  spdlog::info("listening on {} (inference), {} (admin{}) and {}; loading the model", s->address_,
+               s->admin_address_, options.admin_token.empty() ? "" : ", token required",
+               s->http_ ? fmt::format("http://{} (HTTP{})", s->http_address_,
+                                      options.http.api_key.empty() ? "" : ", API key required")
+                        : "no HTTP");
   return s;
 }
 
@@ -154,6 +185,8 @@ Status Server::load() {
   spdlog::info(
       "serving {} ({}, {}) on {} after {:.1f} s; admin on {}{}", options_.model_dir,
       e->config().architecture_name, e->backend().describe(), address_, secs, admin_address_,
+      http_ ? fmt::format("; HTTP on {} as model '{}'", http_address_, served_model_name(options_))
+            : "",
       loader_->on_demand() ? fmt::format("; adapters load on demand from {}", adapter_root_->path())
                            : "");
   return ok_status();
@@ -179,6 +212,7 @@ void Server::shutdown() {
   // starts from now on.
   if (loader_) loader_->stop();
   std::this_thread::sleep_for(kLinger);
+  if (http_) http_->stop();
   health_->end_watches();
   admin_health_->end_watches();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);

@@ -1,9 +1,11 @@
 // Server: one `loraserve serve` process. It listens first, on the public address (Inference,
-// Health, reflection) and the admin address (Admin, Health, reflection), answering NOT_SERVING
-// and UNAVAILABLE while load() reads the model and preloads adapters; then one engine thread
-// runs every step and health turns SERVING. shutdown() drains: health NOT_SERVING, new calls
-// UNAVAILABLE, calls in flight finish (those left at the drain timeout are cancelled), then the
-// gRPC servers, the engine thread and the engine stop, in that order.
+// Health, reflection), the admin address (Admin, Health, reflection) and the HTTP address
+// (OpenAI-compatible routes, /health), answering NOT_SERVING, UNAVAILABLE and 503 while load()
+// reads the model and preloads adapters; then one engine thread runs every step, for gRPC and
+// HTTP requests alike, and health turns SERVING. shutdown() drains: health NOT_SERVING (HTTP
+// 503), new calls UNAVAILABLE, calls in flight on either transport finish (those left at the
+// drain timeout are cancelled), then the HTTP and gRPC servers, the engine thread and the engine
+// stop, in that order.
 // listen(), load() and shutdown() are called from one thread; the services are thread-safe.
 #pragma once
 
@@ -22,6 +24,8 @@
 #include "server/adapter_loader.h"
 #include "server/admin_service.h"
 #include "server/health_service.h"
+#include "server/http_openai.h"
+#include "server/http_server.h"
 #include "server/inference_service.h"
 #include "server/server_metrics.h"
 #include "server/serving_state.h"
@@ -42,7 +46,13 @@ struct ServeOptions {
   std::vector<std::pair<std::string, std::string>> preload;  // (task, folder)
   double drain_timeout_s = 30.0;
   std::string version;
+  HttpOptions http;               // http.listen "" turns HTTP off
+  std::string served_model_name;  // empty: the model folder's name
 };
+
+// The name the base model answers to over HTTP: --served-model-name, else the model folder's
+// name.
+std::string served_model_name(const ServeOptions& options);
 
 // True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, unix sockets.
 bool is_loopback_address(const std::string& address);
@@ -65,6 +75,8 @@ class Server {
   // The addresses actually bound (the port chosen when the flag said port 0).
   const std::string& address() const { return address_; }
   const std::string& admin_address() const { return admin_address_; }
+  // "" when HTTP is off.
+  const std::string& http_address() const { return http_address_; }
 
  private:
   explicit Server(ServeOptions options);
@@ -81,9 +93,12 @@ class Server {
   std::unique_ptr<HealthService> admin_health_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> admin_server_;
+  std::unique_ptr<OpenAiService> openai_;
+  std::unique_ptr<HttpServer> http_;
   std::jthread engine_thread_;
   std::string address_;
   std::string admin_address_;
+  std::string http_address_;
   bool stopped_ = false;
 };
 

@@ -87,17 +87,22 @@ engine::SamplingParams to_engine_params(const v1::SamplingParams& p) {
   return out;
 }
 
-SequenceSummary summarize(const engine::SequenceUpdate& u, double total_ms) {
-  SequenceSummary s;
-  s.sequence_id = u.sequence_id;
-  s.finish_reason = u.finish_reason;
-  s.error = u.error;
-  s.prompt_tokens = u.prompt_tokens;
-  s.completion_tokens = u.completion_tokens;
-  s.queue_ms = u.queue_ms;
-  s.ttft_ms = u.ttft_ms;
-  s.total_ms = total_ms;
-  return s;
+Result<GenerationInput> to_generation_input(const v1::GenerateRequest& in) {
+  GenerationInput out;
+  out.request_id = in.request_id();
+  out.task_id = in.task_id();
+  switch (in.prompt_case()) {
+    case v1::GenerateRequest::kText:
+      out.prompt = in.text();
+      break;
+    case v1::GenerateRequest::kTokenIds:
+      out.prompt = std::vector<int32_t>(in.token_ids().ids().begin(), in.token_ids().ids().end());
+      break;
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      return invalid_argument_error("prompt is required: set text or token_ids");
+  }
+  out.params = to_engine_params(in.params());
+  return out;
 }
 
 v1::FinishReason to_proto(engine::FinishReason reason) {

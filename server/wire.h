@@ -1,6 +1,6 @@
-// The edge between the wire and the engine: gRPC byte buffers to proto messages (with errors
-// that name a malformed field), proto messages to engine structs and back, and Status to
-// grpc::Status. Stateless functions; thread-safe.
+// The edge between gRPC and the rest of the server: byte buffers to proto messages (with errors
+// that name a malformed field), proto messages to GenerationInput and engine structs and back,
+// and Status to grpc::Status. Stateless functions; thread-safe.
 #pragma once
 
 #include <google/protobuf/message.h>
@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "engine/request.h"
 #include "loraserve/v1/inference.pb.h"
+#include "server/generation_call.h"
 
 namespace loraserve::server {
 
@@ -25,6 +26,10 @@ grpc::Status to_grpc(const Status& status);
 // The sampling fields that were set, over the engine's defaults; nothing is validated here
 // (the engine does, naming the field).
 engine::SamplingParams to_engine_params(const v1::SamplingParams& params);
+
+// The request as the transport-independent GenerationCall takes it (no deadline: that is the
+// call's). INVALID_ARGUMENT when no prompt is set.
+Result<GenerationInput> to_generation_input(const v1::GenerateRequest& request);
 
 v1::FinishReason to_proto(engine::FinishReason reason);
 
@@ -42,20 +47,6 @@ void append_token(const engine::GeneratedToken& token, bool with_logprobs, Respo
     t->set_logprob(alt.logprob);
   }
 }
-
-// What a sequence's final update says, kept past the engine's callback.
-struct SequenceSummary {
-  uint64_t sequence_id = 0;
-  engine::FinishReason finish_reason = engine::FinishReason::kNone;
-  Status error;
-  int32_t prompt_tokens = 0;
-  int32_t completion_tokens = 0;
-  double queue_ms = 0.0;
-  double ttft_ms = 0.0;
-  double total_ms = 0.0;  // accepted → finished, measured by the server
-};
-
-SequenceSummary summarize(const engine::SequenceUpdate& final_update, double total_ms);
 
 // Fills finish_reason, usage and timing.
 template <typename Response>

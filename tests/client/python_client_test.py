@@ -51,7 +51,8 @@ class PythonClientTest(unittest.TestCase):
             [LORASERVE, "serve", "--model", MODEL, "--adapter-root", root, "--admin-token", TOKEN,
              "--preload", "a=" + os.path.join(root, "all7_r8"),
              "--preload", "b=" + os.path.join(root, "attn_r16_rslora"),
-             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--ready-file", ready],
+             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--http-listen", "",
+             "--ready-file", ready],
             stdout=subprocess.DEVNULL, stderr=open(cls.log, "w"))
         cls.addresses = wait_ready(cls.proc, ready, cls.log)
         cls.client = loraserve_client.Client(cls.addresses["listen"],

@@ -83,6 +83,11 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(const std::vector<st
     argv.push_back("--threads");
     argv.push_back("1");
   }
+  // Never the default port: tests run side by side.
+  if (std::find(args.begin(), args.end(), "--http-listen") == args.end()) {
+    argv.push_back("--http-listen");
+    argv.push_back("127.0.0.1:0");
+  }
   for (const std::string& a :
        {std::string("--listen"), std::string("127.0.0.1:0"), std::string("--admin-listen"),
         std::string("127.0.0.1:0"), std::string("--ready-file"), ready.string()}) {
@@ -103,6 +108,7 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(const std::vector<st
       if (!j.is_discarded()) {
         p->address_ = j.at("listen").get<std::string>();
         p->admin_address_ = j.at("admin_listen").get<std::string>();
+        p->http_address_ = j.value("http_listen", "");
         return p;
       }
     }

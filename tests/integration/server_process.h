@@ -26,7 +26,8 @@ inline constexpr const char* kFixtureModel = "tests/reference/fixtures/llama_mha
 class ServerProcess {
  public:
   // Starts `loraserve serve <args> --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
-  // --ready-file ...` (and --threads 1 unless args set it) and waits until it serves (or exits, or `timeout_s` passes).
+  // --ready-file ...` (and --threads 1 and --http-listen 127.0.0.1:0 unless args set them) and
+  // waits until it serves (or exits, or `timeout_s` passes).
   static Result<std::unique_ptr<ServerProcess>> start(const std::vector<std::string>& args,
                                                       const fs::path& work_dir,
                                                       double timeout_s = 60.0);
@@ -34,6 +35,8 @@ class ServerProcess {
 
   const std::string& address() const { return address_; }
   const std::string& admin_address() const { return admin_address_; }
+  // "127.0.0.1:PORT"; "" when the server was started with --http-listen "".
+  const std::string& http_address() const { return http_address_; }
   void signal(int sig) const;
   // Waits for the process to exit: its exit code, or 128 + signal, or -1 on timeout.
   int wait(double timeout_s);
@@ -46,6 +49,7 @@ class ServerProcess {
   fs::path log_path_;
   std::string address_;
   std::string admin_address_;
+  std::string http_address_;
 };
 
 // The last `bytes` of the server's log, for failure messages.

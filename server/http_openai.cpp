@@ -1,0 +1,572 @@
+#include "server/http_openai.h"
+
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <ctime>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <span>
+
+#include "adapters/registry.h"
+#include "server/generation_call.h"
+#include "tokenizer/tokenizer.h"
+
+namespace loraserve::server {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// How often a streaming request's thread wakes while no token arrives, so that the library
+// checks whether the client is still there.
+constexpr auto kStreamPoll = std::chrono::milliseconds(200);
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// "<prefix>-" and 24 random hex digits.
+std::string random_id(std::string_view prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}-{:016x}{:08x}", prefix, rng(), static_cast<uint32_t>(rng()));
+}
+
+int64_t unix_seconds(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+// At most `n` bytes of `s`, with control characters and non-ASCII bytes shown as '?': for
+// echoing client input in messages.
+std::string short_echo(std::string_view s, size_t n = 64) {
+  std::string out;
+  for (char c : s.substr(0, n)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (s.size() > n) out += "...";
+  return out;
+}
+
+// A request id from the X-Request-Id header: printable ASCII, at most 128 characters; "" when
+// the header is absent or unfit (then the response id names the request).
+std::string header_request_id(const httplib::Request& req) {
+  const std::string id = req.get_header_value("X-Request-Id");
+  if (id.empty() || id.size() > 128) return "";
+  for (char c : id)
+    if (c < 0x21 || c > 0x7e) return "";
+  return id;
+}
+
+// The text of one token as a logprobs entry shows it: the token decoded alone (special tokens
+// included; a piece of a multi-byte character shows as U+FFFD, as Hugging Face decodes it), or
+// "token_id:N" for a model without a tokenizer.
+std::string token_text(const tokenizer::Tokenizer* tok, int32_t id) {
+  if (tok != nullptr) {
+    auto text = tok->decode(std::span<const int32_t>(&id, 1), /*skip_special_tokens=*/false);
+    if (text.ok()) return std::move(text).value();
+  }
+  return fmt::format("token_id:{}", id);
+}
+
+size_t utf8_chars(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80 ? 1 : 0;
+  return n;
+}
+
+json utf8_bytes(std::string_view s) {
+  json out = json::array();
+  for (unsigned char c : s) out.push_back(static_cast<int>(c));
+  return out;
+}
+
+const char* finish_reason_text(engine::FinishReason r) {
+  switch (r) {
+    case engine::FinishReason::kLength:
+      return "length";
+    case engine::FinishReason::kEos:
+    case engine::FinishReason::kStop:
+      return "stop";
+    default:
+      return nullptr;
+  }
+}
+
+// The error a sequence ended with instead of an answer; OK when it finished normally.
+Status sequence_error(const SequenceSummary& s) {
+  switch (s.finish_reason) {
+    case engine::FinishReason::kError:
+      return s.error;
+    case engine::FinishReason::kDeadline:
+      return deadline_exceeded_error("the deadline passed after {} generated tokens",
+                                     s.completion_tokens);
+    case engine::FinishReason::kCancelled:
+      return unavailable_error(
+          "the server is shutting down: the request was cancelled after {} generated tokens; "
+          "retry on another replica",
+          s.completion_tokens);
+    default:
+      return ok_status();
+  }
+}
+
+// What the engine sent one choice and the request's thread has not taken yet.
+struct ChoiceDelta {
+  size_t index = 0;
+  std::vector<engine::GeneratedToken> tokens;
+  std::string text;
+  std::optional<SequenceSummary> final;  // set once, with the last delta
+};
+
+// The sequences of one HTTP request (one per choice). The engine thread appends each step's
+// tokens to its choice's slot; the request's thread takes them. Thread-safe; the engine's
+// callbacks hold it alive (shared) until its sequences end.
+class ChoiceRun {
+ public:
+  ChoiceRun(ServingState* state, size_t choices) : slots_(choices) {
+    for (auto& s : slots_) s.call = std::make_unique<GenerationCall>(state);
+  }
+
+  GenerationCall& call(size_t i) { return *slots_[i].call; }
+  size_t size() const { return slots_.size(); }
+
+  // Admits every choice's call: UNAVAILABLE while the model loads or the server drains.
+  Status admit() {
+    for (auto& s : slots_) LS_RETURN_IF_ERROR(s.call->admit());
+    return ok_status();
+  }
+
+  // Submits choice i. REQUIRES: `self` owns this run.
+  Status submit(const std::shared_ptr<ChoiceRun>& self, size_t i, GenerationInput input) {
+    Status st = slots_[i].call->submit(
+        std::move(input), [self, i](const engine::SequenceUpdate& u) { self->on_update(i, u); });
+    if (st.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      slots_[i].submitted = true;
+      ++unfinished_;
+    }
+    return st;
+  }
+
+  // Waits up to `wait` for news, then moves every choice's news into `out`. True when every
+  // submitted choice has finished and its final delta has been taken.
+  bool take(std::vector<ChoiceDelta>* out, std::chrono::milliseconds wait) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, wait, [&] { return news_; });
+    news_ = false;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      Slot& s = slots_[i];
+      if (s.tokens.empty() && s.text.empty() && !(s.final && !s.final_taken)) continue;
+      ChoiceDelta d;
+      d.index = i;
+      d.tokens = std::move(s.tokens);
+      d.text = std::move(s.text);
+      s.tokens.clear();
+      s.text.clear();
+      if (s.final && !s.final_taken) {
+        d.final = s.final;
+        s.final_taken = true;
+        --untaken_finals_;
+      }
+      out->push_back(std::move(d));
+    }
+    return unfinished_ == 0 && untaken_finals_ == 0;
+  }
+
+  void cancel() {
+    for (auto& s : slots_) s.call->cancel();
+  }
+  void wait_finished() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return unfinished_ == 0; });
+  }
+  // Logs every submitted choice. REQUIRES: wait_finished().
+  void log_finished() {
+    for (auto& s : slots_)
+      if (s.final) s.call->log_finished(*s.final);
+  }
+
+ private:
+  struct Slot {
+    std::unique_ptr<GenerationCall> call;
+    bool submitted = false;
+    std::vector<engine::GeneratedToken> tokens;
+    std::string text;
+    std::optional<SequenceSummary> final;
+    bool final_taken = false;
+  };
+
+  // Engine thread.
+  void on_update(size_t i, const engine::SequenceUpdate& u) {
+    std::optional<SequenceSummary> summary;
+    if (u.finished) summary = slots_[i].call->finish(u);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Slot& s = slots_[i];
+      s.tokens.insert(s.tokens.end(), u.new_tokens.begin(), u.new_tokens.end());
+      s.text += u.new_text;
+      if (summary) {
+        s.final = std::move(summary);
+        --unfinished_;
+        ++untaken_finals_;
+      }
+      news_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  std::vector<Slot> slots_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool news_ = false;
+  int unfinished_ = 0;
+  int untaken_finals_ = 0;
+};
+
+// Writes OpenAI's JSON for one request: the whole answer, or its stream chunks. Keeps each
+// choice's text offset (completions logprobs) across chunks. Used by one thread.
+class Shaper {
+ public:
+  Shaper(const OpenAiRequest& request, std::string id, std::string model, std::string fingerprint,
+         const tokenizer::Tokenizer* tok, size_t choices)
+      : chat_(request.chat),
+        logprobs_(request.logprobs),
+        return_token_ids_(request.return_token_ids),
+        include_usage_(request.include_usage && request.stream),
+        id_(std::move(id)),
+        model_(std::move(model)),
+        fingerprint_(std::move(fingerprint)),
+        created_(unix_seconds(std::chrono::system_clock::now())),
+        tok_(tok),
+        text_offset_(choices, 0) {}
+
+  json logprobs(size_t index, const std::vector<engine::GeneratedToken>& tokens) {
+    if (!logprobs_) return nullptr;
+    if (chat_) {
+      json content = json::array();
+      for (const auto& t : tokens) {
+        const std::string text = token_text(tok_, t.token_id);
+        json top = json::array();
+        for (const auto& alt : t.top) {
+          const std::string alt_text = token_text(tok_, alt.token_id);
+          top.push_back(
+              {{"token", alt_text}, {"logprob", alt.logprob}, {"bytes", utf8_bytes(alt_text)}});
+        }
+        content.push_back({{"token", text},
+                           {"logprob", t.logprob},
+                           {"bytes", utf8_bytes(text)},
+                           {"top_logprobs", std::move(top)}});
+      }
+      return {{"content", std::move(content)}, {"refusal", nullptr}};
+    }
+    json out = {{"tokens", json::array()},
+                {"token_logprobs", json::array()},
+                {"top_logprobs", json::array()},
+                {"text_offset", json::array()}};
+    for (const auto& t : tokens) {
+      const std::string text = token_text(tok_, t.token_id);
+      json top = json::object();
+      for (const auto& alt : t.top) {
+        const std::string alt_text = token_text(tok_, alt.token_id);
+        if (!top.contains(alt_text)) top[alt_text] = alt.logprob;
+      }
+      if (!top.contains(text)) top[text] = t.logprob;
+      out["tokens"].push_back(text);
+      out["token_logprobs"].push_back(t.logprob);
+      out["top_logprobs"].push_back(std::move(top));
+      out["text_offset"].push_back(text_offset_[index]);
+      text_offset_[index] += utf8_chars(text);
+    }
+    return out;
+  }
+
+  static json token_ids(const std::vector<engine::GeneratedToken>& tokens) {
+    json ids = json::array();
+    for (const auto& t : tokens) ids.push_back(t.token_id);
+    return ids;
+  }
+
+  json usage(int64_t prompt, int64_t completion) const {
+    return {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt + completion}};
+  }
+
+  json envelope(const char* object) const {
+    return {{"id", id_},
+            {"object", object},
+            {"created", created_},
+            {"model", model_},
+            {"system_fingerprint", fingerprint_}};
+  }
+
+  // The non-streaming answer. REQUIRES: every choice finished normally.
+  json answer(const std::vector<ChoiceDelta>& choices) {
+    json out = envelope(chat_ ? "chat.completion" : "text_completion");
+    json list = json::array();
+    int64_t prompt = 0, completion = 0;
+    for (const ChoiceDelta& d : choices) {
+      json c = {{"index", d.index},
+                {"logprobs", logprobs(d.index, d.tokens)},
+                {"finish_reason", finish_reason_text(d.final->finish_reason)}};
+      if (chat_) {
+        c["message"] = {{"role", "assistant"}, {"content", d.text}, {"refusal", nullptr}};
+      } else {
+        c["text"] = d.text;
+      }
+      if (return_token_ids_) c["token_ids"] = token_ids(d.tokens);
+      list.push_back(std::move(c));
+      prompt += d.final->prompt_tokens;
+      completion += d.final->completion_tokens;
+    }
+    out["choices"] = std::move(list);
+    out["usage"] = usage(prompt, completion);
+    return out;
+  }
+
+  // The chat stream's first chunk of a choice: the assistant's role.
+  std::string role_chunk(size_t index) const {
+    json out = envelope("chat.completion.chunk");
+    out["choices"] = json::array({{{"index", index},
+                                   {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                   {"logprobs", nullptr},
+                                   {"finish_reason", nullptr}}});
+    if (include_usage_) out["usage"] = nullptr;
+    return event(out);
+  }
+
+  // The chunk for one choice's news; "" when there is nothing to send yet (text held back and
+  // neither logprobs nor token ids asked for).
+  std::string chunk(const ChoiceDelta& d) {
+    const char* finish = d.final ? finish_reason_text(d.final->finish_reason) : nullptr;
+    const bool has_tokens = !d.tokens.empty() && (logprobs_ || return_token_ids_);
+    if (d.text.empty() && !has_tokens && finish == nullptr) return "";
+    json c = {{"index", d.index}, {"logprobs", logprobs(d.index, d.tokens)}};
+    if (chat_) {
+      c["delta"] = d.text.empty() && finish != nullptr && !has_tokens ? json::object()
+                                                                      : json{{"content", d.text}};
+    } else {
+      c["text"] = d.text;
+    }
+    c["finish_reason"] = finish != nullptr ? json(finish) : json(nullptr);
+    if (return_token_ids_) c["token_ids"] = token_ids(d.tokens);
+    json out = envelope(chat_ ? "chat.completion.chunk" : "text_completion");
+    out["choices"] = json::array({std::move(c)});
+    if (include_usage_) out["usage"] = nullptr;
+    return event(out);
+  }
+
+  // The last chunk when stream_options.include_usage asks for it: usage, no choices.
+  std::string usage_chunk(int64_t prompt, int64_t completion) const {
+    if (!include_usage_) return "";
+    json out = envelope(chat_ ? "chat.completion.chunk" : "text_completion");
+    out["choices"] = json::array();
+    out["usage"] = usage(prompt, completion);
+    return event(out);
+  }
+
+  static std::string event(const json& j) { return "data: " + dump(j) + "\n\n"; }
+  static std::string error_event(const Status& st) {
+    return "data: " + openai_error_json(st) + "\n\n";
+  }
+
+ private:
+  bool chat_;
+  bool logprobs_;
+  bool return_token_ids_;
+  bool include_usage_;
+  std::string id_;
+  std::string model_;
+  std::string fingerprint_;
+  int64_t created_;
+  const tokenizer::Tokenizer* tok_;
+  std::vector<size_t> text_offset_;
+};
+
+void set_request_error(httplib::Response& res, const RequestError& e) {
+  set_openai_error(res, e.status, e.param);
+}
+
+}  // namespace
+
+OpenAiService::OpenAiService(ServingState* state, OpenAiOptions options)
+    : state_(state), options_(std::move(options)) {}
+
+void OpenAiService::add_routes(HttpServer& http) {
+  http.post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    generate(req, res, /*chat=*/false);
+  });
+  http.post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    generate(req, res, /*chat=*/true);
+  });
+  http.get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    if (state_->engine() == nullptr) {
+      set_openai_error(res, unavailable_error("the model is still loading; retry shortly"));
+      return;
+    }
+    res.set_content(dump(models()), "application/json");
+  });
+}
+
+json OpenAiService::models() const {
+  json data = json::array();
+  const engine::Engine* e = state_->engine();
+  if (e == nullptr) return {{"object", "list"}, {"data", data}};
+  const int64_t context = e->config().max_context;
+  data.push_back({{"id", options_.served_model_name},
+                  {"object", "model"},
+                  {"created", unix_seconds(started_)},
+                  {"owned_by", "loraserve"},
+                  {"root", options_.served_model_name},
+                  {"parent", nullptr},
+                  {"max_model_len", context}});
+  for (const adapters::AdapterRef& a : e->adapters().list()) {
+    data.push_back({{"id", a->task_id},
+                    {"object", "model"},
+                    {"created", unix_seconds(a->loaded_at)},
+                    {"owned_by", "loraserve"},
+                    {"root", a->task_id},
+                    {"parent", options_.served_model_name},
+                    {"max_model_len", context}});
+  }
+  return {{"object", "list"}, {"data", std::move(data)}};
+}
+
+void OpenAiService::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const std::string id = random_id(chat ? "chatcmpl" : "cmpl");
+  const std::string header_id = header_request_id(req);
+  const std::string request_id = header_id.empty() ? id : header_id;
+  res.set_header("X-Request-Id", request_id);
+
+  auto parsed = parse_openai_request(req.body, chat);
+  if (auto* e = std::get_if<RequestError>(&parsed)) {
+    GenerationCall refused(state_);
+    refused.identify(request_id, "");
+    refused.log_rejected(e->status);
+    return set_request_error(res, *e);
+  }
+  OpenAiRequest& r = std::get<OpenAiRequest>(parsed);
+  // The base model answers to its served name (or to no name); anything else is a task ID.
+  const bool base = r.model.empty() || r.model == options_.served_model_name;
+  const std::string task = base ? "" : r.model;
+  const std::string model = base ? options_.served_model_name : r.model;
+
+  const size_t n = chat ? 1 : r.prompts.size();
+  auto run = std::make_shared<ChoiceRun>(state_, n);
+  // A name that cannot be a task ID is named in the log only as an excerpt.
+  const bool valid_task = base || adapters::AdapterRegistry::validate_task_id(task).ok();
+  for (size_t i = 0; i < n; ++i)
+    run->call(i).identify(n == 1 ? request_id : fmt::format("{}-{}", request_id, i),
+                          valid_task ? task : short_echo(task));
+  Status st = run->admit();
+  if (!st.ok()) {
+    run->call(0).log_rejected(st);
+    return set_openai_error(res, st);
+  }
+  if (!valid_task) {
+    st = not_found_error(
+        "model '{}' does not exist: it is neither the base model '{}' nor a task ID",
+        short_echo(task), options_.served_model_name);
+    run->call(0).log_rejected(st);
+    return set_openai_error(res, st, "model", "model_not_found");
+  }
+  engine::Engine* engine = state_->engine();
+  if (chat) {
+    st = unimplemented_error("chat completions need the chat template renderer");
+    run->call(0).log_rejected(st);
+    return set_openai_error(res, st);
+  }
+
+  // Submit every choice; a refusal cancels those already running and is the request's answer.
+  for (size_t i = 0; i < n; ++i) {
+    GenerationInput input;
+    input.request_id = run->call(i).request_id();
+    input.task_id = task;
+    input.prompt = std::move(r.prompts[i]);
+    input.add_special_tokens = r.add_special_tokens;
+    input.params = r.params;
+    st = run->submit(run, i, std::move(input));
+    if (st.ok()) continue;
+    run->call(i).log_rejected(st);
+    run->cancel();
+    run->wait_finished();
+    run->log_finished();
+    if (st.code() == StatusCode::kNotFound) {
+      return set_openai_error(
+          res,
+          not_found_error("model '{}' does not exist: it is neither the base model '{}' nor a "
+                          "loaded adapter (GET /v1/models lists them)",
+                          short_echo(task), options_.served_model_name),
+          "model", "model_not_found");
+    }
+    return set_openai_error(res, n == 1 ? st : st.with_context(fmt::format("prompt[{}]", i)));
+  }
+
+  auto shaper = std::make_shared<Shaper>(r, id, model, "loraserve-" + options_.version,
+                                         engine->tokenizer(), n);
+  if (!r.stream) {
+    run->wait_finished();
+    std::vector<ChoiceDelta> deltas;
+    run->take(&deltas, std::chrono::milliseconds(0));
+    run->log_finished();
+    for (const ChoiceDelta& d : deltas) {
+      st = sequence_error(*d.final);
+      if (!st.ok()) return set_openai_error(res, st);
+    }
+    res.set_content(dump(shaper->answer(deltas)), "application/json");
+    return;
+  }
+
+  // Streaming. The provider runs on this request's HTTP thread after the headers are written;
+  // cpp-httplib checks that the client is still there before each call, and the releaser runs
+  // when the response ends either way.
+  struct StreamState {
+    bool started = false;
+    bool completed = false;
+    int64_t prompt_tokens = 0;
+    int64_t completion_tokens = 0;
+  };
+  auto stream = std::make_shared<StreamState>();
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [run, shaper, stream, chat](size_t, httplib::DataSink& sink) {
+        std::string out;
+        if (!stream->started) {
+          stream->started = true;
+          if (chat)
+            for (size_t i = 0; i < run->size(); ++i) out += shaper->role_chunk(i);
+        }
+        std::vector<ChoiceDelta> deltas;
+        const bool done =
+            run->take(&deltas, out.empty() ? kStreamPoll : std::chrono::milliseconds(0));
+        Status failed;
+        for (const ChoiceDelta& d : deltas) {
+          if (d.final) {
+            const Status st = sequence_error(*d.final);
+            if (!st.ok() && failed.ok()) failed = st;
+            stream->prompt_tokens += d.final->prompt_tokens;
+            stream->completion_tokens += d.final->completion_tokens;
+          }
+          if (failed.ok()) out += shaper->chunk(d);
+        }
+        if (!failed.ok()) {
+          run->cancel();
+          out += Shaper::error_event(failed) + "data: [DONE]\n\n";
+        } else if (done) {
+          out += shaper->usage_chunk(stream->prompt_tokens, stream->completion_tokens);
+          out += "data: [DONE]\n\n";
+        }
+        if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+        if (done || !failed.ok()) {
+          stream->completed = true;
+          sink.done();
+        }
+        return true;
+      },
+      [run, stream](bool) {
+        if (!stream->completed) run->cancel();  // the client went away
+        run->wait_finished();
+        run->log_finished();
+      });
+}
+
+}  // namespace loraserve::server

@@ -1,0 +1,49 @@
+// OpenAiService: the OpenAI-compatible routes of the HTTP listener. `model` names a task ID (an
+// adapter) or the base model (--served-model-name, by default the model folder's name):
+//   POST /v1/completions       prompt: a string, token ids, or a list of either (one choice each)
+//   POST /v1/chat/completions  messages rendered with the model's chat template
+//   GET  /v1/models            the base model and every adapter registered now
+// Every generation goes through a GenerationCall per choice, so HTTP and gRPC requests share the
+// engine, its batches and its decisions. A non-streaming request waits for its result on its
+// HTTP thread; a streaming one answers with Server-Sent Events (`data: {json}` chunks, then
+// `data: [DONE]`), written by its HTTP thread as the engine thread hands over tokens (merged
+// when the client reads slower than the engine generates), and a client that goes away cancels
+// its sequences. Errors are OpenAI's JSON error objects with the HTTP status of the gRPC code.
+// Thread-safe; `state` must outlive it, and it must outlive the HttpServer it adds routes to.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "server/http_openai_request.h"
+#include "server/http_server.h"
+#include "server/serving_state.h"
+
+namespace loraserve::server {
+
+struct OpenAiOptions {
+  std::string served_model_name;  // the base model's `model` name
+  std::string version;            // loraserve's, in system_fingerprint
+};
+
+class OpenAiService {
+ public:
+  OpenAiService(ServingState* state, OpenAiOptions options);
+
+  // Adds the /v1/* routes. REQUIRES: before http.start().
+  void add_routes(HttpServer& http);
+
+  // The /v1/models answer (exposed for tests).
+  nlohmann::json models() const;
+
+ private:
+  void generate(const httplib::Request& req, httplib::Response& res, bool chat);
+
+  ServingState* state_;
+  OpenAiOptions options_;
+  const std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
+};
+
+}  // namespace loraserve::server

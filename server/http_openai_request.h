@@ -1,0 +1,66 @@
+// The edge between OpenAI's JSON requests and the server: a /v1/completions or
+// /v1/chat/completions body parsed and checked field by field into plain structs. Fields OpenAI
+// defines that loraserve cannot honour and that would change the answer (n > 1, best_of, echo,
+// suffix, tools, logit_bias, penalties, ...) are refused naming the field; unknown fields are
+// ignored, as OpenAI's servers do; null is the same as absent. Value ranges that the engine
+// checks (temperature, top_p, max_tokens against the context...) are left to it, so both
+// transports give the same answer. Stateless; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/request.h"
+
+namespace loraserve::server {
+
+// OpenAI's default max_tokens for /v1/completions; chat has none (the engine's default, capped
+// by the context, applies).
+inline constexpr int32_t kCompletionsDefaultMaxTokens = 16;
+// Most prompts one /v1/completions request may carry (each is a choice and a sequence).
+inline constexpr size_t kMaxPromptsPerRequest = 128;
+
+// One chat message as the template sees it: content parts joined into one string.
+struct ChatMessage {
+  std::string role;
+  std::string content;
+  std::string name;  // "" when absent
+};
+
+struct OpenAiRequest {
+  bool chat = false;
+  std::string model;  // "" when absent: the base model
+  // Completions: one prompt per choice, text or token ids.
+  std::vector<std::variant<std::string, std::vector<int32_t>>> prompts;
+  // Chat: the conversation, rendered with the model's chat template.
+  std::vector<ChatMessage> messages;
+  bool add_generation_prompt = true;  // chat (vLLM's extension)
+  // For text prompts: add BOS and the like (completions: true; chat: false, since the template
+  // writes them).
+  bool add_special_tokens = true;
+  engine::SamplingParams params;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  // Completions: `logprobs` N (the sampled token's logprob and N alternatives). Chat:
+  // `logprobs: true` with `top_logprobs` N. Absent: no logprobs.
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
+  bool return_token_ids = false;  // vLLM's extension: token ids beside the text
+};
+
+// A request that cannot be served, and the field at fault ("" when it is the body itself).
+struct RequestError {
+  Status status;
+  std::string param;
+};
+
+// Parses the body of POST /v1/completions (`chat` false) or /v1/chat/completions (`chat` true).
+// Errors are INVALID_ARGUMENT naming the field (malformed JSON too, echoing no more than a
+// short prefix of the input).
+std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view body, bool chat);
+
+}  // namespace loraserve::server

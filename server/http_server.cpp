@@ -1,0 +1,259 @@
+#include "server/http_server.h"
+
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <charconv>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+namespace loraserve::server {
+namespace {
+
+// Idle keep-alive connections hold a pool thread; this bounds how long.
+constexpr time_t kKeepAliveSeconds = 5;
+constexpr size_t kKeepAliveRequests = 1000;
+// A client that sends nothing (or reads nothing) for this long loses its connection.
+constexpr time_t kIoTimeoutSeconds = 30;
+
+std::string escape_regex(const std::string& path) {
+  static const std::regex special(R"([.^$|()\[\]{}*+?\\])");
+  return std::regex_replace(path, special, R"(\$&)");
+}
+
+}  // namespace
+
+Status parse_http_address(const std::string& address, std::string* host, int* port) {
+  std::string port_text;
+  if (address.starts_with("[")) {
+    const size_t close = address.find(']');
+    if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':')
+      return invalid_argument_error("--http-listen '{}' is not [ADDRESS]:PORT", address);
+    *host = address.substr(1, close - 1);
+    port_text = address.substr(close + 2);
+  } else {
+    const size_t colon = address.rfind(':');
+    if (colon == std::string::npos || address.find(':') != colon)
+      return invalid_argument_error("--http-listen '{}' is not HOST:PORT (IPv6: [ADDRESS]:PORT)",
+                                    address);
+    *host = address.substr(0, colon);
+    port_text = address.substr(colon + 1);
+  }
+  int value = -1;
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
+  if (host->empty() || ec != std::errc() || end != port_text.data() + port_text.size() ||
+      value < 0 || value > 65535)
+    return invalid_argument_error("--http-listen '{}': expected HOST:PORT with PORT in [0, 65535]",
+                                  address);
+  *port = value;
+  return ok_status();
+}
+
+bool secret_equals(const std::string& a, const std::string& b) {
+  const size_t n = std::max(a.size(), b.size());
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+int http_status_of(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk:
+      return 200;
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kOutOfRange:
+      return 400;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kPermissionDenied:
+      return 403;
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kAborted:
+      return 409;
+    case StatusCode::kResourceExhausted:
+      return 429;
+    case StatusCode::kCancelled:
+      return 499;
+    case StatusCode::kUnimplemented:
+      return 501;
+    case StatusCode::kUnavailable:
+      return 503;
+    case StatusCode::kDeadlineExceeded:
+      return 504;
+    case StatusCode::kUnknown:
+    case StatusCode::kInternal:
+    case StatusCode::kDataLoss:
+      return 500;
+  }
+  return 500;
+}
+
+std::string openai_error_json(const Status& status, std::string_view param, std::string_view code) {
+  const int http = http_status_of(status.code());
+  const char* type = http == 429  ? "rate_limit_error"
+                     : http < 500 ? "invalid_request_error"
+                                  : "server_error";
+  nlohmann::json error = {
+      {"message", status.message()}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
+  if (!param.empty()) error["param"] = param;
+  if (!code.empty()) error["code"] = code;
+  return nlohmann::json{{"error", error}}.dump(-1, ' ', false,
+                                               nlohmann::json::error_handler_t::replace);
+}
+
+void set_openai_error(httplib::Response& res, const Status& status, std::string_view param,
+                      std::string_view code) {
+  res.status = http_status_of(status.code());
+  res.set_content(openai_error_json(status, param, code), "application/json");
+}
+
+// cpp-httplib's server, with the accept backlog widened: Debian's build listens with a backlog
+// of 5, so connections that arrive together beyond it are dropped and retried by the client a
+// second later. Listening again on the bound socket raises it.
+class HttpServer::Listener final : public httplib::Server {
+ public:
+  bool widen_backlog() { return ::listen(svr_sock_, SOMAXCONN) == 0; }
+};
+
+HttpServer::HttpServer(HttpOptions options, ServingState* state)
+    : options_(std::move(options)), state_(state), listener_(std::make_unique<Listener>()) {
+  Listener& l = *listener_;
+  const size_t threads = static_cast<size_t>(std::max(options_.threads, 1));
+  l.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // Only SO_REUSEADDR: the library's default adds SO_REUSEPORT, which would let a second server
+  // bind the same port and take half of its connections.
+  l.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  l.set_tcp_nodelay(true);  // SSE chunks are small and must leave at once
+  l.set_keep_alive_timeout(kKeepAliveSeconds);
+  l.set_keep_alive_max_count(kKeepAliveRequests);
+  l.set_read_timeout(kIoTimeoutSeconds, 0);
+  l.set_write_timeout(kIoTimeoutSeconds, 0);
+  l.set_payload_max_length(options_.max_body_bytes);
+
+  const std::string key = options_.api_key;
+  l.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
+    if (key.empty() || !req.path.starts_with("/v1/"))
+      return httplib::Server::HandlerResponse::Unhandled;
+    const std::string auth = req.get_header_value("Authorization");
+    constexpr std::string_view kBearer = "Bearer ";
+    if (auth.size() > kBearer.size() && auth.compare(0, kBearer.size(), kBearer) == 0 &&
+        secret_equals(auth.substr(kBearer.size()), key)) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    set_openai_error(res,
+                     unauthenticated_error("missing or wrong API key: send the header "
+                                           "'Authorization: Bearer <key>'"),
+                     {}, "invalid_api_key");
+    res.set_header("WWW-Authenticate", "Bearer");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  const size_t max_body = options_.max_body_bytes;
+  l.set_error_handler(httplib::Server::HandlerWithResponse(
+      [max_body](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // a route's own
+        Status st;
+        switch (res.status) {
+          case 404:
+            st = not_found_error("no route for {} {}", req.method, req.path.substr(0, 200));
+            break;
+          case 413:
+            st = invalid_argument_error("the request body is larger than {} bytes", max_body);
+            break;
+          default:
+            st = Status(res.status >= 500 ? StatusCode::kInternal : StatusCode::kInvalidArgument,
+                        fmt::format("HTTP {}: the request could not be read", res.status));
+        }
+        const int http = res.status;
+        set_openai_error(res, st);
+        res.status = http;
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  l.set_exception_handler(
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown exception";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        spdlog::error("http {} {}: {}", req.method, req.path.substr(0, 200), what);
+        set_openai_error(res, internal_error("internal error: {}", what));
+      });
+  l.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+    spdlog::debug("http {} {} from {}:{} -> {}", req.method, req.path.substr(0, 200),
+                  req.remote_addr, req.remote_port, res.status);
+  });
+
+  get("/health", [state](const httplib::Request&, httplib::Response& res) {
+    if (state->draining()) {
+      set_openai_error(res, unavailable_error("the server is shutting down"));
+    } else if (state->engine() == nullptr) {
+      set_openai_error(res, unavailable_error("the model is still loading"));
+    } else {
+      res.set_content(R"({"status":"serving"})", "application/json");
+    }
+  });
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::get(const std::string& path, Handler handler) {
+  listener_->Get(escape_regex(path), std::move(handler));
+}
+
+void HttpServer::post(const std::string& path, Handler handler) {
+  listener_->Post(escape_regex(path), std::move(handler));
+}
+
+Status HttpServer::start() {
+  std::string host;
+  int port = 0;
+  LS_RETURN_IF_ERROR(parse_http_address(options_.listen, &host, &port));
+  if (port == 0) {
+    port = listener_->bind_to_any_port(host);
+    if (port <= 0) port = 0;
+  } else if (!listener_->bind_to_port(host, port)) {
+    port = 0;
+  }
+  if (port == 0) {
+    return unavailable_error(
+        "cannot listen on '{}' for HTTP (address in use, or not an address of this machine)",
+        options_.listen);
+  }
+  if (!listener_->widen_backlog())
+    spdlog::warn("http: could not raise the listen backlog; bursts of connections may wait");
+  address_ =
+      (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  thread_ = std::thread([this] { listener_->listen_after_bind(); });
+  // stop() only stops a server that runs: wait until the accept loop has started.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!listener_->is_running()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return internal_error("the HTTP listener on {} did not start", address_);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return ok_status();
+}
+
+void HttpServer::stop() {
+  if (!thread_.joinable()) return;
+  listener_->stop();
+  thread_.join();
+}
+
+}  // namespace loraserve::server

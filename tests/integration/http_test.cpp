@@ -1,0 +1,643 @@
+// The OpenAI-compatible HTTP API of a real `loraserve serve` on loopback (the fixture model with
+// a byte-level tokenizer, four adapters): /health and /v1/models, completions equal to the gRPC
+// answers for the same prompts (tokens, text, logprobs), SSE framing and usage chunks, several
+// prompts in one request, stop strings, every error as its HTTP status and OpenAI's error
+// object, the API key, the queue limit as 429, a client that hangs up mid-stream (its sequence
+// is cancelled and its KV blocks freed), SSE chunks arriving one by one through `curl -N`, and
+// the drain on SIGTERM covering HTTP calls.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "client/client.h"
+#include "tests/integration/http_client.h"
+#include "tests/integration/server_process.h"
+#include "tests/integration/server_suite.h"
+
+extern char** environ;
+
+namespace loraserve::testing {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::vector<int32_t> ids_of(const json& j) { return j.get<std::vector<int32_t>>(); }
+
+std::vector<int32_t> grpc_ids(const v1::GenerateResponse& r) {
+  return {r.token_ids().begin(), r.token_ids().end()};
+}
+
+// The fixture model with a byte-level tokenizer and a context of `context` tokens (the weights
+// do not depend on it).
+fs::path make_model(const fs::path& dir, int context = 128) {
+  make_model_with_tokenizer(dir);
+  json config = json::parse(std::ifstream(dir / "config.json"));
+  config["max_position_embeddings"] = context;
+  std::ofstream(dir / "config.json") << config.dump(2);
+  return dir;
+}
+
+// Waits until the engine runs nothing; false after `timeout_s`.
+bool wait_idle(const client::Client& client, double timeout_s = 60) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
+  while (Clock::now() < deadline) {
+    auto s = client.stats();
+    if (s.ok() && s->requests_running() == 0 && s->requests_queued() == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+class HttpTest : public ServerSuite<HttpTest> {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    const fs::path model = make_model(dir_->path() / "fixture-model");
+    const fs::path root = dir_->path() / "adapters";
+    tasks_ = make_adapter_root(root, 5);
+    std::vector<std::string> args = {"--model", model.string(), "--adapter-root", root.string()};
+    for (int i = 0; i < 4; ++i) {
+      args.push_back("--preload");
+      args.push_back(tasks_[i] + "=" + (root / tasks_[i]).string());
+    }
+    start_suite_server(args);
+  }
+
+  static HttpClient http() { return HttpClient(server_->http_address()); }
+
+  static v1::GenerateRequest grpc_request(const std::string& task, const std::string& text,
+                                          int32_t max_tokens) {
+    v1::GenerateRequest r;
+    r.set_task_id(task);
+    r.set_text(text);
+    r.mutable_params()->set_max_tokens(max_tokens);
+    r.mutable_params()->set_temperature(0.0f);
+    return r;
+  }
+
+  static std::vector<std::string> tasks_;
+};
+
+std::vector<std::string> HttpTest::tasks_;
+
+TEST_F(HttpTest, HealthAndModels) {
+  HttpReply r = http().get("/health");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.json, json::parse(R"({"status": "serving"})"));
+
+  r = http().get("/v1/models");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["object"], "list");
+  std::map<std::string, json> models;
+  for (const json& m : r.json["data"]) models[m["id"]] = m;
+  ASSERT_EQ(models.size(), 5u) << r.body;         // the base model and t0..t3
+  const json& base = models.at("fixture-model");  // the folder's name
+  EXPECT_EQ(base["object"], "model");
+  EXPECT_EQ(base["owned_by"], "loraserve");
+  EXPECT_TRUE(base["parent"].is_null());
+  EXPECT_EQ(base["max_model_len"], 128);
+  EXPECT_GT(base["created"].get<int64_t>(), 1700000000);
+  for (int i = 0; i < 4; ++i) {
+    const json& m = models.at(tasks_[i]);
+    EXPECT_EQ(m["parent"], "fixture-model");
+    EXPECT_EQ(m["object"], "model");
+  }
+
+  // The list follows the registry: what Admin loads and unloads.
+  ASSERT_TRUE(
+      client_->load_adapter("late", (dir_->path() / "adapters" / tasks_[4]).string(), false).ok());
+  ASSERT_TRUE(client_->unload_adapter(tasks_[1]).ok());
+  r = http().get("/v1/models");
+  std::set<std::string> ids;
+  for (const json& m : r.json["data"]) ids.insert(m["id"]);
+  EXPECT_EQ(ids, (std::set<std::string>{"fixture-model", tasks_[0], tasks_[2], tasks_[3], "late"}));
+  ASSERT_TRUE(client_->unload_adapter("late").ok());
+  ASSERT_TRUE(
+      client_->load_adapter(tasks_[1], (dir_->path() / "adapters" / tasks_[1]).string(), false)
+          .ok());
+}
+
+// Completions from several tasks at once, text and token-id prompts, equal to gRPC's answers.
+TEST_F(HttpTest, CompletionsEqualTheGrpcAnswers) {
+  struct Case {
+    std::string model;  // "" → the base model's name
+    std::string task;
+    std::string prompt;
+  };
+  std::vector<Case> cases;
+  const std::vector<std::string> prompts = {"hello world", "the quick brown fox", "abc"};
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    cases.push_back({"fixture-model", "", prompts[p]});
+    for (int t = 0; t < 4; ++t) cases.push_back({tasks_[t], tasks_[t], prompts[p]});
+  }
+  cases.push_back({"", "", "no model field"});
+  std::vector<std::future<HttpReply>> replies;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    json body = {{"prompt", cases[i].prompt},
+                 {"max_tokens", 10},
+                 {"temperature", 0},
+                 {"return_token_ids", true}};
+    if (i % 2 == 1) {  // every other prompt as token ids
+      std::vector<int32_t> ids;
+      for (unsigned char c : cases[i].prompt) ids.push_back(c);
+      body["prompt"] = ids;
+    }
+    if (!cases[i].model.empty()) body["model"] = cases[i].model;
+    replies.push_back(
+        std::async(std::launch::async, [body] { return http().post("/v1/completions", body); }));
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i) + " model '" + cases[i].model + "'");
+    const HttpReply r = replies[i].get();
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto g = client_->generate(grpc_request(cases[i].task, cases[i].prompt, 10));
+    ASSERT_TRUE(g.ok()) << g.status().to_string();
+    const json& c = r.json["choices"][0];
+    EXPECT_EQ(ids_of(c["token_ids"]), grpc_ids(*g));
+    EXPECT_EQ(c["text"], g->text());
+    EXPECT_EQ(c["index"], 0);
+    EXPECT_EQ(c["finish_reason"],
+              g->finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop");
+    EXPECT_TRUE(c["logprobs"].is_null());
+    EXPECT_EQ(r.json["object"], "text_completion");
+    EXPECT_EQ(r.json["model"], cases[i].model.empty() ? "fixture-model" : cases[i].model);
+    EXPECT_TRUE(r.json["id"].get<std::string>().starts_with("cmpl-"));
+    EXPECT_EQ(r.request_id, r.json["id"]);
+    EXPECT_TRUE(r.json["created"].is_number_integer());
+    EXPECT_EQ(r.json["usage"]["prompt_tokens"], cases[i].prompt.size());
+    EXPECT_EQ(r.json["usage"]["completion_tokens"], g->token_ids_size());
+    EXPECT_EQ(r.json["usage"]["total_tokens"], cases[i].prompt.size() + g->token_ids_size());
+    EXPECT_EQ(r.content_type, "application/json");
+  }
+}
+
+TEST_F(HttpTest, CompletionLogprobsEqualTheGrpcOnes) {
+  v1::GenerateRequest g = grpc_request(tasks_[2], "logprobs", 8);
+  g.mutable_params()->set_logprobs(3);
+  auto want = client_->generate(g);
+  ASSERT_TRUE(want.ok()) << want.status().to_string();
+  const HttpReply r = http().post("/v1/completions", {{"model", tasks_[2]},
+                                                      {"prompt", "logprobs"},
+                                                      {"max_tokens", 8},
+                                                      {"temperature", 0},
+                                                      {"logprobs", 3},
+                                                      {"return_token_ids", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json& lp = r.json["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), 8u) << lp;
+  size_t offset = 0;
+  for (int i = 0; i < 8; ++i) {
+    SCOPED_TRACE("token " + std::to_string(i));
+    const v1::Logprob& w = want->logprobs(i);
+    // Token id b is byte b: the token's text is that byte (U+FFFD when it is not ASCII).
+    const std::string text = lp["tokens"][i];
+    if (w.token_id() < 0x80) {
+      EXPECT_EQ(text, std::string(1, static_cast<char>(w.token_id())));
+    }
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), w.logprob(), 1e-5);
+    EXPECT_EQ(lp["text_offset"][i], offset);
+    offset += 1;  // one character per byte token
+    const json& top = lp["top_logprobs"][i];
+    EXPECT_TRUE(top.contains(text));
+    EXPECT_LE(top.size(), 4u);
+    EXPECT_GE(top.size(), 1u);
+    for (const v1::TokenLogprob& alt : w.top()) {
+      if (alt.token_id() >= 0x80) continue;
+      const std::string alt_text(1, static_cast<char>(alt.token_id()));
+      ASSERT_TRUE(top.contains(alt_text)) << top;
+      EXPECT_NEAR(top[alt_text].get<double>(), alt.logprob(), 1e-5);
+    }
+  }
+}
+
+TEST_F(HttpTest, StreamingChunksConcatenateToTheAnswer) {
+  for (const bool usage : {false, true}) {
+    SCOPED_TRACE(usage ? "with usage" : "without usage");
+    json body = {{"model", tasks_[0]}, {"prompt", "stream me"},    {"max_tokens", 20},
+                 {"temperature", 0},   {"return_token_ids", true}, {"stream", true}};
+    if (usage) body["stream_options"] = {{"include_usage", true}};
+    std::vector<SseEvent> events;
+    const HttpReply r = http().stream("/v1/completions", body, [&](const SseEvent& e) {
+      events.push_back(e);
+      return true;
+    });
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.content_type, "text/event-stream");
+    // At least one chunk (tokens that arrive while a chunk is written are merged into the
+    // next), the usage chunk when asked for, and [DONE].
+    ASSERT_GE(events.size(), usage ? 3u : 2u);
+    EXPECT_EQ(events.back().data, "[DONE]");
+    auto want = client_->generate(grpc_request(tasks_[0], "stream me", 20));
+    ASSERT_TRUE(want.ok());
+    std::vector<int32_t> ids;
+    std::string text;
+    std::string finish;
+    std::set<std::string> stream_ids;
+    for (size_t i = 0; i + 1 < events.size(); ++i) {
+      const json& j = events[i].json;
+      ASSERT_TRUE(j.is_object()) << events[i].data;
+      EXPECT_EQ(j["object"], "text_completion");
+      EXPECT_EQ(j["model"], tasks_[0]);
+      stream_ids.insert(j["id"].get<std::string>());
+      EXPECT_EQ(j.contains("usage"), usage);
+      if (usage && i + 2 == events.size()) {  // the usage chunk
+        EXPECT_TRUE(j["choices"].empty());
+        EXPECT_EQ(j["usage"]["prompt_tokens"], 9);
+        EXPECT_EQ(j["usage"]["completion_tokens"], 20);
+        EXPECT_EQ(j["usage"]["total_tokens"], 29);
+        continue;
+      }
+      if (usage) {
+        EXPECT_TRUE(j["usage"].is_null());
+      }
+      ASSERT_EQ(j["choices"].size(), 1u);
+      const json& c = j["choices"][0];
+      EXPECT_EQ(c["index"], 0);
+      for (int32_t id : ids_of(c["token_ids"])) ids.push_back(id);
+      text += c["text"].get<std::string>();
+      if (!c["finish_reason"].is_null()) {
+        EXPECT_TRUE(finish.empty());
+        finish = c["finish_reason"];
+      }
+    }
+    EXPECT_EQ(stream_ids.size(), 1u);
+    EXPECT_EQ(ids, grpc_ids(*want));
+    EXPECT_EQ(text, want->text());
+    EXPECT_EQ(finish, "length");
+  }
+}
+
+TEST_F(HttpTest, SeveralPromptsAreSeveralChoices) {
+  const std::vector<std::string> prompts = {"one", "two two", "three three three"};
+  const HttpReply r = http().post("/v1/completions", {{"model", tasks_[3]},
+                                                      {"prompt", prompts},
+                                                      {"max_tokens", 6},
+                                                      {"temperature", 0},
+                                                      {"return_token_ids", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.json["choices"].size(), 3u);
+  int64_t prompt_tokens = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    const json& c = r.json["choices"][i];
+    EXPECT_EQ(c["index"], i);
+    auto want = client_->generate(grpc_request(tasks_[3], prompts[i], 6));
+    ASSERT_TRUE(want.ok());
+    EXPECT_EQ(ids_of(c["token_ids"]), grpc_ids(*want));
+    prompt_tokens += static_cast<int64_t>(prompts[i].size());
+  }
+  EXPECT_EQ(r.json["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_EQ(r.json["usage"]["completion_tokens"], 18);
+
+  // Streamed: each choice's chunks carry its index.
+  std::map<int, std::vector<int32_t>> streamed;
+  const HttpReply s = http().stream(
+      "/v1/completions",
+      {{"model", tasks_[3]},
+       {"prompt", json::array({json::array({111, 110, 101}),                        // "one"
+                               json::array({116, 119, 111, 32, 116, 119, 111})})},  // "two two"
+       {"max_tokens", 6},
+       {"temperature", 0},
+       {"return_token_ids", true},
+       {"stream", true}},
+      [&](const SseEvent& e) {
+        if (e.json.is_object())
+          for (const json& c : e.json["choices"])
+            for (int32_t id : ids_of(c["token_ids"])) streamed[c["index"]].push_back(id);
+        return true;
+      });
+  ASSERT_EQ(s.status, 200);
+  EXPECT_EQ(streamed[0], ids_of(r.json["choices"][0]["token_ids"]));
+  EXPECT_EQ(streamed[1], ids_of(r.json["choices"][1]["token_ids"]));
+}
+
+TEST_F(HttpTest, StopStringsAndStopTokens) {
+  auto whole = client_->generate(grpc_request("", "stops", 30));
+  ASSERT_TRUE(whole.ok());
+  // A one-character stop string the answer holds (an ASCII one: the fixture's bytes are random).
+  const std::string& text = whole->text();
+  size_t at = 1;
+  while (at < text.size() && !(text[at] > 0x20 && text[at] < 0x7f)) ++at;
+  ASSERT_LT(at, text.size()) << "no ASCII character in the answer";
+  const std::string stop = text.substr(at, 1);
+  v1::GenerateRequest g = grpc_request("", "stops", 30);
+  g.mutable_params()->add_stop(stop);
+  auto want = client_->generate(g);
+  ASSERT_TRUE(want.ok());
+  const HttpReply r =
+      http().post("/v1/completions",
+                  {{"prompt", "stops"}, {"max_tokens", 30}, {"temperature", 0}, {"stop", stop}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["choices"][0]["text"], want->text());
+  EXPECT_EQ(r.json["choices"][0]["finish_reason"], "stop");
+
+  const int32_t stop_id = whole->token_ids(4);
+  const HttpReply t = http().post("/v1/completions", {{"prompt", "stops"},
+                                                      {"max_tokens", 30},
+                                                      {"temperature", 0},
+                                                      {"stop_token_ids", {stop_id}},
+                                                      {"return_token_ids", true}});
+  ASSERT_EQ(t.status, 200) << t.body;
+  const auto ids = ids_of(t.json["choices"][0]["token_ids"]);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.back(), stop_id);
+  EXPECT_EQ(t.json["choices"][0]["finish_reason"], "stop");
+}
+
+TEST_F(HttpTest, SeededSamplingIsReproducible) {
+  const json body = {{"model", tasks_[1]}, {"prompt", "sample"},      {"max_tokens", 12},
+                     {"temperature", 0.9}, {"top_p", 0.95},           {"top_k", 50},
+                     {"seed", 7},          {"return_token_ids", true}};
+  const HttpReply a = http().post("/v1/completions", body);
+  const HttpReply b = http().post("/v1/completions", body);
+  ASSERT_EQ(a.status, 200) << a.body;
+  ASSERT_EQ(b.status, 200) << b.body;
+  EXPECT_EQ(a.json["choices"][0]["token_ids"], b.json["choices"][0]["token_ids"]);
+  v1::GenerateRequest g = grpc_request(tasks_[1], "sample", 12);
+  g.mutable_params()->set_temperature(0.9f);
+  g.mutable_params()->set_top_p(0.95f);
+  g.mutable_params()->set_top_k(50);
+  g.mutable_params()->set_seed(7);
+  auto want = client_->generate(g);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(ids_of(a.json["choices"][0]["token_ids"]), grpc_ids(*want));
+}
+
+struct ErrorCase {
+  std::string name;
+  std::string path;
+  std::string body;
+  int status;
+  std::string param;  // "" → null
+  std::string code;   // "" → null
+  std::string message_part;
+};
+
+TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
+  const std::vector<ErrorCase> cases = {
+      {"malformed JSON", "/v1/completions", "{\"prompt\": ", 400, "", "", "not valid JSON"},
+      {"not an object", "/v1/completions", "[1]", 400, "", "", "JSON object"},
+      {"n > 1", "/v1/completions", R"({"prompt": "x", "n": 2})", 400, "n", "", "'n'"},
+      {"best_of", "/v1/completions", R"({"prompt": "x", "best_of": 2})", 400, "best_of", "",
+       "best_of"},
+      {"echo", "/v1/completions", R"({"prompt": "x", "echo": true})", 400, "echo", "", "echo"},
+      {"tools", "/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})", 400,
+       "tools", "", "tools"},
+      {"unknown model", "/v1/completions", R"({"model": "nope", "prompt": "x"})", 404, "model",
+       "model_not_found", "'nope'"},
+      {"model that cannot be a task", "/v1/completions", R"({"model": "a/b\n", "prompt": "x"})",
+       404, "model", "model_not_found", "a/b?"},
+      {"temperature", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400, "", "",
+       "temperature"},
+      {"top_p", "/v1/completions", R"({"prompt": "x", "top_p": 1.5})", 400, "", "", "top_p"},
+      {"max_tokens past the context", "/v1/completions", R"({"prompt": "x", "max_tokens": 500})",
+       400, "", "", "max_tokens"},
+      {"token outside the vocabulary", "/v1/completions", R"({"prompt": [5, 300]})", 400, "", "",
+       "vocabulary"},
+      {"empty stop", "/v1/completions", R"({"prompt": "x", "stop": [""]})", 400, "", "", "stop"},
+      {"wrong type", "/v1/completions", R"({"prompt": "x", "max_tokens": "3"})", 400, "max_tokens",
+       "", "integer"},
+      {"no route", "/v1/embeddings", R"({"input": "x"})", 404, "", "", "no route"},
+  };
+  for (const ErrorCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const HttpReply r = http().post_raw(c.path, c.body);
+    EXPECT_EQ(r.status, c.status) << r.body;
+    ASSERT_TRUE(r.json.is_object()) << r.body;
+    const json& e = r.json["error"];
+    ASSERT_TRUE(e.is_object()) << r.body;
+    EXPECT_EQ(e.size(), 4u) << r.body;
+    EXPECT_EQ(e["type"], c.status == 429 ? "rate_limit_error" : "invalid_request_error");
+    EXPECT_EQ(e["param"], c.param.empty() ? json(nullptr) : json(c.param)) << r.body;
+    EXPECT_EQ(e["code"], c.code.empty() ? json(nullptr) : json(c.code)) << r.body;
+    EXPECT_NE(e["message"].get<std::string>().find(c.message_part), std::string::npos) << r.body;
+  }
+  // A body past the limit (16 MiB by default) is 413 before it is parsed.
+  const HttpReply big = http().post_raw("/v1/completions", std::string(17u << 20, ' '));
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(big.json["error"]["type"], "invalid_request_error");
+  // The server is unharmed.
+  EXPECT_EQ(http().get("/health").status, 200);
+}
+
+TEST(HttpStandalone, ApiKeyGuardsTheApiButNotHealth) {
+  TempDir dir;
+  ::setenv("LORASERVE_API_KEY", "k3y", 1);
+  auto server =
+      ServerProcess::start({"--model", kFixtureModel, "--served-model-name", "named"}, dir.path());
+  ::unsetenv("LORASERVE_API_KEY");
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const std::string address = (*server)->http_address();
+  EXPECT_EQ(HttpClient(address).get("/health").status, 200);
+  for (const std::string key : {"", "wrong", "k3y2", "K3Y"}) {
+    const HttpReply r = HttpClient(address, key).get("/v1/models");
+    EXPECT_EQ(r.status, 401) << key;
+    EXPECT_EQ(r.json["error"]["code"], "invalid_api_key");
+    EXPECT_EQ(HttpClient(address, key).post("/v1/completions", {{"prompt", {5}}}).status, 401);
+  }
+  const HttpReply ok = HttpClient(address, "k3y").get("/v1/models");
+  ASSERT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.json["data"][0]["id"], "named");
+  const HttpReply c =
+      HttpClient(address, "k3y")
+          .post("/v1/completions", {{"model", "named"}, {"prompt", {5, 6}}, {"max_tokens", 2}});
+  EXPECT_EQ(c.status, 200) << c.body;
+  // A model without a tokenizer takes token ids only: text is a 400 naming the prompt.
+  const HttpReply text = HttpClient(address, "k3y").post("/v1/completions", {{"prompt", "hi"}});
+  EXPECT_EQ(text.status, 400);
+  EXPECT_NE(text.body.find("tokenizer"), std::string::npos) << text.body;
+}
+
+TEST(HttpStandalone, HttpCanBeTurnedOff) {
+  TempDir dir;
+  auto server = ServerProcess::start({"--model", kFixtureModel, "--http-listen", ""}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  EXPECT_EQ((*server)->http_address(), "");
+  EXPECT_NE((*server)->log().find("no HTTP"), std::string::npos);
+}
+
+// Long generations: a model with a 16k context, so that a request outlives anything the test
+// does while it runs.
+class HttpLongTest : public ServerSuite<HttpLongTest> {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    const fs::path model = make_model(dir_->path() / "long", 16384);
+    // The adapter root lets the test read GetStats (Admin is off without one).
+    start_suite_server({"--model", model.string(), "--max-queue", "2", "--max-batch-size", "4",
+                        "--kv-cache-memory", "0.05", "--adapter-root",
+                        (fs::path(kFixtureModel) / "adapters").string()});
+  }
+  static json long_request(int32_t max_tokens, bool stream) {
+    return {{"prompt", "go"},
+            {"max_tokens", max_tokens},
+            {"ignore_eos", true},
+            {"temperature", 0},
+            {"stream", stream}};
+  }
+};
+
+TEST_F(HttpLongTest, ClientThatHangsUpCancelsItsSequenceAndFreesItsBlocks) {
+  constexpr int32_t kMax = 12000;
+  int events = 0;
+  std::string first;
+  const HttpReply r = HttpClient(server_->http_address())
+                          .stream("/v1/completions", long_request(kMax, true),
+                                  [&](const SseEvent& e) {
+                                    if (first.empty()) first = e.data;
+                                    return ++events < 3;  // then hang up
+                                  },
+                                  {{"X-Request-Id", "hang-up"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(events, 3);
+  EXPECT_NE(first, "[DONE]");
+  ASSERT_TRUE(wait_idle(*client_)) << "the sequence still runs after the client left";
+  auto stats = client_->stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->kv_blocks_used(), 0u);
+  EXPECT_GT(stats->kv_blocks_free(), 0u);
+  // Its log line: cancelled, well before max_tokens.
+  const std::string log = server_->log();
+  const size_t at = log.find("request hang-up task (base)");
+  ASSERT_NE(at, std::string::npos) << log_tail(*server_);
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  EXPECT_NE(line.find("finish cancelled"), std::string::npos) << line;
+  const int completion = std::stoi(line.substr(line.find("completion ") + 11));
+  EXPECT_LT(completion, kMax) << line;
+}
+
+// `curl -N`: chunks arrive one by one, long before the request would end; killing curl cancels.
+TEST_F(HttpLongTest, CurlSeesChunksOneByOne) {
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  const std::string url = "http://" + server_->http_address() + "/v1/completions";
+  const std::string body = long_request(12000, true).dump();
+  std::vector<std::string> argv = {"/usr/bin/curl",
+                                   "-sS",
+                                   "-N",
+                                   "-H",
+                                   "Content-Type: application/json",
+                                   "-H",
+                                   "X-Request-Id: curl-stream",
+                                   "-d",
+                                   body,
+                                   url};
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, pipefd[0]);
+  pid_t pid = -1;
+  ASSERT_EQ(posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ), 0)
+      << "curl is needed (apt-get install curl)";
+  posix_spawn_file_actions_destroy(&actions);
+  close(pipefd[1]);
+  // Read until three complete events are in: each arrives on its own while the request runs.
+  std::string got;
+  char buf[4096];
+  std::vector<SseEvent> events;
+  while (events.size() < 3) {
+    const ssize_t n = read(pipefd[0], buf, sizeof buf);
+    ASSERT_GT(n, 0) << "curl ended early: " << got;
+    got.append(buf, static_cast<size_t>(n));
+    events = parse_sse(got);
+  }
+  for (const SseEvent& e : events) {
+    ASSERT_TRUE(e.json.is_object()) << e.data;
+    EXPECT_TRUE(e.json["choices"][0]["finish_reason"].is_null());
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(pipefd[0]);
+  ASSERT_TRUE(wait_idle(*client_));
+  const std::string log = server_->log();
+  const size_t at = log.find("request curl-stream task (base)");
+  ASSERT_NE(at, std::string::npos) << log_tail(*server_);
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  EXPECT_NE(line.find("finish cancelled"), std::string::npos) << line;
+}
+
+TEST_F(HttpLongTest, FullQueueIs429) {
+  // Two long streams fill --max-queue 2; the third request is refused.
+  std::atomic<int> started{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> holders;
+  for (int i = 0; i < 2; ++i) {
+    holders.emplace_back([&] {
+      HttpClient(server_->http_address())
+          .stream("/v1/completions", long_request(12000, true), [&](const SseEvent&) {
+            started.fetch_add(1);
+            return !stop.load();
+          });
+    });
+  }
+  while (started.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const HttpReply r =
+      HttpClient(server_->http_address()).post("/v1/completions", long_request(5, false));
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_EQ(r.json["error"]["type"], "rate_limit_error");
+  EXPECT_NE(r.json["error"]["message"].get<std::string>().find("max_queue"), std::string::npos);
+  stop.store(true);
+  for (auto& t : holders) t.join();
+  ASSERT_TRUE(wait_idle(*client_));
+}
+
+// SIGTERM: /health turns 503, new HTTP requests get 503, a stream still running at the drain
+// timeout ends with an error event, and the process exits 0.
+TEST(HttpDrain, SigtermCoversHttpCalls) {
+  TempDir dir;
+  const fs::path model = make_model(dir.path() / "long", 16384);
+  auto server = ServerProcess::start(
+      {"--model", model.string(), "--drain-timeout", "1", "--kv-cache-memory", "0.05"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const std::string address = (*server)->http_address();
+  std::atomic<bool> streaming{false};
+  std::vector<SseEvent> tail;
+  auto stream = std::async(std::launch::async, [&] {
+    return HttpClient(address).stream(
+        "/v1/completions",
+        {{"prompt", "go"}, {"max_tokens", 16000}, {"ignore_eos", true}, {"stream", true}},
+        [&](const SseEvent& e) {
+          streaming.store(true);
+          tail.push_back(e);
+          if (tail.size() > 3) tail.erase(tail.begin());
+          return true;
+        });
+  });
+  while (!streaming.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  (*server)->signal(SIGTERM);
+  HttpReply health;
+  for (int i = 0; i < 400; ++i) {
+    health = HttpClient(address).get("/health");
+    if (health.status == 503) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(health.status, 503);
+  const HttpReply refused =
+      HttpClient(address).post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_EQ(refused.json["error"]["type"], "server_error");
+  const HttpReply r = stream.get();
+  EXPECT_EQ(r.status, 200);
+  ASSERT_GE(tail.size(), 2u);
+  EXPECT_EQ(tail.back().data, "[DONE]");
+  const json& error = tail[tail.size() - 2].json["error"];
+  ASSERT_TRUE(error.is_object()) << tail[tail.size() - 2].data;
+  EXPECT_NE(error["message"].get<std::string>().find("shutting down"), std::string::npos);
+  EXPECT_EQ((*server)->wait(60), 0) << (*server)->log();
+}
+
+}  // namespace
+}  // namespace loraserve::testing
