@@ -254,12 +254,14 @@ grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* co
     response->set_requests_loading_adapter(static_cast<uint32_t>(g.requests_loading_adapter));
     for (const auto& t : g.running_tasks) response->add_running_lora_adapters(t);
     for (const auto& t : g.waiting_tasks) response->add_waiting_lora_adapters(t);
-    for (const TaskTotals& t : state_->task_totals()) {
+    for (const TaskTotals& t : state_->metrics()->task_totals()) {
       v1::TaskCounters* c = response->add_tasks();
       c->set_task_id(t.task_id);
       c->set_requests(t.requests);
       c->set_prompt_tokens(t.prompt_tokens);
       c->set_completion_tokens(t.completion_tokens);
+      for (const auto& [reason, n] : t.finish_reasons) (*c->mutable_finish_reasons())[reason] = n;
+      for (const auto& [code, n] : t.errors) (*c->mutable_errors())[code] = n;
     }
   });
 }

@@ -68,12 +68,15 @@ class SequenceReactor : public GrpcReactor {
     input->deadline = engine_deadline(*context_);
     Derived* self = static_cast<Derived*>(this);
     refs_.fetch_add(1);  // the engine's, released after the final update
-    st = call_.submit(std::move(input).value(),
-                      [self](const engine::SequenceUpdate& u) { self->on_update(u); });
-    if (!st.ok()) {
-      refs_.fetch_sub(1);
-      return finish_now(st);
-    }
+    // Answered at once, or on a loader thread when the task's adapter loads on demand first:
+    // this gRPC thread never waits for a disk.
+    call_.submit(
+        std::move(input).value(), [self](const engine::SequenceUpdate& u) { self->on_update(u); },
+        [this](const Status& submitted) {
+          if (submitted.ok()) return;
+          finish_now(submitted);
+          unref();  // the engine's: it will send no update
+        });
   }
 
   void OnDone() override { unref(); }

@@ -141,6 +141,11 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
     s->openai_ = std::make_unique<OpenAiService>(
         &s->state_, OpenAiOptions{served_model_name(options), options.version});
     s->openai_->add_routes(*s->http_);
+    // Prometheus scrapes here too (it needs no API key), while the model loads as well.
+    ServingState* state = &s->state_;
+    s->http_->get("/metrics", [state](const httplib::Request&, httplib::Response& res) {
+      res.set_content(state->metrics_exposition(), std::string(prometheus::kContentType));
+    });
     Status st = s->http_->start();
     if (!st.ok()) {
       s->server_->Shutdown();
@@ -164,7 +169,7 @@ Status Server::load() {
   ServerMetrics* metrics = metrics_.get();
   engine_->adapters().set_listener(
       [metrics](const adapters::RegistryEvent& e) { metrics->adapter_event(e); });
-  metrics_->set_model_info(options_.model_dir, *engine_, options_.version);
+  metrics_->set_model_info(served_model_name(options_), *engine_, options_.version);
   for (const auto& [task, dir] : options_.preload) {
     auto loaded = engine_->adapters().load(task, dir, /*replace=*/false);
     if (!loaded.ok()) return loaded.status().with_context("--preload " + task + "=" + dir);

@@ -1,7 +1,7 @@
 // ServingState: what the gRPC services share with the Server that runs them: the engine once it
 // is loaded, the metrics and the adapter loader, whether the server is draining, the calls and
-// sequences in flight (so a drain can wait for them, or cancel them at its timeout), and
-// per-task totals. Thread-safe.
+// sequences in flight (so a drain can wait for them, or cancel them at its timeout).
+// Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -58,11 +58,6 @@ class ServingState {
   // Cancels every sequence in flight in the engine; returns how many.
   size_t cancel_sequences();
 
-  void record_finished(const std::string& task_id, int32_t prompt_tokens,
-                       int32_t completion_tokens);
-  // Sorted by task ID.
-  std::vector<TaskTotals> task_totals() const;
-
   // "req-<n>", for requests that bring no request_id.
   std::string next_request_id() { return "req-" + std::to_string(next_request_.fetch_add(1)); }
 
@@ -77,7 +72,6 @@ class ServingState {
   bool draining_ = false;
   size_t calls_ = 0;
   std::set<uint64_t> sequences_;
-  std::map<std::string, TaskTotals> totals_;
 };
 
 }  // namespace loraserve::server
