@@ -93,9 +93,13 @@ Status GenerationCall::submit_resolved(engine::GenerationRequest request,
   request.adapter = std::move(adapter).value();
   TaskMetrics* metrics = &state_->metrics()->task(task_id_);
   metrics_ = metrics;
-  const int32_t prompt_tokens = static_cast<int32_t>(request.prompt_token_ids.size());
-  request.on_update = [metrics,
-                       forward = std::move(request.on_update)](const engine::SequenceUpdate& u) {
+  // Counted on the engine thread as the updates come, so the counters are up to date before the
+  // client sees its answer: the prompt with the sequence's first update, generated tokens on
+  // each.
+  request.on_update = [metrics, first = true, forward = std::move(request.on_update)](
+                          const engine::SequenceUpdate& u) mutable {
+    if (first) ServerMetrics::request_admitted(*metrics, u.prompt_tokens);
+    first = false;
     ServerMetrics::tokens_generated(*metrics, u.new_tokens.size());
     forward(u);
   };
@@ -103,7 +107,6 @@ Status GenerationCall::submit_resolved(engine::GenerationRequest request,
   submitted_at_ = Clock::now();
   auto id = engine->submit(std::move(request));
   if (!id.ok()) return id.status();
-  ServerMetrics::request_admitted(*metrics, prompt_tokens);
   std::lock_guard<std::mutex> lock(mu_);
   sequence_id_ = *id;
   if (done_) return ok_status();  // the final update came first (the engine thread is quick)
@@ -138,6 +141,18 @@ SequenceSummary GenerationCall::finish(const engine::SequenceUpdate& u) {
   s.ttft_ms = u.completion_tokens > 0 ? before_engine + u.ttft_ms : 0.0;
   s.total_ms = millis(Clock::now() - started_);
   s.adapter_load_ms = adapter_load_ms_;
+  // Recorded here (a few atomic adds), before the transport answers, so that a client that got
+  // its answer reads counters that include it.
+  FinishedRequest r;
+  r.reason = s.finish_reason;
+  r.completion_tokens = s.completion_tokens;
+  r.scheduled = s.scheduled;
+  r.queue_seconds = s.queue_ms / 1e3;
+  r.ttft_seconds = s.ttft_ms / 1e3;
+  r.e2e_seconds = s.total_ms / 1e3;
+  TaskMetrics& metrics = task_metrics();
+  ServerMetrics::request_finished(metrics, r);
+  if (auto code = error_code(s)) ServerMetrics::request_failed(metrics, *code);
   return s;
 }
 
@@ -156,16 +171,6 @@ TaskMetrics& GenerationCall::task_metrics() const {
 }
 
 void GenerationCall::log_finished(const SequenceSummary& s) const {
-  TaskMetrics& metrics = task_metrics();
-  FinishedRequest r;
-  r.reason = s.finish_reason;
-  r.completion_tokens = s.completion_tokens;
-  r.scheduled = s.scheduled;
-  r.queue_seconds = s.queue_ms / 1e3;
-  r.ttft_seconds = s.ttft_ms / 1e3;
-  r.e2e_seconds = s.total_ms / 1e3;
-  ServerMetrics::request_finished(metrics, r);
-  if (auto code = error_code(s)) ServerMetrics::request_failed(metrics, *code);
   spdlog::info(
       "request {} task {} prompt {} completion {} queue {:.1f} ms ttft {:.1f} ms total {:.1f} ms "
       "{}finish {}{}",

@@ -80,15 +80,15 @@ class GenerationCall {
   // idempotent; before submit, the sequence ends as soon as it is submitted).
   void cancel();
   // On the engine thread, with the final update: no cancellation reaches the engine after it.
-  // `total_ms` is measured from this object's construction.
+  // Counts the request in its task's metrics (before the transport answers). `total_ms` is
+  // measured from this object's construction.
   SequenceSummary finish(const engine::SequenceUpdate& final_update);
 
   // Names the request in log lines before submit (which names it from its input): for a
   // request refused before it gets there.
   void identify(std::string request_id, std::string task_id);
 
-  // Counts the request in its task's metrics and writes its log line (keep it off the engine
-  // thread).
+  // Writes the request's log line (keep it off the engine thread).
   void log_finished(const SequenceSummary& summary) const;
   // Counts the error in the task's metrics and writes the log line of a request refused before
   // the engine ran it.

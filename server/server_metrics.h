@@ -99,7 +99,7 @@ class ServerMetrics {
   // The series of requests whose task is not served (refused before the engine saw them).
   TaskMetrics& unknown_task() { return *unknown_; }
 
-  // The engine accepted a request of `prompt_tokens`.
+  // The engine took a request of `prompt_tokens` (its first update).
   static void request_admitted(TaskMetrics& t, int32_t prompt_tokens) {
     t.prompt_tokens->inc(static_cast<uint64_t>(prompt_tokens));
   }
