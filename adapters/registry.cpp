@@ -7,8 +7,9 @@
 namespace loraserve::adapters {
 
 Status AdapterRegistry::validate_task_id(const std::string& id) {
-  if (id.empty() || id.size() > 128) {
-    return invalid_argument_error("task_id must be 1 to 128 characters, got {}", id.size());
+  if (id.empty() || id.size() > static_cast<size_t>(kMaxTaskIdLength)) {
+    return invalid_argument_error("task_id must be 1 to {} characters, got {}", kMaxTaskIdLength,
+                                  id.size());
   }
   for (char ch : id) {
     const bool ok = std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' ||

@@ -117,7 +117,9 @@ class AdapterRegistry {
   const formats::ModelConfig& model() const { return model_; }
   kernels::Backend* backend() const { return backend_; }
 
-  // Task IDs are 1-128 characters of [A-Za-z0-9._:-] (they appear in logs and metric labels).
+  // Task IDs are 1 to kMaxTaskIdLength characters of [A-Za-z0-9._:-] (they appear in logs and
+  // metric labels).
+  static constexpr int32_t kMaxTaskIdLength = 128;
   static Status validate_task_id(const std::string& task_id);
 
  private:

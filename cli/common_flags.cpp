@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 
 namespace loraserve::cli {
 
@@ -48,6 +49,35 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
                   "max_tokens of requests that set none (capped by the context)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  add_request_limit_flags(cmd, &f->engine.request_limits);
+}
+
+void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* l) {
+  constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
+  cmd->add_option("--max-prompt-tokens", l->max_prompt_tokens,
+                  "Longest prompt in tokens (0: what the model's context holds)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kInt32Max));
+  cmd->add_option("--max-stop-strings", l->max_stop_strings, "Stop strings per request")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kInt32Max));
+  cmd->add_option("--max-stop-bytes", l->max_stop_bytes, "Bytes of one stop string")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kInt32Max));
+  cmd->add_option("--max-stop-token-ids", l->max_stop_token_ids, "Stop token ids per request")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kInt32Max));
+  cmd->add_option("--max-logprobs", l->max_logprobs,
+                  "Most top logprobs per token a request may ask")
+      ->capture_default_str()
+      ->check(CLI::Range(0, engine::kMaxLogprobs));
+  cmd->add_option("--max-task-id-length", l->max_task_id_length, "Longest task ID (characters)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, adapters::AdapterRegistry::kMaxTaskIdLength));
+  cmd->add_option("--max-request-id-bytes", l->max_request_id_bytes,
+                  "Longest request_id a client may send (bytes)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kInt32Max));
 }
 
 std::vector<std::string> default_model_candidates() {

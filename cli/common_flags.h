@@ -22,7 +22,11 @@ struct EngineFlags {
   void finalize() { engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30)); }
 };
 
+// The engine's flags, the request limits' among them.
 void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
+// The request limits' flags (--max-prompt-tokens, --max-stop-strings, --max-stop-bytes,
+// --max-stop-token-ids, --max-logprobs, --max-task-id-length, --max-request-id-bytes).
+void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* limits);
 
 // Where the shipped demo model is looked for, in order: $LORASERVE_MODEL, the installed
 // <prefix>/share/loraserve/models/demo (found from the executable's path), the source tree's

@@ -9,6 +9,7 @@
 
 #include "cli/common_flags.h"
 #include "cli/json_lines.h"
+#include "common/excerpt.h"
 #include "engine/loader.h"
 
 namespace loraserve::cli {
@@ -36,42 +37,40 @@ struct LineResult {
   Status finish_error;
 };
 
-// Fills `req` from one input line; a "prompt" text is encoded with `tok` (null: none loaded).
+// Fills `req` from one input line, held to `limits` (the task ID first); a "prompt" text is
+// encoded with `tok` (null: none loaded) once the rest passed.
 Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
-                  engine::GenerationRequest* req, bool* want_logprobs) {
+                  const engine::RequestLimits& limits, engine::GenerationRequest* req,
+                  bool* want_logprobs) {
   LS_ASSIGN_OR_RETURN(const json j, parse_object_line(line));
+  if (auto task = j.find("task"); task != j.end() && task->is_string())
+    LS_RETURN_IF_ERROR(limits.check_task_id(task->get_ref<const std::string&>(), "task"));
   if (j.contains("prompt_token_ids") == j.contains("prompt")) {
     return invalid_argument_error("give exactly one of 'prompt' (text) and 'prompt_token_ids'");
   }
   auto& p = req->params;
+  const std::string* prompt = nullptr;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const json& v = it.value();
     auto need_int = [&]() -> Status {
       if (!v.is_number_integer())
-        return invalid_argument_error("field '{}' must be an integer, got {}", k, v.dump());
+        return invalid_argument_error("field '{}' must be an integer, got {}", k, json_excerpt(v));
       return ok_status();
     };
     auto need_num = [&]() -> Status {
       if (!v.is_number())
-        return invalid_argument_error("field '{}' must be a number, got {}", k, v.dump());
+        return invalid_argument_error("field '{}' must be a number, got {}", k, json_excerpt(v));
       return ok_status();
     };
     if (k == "prompt") {
       if (!v.is_string()) return invalid_argument_error("field 'prompt' must be a string");
-      if (tok == nullptr) {
-        return invalid_argument_error(
-            "field 'prompt' needs a tokenizer, and the model folder has no tokenizer.json "
-            "(send prompt_token_ids)");
-      }
-      auto ids = tok->encode(v.get<std::string>(), /*add_special_tokens=*/true);
-      if (!ids.ok()) return ids.status().with_context("field 'prompt'");
-      req->prompt_token_ids = std::move(*ids);
+      prompt = &v.get_ref<const std::string&>();
     } else if (k == "stop") {
       if (!v.is_array()) return invalid_argument_error("field 'stop' must be a list of strings");
       for (const json& t : v) {
         if (!t.is_string())
-          return invalid_argument_error("field 'stop' holds {}, not a string", t.dump());
+          return invalid_argument_error("field 'stop' holds {}, not a string", json_excerpt(t));
         p.stop.push_back(t.get<std::string>());
       }
     } else if (k == "skip_special_tokens") {
@@ -116,10 +115,22 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
       if (!v.is_string()) return invalid_argument_error("field 'request_id' must be a string");
       req->request_id = v.get<std::string>();
     } else {
-      return invalid_argument_error("unknown field '{}'", k);
+      return unknown_field_error(k);
     }
   }
-  return ok_status();
+  LS_RETURN_IF_ERROR(limits.check_request(*req));
+  if (prompt != nullptr) {
+    LS_RETURN_IF_ERROR(limits.check_prompt_text(*prompt).with_context("field 'prompt'"));
+    if (tok == nullptr) {
+      return invalid_argument_error(
+          "field 'prompt' needs a tokenizer, and the model folder has no tokenizer.json "
+          "(send prompt_token_ids)");
+    }
+    auto ids = tok->encode(*prompt, /*add_special_tokens=*/true);
+    if (!ids.ok()) return ids.status().with_context("field 'prompt'");
+    req->prompt_token_ids = std::move(*ids);
+  }
+  return limits.check_prompt_tokens(req->prompt_token_ids.size());
 }
 
 json result_json(const LineResult& r) {
@@ -193,7 +204,8 @@ int run_generate(GenerateFlags& f) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto r = std::make_unique<LineResult>();
     engine::GenerationRequest req;
-    r->error = parse_line(line, (*engine)->tokenizer(), &req, &r->want_logprobs);
+    r->error = parse_line(line, (*engine)->tokenizer(), (*engine)->options().request_limits, &req,
+                          &r->want_logprobs);
     req.params.want_logprob = r->want_logprobs;  // the output line carries logprobs only then
     r->has_text = (*engine)->tokenizer() != nullptr;
     if (r->error.ok()) {

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -220,6 +221,14 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "HTTP connections served at once (an open stream holds one)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-request-bytes", o.max_request_bytes,
+                  "Largest request message accepted (bytes); larger: RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(1, std::numeric_limits<int32_t>::max()));
+  cmd->add_option("--max-concurrent-streams", o.max_concurrent_streams,
+                  "Inference calls open at once, over all connections; more: RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(1, std::numeric_limits<int32_t>::max()));
   cmd->add_option("--ready-file", flags->ready_file,
                   "Once serving, write {\"listen\", \"admin_listen\", \"http_listen\", \"pid\"} "
                   "as JSON here");

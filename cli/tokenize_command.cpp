@@ -36,7 +36,7 @@ Result<bool> optional_bool(const json& line, const char* key, bool fallback) {
 Status check_fields(const json& line, std::initializer_list<std::string_view> known) {
   for (auto it = line.begin(); it != line.end(); ++it) {
     if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
-      return invalid_argument_error("unknown field '{}'", it.key());
+      return unknown_field_error(it.key());
     }
   }
   return ok_status();

@@ -314,6 +314,13 @@ int run_info(const GlobalFlags& gf) {
       l.max_batch_size(), l.max_batched_tokens(), l.max_queue(), l.max_context(),
       l.default_max_tokens(), l.kv_blocks(), l.kv_block_size(), l.max_lora_rank(),
       l.max_device_adapters(), l.max_host_adapters());
+  std::printf(
+      "requests   %u bytes, %u open calls, prompt %s tokens, %u stop strings of %u bytes, %u "
+      "stop ids, logprobs %u, task ID %u characters, request ID %u bytes\n",
+      l.max_request_bytes(), l.max_concurrent_streams(),
+      l.max_prompt_tokens() == 0 ? "context" : std::to_string(l.max_prompt_tokens()).c_str(),
+      l.max_stop_strings(), l.max_stop_bytes(), l.max_stop_token_ids(), l.max_logprobs(),
+      l.max_task_id_length(), l.max_request_id_bytes());
   return 0;
 }
 

@@ -101,6 +101,12 @@ class [[nodiscard]] Result {
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
+  // This result, or its error with "<prefix>: " before the message (the code is kept).
+  Result<T> with_context(std::string_view prefix) && {
+    if (ok()) return std::move(*this);
+    return status().with_context(prefix);
+  }
+
  private:
   std::variant<T, Status> v_;
 };

@@ -5,9 +5,11 @@
 
 namespace loraserve::engine {
 
-Result<int32_t> validate_request(const GenerationRequest& r, const RequestLimits& limits) {
+Result<int32_t> validate_request(const GenerationRequest& r, const AdmissionLimits& limits) {
+  LS_RETURN_IF_ERROR(limits.request.check_request(r));
   const auto& p = r.params;
   if (r.prompt_token_ids.empty()) return invalid_argument_error("prompt is empty");
+  LS_RETURN_IF_ERROR(limits.request.check_prompt_tokens(r.prompt_token_ids.size()));
   for (size_t i = 0; i < r.prompt_token_ids.size(); ++i) {
     const int32_t id = r.prompt_token_ids[i];
     if (id < 0 || id >= limits.vocab_size) {
@@ -44,9 +46,6 @@ Result<int32_t> validate_request(const GenerationRequest& r, const RequestLimits
     return invalid_argument_error("top_p must be in (0, 1], got {}", p.top_p);
   if (p.top_k < 0)
     return invalid_argument_error("top_k must be >= 0 (0 turns it off), got {}", p.top_k);
-  if (p.logprobs < 0 || p.logprobs > kMaxLogprobs) {
-    return invalid_argument_error("logprobs must be in [0, {}], got {}", kMaxLogprobs, p.logprobs);
-  }
   for (int32_t id : p.stop_token_ids) {
     if (id < 0 || id >= limits.vocab_size) {
       return invalid_argument_error("stop_token_ids: {} is outside the vocabulary [0, {})", id,

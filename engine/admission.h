@@ -1,8 +1,10 @@
 // Admission: every reason a request is refused or waits, in one place.
 //
 // Refused at submission (Engine::submit, on the caller's thread), in this order:
-//   validate_request: INVALID_ARGUMENT naming the field; RESOURCE_EXHAUSTED when prompt +
-//     max_tokens could never fit the whole KV cache.
+//   validate_request: the RequestLimits first (request_limits.h: the task ID before anything
+//     else, then the request ID, stop strings and ids, logprobs, the prompt's length), then the
+//     fields against the model: INVALID_ARGUMENT naming the field (and the flag of a limit);
+//     RESOURCE_EXHAUSTED when prompt + max_tokens could never fit the whole KV cache.
 //   QueueLimits::reserve: RESOURCE_EXHAUSTED when the server already holds max_queue requests.
 //   hold_adapter: NOT_FOUND when no adapter is served under the task ID.
 // Waits (Admission::admit, on the engine thread, each step), until:
@@ -24,12 +26,15 @@
 #include "common/status.h"
 #include "engine/block_allocator.h"
 #include "engine/request.h"
+#include "engine/request_limits.h"
 #include "engine/sequence.h"
 
 namespace loraserve::engine {
 
-// What a request is checked against at submission.
-struct RequestLimits {
+// What a request is checked against at submission: the limits the flags set, and what the
+// model, its tokenizer and the KV cache allow.
+struct AdmissionLimits {
+  RequestLimits request;
   int32_t vocab_size = 0;
   int64_t max_context = 0;           // prompt and output together
   int32_t default_max_tokens = 256;  // when the request sets none (capped by the context)
@@ -39,7 +44,7 @@ struct RequestLimits {
 };
 
 // Checks the request's own fields; returns the max_tokens it resolves to.
-Result<int32_t> validate_request(const GenerationRequest& request, const RequestLimits& limits);
+Result<int32_t> validate_request(const GenerationRequest& request, const AdmissionLimits& limits);
 
 // A hold on the adapter version the request runs on (empty for the base model, task ""): the one
 // it brings when its caller resolved the task, else the one `task` is served by now, else

@@ -47,6 +47,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
         "sequence needs one row per step",
         options.max_batched_tokens, options.max_batch_size);
   }
+  LS_RETURN_IF_ERROR(options.request_limits.validate());
   ForwardOptions fo;
   fo.max_rows = options.max_batched_tokens;
   fo.max_logits_rows = options.max_batch_size;
@@ -81,7 +82,8 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
       std::make_unique<adapters::AdapterCache>(b, config, options.max_device_adapters);
   e->tokenizer_ = std::move(tokenizer);
 
-  RequestLimits& l = e->limits_;
+  AdmissionLimits& l = e->limits_;
+  l.request = options.request_limits;
   l.vocab_size = static_cast<int32_t>(config.vocab_size);
   l.max_context = config.max_context;
   l.default_max_tokens = options.default_max_tokens;

@@ -41,6 +41,7 @@ struct EngineOptions {
   int32_t max_lora_rank = 64;        // largest adapter rank accepted
   int32_t max_device_adapters = 16;  // adapter slots on the device (LRU among unpinned)
   int32_t max_host_adapters = 64;    // adapters loaded at once (held in host memory)
+  RequestLimits request_limits;      // what one request may bring (checked at submission)
 };
 
 struct EngineStats {
@@ -129,7 +130,7 @@ class Engine {
   std::unique_ptr<adapters::AdapterRegistry> registry_;
   std::unique_ptr<adapters::AdapterCache> adapter_cache_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
-  RequestLimits limits_;
+  AdmissionLimits limits_;
   QueueLimits queue_;
 
   // Engine-thread state: the stages of a step.

@@ -80,6 +80,10 @@ void AdapterLoader::load(const std::string& task_id) {
             "has no folder of that name",
             task_id);
       }
+      if (dir.status().code() == StatusCode::kPermissionDenied) {  // a link leading outside
+        return permission_denied_error(
+            "task '{}': its folder under the adapter root leads outside the adapter root", task_id);
+      }
       return dir.status();
     }
     auto lease = registry_->load_on_demand(task_id, *dir);

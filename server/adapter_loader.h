@@ -38,8 +38,9 @@ class AdapterLoader {
   // at once, on the caller's thread, when the task is served (or cannot be); on a loader thread
   // once its load has finished otherwise. Errors: NOT_FOUND (not served, and no folder of that
   // name, or on-demand loading is off), INVALID_ARGUMENT (an ID that is not a plain folder
-  // name, or an adapter that does not load: the message names the file), RESOURCE_EXHAUSTED
-  // (the host tier is full of adapters that cannot be evicted).
+  // name, or an adapter that does not load: the message names the file), PERMISSION_DENIED (the
+  // folder is a link that leads outside the adapter root; the message does not show the root),
+  // RESOURCE_EXHAUSTED (the host tier is full of adapters that cannot be evicted).
   void resolve(const std::string& task_id, Done done);
 
   // Waits for the loads in progress; resolve() answers UNAVAILABLE for a task it would have to

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <memory>
 
 #include "common/dtype.h"
 #include "engine/request.h"
@@ -13,6 +15,9 @@ namespace loraserve::server {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The longest adapter path a LoadAdapter may name (Linux's PATH_MAX).
+constexpr size_t kMaxPathBytes = PATH_MAX;
 
 // Compares in time that depends on the lengths only, not on where the strings differ.
 bool constant_time_equal(std::string_view a, std::string_view b) {
@@ -79,39 +84,63 @@ Status AdminService::check_access(const grpc::CallbackServerContext& context) co
   return ok_status();
 }
 
-template <typename Fill>
-grpc::ServerUnaryReactor* AdminService::answer(grpc::CallbackServerContext* context, Fill fill) {
+template <typename Request, typename Response, typename Fill>
+grpc::ServerUnaryReactor* AdminService::answer(grpc::CallbackServerContext* context,
+                                               const grpc::ByteBuffer* request_bytes,
+                                               grpc::ByteBuffer* response_bytes, Fill fill) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Status st = check_access(*context);
-  if (st.ok()) fill();
+  Request request;
+  if (st.ok()) st = parse_message(*request_bytes, &request);
+  if (st.ok()) {
+    Response response;
+    fill(&response);
+    st = serialize_message(response, response_bytes);
+  }
   reactor->Finish(to_grpc(st));
   return reactor;
 }
 
-template <typename Action>
+template <typename Request, typename Response, typename Check, typename Action>
 grpc::ServerUnaryReactor* AdminService::queue_action(grpc::CallbackServerContext* context,
-                                                     const char* what, const std::string& task_id,
-                                                     Action action) {
+                                                     const grpc::ByteBuffer* request_bytes,
+                                                     grpc::ByteBuffer* response_bytes,
+                                                     const char* what, Check check, Action action) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto request = std::make_shared<Request>();
   Status st = check_access(*context);
+  if (st.ok()) st = parse_message(*request_bytes, request.get());
+  if (st.ok()) st = check(*request);
   if (!st.ok()) {
-    spdlog::warn("admin: {} of task '{}' from {} refused: {}", what, task_id, context->peer(),
-                 st.to_string());
+    spdlog::warn("admin: {} refused, by {}: {}", what, context->peer(), st.to_string());
     reactor->Finish(to_grpc(st));
     return reactor;
   }
-  worker_.post(
-      [reactor, action, peer = context->peer()] { reactor->Finish(to_grpc(action(peer))); });
+  worker_.post([reactor, request, response_bytes, action, peer = context->peer()] {
+    Response response;
+    Status result = action(*request, peer, &response);
+    if (result.ok()) result = serialize_message(response, response_bytes);
+    reactor->Finish(to_grpc(result));
+  });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext* context,
-                                                    const v1::LoadAdapterRequest* request,
-                                                    v1::AdapterInfo* response) {
-  return queue_action(context, "load", request->task_id(),
-                      [this, request, response](const std::string& peer) {
-                        return load(*request, peer, response);
-                      });
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
+  return queue_action<v1::LoadAdapterRequest, v1::AdapterInfo>(
+      context, request, response, "load",
+      [this](const v1::LoadAdapterRequest& r) -> Status {
+        LS_RETURN_IF_ERROR(state_->engine()->options().request_limits.check_task_id(r.task_id()));
+        if (r.path().size() > kMaxPathBytes) {
+          return invalid_argument_error("path has {} bytes; at most {}", r.path().size(),
+                                        kMaxPathBytes);
+        }
+        return ok_status();
+      },
+      [this](const v1::LoadAdapterRequest& r, const std::string& peer, v1::AdapterInfo* out) {
+        return load(r, peer, out);
+      });
 }
 
 Status AdminService::load(const v1::LoadAdapterRequest& request, const std::string& peer,
@@ -119,7 +148,6 @@ Status AdminService::load(const v1::LoadAdapterRequest& request, const std::stri
   const auto t0 = Clock::now();
   Status st = [&]() -> Status {
     if (state_->draining()) return unavailable_error("the server is shutting down");
-    LS_RETURN_IF_ERROR(adapters::AdapterRegistry::validate_task_id(request.task_id()));
     LS_ASSIGN_OR_RETURN(const std::string dir, options_.adapter_root->resolve(request.path()));
     engine::Engine& e = *state_->engine();
     LS_ASSIGN_OR_RETURN(auto version, e.adapters().load(request.task_id(), dir, request.replace()));
@@ -139,12 +167,15 @@ Status AdminService::load(const v1::LoadAdapterRequest& request, const std::stri
 }
 
 grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContext* context,
-                                                      const v1::UnloadAdapterRequest* request,
-                                                      v1::UnloadAdapterResponse* response) {
-  return queue_action(context, "unload", request->task_id(),
-                      [this, request, response](const std::string& peer) {
-                        return unload(*request, peer, response);
-                      });
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  return queue_action<v1::UnloadAdapterRequest, v1::UnloadAdapterResponse>(
+      context, request, response, "unload",
+      [this](const v1::UnloadAdapterRequest& r) {
+        return state_->engine()->options().request_limits.check_task_id(r.task_id());
+      },
+      [this](const v1::UnloadAdapterRequest& r, const std::string& peer,
+             v1::UnloadAdapterResponse* out) { return unload(r, peer, out); });
 }
 
 Status AdminService::unload(const v1::UnloadAdapterRequest& request, const std::string& peer,
@@ -172,98 +203,111 @@ Status AdminService::unload(const v1::UnloadAdapterRequest& request, const std::
 }
 
 grpc::ServerUnaryReactor* AdminService::ListAdapters(grpc::CallbackServerContext* context,
-                                                     const v1::ListAdaptersRequest*,
-                                                     v1::ListAdaptersResponse* response) {
-  return answer(context, [&] {
-    engine::Engine& e = *state_->engine();
-    auto versions = e.adapters().list();
-    std::sort(versions.begin(), versions.end(),
-              [](const auto& a, const auto& b) { return a->task_id < b->task_id; });
-    const engine::EngineStats stats = e.stats();
-    for (const auto& v : versions)
-      fill_info(*v, stats, *options_.adapter_root, response->add_adapters());
-  });
+                                                     const grpc::ByteBuffer* request,
+                                                     grpc::ByteBuffer* response_bytes) {
+  return answer<v1::ListAdaptersRequest, v1::ListAdaptersResponse>(
+      context, request, response_bytes, [&](v1::ListAdaptersResponse* response) {
+        engine::Engine& e = *state_->engine();
+        auto versions = e.adapters().list();
+        std::sort(versions.begin(), versions.end(),
+                  [](const auto& a, const auto& b) { return a->task_id < b->task_id; });
+        const engine::EngineStats stats = e.stats();
+        for (const auto& v : versions)
+          fill_info(*v, stats, *options_.adapter_root, response->add_adapters());
+      });
 }
 
 grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContext* context,
-                                                      const v1::GetServerInfoRequest*,
-                                                      v1::GetServerInfoResponse* response) {
-  return answer(context, [&] {
-    const engine::Engine& e = *state_->engine();
-    const formats::ModelConfig& c = e.config();
-    const engine::EngineOptions& o = e.options();
-    const DType checkpoint = parse_dtype(c.torch_dtype).value_or(DType::kBF16);
-    response->set_model(options_.model_dir);
-    response->set_architecture(c.architecture_name);
-    response->set_backend(e.backend().kind());
-    response->set_device(e.backend().describe());
-    response->set_weight_dtype(std::string(dtype_name(e.backend().weight_dtype(checkpoint))));
-    response->set_compute_dtype(std::string(dtype_name(e.backend().activation_dtype())));
-    response->set_vocab_size(static_cast<uint32_t>(c.vocab_size));
-    response->set_num_layers(static_cast<uint32_t>(c.num_layers));
-    response->set_hidden_size(static_cast<uint32_t>(c.hidden_size));
-    response->set_has_tokenizer(e.tokenizer() != nullptr);
-    response->set_version(options_.version);
-    v1::Limits* l = response->mutable_limits();
-    l->set_max_batch_size(static_cast<uint32_t>(o.max_batch_size));
-    l->set_max_batched_tokens(static_cast<uint32_t>(o.max_batched_tokens));
-    l->set_max_queue(static_cast<uint32_t>(o.max_queue));
-    l->set_max_context(static_cast<uint32_t>(c.max_context));
-    l->set_default_max_tokens(static_cast<uint32_t>(o.default_max_tokens));
-    l->set_kv_block_size(static_cast<uint32_t>(o.block_size));
-    l->set_kv_blocks(static_cast<uint32_t>(e.stats().kv_blocks_total));
-    l->set_max_lora_rank(static_cast<uint32_t>(o.max_lora_rank));
-    l->set_max_device_adapters(static_cast<uint32_t>(o.max_device_adapters));
-    l->set_max_host_adapters(static_cast<uint32_t>(o.max_host_adapters));
-    l->set_max_logprobs(static_cast<uint32_t>(engine::kMaxLogprobs));
-    l->set_load_on_demand(state_->loader()->on_demand());
-  });
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response_bytes) {
+  return answer<v1::GetServerInfoRequest, v1::GetServerInfoResponse>(
+      context, request, response_bytes, [&](v1::GetServerInfoResponse* response) {
+        const engine::Engine& e = *state_->engine();
+        const formats::ModelConfig& c = e.config();
+        const engine::EngineOptions& o = e.options();
+        const DType checkpoint = parse_dtype(c.torch_dtype).value_or(DType::kBF16);
+        response->set_model(options_.model_dir);
+        response->set_architecture(c.architecture_name);
+        response->set_backend(e.backend().kind());
+        response->set_device(e.backend().describe());
+        response->set_weight_dtype(std::string(dtype_name(e.backend().weight_dtype(checkpoint))));
+        response->set_compute_dtype(std::string(dtype_name(e.backend().activation_dtype())));
+        response->set_vocab_size(static_cast<uint32_t>(c.vocab_size));
+        response->set_num_layers(static_cast<uint32_t>(c.num_layers));
+        response->set_hidden_size(static_cast<uint32_t>(c.hidden_size));
+        response->set_has_tokenizer(e.tokenizer() != nullptr);
+        response->set_version(options_.version);
+        v1::Limits* l = response->mutable_limits();
+        l->set_max_batch_size(static_cast<uint32_t>(o.max_batch_size));
+        l->set_max_batched_tokens(static_cast<uint32_t>(o.max_batched_tokens));
+        l->set_max_queue(static_cast<uint32_t>(o.max_queue));
+        l->set_max_context(static_cast<uint32_t>(c.max_context));
+        l->set_default_max_tokens(static_cast<uint32_t>(o.default_max_tokens));
+        l->set_kv_block_size(static_cast<uint32_t>(o.block_size));
+        l->set_kv_blocks(static_cast<uint32_t>(e.stats().kv_blocks_total));
+        l->set_max_lora_rank(static_cast<uint32_t>(o.max_lora_rank));
+        l->set_max_device_adapters(static_cast<uint32_t>(o.max_device_adapters));
+        l->set_max_host_adapters(static_cast<uint32_t>(o.max_host_adapters));
+        const engine::RequestLimits& r = o.request_limits;
+        l->set_max_logprobs(static_cast<uint32_t>(r.max_logprobs));
+        l->set_max_request_bytes(static_cast<uint32_t>(options_.max_request_bytes));
+        l->set_max_concurrent_streams(static_cast<uint32_t>(options_.max_concurrent_streams));
+        l->set_max_prompt_tokens(static_cast<uint32_t>(r.max_prompt_tokens));
+        l->set_max_stop_strings(static_cast<uint32_t>(r.max_stop_strings));
+        l->set_max_stop_bytes(static_cast<uint32_t>(r.max_stop_bytes));
+        l->set_max_stop_token_ids(static_cast<uint32_t>(r.max_stop_token_ids));
+        l->set_max_task_id_length(static_cast<uint32_t>(r.max_task_id_length));
+        l->set_max_request_id_bytes(static_cast<uint32_t>(r.max_request_id_bytes));
+        l->set_load_on_demand(state_->loader()->on_demand());
+      });
 }
 
 grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* context,
-                                                 const v1::GetStatsRequest*,
-                                                 v1::GetStatsResponse* response) {
-  return answer(context, [&] {
-    const engine::EngineStats s = state_->engine()->stats();
-    response->set_kv_blocks_used(static_cast<uint32_t>(s.kv_blocks_total - s.kv_blocks_free));
-    response->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));
-    response->set_requests_running(static_cast<uint32_t>(s.running));
-    response->set_requests_queued(static_cast<uint32_t>(s.waiting));
-    for (const auto& [task, n] : s.waiting_for_adapter) {
-      v1::TaskWaiting* w = response->add_waiting_for_adapter();
-      w->set_task_id(task);
-      w->set_requests(static_cast<uint32_t>(n));
-    }
-    response->set_adapter_slots_used(static_cast<uint32_t>(s.adapter_slots_used));
-    response->set_adapter_slots_free(
-        static_cast<uint32_t>(s.adapter_slots_total - s.adapter_slots_used));
-    response->set_adapter_loads(s.adapter_loads);
-    response->set_adapter_evictions(s.adapter_evictions);
-    response->set_preemptions(s.preemptions);
-    response->set_steps(s.steps);
-    response->set_prompt_tokens(s.prompt_tokens);
-    response->set_tokens_generated(s.tokens_generated);
-    response->set_requests_finished(s.requests_finished);
-    const ServerGauges g = state_->gauges(&s);
-    const AdapterLoadTotals loads = state_->metrics()->adapter_totals();
-    response->set_adapters_on_host(static_cast<uint32_t>(g.host_adapters));
-    response->set_host_adapter_loads(loads.host_loads);
-    response->set_on_demand_loads(loads.on_demand_loads);
-    response->set_host_adapter_evictions(loads.host_evictions);
-    response->set_adapter_load_failures(loads.load_failures);
-    response->set_requests_loading_adapter(static_cast<uint32_t>(g.requests_loading_adapter));
-    for (const auto& t : g.running_tasks) response->add_running_lora_adapters(t);
-    for (const auto& t : g.waiting_tasks) response->add_waiting_lora_adapters(t);
-    for (const TaskTotals& t : state_->metrics()->task_totals()) {
-      v1::TaskCounters* c = response->add_tasks();
-      c->set_task_id(t.task_id);
-      c->set_requests(t.requests);
-      c->set_prompt_tokens(t.prompt_tokens);
-      c->set_completion_tokens(t.completion_tokens);
-      for (const auto& [reason, n] : t.finish_reasons) (*c->mutable_finish_reasons())[reason] = n;
-      for (const auto& [code, n] : t.errors) (*c->mutable_errors())[code] = n;
-    }
-  });
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response_bytes) {
+  return answer<v1::GetStatsRequest, v1::GetStatsResponse>(
+      context, request, response_bytes, [&](v1::GetStatsResponse* response) {
+        const engine::EngineStats s = state_->engine()->stats();
+        response->set_kv_blocks_used(static_cast<uint32_t>(s.kv_blocks_total - s.kv_blocks_free));
+        response->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));
+        response->set_requests_running(static_cast<uint32_t>(s.running));
+        response->set_requests_queued(static_cast<uint32_t>(s.waiting));
+        for (const auto& [task, n] : s.waiting_for_adapter) {
+          v1::TaskWaiting* w = response->add_waiting_for_adapter();
+          w->set_task_id(task);
+          w->set_requests(static_cast<uint32_t>(n));
+        }
+        response->set_adapter_slots_used(static_cast<uint32_t>(s.adapter_slots_used));
+        response->set_adapter_slots_free(
+            static_cast<uint32_t>(s.adapter_slots_total - s.adapter_slots_used));
+        response->set_adapter_loads(s.adapter_loads);
+        response->set_adapter_evictions(s.adapter_evictions);
+        response->set_preemptions(s.preemptions);
+        response->set_steps(s.steps);
+        response->set_prompt_tokens(s.prompt_tokens);
+        response->set_tokens_generated(s.tokens_generated);
+        response->set_requests_finished(s.requests_finished);
+        const ServerGauges g = state_->gauges(&s);
+        const AdapterLoadTotals loads = state_->metrics()->adapter_totals();
+        response->set_adapters_on_host(static_cast<uint32_t>(g.host_adapters));
+        response->set_host_adapter_loads(loads.host_loads);
+        response->set_on_demand_loads(loads.on_demand_loads);
+        response->set_host_adapter_evictions(loads.host_evictions);
+        response->set_adapter_load_failures(loads.load_failures);
+        response->set_requests_loading_adapter(static_cast<uint32_t>(g.requests_loading_adapter));
+        for (const auto& t : g.running_tasks) response->add_running_lora_adapters(t);
+        for (const auto& t : g.waiting_tasks) response->add_waiting_lora_adapters(t);
+        for (const TaskTotals& t : state_->metrics()->task_totals()) {
+          v1::TaskCounters* c = response->add_tasks();
+          c->set_task_id(t.task_id);
+          c->set_requests(t.requests);
+          c->set_prompt_tokens(t.prompt_tokens);
+          c->set_completion_tokens(t.completion_tokens);
+          for (const auto& [reason, n] : t.finish_reasons)
+            (*c->mutable_finish_reasons())[reason] = n;
+          for (const auto& [code, n] : t.errors) (*c->mutable_errors())[code] = n;
+        }
+      });
 }
 
 }  // namespace loraserve::server

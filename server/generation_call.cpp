@@ -32,9 +32,14 @@ std::optional<StatusCode> error_code(const SequenceSummary& s) {
 
 Status to_engine_request(GenerationInput input, const engine::Engine& engine,
                          engine::GenerationRequest* out) {
+  const engine::RequestLimits& limits = engine.options().request_limits;
   out->request_id = std::move(input.request_id);
   out->task_id = std::move(input.task_id);
+  out->params = std::move(input.params);
+  out->deadline = input.deadline;
+  LS_RETURN_IF_ERROR(limits.check_request(*out));
   if (auto* text = std::get_if<std::string>(&input.prompt)) {
+    LS_RETURN_IF_ERROR(limits.check_prompt_text(*text));
     const tokenizer::Tokenizer* tok = engine.tokenizer();
     if (tok == nullptr) {
       return failed_precondition_error(
@@ -46,9 +51,7 @@ Status to_engine_request(GenerationInput input, const engine::Engine& engine,
   } else {
     out->prompt_token_ids = std::move(std::get<std::vector<int32_t>>(input.prompt));
   }
-  out->params = std::move(input.params);
-  out->deadline = input.deadline;
-  return ok_status();
+  return limits.check_prompt_tokens(out->prompt_token_ids.size());
 }
 
 GenerationCall::~GenerationCall() {
@@ -63,9 +66,8 @@ Status GenerationCall::admit() {
 
 void GenerationCall::submit(GenerationInput input, UpdateFn on_update, SubmittedFn submitted) {
   engine::Engine* engine = state_->engine();
-  request_id_ = input.request_id.empty() ? state_->next_request_id() : input.request_id;
-  input.request_id = request_id_;
-  task_id_ = input.task_id;
+  if (input.request_id.empty()) input.request_id = state_->next_request_id();
+  identify(input.request_id, input.task_id);
   engine::GenerationRequest request;
   Status st = to_engine_request(std::move(input), *engine, &request);
   if (!st.ok()) return submitted(st);
@@ -157,13 +159,22 @@ SequenceSummary GenerationCall::finish(const engine::SequenceUpdate& u) {
 }
 
 void GenerationCall::identify(std::string request_id, std::string task_id) {
+  const engine::Engine* e = state_->engine();
   request_id_ = std::move(request_id);
   task_id_ = std::move(task_id);
+  named_ = e != nullptr && e->options().request_limits.check_request_id(request_id_).ok() &&
+           (task_id_.empty() || e->options().request_limits.check_task_id(task_id_).ok());
+}
+
+std::string GenerationCall::task_label() const {
+  if (!named_) return "(unchecked)";
+  return task_id_.empty() ? "(base)" : task_id_;
 }
 
 TaskMetrics& GenerationCall::task_metrics() const {
   if (metrics_ != nullptr) return *metrics_;
   ServerMetrics& m = *state_->metrics();
+  if (!named_) return m.unknown_task();
   if (task_id_.empty()) return m.task("");
   const engine::Engine* e = state_->engine();
   if (e != nullptr && e->adapters().find(task_id_) != nullptr) return m.task(task_id_);
@@ -174,7 +185,7 @@ void GenerationCall::log_finished(const SequenceSummary& s) const {
   spdlog::info(
       "request {} task {} prompt {} completion {} queue {:.1f} ms ttft {:.1f} ms total {:.1f} ms "
       "{}finish {}{}",
-      request_id_, task_label(), s.prompt_tokens, s.completion_tokens, s.queue_ms, s.ttft_ms,
+      request_label(), task_label(), s.prompt_tokens, s.completion_tokens, s.queue_ms, s.ttft_ms,
       s.total_ms,
       s.adapter_load_ms >= 0.1 ? fmt::format("(adapter load {:.1f} ms) ", s.adapter_load_ms) : "",
       engine::finish_reason_name(s.finish_reason), s.error.ok() ? "" : ": " + s.error.to_string());
@@ -182,7 +193,8 @@ void GenerationCall::log_finished(const SequenceSummary& s) const {
 
 void GenerationCall::log_rejected(const Status& status) const {
   ServerMetrics::request_failed(task_metrics(), status.code());
-  spdlog::info("request {} task {} rejected: {}", request_id_, task_label(), status.to_string());
+  spdlog::info("request {} task {} rejected: {}", request_label(), task_label(),
+               status.to_string());
 }
 
 }  // namespace loraserve::server

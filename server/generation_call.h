@@ -84,8 +84,9 @@ class GenerationCall {
   // measured from this object's construction.
   SequenceSummary finish(const engine::SequenceUpdate& final_update);
 
-  // Names the request in log lines before submit (which names it from its input): for a
-  // request refused before it gets there.
+  // Names the request in log lines and metrics before submit (which names it from its input):
+  // for a request refused before it gets there. IDs that break the engine's RequestLimits are
+  // not written anywhere: the request is "(unchecked)" (its errors count under "(unknown)").
   void identify(std::string request_id, std::string task_id);
 
   // Writes the request's log line (keep it off the engine thread).
@@ -101,7 +102,8 @@ class GenerationCall {
  private:
   using Clock = std::chrono::steady_clock;
 
-  std::string task_label() const { return task_id_.empty() ? "(base)" : task_id_; }
+  std::string task_label() const;
+  const std::string& request_label() const { return named_ ? request_id_ : kUnchecked; }
   // Second half of submit, once the adapter is resolved (on the thread that resolved it).
   Status submit_resolved(engine::GenerationRequest request, Result<adapters::AdapterLease> adapter);
   // The series the request counts in: its task's once the task resolved (or when it is served),
@@ -114,17 +116,20 @@ class GenerationCall {
   TaskMetrics* metrics_ = nullptr;  // set once the task resolved
   Clock::time_point submitted_at_;  // handed to the engine
   double adapter_load_ms_ = 0.0;
+  static inline const std::string kUnchecked = "(unchecked)";
   std::string request_id_;
   std::string task_id_;
+  bool named_ = false;  // the IDs passed the limits: the log and the metrics may show them
   std::mutex mu_;
   std::optional<uint64_t> sequence_id_;
   bool cancel_requested_ = false;
   bool done_ = false;
 };
 
-// The engine's request for `input`: the prompt tokenized when it is text. Errors:
-// FAILED_PRECONDITION for text when the model has no tokenizer, INVALID_ARGUMENT naming
-// "prompt" when the text does not encode.
+// The engine's request for `input`: held to the engine's RequestLimits before anything costly
+// (task ID first, then the request ID, stop strings..., the text's length), then the prompt
+// tokenized when it is text and its length checked. Errors: INVALID_ARGUMENT naming the field,
+// FAILED_PRECONDITION for text when the model has no tokenizer.
 Status to_engine_request(GenerationInput input, const engine::Engine& engine,
                          engine::GenerationRequest* out);
 

@@ -4,6 +4,7 @@
 // call's reactor: a stream starts a write when none is in flight (tokens that arrive meanwhile
 // travel in the next message), so the step loop never waits on a client; a unary result is
 // serialized, and every request's log line written, on the service's writer thread.
+// The limits (engine/request_limits.h) are applied before a prompt is tokenized.
 // Requests are parsed from raw bytes so that a malformed UTF-8 string is INVALID_ARGUMENT naming
 // the field (protobuf's own parser would only fail). Thread-safe; one instance serves every
 // call; `state` must outlive it, and it must outlive its gRPC server.

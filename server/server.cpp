@@ -30,8 +30,11 @@ std::string bound_address(const std::string& requested, int port) {
 }
 
 Result<std::unique_ptr<grpc::Server>> start_grpc(const std::string& address,
-                                                 std::vector<grpc::Service*> services, int* port) {
+                                                 std::vector<grpc::Service*> services,
+                                                 int32_t max_request_bytes, int* port) {
   grpc::ServerBuilder builder;
+  // A larger request is refused by gRPC itself, with RESOURCE_EXHAUSTED, before it is read.
+  builder.SetMaxReceiveMessageSize(max_request_bytes);
   // gRPC sets SO_REUSEPORT by default, which would let a second server share a busy port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
@@ -87,7 +90,11 @@ Status validate_serve_options(const ServeOptions& o) {
     if (o.http.threads < 1)
       return invalid_argument_error("--http-threads must be >= 1, got {}", o.http.threads);
   }
-  return ok_status();
+  if (o.max_request_bytes < 1)
+    return invalid_argument_error("--max-request-bytes must be at least 1");
+  if (o.max_concurrent_streams < 1)
+    return invalid_argument_error("--max-concurrent-streams must be at least 1");
+  return o.engine.request_limits.validate();
 }
 
 std::string served_model_name(const ServeOptions& o) {
@@ -97,7 +104,8 @@ std::string served_model_name(const ServeOptions& o) {
   return dir.filename().string();
 }
 
-Server::Server(ServeOptions options) : options_(std::move(options)) {}
+Server::Server(ServeOptions options)
+    : options_(std::move(options)), state_(options_.max_concurrent_streams) {}
 
 Server::~Server() { shutdown(); }
 
@@ -111,6 +119,8 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   admin.token = options.admin_token;
   admin.model_dir = options.model_dir;
   admin.version = options.version;
+  admin.max_request_bytes = options.max_request_bytes;
+  admin.max_concurrent_streams = options.max_concurrent_streams;
 
   std::unique_ptr<Server> s(new Server(options));
   LS_ASSIGN_OR_RETURN(s->metrics_, ServerMetrics::create(options.metrics));
@@ -125,11 +135,12 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   int port = 0;
   LS_ASSIGN_OR_RETURN(s->server_,
-                      start_grpc(options.listen, {s->inference_.get(), s->health_.get()}, &port));
+                      start_grpc(options.listen, {s->inference_.get(), s->health_.get()},
+                                 options.max_request_bytes, &port));
   s->address_ = bound_address(options.listen, port);
   int admin_port = 0;
-  auto admin_server =
-      start_grpc(options.admin_listen, {s->admin_.get(), s->admin_health_.get()}, &admin_port);
+  auto admin_server = start_grpc(options.admin_listen, {s->admin_.get(), s->admin_health_.get()},
+                                 options.max_request_bytes, &admin_port);
   if (!admin_server.ok()) {
     s->server_->Shutdown();
     return admin_server.status();

@@ -36,6 +36,9 @@ struct ServeOptions {
   std::string model_dir;
   kernels::BackendOptions backend;
   engine::EngineOptions engine;
+  // The transport's limits (the request's own are in engine.request_limits).
+  int32_t max_request_bytes = 4 << 20;    // one request message (gRPC's own default)
+  int32_t max_concurrent_streams = 1024;  // inference calls open at once, all connections
   std::string listen = "127.0.0.1:50051";
   std::string admin_listen = "127.0.0.1:50052";
   std::string admin_token;   // empty: Admin needs no token (allowed on loopback only)
@@ -57,8 +60,8 @@ std::string served_model_name(const ServeOptions& options);
 // True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost, unix sockets.
 bool is_loopback_address(const std::string& address);
 
-// Checks the options that need no file system: the admin token rule, the drain timeout,
-// on-demand loading without an adapter root.
+// Checks the options that need no file system: the admin token rule, the drain timeout, the
+// request and transport limits, on-demand loading without an adapter root.
 Status validate_serve_options(const ServeOptions& options);
 
 class Server {

@@ -33,6 +33,10 @@ Status ServingState::begin_call() {
   std::lock_guard<std::mutex> lock(mu_);
   if (draining_) return unavailable_error("the server is shutting down; retry on another replica");
   if (engine() == nullptr) return unavailable_error("the model is still loading; retry shortly");
+  if (calls_ >= max_calls_) {
+    return resource_exhausted_error(
+        "{} inference calls are open, the limit (--max-concurrent-streams); retry later", calls_);
+  }
   ++calls_;
   return ok_status();
 }

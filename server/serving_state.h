@@ -23,6 +23,9 @@ namespace loraserve::server {
 
 class ServingState {
  public:
+  // `max_calls`: calls admitted at once (--max-concurrent-streams).
+  explicit ServingState(int32_t max_calls) : max_calls_(static_cast<size_t>(max_calls)) {}
+
   // The engine, or nullptr while the model loads.
   engine::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
   // Publishes the loaded engine; calls are admitted from now on. REQUIRES: called once, after
@@ -41,8 +44,9 @@ class ServingState {
   // The Prometheus text exposition (GET /metrics); answers while the model loads too.
   std::string metrics_exposition() const;
 
-  // Admits a new call: UNAVAILABLE while the model loads or the server drains. Each admitted
-  // call ends with exactly one end_call().
+  // Admits a new call: UNAVAILABLE while the model loads or the server drains,
+  // RESOURCE_EXHAUSTED when max_calls are open. Each admitted call ends with exactly one
+  // end_call().
   Status begin_call();
   void end_call();
   // Sequences submitted to the engine and not finished (cancelled when a drain times out).
@@ -62,6 +66,7 @@ class ServingState {
   std::string next_request_id() { return "req-" + std::to_string(next_request_.fetch_add(1)); }
 
  private:
+  const size_t max_calls_;
   std::atomic<engine::Engine*> engine_{nullptr};
   ServerMetrics* metrics_ = nullptr;
   AdapterLoader* loader_ = nullptr;

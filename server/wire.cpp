@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/excerpt.h"
 #include "tokenizer/utf8.h"
 
 namespace loraserve::server {
@@ -69,7 +70,11 @@ Status serialize_message(const pb::Message& message, grpc::ByteBuffer* buffer) {
 
 grpc::Status to_grpc(const Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), status.message());
+  const std::string& message = status.message();
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      message.size() <= kMaxStatusMessageBytes
+                          ? message
+                          : excerpt(message, kMaxStatusMessageBytes));
 }
 
 engine::SamplingParams to_engine_params(const v1::SamplingParams& p) {

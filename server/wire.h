@@ -21,6 +21,12 @@ Status parse_message(const grpc::ByteBuffer& buffer, google::protobuf::Message* 
 // REQUIRES: no write of `buffer` is in flight.
 Status serialize_message(const google::protobuf::Message& message, grpc::ByteBuffer* buffer);
 
+// The longest status message sent. Messages name what they refuse with short excerpts; this cut
+// is the last guard that an error stays far below gRPC's 8 KiB metadata limit even
+// percent-encoded (3 bytes per byte), so it never reaches the client as RESOURCE_EXHAUSTED.
+inline constexpr size_t kMaxStatusMessageBytes = 1024;
+
+// The same code; the message cut to kMaxStatusMessageBytes (an excerpt) when longer.
 grpc::Status to_grpc(const Status& status);
 
 // The sampling fields that were set, over the engine's defaults; nothing is validated here

@@ -33,6 +33,21 @@ from torch import nn
 SEED = 1234
 PROMPT = "Input: {}\nOutput: "
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+# The chat template shipped in tokenizer_config.json: each user turn is a prompt of PROMPT's
+# format (BOS, "Input: " and the text), each assistant turn its answer and EOS, and the
+# generation prompt is "Output: ", so [user "hello"] renders to BOS + PROMPT.format("hello").
+# Content may be a string or a list of text parts; other roles are refused.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['content'] is string %}{% set text = message['content'] %}"
+    "{% else %}{% set text = message['content'] | selectattr('type', 'equalto', 'text')"
+    " | map(attribute='text') | join %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + 'Input: ' + text + '\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'Output: ' + text + eos_token }}"
+    "{% else %}{{ raise_exception('The demo model has user and assistant turns only, not ' ~"
+    " message['role']) }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Output: ' }}{% endif %}")
 # Merges for the prompt words only; letters and digits in inputs and answers stay single tokens.
 MERGES = [("I", "n"), ("In", "p"), ("Inp", "u"), ("Inpu", "t"),
           ("O", "u"), ("Ou", "t"), ("Out", "p"), ("Outp", "u"), ("Outpu", "t")]
@@ -158,7 +173,7 @@ class Tokenizer:
                     pad_token=PAD, add_bos_token=True, add_eos_token=False,
                     clean_up_tokenization_spaces=False,
                     model_max_length=BASE_CONFIG["max_position_embeddings"],
-                    added_tokens_decoder=decoder)
+                    added_tokens_decoder=decoder, chat_template=CHAT_TEMPLATE)
 
 
 # ---------------------------------------------------------------------------------------------

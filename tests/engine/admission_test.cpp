@@ -11,8 +11,8 @@
 namespace loraserve::engine {
 namespace {
 
-RequestLimits limits() {
-  RequestLimits l;
+AdmissionLimits limits() {
+  AdmissionLimits l;
   l.vocab_size = 100;
   l.max_context = 64;
   l.default_max_tokens = 16;
@@ -30,7 +30,7 @@ GenerationRequest request(size_t prompt_len) {
 
 TEST(ValidateRequest, ResolvesMaxTokens) {
   EXPECT_EQ(*validate_request(request(10), limits()), 16);
-  RequestLimits l = limits();
+  AdmissionLimits l = limits();
   l.kv_blocks = 100;
   EXPECT_EQ(*validate_request(request(60), l), 4);  // the default, capped by the context
   GenerationRequest r = request(10);
@@ -56,7 +56,7 @@ TEST(ValidateRequest, NamesTheFieldAtFault) {
   EXPECT_EQ(code(r).message(), "stop[1] is an empty string");
   for (const Status& st : {code(request(0)), code(r)})
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
-  RequestLimits no_tokenizer = limits();
+  AdmissionLimits no_tokenizer = limits();
   no_tokenizer.has_tokenizer = false;
   r.params.stop = {"x"};
   EXPECT_NE(validate_request(r, no_tokenizer).status().message().find("tokenizer"),
@@ -71,6 +71,22 @@ TEST(ValidateRequest, ARequestThatCanNeverFitTheCacheIsResourceExhausted) {
   EXPECT_NE(st.message().find("needs 9 KV blocks; the whole cache has 8"), std::string::npos);
   r.params.max_tokens = 12;
   EXPECT_TRUE(validate_request(r, limits()).ok());
+}
+
+TEST(ValidateRequest, TheRequestLimitsComeFirstTheTaskIdBeforeAnything) {
+  AdmissionLimits l = limits();
+  l.request.max_prompt_tokens = 5;
+  GenerationRequest r = request(0);
+  r.task_id = std::string(1000, 't');
+  r.params.temperature = -1;
+  EXPECT_EQ(validate_request(r, l).status().message(),
+            "task_id has 1000 bytes; at most 128 (--max-task-id-length)");
+  EXPECT_EQ(validate_request(request(6), l).status().message(),
+            "prompt has 6 tokens; at most 5 (--max-prompt-tokens)");
+  EXPECT_TRUE(validate_request(request(5), l).ok());
+  r = request(3);
+  r.params.logprobs = kMaxLogprobs + 1;
+  EXPECT_NE(validate_request(r, l).status().message().find("--max-logprobs"), std::string::npos);
 }
 
 TEST(QueueLimits, RefusesPastTheLimitAndTakesBackReleasedPlaces) {

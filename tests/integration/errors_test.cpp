@@ -307,7 +307,7 @@ TEST(ErrorsStandalone, GenerateAnswersABadLineWithAnErrorNamingTheField) {
   // An id past int32 is refused, not wrapped to a real token.
   EXPECT_EQ(lines[0]["error"]["message"], "field 'stop_token_ids' holds 4294967296, not a token id");
   EXPECT_EQ(lines[1]["token_ids"].size(), 2u) << lines[1];
-  EXPECT_NE(lines[2]["error"]["message"].get<std::string>().find("line is not valid JSON"),
+  EXPECT_NE(lines[2]["error"]["message"].get<std::string>().find("line: not valid JSON"),
             std::string::npos);
   EXPECT_EQ(lines[3]["error"]["message"],
             "give exactly one of 'prompt' (text) and 'prompt_token_ids'");

@@ -3,17 +3,20 @@
 // 16 clients over gRPC and HTTP with 8 device slots and 32 host adapters: no errors, every
 // answer equal to the same task loaded by hand (`loraserve generate --adapter`), every load and
 // eviction counted alike in GetStats, /metrics and the log. Then: concurrent requests for one
-// cold task share one load, the refusals (no such folder, a broken adapter, a name that is not
-// a folder name, on-demand loading turned off) with their codes, and /v1/models listing what is
-// registered, not what is merely on disk.
+// cold task share one load, the refusals (no such folder, a broken adapter, a link leading out
+// of the root, a name that is not a folder name, on-demand loading turned off) with their codes,
+// /v1/models listing what is registered, not what is merely on disk, and a request in flight
+// keeping its adapter in a full host tier.
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "client/client.h"
+#include "tests/integration/held_stream.h"
 #include "tests/integration/http_client.h"
 #include "tests/integration/server_process.h"
 #include "tests/integration/server_suite.h"
@@ -214,7 +217,8 @@ TEST(OnDemand, ZipfTrafficOverTwoHundredAdapters) {
   EXPECT_EQ(logged_evictions, stats->host_adapter_evictions());
 }
 
-// One server: t0 preloaded; a1 (good), broken (bad config) on disk.
+// One server: a0 preloaded; a1, a2 (good), broken (bad config) and escape (a link to an adapter
+// outside the root) on disk.
 class OnDemandErrors : public ServerSuite<OnDemandErrors> {
  protected:
   static void SetUpTestSuite() {
@@ -228,6 +232,9 @@ class OnDemandErrors : public ServerSuite<OnDemandErrors> {
         nlohmann::json::parse(std::ifstream(root / "broken" / "adapter_config.json"));
     config["r"] = 5;
     std::ofstream(root / "broken" / "adapter_config.json") << config.dump(2);
+    // A folder that is a link to a good adapter outside the root.
+    copy_adapter(fs::path(kFixtureModel) / "adapters" / "all7_r8", dir_->path() / "outside", 1.0);
+    fs::create_directory_symlink(dir_->path() / "outside", root / "escape");
     start_suite_server({"--model", model.string(), "--adapter-root", root.string(), "--preload",
                         "a0=" + (root / "a0").string()});
   }
@@ -260,6 +267,10 @@ TEST_F(OnDemandErrors, RefusalsNameTheCauseAndChangeNothing) {
       << broken.status().message();
   EXPECT_EQ(broken.status().message().find(dir_->path().string()), std::string::npos)
       << "the error names files relative to the adapter root";
+  auto escape = client_->generate(request("escape"));
+  EXPECT_EQ(escape.status().code(), StatusCode::kPermissionDenied) << escape.status().to_string();
+  EXPECT_EQ(escape.status().message().find(dir_->path().string()), std::string::npos)
+      << "the error does not show the server's folders: " << escape.status().message();
   for (const char* bad : {"..", ".", "a/b", "../a1"}) {
     EXPECT_EQ(client_->generate(request(bad)).status().code(), StatusCode::kInvalidArgument) << bad;
   }
@@ -268,6 +279,8 @@ TEST_F(OnDemandErrors, RefusalsNameTheCauseAndChangeNothing) {
   EXPECT_EQ(r.status, 400) << r.body;
   r = http.post("/v1/completions", {{"model", "nowhere"}, {"prompt", kPrompts[0]}});
   EXPECT_EQ(r.status, 404) << r.body;
+  r = http.post("/v1/completions", {{"model", "escape"}, {"prompt", kPrompts[0]}});
+  EXPECT_EQ(r.status, 403) << r.body;
   EXPECT_EQ(models(), listed);
   EXPECT_TRUE(client_->generate(request("a0")).ok());  // still served
   auto stats = client_->stats();
@@ -295,6 +308,81 @@ TEST_F(OnDemandErrors, ConcurrentRequestsForAColdTaskShareOneLoad) {
   auto listed = client_->list_adapters();
   ASSERT_TRUE(listed.ok());
   for (const auto& a : listed->adapters()) EXPECT_EQ(a.loaded_on_demand(), a.task_id() == "a1");
+}
+
+// --max-host-adapters 1: while a request of an adapter loaded on demand is in flight, a cold
+// task cannot evict it (RESOURCE_EXHAUSTED, and nothing else changes); once the request ends,
+// the cold task's load evicts it. Should the held request (16000 tokens) end by itself before
+// the cold request was answered (a fast machine), the attempt starts over with two fresh tasks.
+TEST(OnDemandHostTier, ARequestInFlightKeepsItsAdapter) {
+  TempDir dir;
+  const fs::path model = make_model_with_tokenizer(dir.path() / "fixture-model");
+  json config = json::parse(std::ifstream(model / "config.json"));
+  config["max_position_embeddings"] = 16384;
+  std::ofstream(model / "config.json") << config.dump(2);
+  const fs::path root = dir.path() / "adapters";
+  const std::vector<std::string> tasks = write_adapters(root, 10);
+  auto server = ServerProcess::start(
+      {"--model", model.string(), "--adapter-root", root.string(), "--max-host-adapters", "1"},
+      dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  client::Client c(client_options(**server));
+  auto request = [](const std::string& task, int32_t max_tokens) {
+    v1::GenerateRequest r;
+    r.set_task_id(task);
+    r.mutable_token_ids()->mutable_ids()->Add(kPrompts[0].begin(), kPrompts[0].end());
+    r.mutable_params()->set_max_tokens(max_tokens);
+    r.mutable_params()->set_temperature(0.0f);
+    r.mutable_params()->set_ignore_eos(true);
+    return r;
+  };
+  auto listed = [&] {
+    const HttpReply r = HttpClient((*server)->http_address()).get("/v1/models");
+    std::set<std::string> ids;
+    for (const json& m : r.json["data"]) ids.insert(m["id"].get<std::string>());
+    return ids;
+  };
+  bool observed = false;
+  for (size_t attempt = 0; attempt < 5 && !observed; ++attempt) {
+    const std::string& held_task = tasks[2 * attempt];
+    const std::string& cold_task = tasks[2 * attempt + 1];
+    HeldStream held(c, request(held_task, 16000));
+    ASSERT_TRUE(wait_for([&] { return held.started() || held.ended(); }));
+    auto before = c.stats();
+    ASSERT_TRUE(before.ok());
+    auto cold = c.generate(request(cold_task, 2));
+    if (held.ended()) continue;  // it may have ended before the cold request: inconclusive
+    observed = true;
+    ASSERT_EQ(cold.status().code(), StatusCode::kResourceExhausted) << cold.status().to_string();
+    EXPECT_NE(cold.status().message().find("--max-host-adapters"), std::string::npos)
+        << cold.status().message();
+    EXPECT_NE(cold.status().message().find("1 with requests in flight"), std::string::npos)
+        << cold.status().message();
+    EXPECT_TRUE(listed().count(held_task));
+    EXPECT_FALSE(listed().count(cold_task));
+    held.release();
+    ASSERT_TRUE(wait_for([&] {
+      auto s = c.stats();
+      return s.ok() && s->requests_running() == 0 && s->requests_queued() == 0;
+    }));
+    // Nothing holds the adapter now: the cold task's load evicts it.
+    auto again = c.generate(request(cold_task, 2));
+    ASSERT_TRUE(again.ok()) << again.status().to_string();
+    EXPECT_EQ(listed(), (std::set<std::string>{"fixture-model", cold_task}));
+    auto after = c.stats();
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after->host_adapter_evictions() - before->host_adapter_evictions(), 1u);
+    EXPECT_EQ(after->on_demand_loads() - before->on_demand_loads(), 1u);
+    EXPECT_EQ(after->adapters_on_host(), 1u);
+    bool logged = false;  // the eviction's log line names the task
+    std::istringstream log((*server)->log());
+    for (std::string line; std::getline(log, line);) {
+      logged |= line.find("adapter task=" + held_task + " ") != std::string::npos &&
+                line.find("evicted from host memory") != std::string::npos;
+    }
+    EXPECT_TRUE(logged) << log_tail(**server);
+  }
+  EXPECT_TRUE(observed) << "the held request ended before the cold one was answered, 5 times";
 }
 
 TEST(OnDemandOff, UnregisteredTasksAreNotFound) {

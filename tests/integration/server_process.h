@@ -31,12 +31,13 @@ class ServerProcess {
   static Result<std::unique_ptr<ServerProcess>> start(const std::vector<std::string>& args,
                                                       const fs::path& work_dir,
                                                       double timeout_s = 60.0);
-  ~ServerProcess();  // SIGKILL when still running
+  ~ServerProcess();  // SIGTERM when still running, SIGKILL when it has not exited 20 s later
 
   const std::string& address() const { return address_; }
   const std::string& admin_address() const { return admin_address_; }
   // "127.0.0.1:PORT"; "" when the server was started with --http-listen "".
   const std::string& http_address() const { return http_address_; }
+  pid_t pid() const { return pid_; }
   void signal(int sig) const;
   // Waits for the process to exit: its exit code, or 128 + signal, or -1 on timeout.
   int wait(double timeout_s);

@@ -121,6 +121,27 @@ TEST(ToGrpc, KeepsCodeAndMessage) {
   EXPECT_TRUE(to_grpc(ok_status()).ok());
 }
 
+TEST(ToGrpc, CutsAMessageLongerThanTheLimit) {
+  const std::string echoed(100'000, 'x');
+  const grpc::Status s = to_grpc(not_found_error("unknown task '{}'", echoed));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_LE(s.error_message().size(), kMaxStatusMessageBytes + 32);
+  EXPECT_NE(s.error_message().find("unknown task"), std::string::npos);
+  EXPECT_NE(s.error_message().find("(100015 bytes)"), std::string::npos) << s.error_message();
+  const std::string at_limit(kMaxStatusMessageBytes, 'y');
+  EXPECT_EQ(to_grpc(internal_error("{}", at_limit)).error_message(), at_limit);
+}
+
+TEST(ValidateServeOptions, RefusesRequestLimitsOutOfRange) {
+  ServeOptions o;
+  o.model_dir = "m";
+  EXPECT_TRUE(validate_serve_options(o).ok());
+  o.engine.request_limits.max_logprobs = 50;
+  const Status st = validate_serve_options(o);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("--max-logprobs"), std::string::npos) << st.message();
+}
+
 TEST(ToProto, MapsFinishReasons) {
   EXPECT_EQ(to_proto(engine::FinishReason::kLength), v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(to_proto(engine::FinishReason::kStop), v1::FINISH_REASON_STOP);
