@@ -72,7 +72,9 @@ class GenerationCall {
   // thread when no load was needed, else on a loader thread once the load has finished. After a
   // successful submit the engine calls `on_update` on its thread after every step that touched
   // the sequence, and once at the end (finished); on an error nothing was submitted and
-  // `on_update` is never called. REQUIRES: admit() succeeded; called once.
+  // `on_update` is never called. The call is used until `submitted` is called, which is its last
+  // use on that thread; the final update may come before, so the caller keeps this object alive
+  // until both happened. REQUIRES: admit() succeeded; called once.
   void submit(GenerationInput input, UpdateFn on_update, SubmittedFn submitted);
   // The same, waiting for the outcome (for a thread that may wait on a load: HTTP's).
   Status submit(GenerationInput input, UpdateFn on_update);

@@ -175,7 +175,7 @@ TEST(OnDemand, ZipfTrafficOverTwoHundredAdapters) {
       }
     }
   }
-  EXPECT_EQ(errors, 0);
+  EXPECT_EQ(errors, 0) << log_tail(s);
   EXPECT_EQ(wrong, 0);
 
   // Every load and eviction, counted alike by GetStats, /metrics and the log.

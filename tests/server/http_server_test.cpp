@@ -72,7 +72,7 @@ nlohmann::json body_of(const httplib::Result& r) {
 }
 
 TEST(HttpServer, HealthKeyAndErrorsOnLoopback) {
-  ServingState state;
+  ServingState state(16);
   HttpOptions options;
   options.listen = "127.0.0.1:0";
   options.api_key = "sekret";
@@ -127,7 +127,7 @@ TEST(HttpServer, HealthKeyAndErrorsOnLoopback) {
 }
 
 TEST(HttpServer, BusyPortIsAnError) {
-  ServingState state;
+  ServingState state(16);
   HttpOptions options;
   options.listen = "127.0.0.1:0";
   HttpServer first(options, &state);
