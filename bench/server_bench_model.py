@@ -4,9 +4,11 @@ adapters for bench/server_bench.sh: a model big enough that a step's compute is 
 per-token overheads, yet quick on a laptop CPU. Seeded; numpy only.
 
     /usr/bin/python3 bench/server_bench_model.py OUT_DIR [--adapters 4] [--rank 16]
-      [--hidden 512] [--layers 8] [--heads 8] [--kv-heads 4] [--ffn 1408] [--vocab 8192]
+      [--targets q_proj,k_proj,...] [--hidden 512] [--layers 8] [--heads 8] [--kv-heads 4]
+      [--ffn 1408] [--vocab 8192]
 
-OUT_DIR gets the model, and OUT_DIR/adapters/task<i> the adapters (all seven projections).
+OUT_DIR gets the model, and OUT_DIR/adapters/task<i> the adapters (all seven projections
+unless --targets names fewer).
 """
 
 import argparse
@@ -49,6 +51,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--adapters", type=int, default=4)
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                    help="projections the adapters target, comma-separated")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
@@ -78,12 +82,12 @@ def main():
         for name, shape in projections(a).items():
             t[p + name + ".weight"] = rng.normal(0, std, shape)
     write_safetensors(os.path.join(a.out, "model.safetensors"), t)
+    targets = a.targets.split(",")
     for k in range(a.adapters):
         folder = os.path.join(a.out, "adapters", f"task{k}")
         os.makedirs(folder, exist_ok=True)
         cfg = {"peft_type": "LORA", "r": a.rank, "lora_alpha": 2 * a.rank, "bias": "none",
-               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                  "down_proj"], "use_rslora": False, "use_dora": False,
+               "target_modules": targets, "use_rslora": False, "use_dora": False,
                "fan_in_fan_out": False, "modules_to_save": None, "rank_pattern": {},
                "alpha_pattern": {}, "layers_to_transform": None, "task_type": "CAUSAL_LM"}
         with open(os.path.join(folder, "adapter_config.json"), "w") as f:
@@ -91,6 +95,8 @@ def main():
         w = {}
         for i in range(a.layers):
             for name, (out_dim, in_dim) in projections(a).items():
+                if name.split(".")[1] not in targets:
+                    continue
                 p = f"base_model.model.model.layers.{i}.{name}"
                 w[p + ".lora_A.weight"] = rng.normal(0, 1 / np.sqrt(in_dim), (a.rank, in_dim))
                 w[p + ".lora_B.weight"] = rng.normal(0, std, (out_dim, a.rank))

@@ -26,6 +26,8 @@ using server::Server;
 struct ServeFlags {
   EngineFlags engine;
   ServeOptions serve;
+  bool load_on_demand = false;
+  bool no_load_on_demand = false;
   std::vector<std::string> preload;  // TASK=DIR
   std::string log_level = "info";
   std::string ready_file;
@@ -125,6 +127,10 @@ Status resolve_flags(ServeFlags& f) {
     LS_ASSIGN_OR_RETURN(auto task_dir, parse_task_dir(spec, "--preload"));
     o.preload.push_back(std::move(task_dir));
   }
+  if (f.load_on_demand && f.no_load_on_demand)
+    return invalid_argument_error("--load-on-demand and --no-load-on-demand contradict each other");
+  // On by default wherever there is an adapter root to load from.
+  o.load_on_demand = f.load_on_demand || (!f.no_load_on_demand && !o.adapter_root.empty());
   return ok_status();
 }
 
@@ -200,6 +206,16 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->envname("LORASERVE_ADMIN_TOKEN");
   cmd->add_option("--adapter-root", o.adapter_root,
                   "Folder that LoadAdapter paths are confined to (without it, Admin is off)");
+  cmd->add_flag("--load-on-demand", flags->load_on_demand,
+                "A request for an unregistered task loads <adapter-root>/<task> (the default "
+                "with --adapter-root); adapters so loaded are evicted least recently used first "
+                "when --max-host-adapters are loaded");
+  cmd->add_flag("--no-load-on-demand", flags->no_load_on_demand,
+                "Serve only adapters loaded by Admin or --preload");
+  cmd->add_option("--metrics-max-tasks", o.metrics.max_tasks,
+                  "Tasks with metric series of their own; later ones count under "
+                  "task=\"(other)\"")
+      ->capture_default_str();
   cmd->add_option("--preload", flags->preload,
                   "TASK=DIR: serve the adapter in DIR under TASK from the start (repeatable)");
   cmd->add_option("--admin-load-threads", o.admin_load_threads,

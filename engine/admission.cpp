@@ -69,13 +69,21 @@ Result<int32_t> validate_request(const GenerationRequest& r, const AdmissionLimi
   return max_tokens;
 }
 
-Result<adapters::AdapterRef> find_adapter(const adapters::AdapterRegistry& registry,
-                                          const std::string& task) {
-  if (task.empty()) return adapters::AdapterRef{};
-  adapters::AdapterRef ref = registry.find(task);
-  if (!ref)
+Result<adapters::AdapterLease> hold_adapter(adapters::AdapterRegistry& registry,
+                                            GenerationRequest& request) {
+  const std::string& task = request.task_id;
+  if (task.empty()) return adapters::AdapterLease{};
+  if (request.adapter) {
+    if (request.adapter->task_id != task) {
+      return internal_error("the request for task '{}' holds an adapter of task '{}'", task,
+                            request.adapter->task_id);
+    }
+    return std::move(request.adapter);
+  }
+  adapters::AdapterLease lease = registry.acquire(task);
+  if (!lease)
     return not_found_error("unknown task '{}': no adapter is loaded under that task ID", task);
-  return ref;
+  return lease;
 }
 
 Status QueueLimits::reserve(const std::string& task) {

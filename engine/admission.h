@@ -7,7 +7,7 @@
 //     RESOURCE_EXHAUSTED when prompt + max_tokens could never fit the whole KV cache.
 //   QueueLimits::reserve: RESOURCE_EXHAUSTED when the server already holds max_queue requests,
 //     or the request's task max_queue_per_task of them (only that task is refused then).
-//   find_adapter: NOT_FOUND when no adapter is served under the task ID.
+//   hold_adapter: NOT_FOUND when no adapter is served under the task ID.
 // Waits (Admission::admit, on the engine thread, each step), until:
 //   its adapter has a ready device slot — a request that waits for one is passed over, so it
 //     never holds up the requests behind it;
@@ -51,9 +51,11 @@ struct AdmissionLimits {
 // Checks the request's own fields; returns the max_tokens it resolves to.
 Result<int32_t> validate_request(const GenerationRequest& request, const AdmissionLimits& limits);
 
-// The adapter version `task` is served by now (null for the base model, task ""), or NOT_FOUND.
-Result<adapters::AdapterRef> find_adapter(const adapters::AdapterRegistry& registry,
-                                          const std::string& task);
+// A hold on the adapter version the request runs on (empty for the base model, task ""): the one
+// it brings when its caller resolved the task, else the one `task` is served by now, else
+// NOT_FOUND.
+Result<adapters::AdapterLease> hold_adapter(adapters::AdapterRegistry& registry,
+                                            GenerationRequest& request);
 
 // How many requests the engine holds (waiting or running), in all and per task. Thread-safe.
 class QueueLimits {

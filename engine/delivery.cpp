@@ -47,6 +47,7 @@ void deliver(Sequence& s, SequenceUpdate& u) {
   u.sequence_id = s.id;
   u.prompt_tokens = s.prompt_len;
   u.completion_tokens = s.num_generated();
+  u.scheduled = s.first_scheduled_at.has_value();
   if (s.first_scheduled_at) u.queue_ms = millis(s.submitted_at, *s.first_scheduled_at);
   if (s.first_token_at) u.ttft_ms = millis(s.submitted_at, *s.first_token_at);
   if (s.request.on_update) s.request.on_update(u);

@@ -120,7 +120,7 @@ Engine::~Engine() = default;
 Result<uint64_t> Engine::submit(GenerationRequest request) {
   LS_ASSIGN_OR_RETURN(const int32_t max_tokens, validate_request(request, limits_));
   LS_RETURN_IF_ERROR(queue_.reserve(request.task_id));
-  auto adapter = find_adapter(*registry_, request.task_id);
+  auto adapter = hold_adapter(*registry_, request);
   if (!adapter.ok()) {
     queue_.release(request.task_id);
     return adapter.status();
@@ -133,7 +133,6 @@ Result<uint64_t> Engine::submit(GenerationRequest request) {
   seq->rng.seed(request.params.seed ? *request.params.seed : std::random_device{}());
   seq->submitted_at = Clock::now();
   seq->adapter = std::move(*adapter);
-  if (seq->adapter) seq->adapter->in_flight.fetch_add(1);
   if (tokenizer_) {
     seq->detokenizer = std::make_unique<tokenizer::IncrementalDecoder>(
         *tokenizer_, request.params.skip_special_tokens);
@@ -196,7 +195,7 @@ void Engine::drain_inbox() {
 bool Engine::adapter_ready(Sequence* seq) {
   if (!seq->adapter) return true;
   if (seq->slot < 0) {
-    auto slot = adapter_cache_->acquire(seq->adapter);
+    auto slot = adapter_cache_->acquire(seq->adapter.ref());
     if (!slot) return false;  // every slot is pinned by running requests: wait
     seq->slot = *slot;
   }
@@ -284,8 +283,7 @@ void Engine::complete_row(Sequence* s, size_t k, Clock::time_point now) {
 void Engine::finish(Sequence* s, FinishReason reason, Status error, SequenceUpdate* u) {
   scheduler_->remove(s);
   if (s->slot >= 0) adapter_cache_->release(s->slot);
-  if (s->adapter) {
-    s->adapter->in_flight.fetch_sub(1);
+  if (s->adapter) {  // its hold ends with `s`
     s->adapter->requests_served.fetch_add(1);
     s->adapter->tokens_generated.fetch_add(static_cast<uint64_t>(std::max(0, s->num_generated())));
   }
@@ -351,6 +349,17 @@ void Engine::publish_stats() {
     } else {
       ++it->second;
     }
+  }
+  // Tasks with requests running, and waiting to be admitted (the LoRA info metric).
+  c.running_tasks.clear();
+  c.waiting_tasks.clear();
+  for (const Sequence* s : scheduler_->running())
+    if (s->adapter) c.running_tasks.push_back(s->adapter->task_id);
+  for (const Sequence* s : admission_->waiting())
+    if (s->adapter) c.waiting_tasks.push_back(s->adapter->task_id);
+  for (auto* tasks : {&c.running_tasks, &c.waiting_tasks}) {
+    std::sort(tasks->begin(), tasks->end());
+    tasks->erase(std::unique(tasks->begin(), tasks->end()), tasks->end());
   }
   c.adapter_slots.clear();
   for (const auto& info : adapter_cache_->snapshot())

@@ -65,6 +65,10 @@ struct EngineStats {
   std::vector<std::pair<std::string, int32_t>> waiting_for_adapter;
   // Where each resident adapter version lives: (version, slot).
   std::vector<std::pair<uint64_t, int32_t>> adapter_slots;
+  // Tasks (base model excluded) with sequences running, and waiting to be admitted; sorted,
+  // distinct.
+  std::vector<std::string> running_tasks;
+  std::vector<std::string> waiting_tasks;
 };
 
 class Engine {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/registry.h"
 #include "common/status.h"
 #include "kernels/backend.h"
 
@@ -27,7 +28,7 @@ struct SamplingParams {
   bool want_logprob = true;
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
-  std::vector<std::string> stop;  // stop strings (need the tokenizer); not returned in text
+  std::vector<std::string> stop;    // stop strings (need the tokenizer); not returned in text
   bool skip_special_tokens = true;  // leave special tokens out of the text
 };
 
@@ -53,8 +54,9 @@ struct SequenceUpdate {
   Status error;  // set when finish_reason == kError
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
-  double queue_ms = 0.0;  // submit → first scheduled
-  double ttft_ms = 0.0;   // submit → first token (0 until then)
+  bool scheduled = false;  // the sequence reached a step (queue_ms is set)
+  double queue_ms = 0.0;   // submit → first scheduled
+  double ttft_ms = 0.0;    // submit → first token (0 until then)
   // Raw logits of each new token's step, only with GenerationRequest::return_logits (tests).
   std::vector<std::vector<float>> logits;
 };
@@ -62,6 +64,9 @@ struct SequenceUpdate {
 struct GenerationRequest {
   std::string request_id;  // for logs; the engine does not require uniqueness
   std::string task_id;     // empty: the base model
+  // The adapter version to run on when the caller already holds one for task_id (a server that
+  // loads adapters on demand); else the engine takes the version served now.
+  adapters::AdapterLease adapter;
   std::vector<int32_t> prompt_token_ids;
   SamplingParams params;
   std::optional<std::chrono::steady_clock::time_point> deadline;

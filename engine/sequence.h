@@ -29,8 +29,8 @@ struct Sequence {
   std::vector<int32_t> blocks;  // KV-cache block table
   std::mt19937_64 rng;          // this request's own generator: batch-independent sampling
   int32_t preemptions = 0;
-  adapters::AdapterRef adapter;  // the version pinned at submission; null for the base model
-  int32_t slot = -1;             // its adapter cache slot once acquired (pinned until the end)
+  adapters::AdapterLease adapter;  // the version held since submission; empty for the base model
+  int32_t slot = -1;               // its adapter cache slot once acquired (pinned until the end)
 
   // Text of the generated tokens (with a tokenizer): what the decoder has made final, and how
   // much of it has been delivered (text held back could still become a stop string).

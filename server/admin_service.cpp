@@ -50,6 +50,7 @@ void fill_info(const adapters::AdapterVersion& v, const engine::EngineStats& sta
   out->set_requests_served(v.requests_served.load());
   out->set_tokens_generated(v.tokens_generated.load());
   out->set_in_flight(v.in_flight.load());
+  out->set_loaded_on_demand(v.trigger == adapters::LoadTrigger::kOnDemand);
   const auto since_epoch = v.loaded_at.time_since_epoch();
   const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
   out->mutable_loaded_at()->set_seconds(secs.count());
@@ -292,6 +293,7 @@ grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContex
         l->set_max_stop_token_ids(static_cast<uint32_t>(r.max_stop_token_ids));
         l->set_max_task_id_length(static_cast<uint32_t>(r.max_task_id_length));
         l->set_max_request_id_bytes(static_cast<uint32_t>(r.max_request_id_bytes));
+        l->set_load_on_demand(state_->loader()->on_demand());
       });
 }
 
@@ -320,12 +322,25 @@ grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* co
         response->set_prompt_tokens(s.prompt_tokens);
         response->set_tokens_generated(s.tokens_generated);
         response->set_requests_finished(s.requests_finished);
-        for (const TaskTotals& t : state_->task_totals()) {
+        const ServerGauges g = state_->gauges(&s);
+        const AdapterLoadTotals loads = state_->metrics()->adapter_totals();
+        response->set_adapters_on_host(static_cast<uint32_t>(g.host_adapters));
+        response->set_host_adapter_loads(loads.host_loads);
+        response->set_on_demand_loads(loads.on_demand_loads);
+        response->set_host_adapter_evictions(loads.host_evictions);
+        response->set_adapter_load_failures(loads.load_failures);
+        response->set_requests_loading_adapter(static_cast<uint32_t>(g.requests_loading_adapter));
+        for (const auto& t : g.running_tasks) response->add_running_lora_adapters(t);
+        for (const auto& t : g.waiting_tasks) response->add_waiting_lora_adapters(t);
+        for (const TaskTotals& t : state_->metrics()->task_totals()) {
           v1::TaskCounters* c = response->add_tasks();
           c->set_task_id(t.task_id);
           c->set_requests(t.requests);
           c->set_prompt_tokens(t.prompt_tokens);
           c->set_completion_tokens(t.completion_tokens);
+          for (const auto& [reason, n] : t.finish_reasons)
+            (*c->mutable_finish_reasons())[reason] = n;
+          for (const auto& [code, n] : t.errors) (*c->mutable_errors())[code] = n;
         }
       });
 }

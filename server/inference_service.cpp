@@ -67,13 +67,21 @@ class SequenceReactor : public GrpcReactor {
     if (!input.ok()) return finish_now(input.status());
     input->deadline = engine_deadline(*context_);
     Derived* self = static_cast<Derived*>(this);
-    refs_.fetch_add(1);  // the engine's, released after the final update
-    st = call_.submit(std::move(input).value(),
-                      [self](const engine::SequenceUpdate& u) { self->on_update(u); });
-    if (!st.ok()) {
-      refs_.fetch_sub(1);
-      return finish_now(st);
-    }
+    // The engine's reference, released after the final update, and the submission's: answered
+    // at once, or on a loader thread when the task's adapter loads on demand first (this gRPC
+    // thread never waits for a disk). gRPC's own reference does not cover a loader thread, and
+    // the engine may finish the sequence (and the call be done) before submit returns there, so
+    // the reactor lives until `submitted` has run.
+    refs_.fetch_add(2);
+    call_.submit(
+        std::move(input).value(), [self](const engine::SequenceUpdate& u) { self->on_update(u); },
+        [this](const Status& submitted) {
+          if (!submitted.ok()) {
+            finish_now(submitted);
+            unref();  // the engine's: it will send no update
+          }
+          unref();  // the submission's
+        });
   }
 
   void OnDone() override { unref(); }

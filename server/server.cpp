@@ -84,6 +84,10 @@ Status validate_serve_options(const ServeOptions& o) {
     return invalid_argument_error("--max-request-bytes must be at least 1");
   if (o.max_concurrent_streams < 1)
     return invalid_argument_error("--max-concurrent-streams must be at least 1");
+  if (o.load_on_demand && o.adapter_root.empty()) {
+    return invalid_argument_error(
+        "--load-on-demand loads <adapter-root>/<task>: it needs --adapter-root");
+  }
   if (!o.http.listen.empty()) {
     std::string host;
     int port = 0;
@@ -121,6 +125,9 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   admin.max_concurrent_streams = options.max_concurrent_streams;
 
   std::unique_ptr<Server> s(new Server(options));
+  LS_ASSIGN_OR_RETURN(s->metrics_, ServerMetrics::create(options.metrics));
+  s->state_.set_metrics(s->metrics_.get());
+  s->adapter_root_ = admin.adapter_root;
   s->inference_ = std::make_unique<InferenceService>(&s->state_);
   s->admin_ = std::make_unique<AdminService>(&s->state_, std::move(admin));
   s->health_ =
@@ -149,6 +156,11 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
     s->openai_ = std::make_unique<OpenAiService>(
         &s->state_, OpenAiOptions{served_model_name(options), options.version});
     s->openai_->add_routes(*s->http_);
+    // Prometheus scrapes here too (it needs no API key), while the model loads as well.
+    ServingState* state = &s->state_;
+    s->http_->get("/metrics", [state](const httplib::Request&, httplib::Response& res) {
+      res.set_content(state->metrics_exposition(), std::string(prometheus::kContentType));
+    });
     Status st = s->http_->start();
     if (!st.ok()) {
       s->server_->Shutdown();
@@ -169,6 +181,10 @@ Status Server::load() {
   const auto t0 = Clock::now();
   LS_ASSIGN_OR_RETURN(engine_,
                       engine::open_engine(options_.model_dir, options_.backend, options_.engine));
+  ServerMetrics* metrics = metrics_.get();
+  engine_->adapters().set_listener(
+      [metrics](const adapters::RegistryEvent& e) { metrics->adapter_event(e); });
+  metrics_->set_model_info(served_model_name(options_), *engine_, options_.version);
   for (const auto& [task, dir] : options_.preload) {
     auto loaded = engine_->adapters().load(task, dir, /*replace=*/false);
     if (!loaded.ok()) return loaded.status().with_context("--preload " + task + "=" + dir);
@@ -177,10 +193,12 @@ Status Server::load() {
   }
   if (openai_) openai_->set_chat_template(chat::ChatTemplate::load(options_.model_dir));
   engine::Engine* e = engine_.get();
+  loader_ = std::make_unique<AdapterLoader>(&e->adapters(), adapter_root_, options_.load_on_demand);
   engine_thread_ = std::jthread([e](std::stop_token stop) {
     Status st = e->run_loop(stop);
     if (!st.ok()) spdlog::error("engine loop stopped: {}", st.to_string());
   });
+  state_.set_loader(loader_.get());
   state_.set_engine(e);
   health_->set_serving(true);
   admin_health_->set_serving(true);
@@ -189,7 +207,9 @@ Status Server::load() {
       "serving {} ({}, {}) on {} after {:.1f} s; admin on {}{}", options_.model_dir,
       e->config().architecture_name, e->backend().describe(), address_, secs, admin_address_,
       http_ ? fmt::format("; HTTP on {} as model '{}'", http_address_, served_model_name(options_))
-            : "");
+            : "",
+      loader_->on_demand() ? fmt::format("; adapters load on demand from {}", adapter_root_->path())
+                           : "");
   return ok_status();
 }
 
@@ -209,6 +229,9 @@ void Server::shutdown() {
     if (!state_.wait_for_calls(Clock::now() + kCancelGrace))
       spdlog::error("{} calls did not end after cancellation", state_.calls_in_flight());
   }
+  // Loads still in progress finish (their requests reach the engine, which still runs); no load
+  // starts from now on.
+  if (loader_) loader_->stop();
   std::this_thread::sleep_for(kLinger);
   if (http_) http_->stop();
   health_->end_watches();

@@ -12,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -20,11 +21,13 @@
 #include "common/status.h"
 #include "engine/engine.h"
 #include "kernels/backend.h"
+#include "server/adapter_loader.h"
 #include "server/admin_service.h"
 #include "server/health_service.h"
 #include "server/http_openai.h"
 #include "server/http_server.h"
 #include "server/inference_service.h"
+#include "server/server_metrics.h"
 #include "server/serving_state.h"
 
 namespace loraserve::server {
@@ -40,6 +43,9 @@ struct ServeOptions {
   std::string admin_listen = "127.0.0.1:50052";
   std::string admin_token;   // empty: Admin needs no token (allowed on loopback only)
   std::string adapter_root;  // empty: Admin is off
+  // A request for an unregistered task loads <adapter_root>/<task> (needs adapter_root).
+  bool load_on_demand = false;
+  MetricsOptions metrics;
   std::vector<std::pair<std::string, std::string>> preload;  // (task, folder)
   double drain_timeout_s = 30.0;
   int32_t admin_load_threads = 4;  // --admin-load-threads
@@ -56,7 +62,7 @@ std::string served_model_name(const ServeOptions& options);
 bool is_loopback_address(const std::string& address);
 
 // Checks the options that need no file system: the admin token rule, the drain timeout, the
-// request and transport limits.
+// request and transport limits, on-demand loading without an adapter root.
 Status validate_serve_options(const ServeOptions& options);
 
 class Server {
@@ -81,7 +87,10 @@ class Server {
 
   ServeOptions options_;
   ServingState state_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::optional<AdapterRoot> adapter_root_;
   std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<AdapterLoader> loader_;
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<HealthService> health_;

@@ -1,6 +1,33 @@
 #include "server/serving_state.h"
 
+#include <algorithm>
+
 namespace loraserve::server {
+
+ServerGauges ServingState::gauges(const engine::EngineStats* stats) const {
+  ServerGauges g;
+  engine::Engine* e = engine();
+  if (e == nullptr) return g;
+  g.host_adapters = static_cast<int64_t>(e->adapters().size());
+  g.max_host_adapters = e->options().max_host_adapters;
+  std::vector<std::string> waiting = loader_->loading_tasks();
+  g.requests_loading_adapter = loader_->requests_waiting();
+  if (stats != nullptr) {
+    g.running_tasks = stats->running_tasks;
+    waiting.insert(waiting.end(), stats->waiting_tasks.begin(), stats->waiting_tasks.end());
+  }
+  std::sort(waiting.begin(), waiting.end());
+  waiting.erase(std::unique(waiting.begin(), waiting.end()), waiting.end());
+  g.waiting_tasks = std::move(waiting);
+  return g;
+}
+
+std::string ServingState::metrics_exposition() const {
+  engine::Engine* e = engine();
+  if (e == nullptr) return metrics_->render(nullptr, gauges(nullptr));
+  const engine::EngineStats stats = e->stats();
+  return metrics_->render(&stats, gauges(&stats));
+}
 
 Status ServingState::begin_call() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -59,24 +86,6 @@ size_t ServingState::cancel_sequences() {
   if (e == nullptr) return 0;
   for (uint64_t id : ids) e->cancel(id);
   return ids.size();
-}
-
-void ServingState::record_finished(const std::string& task_id, int32_t prompt_tokens,
-                                   int32_t completion_tokens) {
-  std::lock_guard<std::mutex> lock(mu_);
-  TaskTotals& t = totals_[task_id];
-  t.task_id = task_id;
-  ++t.requests;
-  t.prompt_tokens += static_cast<uint64_t>(prompt_tokens);
-  t.completion_tokens += static_cast<uint64_t>(completion_tokens);
-}
-
-std::vector<TaskTotals> ServingState::task_totals() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<TaskTotals> out;
-  out.reserve(totals_.size());
-  for (const auto& [task, t] : totals_) out.push_back(t);
-  return out;
 }
 
 }  // namespace loraserve::server

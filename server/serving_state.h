@@ -1,6 +1,7 @@
 // ServingState: what the gRPC services share with the Server that runs them: the engine once it
-// is loaded, whether the server is draining, the calls and sequences in flight (so a drain can
-// wait for them, or cancel them at its timeout), and per-task totals. Thread-safe.
+// is loaded, the metrics and the adapter loader, whether the server is draining, the calls and
+// sequences in flight (so a drain can wait for them, or cancel them at its timeout).
+// Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -15,16 +16,10 @@
 
 #include "common/status.h"
 #include "engine/engine.h"
+#include "server/adapter_loader.h"
+#include "server/server_metrics.h"
 
 namespace loraserve::server {
-
-// Requests of one task that finished since the server started.
-struct TaskTotals {
-  std::string task_id;  // "" for the base model
-  uint64_t requests = 0;
-  uint64_t prompt_tokens = 0;
-  uint64_t completion_tokens = 0;
-};
 
 class ServingState {
  public:
@@ -33,8 +28,21 @@ class ServingState {
 
   // The engine, or nullptr while the model loads.
   engine::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
-  // Publishes the loaded engine; calls are admitted from now on. REQUIRES: called once.
+  // Publishes the loaded engine; calls are admitted from now on. REQUIRES: called once, after
+  // set_loader.
   void set_engine(engine::Engine* engine) { engine_.store(engine, std::memory_order_release); }
+  // The server's metrics. REQUIRES: set before any service starts.
+  void set_metrics(ServerMetrics* metrics) { metrics_ = metrics; }
+  ServerMetrics* metrics() const { return metrics_; }
+  // Resolves task IDs to adapters (loading on demand); valid once engine() is.
+  void set_loader(AdapterLoader* loader) { loader_ = loader; }
+  AdapterLoader* loader() const { return loader_; }
+
+  // What the metrics and GetStats read besides the engine's stats (`stats` null while the model
+  // loads).
+  ServerGauges gauges(const engine::EngineStats* stats) const;
+  // The Prometheus text exposition (GET /metrics); answers while the model loads too.
+  std::string metrics_exposition() const;
 
   // Admits a new call: UNAVAILABLE while the model loads or the server drains,
   // RESOURCE_EXHAUSTED when max_calls are open. Each admitted call ends with exactly one
@@ -54,17 +62,14 @@ class ServingState {
   // Cancels every sequence in flight in the engine; returns how many.
   size_t cancel_sequences();
 
-  void record_finished(const std::string& task_id, int32_t prompt_tokens,
-                       int32_t completion_tokens);
-  // Sorted by task ID.
-  std::vector<TaskTotals> task_totals() const;
-
   // "req-<n>", for requests that bring no request_id.
   std::string next_request_id() { return "req-" + std::to_string(next_request_.fetch_add(1)); }
 
  private:
   const size_t max_calls_;
   std::atomic<engine::Engine*> engine_{nullptr};
+  ServerMetrics* metrics_ = nullptr;
+  AdapterLoader* loader_ = nullptr;
   std::atomic<uint64_t> next_request_{1};
 
   mutable std::mutex mu_;
@@ -72,7 +77,6 @@ class ServingState {
   bool draining_ = false;
   size_t calls_ = 0;
   std::set<uint64_t> sequences_;
-  std::map<std::string, TaskTotals> totals_;
 };
 
 }  // namespace loraserve::server

@@ -63,6 +63,7 @@ void set_summary(const SequenceSummary& s, Response* response) {
   response->mutable_timing()->set_queue_ms(s.queue_ms);
   response->mutable_timing()->set_time_to_first_token_ms(s.ttft_ms);
   response->mutable_timing()->set_total_ms(s.total_ms);
+  response->mutable_timing()->set_adapter_load_ms(s.adapter_load_ms);
 }
 
 }  // namespace loraserve::server

@@ -1,4 +1,5 @@
-// The task registry: load / replace / unload semantics, limits, task IDs.
+// The task registry: load / replace / unload semantics, limits, task IDs, and the host tier's
+// LRU eviction among adapters loaded on demand (never one a request holds).
 #include "adapters/registry.h"
 
 #include <gtest/gtest.h>
@@ -105,6 +106,96 @@ TEST_F(RegistryTest, LimitsAndTaskIds) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(reg.load("c", "/nonexistent/adapter", false).status().code(),
             StatusCode::kResourceExhausted);
+}
+
+// Adapters on disk under `root/<task>`, loaded on demand into a registry of `capacity`.
+class HostTierTest : public RegistryTest {
+ protected:
+  void SetUp() override {
+    RegistryTest::SetUp();
+    for (const char* task : {"a", "b", "c", "d"}) {
+      testing::write_adapter(testing::make_adapter_spec(config_, 2, 7), dir_.path() / task);
+    }
+  }
+  std::string dir(const std::string& task) const { return (dir_.path() / task).string(); }
+  testing::TempDir dir_;
+};
+
+TEST_F(HostTierTest, OnDemandEvictsLeastRecentlyUsedThatNoRequestHolds) {
+  AdapterRegistry reg(config_, backend_.get(), RegistryOptions{2, 64});
+  std::vector<RegistryEvent> events;
+  reg.set_listener([&](const RegistryEvent& e) { events.push_back(e); });
+  {
+    auto a = reg.load_on_demand("a", dir("a"));
+    ASSERT_TRUE(a.ok()) << a.status().to_string();
+    EXPECT_EQ((*a)->in_flight.load(), 1);
+    EXPECT_EQ((*a)->trigger, LoadTrigger::kOnDemand);
+    ASSERT_TRUE(reg.load_on_demand("b", dir("b")).ok());
+  }
+  EXPECT_EQ(reg.find("a")->in_flight.load(), 0);  // the leases are gone with their scope
+  // a was used after b: b is the least recently used, and c takes its place.
+  { AdapterLease touch = reg.acquire("a"); }
+  auto c = reg.load_on_demand("c", dir("c"));
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(reg.find("a"), nullptr);
+  EXPECT_EQ(reg.find("b"), nullptr);
+  // Requests hold both a and c: d finds nothing to evict.
+  AdapterLease hold_a = reg.acquire("a");
+  auto d = reg.load_on_demand("d", dir("d"));
+  EXPECT_EQ(d.status().code(), StatusCode::kResourceExhausted) << d.status().to_string();
+  EXPECT_NE(d.status().message().find("2 with requests in flight"), std::string::npos)
+      << d.status().message();
+  c = AdapterLease();  // c's request ends: c is evictable now, a still is not
+  d = reg.load_on_demand("d", dir("d"));
+  ASSERT_TRUE(d.ok()) << d.status().to_string();
+  EXPECT_EQ(reg.find("c"), nullptr);
+  EXPECT_NE(reg.find("a"), nullptr);
+  std::vector<std::pair<RegistryEvent::Kind, std::string>> seen;
+  for (const auto& e : events) seen.emplace_back(e.kind, e.task_id);
+  using K = RegistryEvent::Kind;
+  EXPECT_EQ(seen, (std::vector<std::pair<K, std::string>>{{K::kLoaded, "a"},
+                                                          {K::kLoaded, "b"},
+                                                          {K::kEvicted, "b"},
+                                                          {K::kLoaded, "c"},
+                                                          {K::kEvicted, "c"},
+                                                          {K::kLoaded, "d"}}));
+  for (const auto& e : events) {
+    if (e.kind == K::kLoaded) {
+      EXPECT_GT(e.seconds, 0.0);
+    }
+  }
+}
+
+TEST_F(HostTierTest, ExplicitLoadsAreNeverEvictedButMayEvictOnDemandOnes) {
+  AdapterRegistry reg(config_, backend_.get(), RegistryOptions{2, 64});
+  ASSERT_TRUE(reg.load("a", dir("a"), false).ok());
+  ASSERT_TRUE(reg.load_on_demand("b", dir("b")).ok());
+  // The on-demand b makes room for the explicit c; then nothing is evictable.
+  ASSERT_TRUE(reg.load("c", dir("c"), false).ok());
+  EXPECT_EQ(reg.find("b"), nullptr);
+  auto d = reg.load_on_demand("d", dir("d"));
+  EXPECT_EQ(d.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(d.status().message().find("2 loaded by Admin or --preload"), std::string::npos)
+      << d.status().message();
+  EXPECT_EQ(reg.size(), 2u);
+}
+
+TEST_F(HostTierTest, OnDemandOfAServedTaskLeasesItAndAFailureChangesNothing) {
+  AdapterRegistry reg(config_, backend_.get(), RegistryOptions{4, 64});
+  auto a = *reg.load("a", dir("a"), false);
+  auto lease = reg.load_on_demand("a", dir("b"));  // served already: no file is read
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ(lease->ref(), a);
+  EXPECT_EQ(a->in_flight.load(), 1);
+  int failures = 0;
+  reg.set_listener(
+      [&](const RegistryEvent& e) { failures += e.kind == RegistryEvent::Kind::kLoadFailed; });
+  auto missing = reg.load_on_demand("z", (dir_.path() / "z").string());
+  EXPECT_FALSE(missing.ok());
+  EXPECT_EQ(failures, 1);
+  EXPECT_EQ(reg.size(), 1u);
+  AdapterLease copy = *lease;  // a copy is one more hold
+  EXPECT_EQ(a->in_flight.load(), 2);
 }
 
 }  // namespace

@@ -79,9 +79,11 @@ TEST(AdminTraffic, LoadReplaceUnloadWhileSixteenClientsStream) {
     differing += ref("hot_a", p).token_ids != ref("hot_b", p).token_ids ? 1 : 0;
   ASSERT_GE(differing, 3) << "the two versions of 'hot' must generate differently";
 
+  // Without on-demand loading: a request for 'gone' after its unload must be NOT_FOUND, not load
+  // <root>/gone again.
   auto server = ServerProcess::start(
-      {"--model", kFixtureModel, "--adapter-root", root.string(), "--max-batch-size", "8",
-       "--preload", "stable=" + (root / "stable").string(), "--preload",
+      {"--model", kFixtureModel, "--adapter-root", root.string(), "--no-load-on-demand",
+       "--max-batch-size", "8", "--preload", "stable=" + (root / "stable").string(), "--preload",
        "hot=" + (root / "hot_a").string(), "--preload", "gone=" + (root / "gone").string()},
       dir.path());
   ASSERT_TRUE(server.ok()) << server.status().to_string();
