@@ -124,7 +124,7 @@ Sequence* Admission::admit() {
   // Requests of one adapter version are all ready or all not: ask once per version.
   std::vector<const adapters::AdapterVersion*> not_ready;
   auto startable = [&](Sequence* s) {
-    const adapters::AdapterVersion* v = s->adapter.get();
+    const adapters::AdapterVersion* v = s->adapter.ref().get();
     if (v != nullptr && std::find(not_ready.begin(), not_ready.end(), v) != not_ready.end())
       return false;
     if (adapter_ready_(s)) return true;
