@@ -2,7 +2,9 @@
 # What the HTTP front end costs against gRPC: one `loraserve serve`, one `loractl bench` trace at
 # saturation (all requests at once), sent RUNS times over each transport, alternating (gRPC,
 # HTTP, gRPC, HTTP, ...) so both see the same machine; prints each run, both medians and their
-# ratio (HTTP tokens/s ÷ gRPC tokens/s).
+# ratio (HTTP tokens/s ÷ gRPC tokens/s), and the CPU seconds the server and the client spent per
+# 1000 generated tokens over each transport (from /proc and the shell's `time`), which a busy
+# machine disturbs far less than wall-clock rates.
 #
 #   bench/http_bench.sh BUILD_DIR MODEL_DIR [TASK=ADAPTER_DIR ...]
 #
@@ -34,7 +36,7 @@ if [ -n "$task_list" ]; then trace+=(--tasks "$task_list"); fi
 read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
 vocab=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$model/config.json")
 
-"$build/server/loraserve" serve --model "$model" "${preload[@]+"${preload[@]}"}" \
+"$build/cli/loraserve" serve --model "$model" "${preload[@]+"${preload[@]}"}" \
   "${engine_flags[@]+"${engine_flags[@]}"}" --max-queue 100000 --listen 127.0.0.1:0 \
   --admin-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --http-threads 1024 \
   --ready-file "$work/ready" --log-level warn 2> "$work/server.log" &
@@ -45,29 +47,47 @@ field() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2
 address=$(field "$work/ready" listen)
 http=$(field "$work/ready" http_listen)
 
-grpc_rates=()
-http_rates=()
+# CPU seconds the server has used so far (user + system), from /proc.
+server_cpu() {
+  awk -v tck="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / tck }' "/proc/$server_pid/stat"
+}
+
+rates=()
 for run in $(seq "${RUNS:-3}"); do
   for transport in grpc http; do
     flags=()
     if [ "$transport" = http ]; then flags=(--http "$http"); fi
-    "$build/client/loractl" --server "$address" --json bench --rate 0 --vocab-size "$vocab" \
-      --no-progress "${flags[@]+"${flags[@]}"}" "${trace[@]}" > "$work/bench.json"
+    before=$(server_cpu)
+    TIMEFORMAT="%U %S"
+    { time "$build/client/loractl" --server "$address" --json bench --rate 0 \
+        --vocab-size "$vocab" --no-progress "${flags[@]+"${flags[@]}"}" "${trace[@]}" \
+        > "$work/bench.json"; } 2> "$work/client_cpu"
+    after=$(server_cpu)
     rate=$(field "$work/bench.json" tokens_per_s)
+    tokens=$(field "$work/bench.json" completion_tokens)
     ok=$(field "$work/bench.json" succeeded)
-    echo "$transport run $run: $rate tokens/s, $ok ok ($(cat "$work/bench.json"))"
-    if [ "$transport" = grpc ]; then grpc_rates+=("$rate"); else http_rates+=("$rate"); fi
+    read -r cu cs < "$work/client_cpu"
+    line=$($py -c "import sys; b,a,t,cu,cs=map(float,sys.argv[1:]); print(f'{(a-b)/t*1e3:.3f} {(cu+cs)/t*1e3:.3f}')" \
+      "$before" "$after" "$tokens" "$cu" "$cs")
+    read -r server_ms client_ms <<< "$line"
+    echo "$transport run $run: $rate tokens/s, $ok ok; CPU per 1000 tokens: server $server_ms s, client $client_ms s"
+    rates+=("$transport $rate $server_ms $client_ms")
   done
 done
 kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=
 
-$py - "${#grpc_rates[@]}" "${grpc_rates[@]}" "${http_rates[@]}" <<'PY'
+printf '%s\n' "${rates[@]}" | $py -c '
 import statistics, sys
-n = int(sys.argv[1])
-grpc = [float(x) for x in sys.argv[2:2 + n]]
-http = [float(x) for x in sys.argv[2 + n:]]
-g, h = statistics.median(grpc), statistics.median(http)
-print(f"gRPC {g:.1f} tokens/s, HTTP {h:.1f} tokens/s (medians of {n}): HTTP / gRPC = {h / g:.3f}")
-PY
+runs = {"grpc": [], "http": []}
+for line in sys.stdin:
+    t, rate, server, client = line.split()
+    runs[t].append((float(rate), float(server), float(client)))
+med = {t: [statistics.median(r[i] for r in v) for i in range(3)] for t, v in runs.items()}
+g, h = med["grpc"], med["http"]
+n = len(runs["grpc"])
+print(f"medians of {n}: gRPC {g[0]:.1f} tokens/s, HTTP {h[0]:.1f} tokens/s: HTTP / gRPC = {h[0] / g[0]:.3f}")
+print(f"server CPU s per 1000 tokens: gRPC {g[1]:.3f}, HTTP {h[1]:.3f} (HTTP / gRPC = {h[1] / g[1]:.3f}); "
+      f"client: gRPC {g[2]:.3f}, HTTP {h[2]:.3f}")
+'
