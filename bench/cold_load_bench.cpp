@@ -20,9 +20,9 @@
 #include <filesystem>
 
 #include "bench/bench_util.h"
+#include "cli/common_flags.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "server/adapter_loader.h"
-#include "cli/common_flags.h"
 #include "tests/adapters/adapter_test_util.h"
 
 namespace {

@@ -24,17 +24,26 @@ struct AdapterSpec {
 };
 
 inline std::string peft_name(int64_t layer, formats::Projection p, char which) {
-  return fmt::format("base_model.model.model.layers.{}.{}.{}.lora_{}.weight", layer, formats::projection_block(p),
-                     formats::projection_name(p), which);
+  return fmt::format("base_model.model.model.layers.{}.{}.{}.lora_{}.weight", layer,
+                     formats::projection_block(p), formats::projection_name(p), which);
 }
 
 // A valid rank-`r` adapter on every projection of every layer, random values of scale `scale`.
-inline AdapterSpec make_adapter_spec(const formats::ModelConfig& c, int64_t r, uint32_t seed, float scale = 0.1f) {
+inline AdapterSpec make_adapter_spec(const formats::ModelConfig& c, int64_t r, uint32_t seed,
+                                     float scale = 0.1f) {
   AdapterSpec s;
-  s.config = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", r}, {"lora_alpha", 2 * r},
-              {"target_modules", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}},
-              {"bias", "none"}, {"use_rslora", false}, {"use_dora", false}, {"modules_to_save", nullptr},
-              {"fan_in_fan_out", false}, {"lora_dropout", 0.0}};
+  s.config = {{"peft_type", "LORA"},
+              {"task_type", "CAUSAL_LM"},
+              {"r", r},
+              {"lora_alpha", 2 * r},
+              {"target_modules",
+               {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}},
+              {"bias", "none"},
+              {"use_rslora", false},
+              {"use_dora", false},
+              {"modules_to_save", nullptr},
+              {"fan_in_fan_out", false},
+              {"lora_dropout", 0.0}};
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(-scale, scale);
   for (int64_t l = 0; l < c.num_layers; ++l) {

@@ -6,7 +6,6 @@
 // (torch_output_ids, written by tools/train_demo.py) on >= 99% of the own-adapter prompts.
 // Every request is in flight at once, interleaved across tasks, so they run in mixed batches.
 #include <gtest/gtest.h>
-
 #include <signal.h>
 
 #include <algorithm>
@@ -104,8 +103,8 @@ TEST(DemoTest, TasksDivergeAndMatchPyTorchThroughTheServer) {
             call.error = out.status().to_string();
             continue;
           }
-          call.correct = out->finish_reason() == v1::FINISH_REASON_EOS &&
-                         out->text() == call.item->expected;
+          call.correct =
+              out->finish_reason() == v1::FINISH_REASON_EOS && out->text() == call.item->expected;
           call.agrees = std::vector<int32_t>(out->token_ids().begin(), out->token_ids().end()) ==
                         call.item->torch_ids;
         }

@@ -59,7 +59,8 @@ TEST(BadTokenizerFileTest, NamesUnsupportedTypes) {
   expect_load_error(j.dump(), {"post_processor.type", "Magic"});
   // Metaspace's prepend_scheme is checked wherever it is read: pre-tokenizer and decoder.
   j = demo();
-  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "bogus"}};
+  j["pre_tokenizer"] = {
+      {"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "bogus"}};
   expect_load_error(j.dump(), {"pre_tokenizer.prepend_scheme", "bogus"});
   j = demo();
   j["decoder"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "bogus"}};
