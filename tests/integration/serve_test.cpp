@@ -200,7 +200,8 @@ TEST_F(ServeTest, RequestIdIsEchoedOrMadeUp) {
   auto made_up = client_->generate(to_request(c));
   ASSERT_TRUE(made_up.ok());
   EXPECT_EQ(made_up->request_id().rfind("req-", 0), 0u) << made_up->request_id();
-  EXPECT_NE(server_->log().find("request my-id-17 task (base) prompt 3 completion 3"),
+  EXPECT_NE(server_->log_with("request my-id-17 task (base) prompt 3 completion 3")
+                .find("request my-id-17 task (base) prompt 3 completion 3"),
             std::string::npos);
 }
 
@@ -249,11 +250,14 @@ TEST_F(ServeTest, ServerInfoAndStatsReportTheModelAndCounters) {
   v1::GenerateRequest request = to_request(c);
   request.mutable_params()->set_ignore_eos(true);
   ASSERT_TRUE(client_->generate(request).ok());
-  // Statistics are a snapshot the engine publishes after each step: wait for this one's.
+  // The request is counted with its final update; the engine's gauges (KV blocks, running) are a
+  // snapshot published after each step: wait for both.
   Result<v1::GetStatsResponse> after = before;
-  for (int i = 0; i < 500 && after.ok(); ++i) {
+  for (int i = 0; i < 1000 && after.ok(); ++i) {
     after = client_->stats();
-    if (after.ok() && after->requests_finished() > before->requests_finished()) break;
+    if (after.ok() && after->requests_finished() > before->requests_finished() &&
+        after->kv_blocks_used() == 0 && after->requests_running() == 0)
+      break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ASSERT_TRUE(after.ok()) << after.status().to_string();

@@ -147,6 +147,16 @@ int ServerProcess::wait(double timeout_s) {
 
 std::string ServerProcess::log() const { return read_file(log_path_); }
 
+std::string ServerProcess::log_with(const std::string& needle, double timeout_s) const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  for (;;) {
+    std::string text = log();
+    if (text.find(needle) != std::string::npos || std::chrono::steady_clock::now() > deadline)
+      return text;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 std::string log_tail(const ServerProcess& server, size_t bytes) {
   const std::string log = server.log();
   return log.size() <= bytes ? log : log.substr(log.size() - bytes);

@@ -43,6 +43,9 @@ class ServerProcess {
   int wait(double timeout_s);
   // What the server wrote to stderr and stdout so far.
   std::string log() const;
+  // The log once it holds `needle` (request log lines are written off the engine thread, after
+  // the client may already have its answer), or as it is after `timeout_s`.
+  std::string log_with(const std::string& needle, double timeout_s = 20.0) const;
 
  private:
   pid_t pid_ = -1;
