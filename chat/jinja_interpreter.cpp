@@ -286,7 +286,7 @@ std::optional<Value> Interpreter::constant_value(const Node& node, uint64_t max_
   py::BudgetScope budget_scope(&folder.budget_);
   std::optional<Value> value;
   try {
-    value = folder.eval(node, std::make_shared<Scope>(folder.globals_));
+    value = folder.eval(node, folder.new_scope(folder.globals_));
   } catch (const NotConstant&) {
   } catch (const TemplateError&) {
   }
@@ -316,14 +316,38 @@ Interpreter::Interpreter(const RenderLimits& limits)
       max_call_depth_(limits.max_call_depth),
       globals_(std::make_shared<Scope>(nullptr)) {
   globals_->vars = global_functions();
+  scopes_.push_back(globals_);
+}
+
+Interpreter::~Interpreter() {
+  // Hold every live scope first: emptying one may free others.
+  std::vector<std::shared_ptr<Scope>> live;
+  for (const std::weak_ptr<Scope>& w : scopes_) {
+    if (std::shared_ptr<Scope> scope = w.lock()) live.push_back(std::move(scope));
+  }
+  for (const std::shared_ptr<Scope>& scope : live) {
+    scope->vars.clear();
+    scope->parent.reset();
+  }
+}
+
+std::shared_ptr<Scope> Interpreter::new_scope(std::shared_ptr<Scope> parent) {
+  if (scopes_.size() >= prune_at_) {
+    std::erase_if(scopes_, [](const std::weak_ptr<Scope>& w) { return w.expired(); });
+    prune_at_ = std::max<size_t>(256, 2 * scopes_.size());
+  }
+  // Not make_shared: a weak_ptr would keep a make_shared object's memory until it is pruned.
+  std::shared_ptr<Scope> scope(new Scope(std::move(parent)));
+  scopes_.push_back(scope);
+  return scope;
 }
 
 std::string Interpreter::render(const TemplateAst& ast,
                                 std::vector<std::pair<std::string, Value>> variables) {
   py::BudgetScope budget_scope(&budget_);
-  auto context = std::make_shared<Scope>(globals_);
+  auto context = new_scope(globals_);
   context->vars = std::move(variables);
-  auto root = std::make_shared<Scope>(context);
+  auto root = new_scope(context);
   std::string out;
   exec(ast.body, root, out);
   return out;
@@ -384,7 +408,7 @@ Interpreter::Flow Interpreter::exec_node(const Node& node, const std::shared_ptr
       }
       case Node::Kind::kAssignBlock: {
         const auto& n = as<AssignBlockNode>(node);
-        auto inner = std::make_shared<Scope>(scope);
+        auto inner = new_scope(scope);
         std::string text;
         const Flow flow = exec(n.body, inner, text);
         if (flow != Flow::kNormal) return flow;
@@ -405,7 +429,7 @@ Interpreter::Flow Interpreter::exec_node(const Node& node, const std::shared_ptr
         return Flow::kNormal;
       case Node::Kind::kFilterBlock: {
         const auto& n = as<FilterBlockNode>(node);
-        auto inner = std::make_shared<Scope>(scope);
+        auto inner = new_scope(scope);
         std::string text;
         const Flow flow = exec(n.body, inner, text);
         if (flow != Flow::kNormal) return flow;
@@ -415,7 +439,7 @@ Interpreter::Flow Interpreter::exec_node(const Node& node, const std::shared_ptr
       }
       case Node::Kind::kWith: {
         const auto& n = as<WithNode>(node);
-        auto inner = std::make_shared<Scope>(scope);
+        auto inner = new_scope(scope);
         for (const auto& [target, value] : n.assignments) {
           exec_assign(*target, eval(*value, scope), inner);
         }
@@ -481,14 +505,14 @@ void Interpreter::run_loop(const ForNode& node, const std::shared_ptr<Scope>& sc
     std::vector<Value> kept;
     for (Value& item : items) {
       budget_.charge(1);
-      auto probe = std::make_shared<Scope>(scope);
+      auto probe = new_scope(scope);
       exec_assign(*node.target, item, probe);
       if (py::truthy(eval(*node.filter, probe))) kept.push_back(std::move(item));
     }
     items = std::move(kept);
   }
   if (items.empty()) {
-    exec(node.else_body, std::make_shared<Scope>(scope), out);
+    exec(node.else_body, new_scope(scope), out);
     return;
   }
   const size_t n = items.size();
@@ -497,7 +521,7 @@ void Interpreter::run_loop(const ForNode& node, const std::shared_ptr<Scope>& sc
   for (size_t i = 0; i < n; ++i) {
     budget_.charge(1);
     loop->set_index(i);
-    auto iteration = std::make_shared<Scope>(scope);
+    auto iteration = new_scope(scope);
     exec_assign(*node.target, items[i], iteration);
     iteration->set("loop", loop_value);
     if (exec(node.body, iteration, out) == Flow::kBreak) break;
@@ -531,7 +555,7 @@ Value Interpreter::invoke_macro(const std::string& name, const MacroSignature& s
                                 const Body& body, const std::shared_ptr<Scope>& closure,
                                 CallArgs args, bool is_caller) {
   DepthGuard calls(&call_depth_, max_call_depth_, "macro and recursive loop calls");
-  auto scope = std::make_shared<Scope>(closure);
+  auto scope = new_scope(closure);
   const auto& params = signature.params;
   const size_t first_default = params.size() - signature.defaults.size();
   const size_t given = std::min(params.size(), args.positional.size());

@@ -38,6 +38,12 @@ void mark_constant_slices(TemplateAst& ast);
 class Interpreter {
  public:
   explicit Interpreter(const RenderLimits& limits);
+  // Breaks the reference cycles a render leaves (a macro holds the scope it was defined in,
+  // which holds the macro; a namespace may hold itself through a scope): every scope the render
+  // made that is still alive is emptied, so its values and the scopes they hold are freed.
+  ~Interpreter();
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
 
   // Renders `ast` with `variables` as the template's context (over the globals). Throws
   // TemplateError.
@@ -85,6 +91,8 @@ class Interpreter {
   Value eval_compare(const CompareNode& node, const std::shared_ptr<Scope>& scope);
   Value lookup(const std::string& name, const std::shared_ptr<Scope>& scope) const;
   void append_output(std::string& out, const Value& value);
+  // A new scope under `parent`, remembered so that the destructor can empty it.
+  std::shared_ptr<Scope> new_scope(std::shared_ptr<Scope> parent);
 
   Budget budget_;
   int max_call_depth_;
@@ -92,6 +100,8 @@ class Interpreter {
   int eval_depth_ = 0;
   bool constant_only_ = false;  // evaluating for constant_value(): no names, no calls
   std::shared_ptr<Scope> globals_;
+  std::vector<std::weak_ptr<Scope>> scopes_;  // every scope made (expired ones pruned)
+  size_t prune_at_ = 256;                     // prune when scopes_ reaches this size
 };
 
 }  // namespace loraserve::chat::jinja

@@ -238,6 +238,10 @@ TEST_F(LoraLifecycleTest, MemoryOfAnUnloadedVersionComesBackWhenItsLastRequestEn
   mods.clear();
   mods.shrink_to_fit();
   const size_t with_adapters = heap_bytes();
+  if (with_adapters == 0) {
+    GTEST_SKIP() << "mallinfo2 reports no heap under this allocator (a sanitizer's): the memory "
+                    "cannot be measured here";
+  }
   TraceCollector col;
   for (int copy = 0; copy < 40; ++copy) {
     ASSERT_TRUE(
