@@ -85,6 +85,13 @@ class Engine {
   // Returns the sequence id. Errors: INVALID_ARGUMENT (names the field), NOT_FOUND (unknown
   // task), RESOURCE_EXHAUSTED (queue full, or the request can never fit the cache).
   Result<uint64_t> submit(GenerationRequest request);
+  // The checks submit() runs on the request's own fields first (INVALID_ARGUMENT naming the
+  // field; RESOURCE_EXHAUSTED when it can never fit the cache), without queueing it: front ends
+  // run them before they resolve the task, so a malformed request never loads an adapter.
+  // Thread-safe.
+  Status validate(const GenerationRequest& request) const {
+    return validate_request(request, limits_).status();
+  }
   // Ends the sequence within one step with FinishReason::kCancelled; unknown ids are ignored.
   void cancel(uint64_t sequence_id);
 

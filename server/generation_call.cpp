@@ -70,6 +70,9 @@ void GenerationCall::submit(GenerationInput input, UpdateFn on_update, Submitted
   identify(input.request_id, input.task_id);
   engine::GenerationRequest request;
   Status st = to_engine_request(std::move(input), *engine, &request);
+  // Every field before the task resolves: a malformed request is INVALID_ARGUMENT whatever its
+  // task, and never loads an adapter on demand.
+  if (st.ok()) st = engine->validate(request);
   if (!st.ok()) return submitted(st);
   request.on_update = std::move(on_update);
   const Clock::time_point resolving = Clock::now();
