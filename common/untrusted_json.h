@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -68,6 +69,29 @@ template <typename Json = nlohmann::json>
 Result<Json> read_json_file(const std::string& path, const JsonLimits& limits = json_limits()) {
   LS_ASSIGN_OR_RETURN(const ReadOnlyFile file, open_regular_file(path));
   return read_json_file<Json>(file, limits);
+}
+
+// Whether `j` has `key` with a value other than null (config files write null for "not set").
+template <typename Json>
+bool has_field(const Json& j, const char* key) {
+  return j.contains(key) && !j[key].is_null();
+}
+
+// The integer `v` when it is one in [lo, hi], compared as 64-bit values before any narrowing;
+// nullopt for anything else (a float, a string, an unsigned past INT64_MAX).
+template <typename Json>
+std::optional<int64_t> json_int_in_range(const Json& v, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) return std::nullopt;
+  int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    const auto u = v.template get<uint64_t>();
+    if (u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    x = static_cast<int64_t>(u);
+  } else {
+    x = v.template get<int64_t>();
+  }
+  if (x < lo || x > hi) return std::nullopt;
+  return x;
 }
 
 }  // namespace loraserve

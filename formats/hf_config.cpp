@@ -21,29 +21,12 @@ constexpr int64_t kMaxSize = INT32_MAX;
 // eos_token_id lists longer than this are refused (real models list a handful).
 constexpr size_t kMaxEosIds = 1024;
 
-bool present(const json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
-
-// The integer `v` when it is one in [lo, hi] (compared as 64-bit values, before any narrowing).
-std::optional<int64_t> int_in_range(const json& v, int64_t lo, int64_t hi) {
-  if (!v.is_number_integer()) return std::nullopt;
-  int64_t x = 0;
-  if (v.is_number_unsigned()) {
-    const auto u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
-    x = static_cast<int64_t>(u);
-  } else {
-    x = v.get<int64_t>();
-  }
-  if (x < lo || x > hi) return std::nullopt;
-  return x;
-}
-
 // Reads a required integer field in [1, max].
 Result<int64_t> positive_int(const json& j, const char* key, const std::string& source,
                              int64_t max = kMaxSize) {
-  if (!present(j, key)) return invalid_argument_error("{}: missing field '{}'", source, key);
+  if (!has_field(j, key)) return invalid_argument_error("{}: missing field '{}'", source, key);
   const json& v = j[key];
-  const auto x = int_in_range(v, 1, max);
+  const auto x = json_int_in_range(v, 1, max);
   if (!x) {
     return invalid_argument_error("{}: field '{}' must be a positive integer (at most {}), got {}",
                                   source, key, max, json_excerpt(v));
@@ -54,7 +37,7 @@ Result<int64_t> positive_int(const json& j, const char* key, const std::string& 
 // Reads an optional finite positive number (`fallback` when absent or null).
 Result<double> positive_number(const json& j, const char* key, double fallback,
                                const std::string& source) {
-  if (!present(j, key)) return fallback;
+  if (!has_field(j, key)) return fallback;
   const json& v = j[key];
   if (!v.is_number() || !std::isfinite(v.get<double>()) || !(v.get<double>() > 0)) {
     return invalid_argument_error("{}: field '{}' must be a finite positive number, got {}", source,
@@ -65,7 +48,7 @@ Result<double> positive_number(const json& j, const char* key, double fallback,
 
 Result<bool> boolean_field(const json& j, const char* key, bool fallback,
                            const std::string& source) {
-  if (!present(j, key)) return fallback;
+  if (!has_field(j, key)) return fallback;
   if (!j[key].is_boolean()) {
     return invalid_argument_error("{}: field '{}' must be true or false, got {}", source, key,
                                   json_excerpt(j[key]));
@@ -77,7 +60,7 @@ Result<bool> boolean_field(const json& j, const char* key, bool fallback,
 Result<int32_t> token_id(const json& v, const char* key, int64_t vocab_size,
                          const std::string& source) {
   // Checked as a 64-bit value before any narrowing, so 2^32 + 1 is not taken for 1.
-  const auto id = int_in_range(v, 0, vocab_size - 1);
+  const auto id = json_int_in_range(v, 0, vocab_size - 1);
   if (!id) {
     return invalid_argument_error(
         "{}: field '{}' must hold token ids in [0, {}) (the vocabulary), got {}", source, key,
@@ -89,7 +72,7 @@ Result<int32_t> token_id(const json& v, const char* key, int64_t vocab_size,
 // eos_token_id may be an int or a list of ints; each is added to `out` once.
 Status append_token_ids(const json& j, const char* key, int64_t vocab_size,
                         const std::string& source, std::vector<int32_t>* out) {
-  if (!present(j, key)) return ok_status();
+  if (!has_field(j, key)) return ok_status();
   const json& v = j[key];
   if (v.is_array() && v.size() > kMaxEosIds) {
     return invalid_argument_error("{}: field '{}' lists {} token ids; at most {} are accepted",
@@ -103,7 +86,7 @@ Status append_token_ids(const json& j, const char* key, int64_t vocab_size,
 }
 
 Status parse_rope_scaling(const json& j, const std::string& source, RopeScaling* out) {
-  if (!present(j, "rope_scaling")) return ok_status();
+  if (!has_field(j, "rope_scaling")) return ok_status();
   const json& r = j["rope_scaling"];
   if (!r.is_object()) {
     return invalid_argument_error("{}: rope_scaling must be an object, got {}", source,
@@ -111,7 +94,7 @@ Status parse_rope_scaling(const json& j, const std::string& source, RopeScaling*
   }
   std::string type;
   for (const char* key : {"rope_type", "type"}) {
-    if (!present(r, key)) continue;
+    if (!has_field(r, key)) continue;
     if (!r[key].is_string()) {
       return invalid_argument_error("{}: rope_scaling.{} must be a string, got {}", source, key,
                                     json_excerpt(r[key]));
@@ -274,7 +257,7 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   LS_ASSIGN_OR_RETURN(c.vocab_size, positive_int(j, "vocab_size", source));
   LS_ASSIGN_OR_RETURN(c.max_position_embeddings,
                       positive_int(j, "max_position_embeddings", source));
-  if (present(j, "num_key_value_heads")) {
+  if (has_field(j, "num_key_value_heads")) {
     LS_ASSIGN_OR_RETURN(c.num_kv_heads, positive_int(j, "num_key_value_heads", source));
   } else {
     c.num_kv_heads = c.num_heads;
@@ -284,7 +267,7 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
         "{}: num_attention_heads ({}) is not a multiple of num_key_value_heads ({})", source,
         c.num_heads, c.num_kv_heads);
   }
-  if (present(j, "head_dim")) {
+  if (has_field(j, "head_dim")) {
     LS_ASSIGN_OR_RETURN(c.head_dim, positive_int(j, "head_dim", source));
   } else if (c.architecture == Architecture::kQwen3) {
     c.head_dim = 128;  // transformers' Qwen3Config default, not hidden_size / heads
@@ -304,7 +287,7 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   LS_RETURN_IF_ERROR(parse_rope_scaling(j, source, &c.rope_scaling));
   LS_ASSIGN_OR_RETURN(c.tie_word_embeddings,
                       boolean_field(j, "tie_word_embeddings", false, source));
-  if (present(j, "hidden_act") && j["hidden_act"] != "silu") {
+  if (has_field(j, "hidden_act") && j["hidden_act"] != "silu") {
     return invalid_argument_error("{}: hidden_act {} is not supported (only \"silu\")", source,
                                   json_excerpt(j["hidden_act"]));
   }
@@ -343,12 +326,12 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   LS_ASSIGN_OR_RETURN(const bool use_sliding_window,
                       boolean_field(j, "use_sliding_window", false, source));
   const bool sliding = c.architecture == Architecture::kMistral || use_sliding_window;
-  if (sliding && present(j, "sliding_window")) {
+  if (sliding && has_field(j, "sliding_window")) {
     LS_ASSIGN_OR_RETURN(const int64_t window, positive_int(j, "sliding_window", source));
     c.max_context = std::min<int64_t>(c.max_context, window);
   }
   for (const char* key : {"torch_dtype", "dtype"}) {
-    if (!present(j, key)) continue;
+    if (!has_field(j, key)) continue;
     if (!j[key].is_string()) {
       return invalid_argument_error("{}: field '{}' must be a string, got {}", source, key,
                                     json_excerpt(j[key]));
@@ -356,7 +339,7 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
     c.torch_dtype = j[key].get<std::string>();
     break;
   }
-  if (present(j, "bos_token_id")) {
+  if (has_field(j, "bos_token_id")) {
     LS_ASSIGN_OR_RETURN(c.bos_token_id,
                         token_id(j["bos_token_id"], "bos_token_id", c.vocab_size, source));
   }
@@ -373,7 +356,7 @@ Status merge_generation_config(const std::string& text, const std::string& sourc
   std::vector<int32_t> ids = config->eos_token_ids;
   LS_RETURN_IF_ERROR(append_token_ids(j, "eos_token_id", config->vocab_size, source, &ids));
   int32_t bos = config->bos_token_id;
-  if (present(j, "bos_token_id")) {
+  if (has_field(j, "bos_token_id")) {
     LS_ASSIGN_OR_RETURN(const int32_t id,
                         token_id(j["bos_token_id"], "bos_token_id", config->vocab_size, source));
     if (bos < 0) bos = id;

@@ -21,23 +21,6 @@ using Json = nlohmann::ordered_json;  // keeps rank_pattern / alpha_pattern in f
 constexpr uint32_t kMatchLimit = 10000;
 constexpr uint32_t kDepthLimit = 1000;
 
-bool present(const Json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
-
-// The integer `v` when it is one in [lo, hi] (compared as 64-bit values, before narrowing).
-std::optional<int64_t> int_in_range(const Json& v, int64_t lo, int64_t hi) {
-  if (!v.is_number_integer()) return std::nullopt;
-  int64_t x = 0;
-  if (v.is_number_unsigned()) {
-    const auto u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
-    x = static_cast<int64_t>(u);
-  } else {
-    x = v.get<int64_t>();
-  }
-  if (x < lo || x > hi) return std::nullopt;
-  return x;
-}
-
 Status check_entries(const Json& v, const char* key, const std::string& source) {
   if ((v.is_array() || v.is_object()) && v.size() > kMaxPeftEntries) {
     return invalid_argument_error("{}: '{}' has {} entries; at most {} are accepted", source, key,
@@ -57,7 +40,7 @@ Result<PatternRegex> compile_field(const std::string& pattern, bool full, const 
 // A list of strings, or one string (a regex that must match the whole key), or null.
 Status parse_modules(const Json& j, const char* key, const std::string& source,
                      std::vector<std::string>* list, std::optional<PatternRegex>* regex) {
-  if (!present(j, key)) return ok_status();
+  if (!has_field(j, key)) return ok_status();
   const Json& v = j[key];
   if (v.is_string()) {
     LS_ASSIGN_OR_RETURN(*regex, compile_field(v.get<std::string>(), /*full=*/true, key, source));
@@ -80,7 +63,7 @@ Status parse_modules(const Json& j, const char* key, const std::string& source,
 }
 
 bool truthy(const Json& j, const char* key) {
-  if (!present(j, key)) return false;
+  if (!has_field(j, key)) return false;
   const Json& v = j[key];
   if (v.is_boolean()) return v.get<bool>();
   if (v.is_array() || v.is_object() || v.is_string()) return !v.empty();
@@ -95,7 +78,7 @@ Result<PatternRegex> key_pattern(const std::string& pattern, const std::string& 
 
 Status parse_patterns(const Json& j, const std::string& source, PeftConfig* c) {
   for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    if (!present(j, key)) continue;
+    if (!has_field(j, key)) continue;
     const Json& map = j[key];
     if (!map.is_object()) {
       return invalid_argument_error("{}: '{}' must be an object, got {}", source, key,
@@ -107,7 +90,7 @@ Status parse_patterns(const Json& j, const std::string& source, PeftConfig* c) {
       const std::string field = fmt::format("{}[{}]", key, excerpt(it.key()));
       LS_ASSIGN_OR_RETURN(PatternRegex regex, key_pattern(it.key(), field, source));
       if (rank) {
-        const auto r = int_in_range(it.value(), 1, INT32_MAX);
+        const auto r = json_int_in_range(it.value(), 1, INT32_MAX);
         if (!r) {
           return invalid_argument_error("{}: {} must be a rank in [1, {}], got {}", source, field,
                                         INT32_MAX, json_excerpt(it.value()));
@@ -126,12 +109,12 @@ Status parse_patterns(const Json& j, const std::string& source, PeftConfig* c) {
 }
 
 Status parse_layers(const Json& j, const std::string& source, PeftConfig* c) {
-  if (present(j, "layers_to_transform")) {
+  if (has_field(j, "layers_to_transform")) {
     const Json& v = j["layers_to_transform"];
     LS_RETURN_IF_ERROR(check_entries(v, "layers_to_transform", source));
     std::vector<int64_t> layers;
     for (const Json& l : v.is_array() ? v : Json::array({v})) {
-      const auto index = int_in_range(l, 0, INT32_MAX);
+      const auto index = json_int_in_range(l, 0, INT32_MAX);
       if (!index) {
         return invalid_argument_error(
             "{}: layers_to_transform must be a layer index or a list of them, got {}", source,
@@ -142,7 +125,7 @@ Status parse_layers(const Json& j, const std::string& source, PeftConfig* c) {
     if (!layers.empty()) c->layers_to_transform = layers;
   }
   std::vector<std::string> patterns;
-  if (present(j, "layers_pattern")) {
+  if (has_field(j, "layers_pattern")) {
     const Json& v = j["layers_pattern"];
     LS_RETURN_IF_ERROR(check_entries(v, "layers_pattern", source));
     for (const Json& p : v.is_array() ? v : Json::array({v})) {
@@ -227,7 +210,7 @@ Result<PeftConfig> parse_peft_config(const std::string& text, const std::string&
     return invalid_argument_error("{}: not a JSON object (got {})", source, json_excerpt(j));
   }
   PeftConfig c;
-  if (!present(j, "peft_type") || !j["peft_type"].is_string()) {
+  if (!has_field(j, "peft_type") || !j["peft_type"].is_string()) {
     return invalid_argument_error(
         "{}: peft_type is missing or not a string (only LORA adapters are served)", source);
   }
@@ -245,7 +228,7 @@ Result<PeftConfig> parse_peft_config(const std::string& text, const std::string&
         "for this task only",
         source, json_excerpt(j["modules_to_save"]));
   }
-  if (present(j, "bias") && j["bias"] != "none") {
+  if (has_field(j, "bias") && j["bias"] != "none") {
     return invalid_argument_error("{}: bias {} is not supported (only \"none\")", source,
                                   json_excerpt(j["bias"]));
   }
@@ -257,15 +240,15 @@ Result<PeftConfig> parse_peft_config(const std::string& text, const std::string&
     return invalid_argument_error("{}: trainable_token_indices is not supported", source);
   if (truthy(j, "target_parameters"))
     return invalid_argument_error("{}: target_parameters is not supported", source);
-  if (!present(j, "r")) return invalid_argument_error("{}: missing integer field 'r'", source);
-  const auto r = int_in_range(j["r"], 1, INT32_MAX);
+  if (!has_field(j, "r")) return invalid_argument_error("{}: missing integer field 'r'", source);
+  const auto r = json_int_in_range(j["r"], 1, INT32_MAX);
   if (!r) {
     return invalid_argument_error("{}: r must be positive, an integer in [1, {}], got {}", source,
                                   INT32_MAX, json_excerpt(j["r"]));
   }
   c.r = *r;
   c.lora_alpha = static_cast<double>(c.r);
-  if (present(j, "lora_alpha")) {
+  if (has_field(j, "lora_alpha")) {
     const Json& a = j["lora_alpha"];
     if (!a.is_number() || !std::isfinite(a.get<double>())) {
       return invalid_argument_error("{}: lora_alpha must be a finite number, got {}", source,
@@ -273,7 +256,7 @@ Result<PeftConfig> parse_peft_config(const std::string& text, const std::string&
     }
     c.lora_alpha = a.get<double>();
   }
-  if (present(j, "use_rslora")) {
+  if (has_field(j, "use_rslora")) {
     if (!j["use_rslora"].is_boolean()) {
       return invalid_argument_error("{}: use_rslora must be true or false, got {}", source,
                                     json_excerpt(j["use_rslora"]));
@@ -289,7 +272,7 @@ Result<PeftConfig> parse_peft_config(const std::string& text, const std::string&
       parse_modules(j, "exclude_modules", source, &c.exclude_modules, &c.exclude_modules_regex));
   LS_RETURN_IF_ERROR(parse_patterns(j, source, &c));
   LS_RETURN_IF_ERROR(parse_layers(j, source, &c));
-  if (present(j, "base_model_name_or_path") && j["base_model_name_or_path"].is_string())
+  if (has_field(j, "base_model_name_or_path") && j["base_model_name_or_path"].is_string())
     c.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();
   return c;
 }
