@@ -17,20 +17,7 @@ namespace {
 
 constexpr const char* kModel = "tests/reference/fixtures/llama_mha_f32";
 
-class AdapterCacheTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    config_ = *formats::load_model_config(kModel);
-    backend_ = kernels::create_cpu_backend(1);
-  }
-  std::shared_ptr<const LoraAdapter> make(int32_t rank, float value) {
-    auto a = testing::q_only_adapter(config_, backend_.get(), rank, value);
-    EXPECT_NE(a, nullptr);
-    return a;
-  }
-  formats::ModelConfig config_;
-  std::unique_ptr<kernels::Backend> backend_;
-};
+class AdapterCacheTest : public testing::FixtureModelTest {};
 
 TEST_F(AdapterCacheTest, CacheEvictsLeastRecentlyUsedUnpinnedSlot) {
   AdapterRegistry reg(config_, backend_.get(), RegistryOptions{8, 64});
