@@ -10,6 +10,7 @@
 #include "adapters/registry.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/adapters/adapter_test_util.h"
+#include "tests/adapters/fixture_model_test.h"
 #include "tests/kernels/fake_device_backend.h"
 
 namespace loraserve::adapters {

@@ -2,8 +2,6 @@
 // the hooks to break it one way at a time (bad config fields, wrong shapes, NaN, missing files).
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -16,7 +14,6 @@
 #include "adapters/lora_adapter.h"
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
-#include "kernels/cpu/cpu_backend.h"
 
 namespace loraserve::testing {
 
@@ -99,23 +96,6 @@ class TempDir {
 
  private:
   std::filesystem::path path_;
-};
-
-// The f32 reference fixture's config on a one-thread CPU backend, and q-only adapters made in
-// memory for it (registry and cache tests).
-class FixtureModelTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    config_ = *formats::load_model_config("tests/reference/fixtures/llama_mha_f32");
-    backend_ = kernels::create_cpu_backend(1);
-  }
-  std::shared_ptr<const adapters::LoraAdapter> make(int32_t rank, float value) {
-    auto a = q_only_adapter(config_, backend_.get(), rank, value);
-    EXPECT_NE(a, nullptr);
-    return a;
-  }
-  formats::ModelConfig config_;
-  std::unique_ptr<kernels::Backend> backend_;
 };
 
 }  // namespace loraserve::testing

@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/adapters/adapter_test_util.h"
+#include "tests/adapters/fixture_model_test.h"
 
 namespace loraserve::adapters {
 namespace {
