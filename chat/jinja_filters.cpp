@@ -32,7 +32,9 @@ std::vector<Value> bind(const char* filter, const CallArgs& args, std::vector<Pa
                                  args.positional.size() + 1));
   }
   for (size_t i = 0; i < args.positional.size(); ++i) bound[i] = args.positional[i];
-  for (const auto& [key, value] : args.keyword) {
+  for (const auto& keyword : args.keyword) {
+    const auto& key = keyword.first;
+    const auto& value = keyword.second;
     auto it =
         std::find_if(params.begin(), params.end(), [&](const Param& p) { return key == p.name; });
     if (it == params.end()) {

@@ -178,7 +178,9 @@ void Family<Metric>::replace_all(std::vector<std::string> values,
                                  double v) requires std::is_same_v<Metric, Gauge> {
   std::lock_guard<std::mutex> lock(mu_);
   series_.clear();
-  with_locked(std::move(values)).set(v);
+  // clang 14 instantiates constrained members in the explicit instantiations below (C++20 says
+  // it must not), so the body is kept valid for every Metric.
+  if constexpr (std::is_same_v<Metric, Gauge>) with_locked(std::move(values)).set(v);
 }
 
 template <typename Metric>

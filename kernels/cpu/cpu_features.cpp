@@ -1,9 +1,29 @@
 #include "kernels/cpu/cpu_features.h"
 
 #include <atomic>
+#include <cstdint>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 namespace loraserve::kernels::cpu {
 namespace {
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// AMX-BF16 from CPUID leaf 7 (EDX bit 22), usable only when the OS saves the tile state (XCR0
+// bits 17 and 18; XGETBV needs OSXSAVE, CPUID leaf 1 ECX bit 27). Read directly: clang 14's
+// __builtin_cpu_supports does not know "amx-bf16".
+bool has_amx_bf16() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return false;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 22))) return false;
+  uint32_t xcr0_lo = 0, xcr0_hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  const uint32_t tile_state = (1u << 17) | (1u << 18);
+  return (xcr0_lo & tile_state) == tile_state;
+}
+#endif
 
 CpuFeatures read_features() {
   CpuFeatures f;
@@ -15,7 +35,7 @@ CpuFeatures read_features() {
              __builtin_cpu_supports("avx512vl");
   f.avx512_bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
   f.avx512_vnni = f.avx512 && __builtin_cpu_supports("avx512vnni");
-  f.amx_bf16 = __builtin_cpu_supports("amx-bf16");
+  f.amx_bf16 = has_amx_bf16();
 #endif
   return f;
 }

@@ -127,7 +127,7 @@ std::vector<OpCase> embedding_cases() {
     OpCase c;
     c.name = fmt::format("embedding_{}x{}_vocab{}", n, dim, vocab);
     c.tensors = {{"table", vocab, dim}, {"out", n, dim}};
-    c.meta = [n, vocab](const std::vector<Tensor>&) {
+    c.meta = [n = n, vocab = vocab](const std::vector<Tensor>&) {
       StepMeta m = rows_meta(n, [](int64_t i) { return static_cast<int32_t>(i); });
       for (int64_t i = 0; i < n; ++i) m.token_ids[i] = static_cast<int32_t>((i * 7919 + 3) % vocab);
       return m;
@@ -191,7 +191,7 @@ std::vector<OpCase> elementwise_cases() {
     OpCase c;
     c.name = fmt::format("gather_logits_rows_{}_of_{}x{}", m, n, cols);
     c.tensors = {{"x", n, cols}, {"out", m, cols}};
-    c.meta = [n, m](const std::vector<Tensor>&) {
+    c.meta = [n = n, m = m](const std::vector<Tensor>&) {
       StepMeta meta = rows_meta(n, [](int64_t i) { return static_cast<int32_t>(i); });
       for (int64_t j = 0; j < m; ++j)
         meta.logits_rows.push_back(static_cast<int32_t>((j * 5 + 2) % n));
