@@ -9,6 +9,7 @@
 
 #include "chat/py_ops.h"
 #include "chat/unicode_text.h"
+#include "common/excerpt.h"
 
 namespace loraserve::chat::jinja::py {
 namespace {
@@ -321,7 +322,9 @@ std::string percent_format(const std::string& format, const Value& args) {
         break;
       }
       default:
-        format_error(fmt::format("unsupported format character '{}' (0x{:x}) at index {}", type,
+        // Escaped: the character may be a control or a byte of a multi-byte sequence.
+        format_error(fmt::format("unsupported format character '{}' (0x{:x}) at index {}",
+                                 escape_text(std::string_view(&type, 1)),
                                  static_cast<unsigned char>(type), i - 1));
     }
     check_string(out.size());

@@ -182,6 +182,15 @@ TEST(ChatTemplate, RaiseExceptionAndRuntimeErrorsNameTheLine) {
   EXPECT_EQ(s.message(),
             "chat template line 2: SecurityError: access to attribute 'append' of "
             "'list' object is unsafe.");
+
+  // A control character or a lone byte of UTF-8 is escaped, never copied into the message
+  // (found by the chat_template fuzz target).
+  s = render_error("{{ '%\x01' % 1 }}");
+  EXPECT_EQ(s.message(),
+            "chat template line 1: ValueError: unsupported format character '\\x01' (0x1) at "
+            "index 1");
+  s = render_error("{{ '%\xc3\xa9' % 1 }}");
+  EXPECT_EQ(s.message().find('\xc3'), std::string::npos) << s.message();
 }
 
 TEST(ChatTemplate, LoopsAreBounded) {
