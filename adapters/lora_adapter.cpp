@@ -106,20 +106,15 @@ class AdapterBuilder {
       }
       by_table[static_cast<size_t>(lora_table(m.layer, m.projection))] = &m;
     }
-    // Layout: per layer, the A's of q/k/v adjacent, then those of gate/up, then o and down; all
-    // B's after. Each group starts on a 64-byte boundary.
+    // Layout: per layer, the A's of each LoRA group (formats::kLoraGroups) adjacent, so that one
+    // GEMM shrinks a group; all B's after. Each group starts on a 64-byte boundary.
     size_t offset = 0;
     auto align = [&] { offset = (offset + 63) / 64 * 64; };
-    const Projection groups[][3] = {{Projection::kQ, Projection::kK, Projection::kV},
-                                    {Projection::kGate, Projection::kUp, Projection::kGate},
-                                    {Projection::kO, Projection::kO, Projection::kO},
-                                    {Projection::kDown, Projection::kDown, Projection::kDown}};
-    const int group_sizes[] = {3, 2, 1, 1};
     for (int64_t l = 0; l < model.num_layers; ++l) {
-      for (int g = 0; g < 4; ++g) {
+      for (const formats::LoraGroup& group : formats::kLoraGroups) {
         align();
-        for (int k = 0; k < group_sizes[g]; ++k) {
-          const PendingModule* m = by_table[static_cast<size_t>(lora_table(l, groups[g][k]))];
+        for (int32_t k = 0; k < group.size; ++k) {
+          const PendingModule* m = by_table[static_cast<size_t>(lora_table(l, group.at(k)))];
           if (m == nullptr) continue;
           const auto [out, in] = formats::projection_shape(model, m->projection);
           LoraModule& mod = adapter->modules_[static_cast<size_t>(lora_table(l, m->projection))];

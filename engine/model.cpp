@@ -247,8 +247,9 @@ std::vector<Model::ScratchTensor> Model::scratch_tensors(const ModelConfig& c,
       {&Model::logits_, m, c.vocab_size, DType::kF32},
   };
   if (o.max_lora_rank > 0) {
-    // The widest shrink is q, k and v together.
-    out.push_back({&Model::lora_tmp_, n, 3 * static_cast<int64_t>(o.max_lora_rank), dt});
+    // The widest shrink is the largest LoRA group's (q, k and v together).
+    out.push_back({&Model::lora_tmp_, n,
+                   formats::kMaxLoraGroupSize * static_cast<int64_t>(o.max_lora_rank), dt});
   }
   return out;
 }
@@ -321,14 +322,7 @@ Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache,
   if (L.qkv_bias.data) LS_RETURN_IF_ERROR(b.add_bias(qkv, L.qkv_bias));
   const Tensor q = qkv.col_slice(0, qd), k = qkv.col_slice(qd, kvd),
                v = qkv.col_slice(qd + kvd, kvd);
-  if (lora) {
-    const int32_t tables[] = {adapters::lora_table(l, Projection::kQ),
-                              adapters::lora_table(l, Projection::kK),
-                              adapters::lora_table(l, Projection::kV)};
-    const Tensor outs[] = {q, k, v};
-    LS_RETURN_IF_ERROR(b.lora_shrink(x, tables, tmp));
-    LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
-  }
+  if (lora) LS_RETURN_IF_ERROR(lora_forward(l, formats::kLoraQkv, x, {q, k, v}, tmp));
   if (c.qk_norm) {
     LS_RETURN_IF_ERROR(b.head_rms_norm(q, static_cast<int32_t>(c.head_dim), L.q_norm, eps));
     LS_RETURN_IF_ERROR(b.head_rms_norm(k, static_cast<int32_t>(c.head_dim), L.k_norm, eps));
@@ -345,33 +339,30 @@ Status Model::layer_forward(int64_t l, const kernels::StepMeta&, KvCache& cache,
   LS_RETURN_IF_ERROR(b.attention(q, cache.k(l), cache.v(l), shape, attn));
   LS_RETURN_IF_ERROR(b.matmul(attn, L.o, proj, false));
   if (L.o_bias.data) LS_RETURN_IF_ERROR(b.add_bias(proj, L.o_bias));
-  if (lora) {
-    const int32_t tables[] = {adapters::lora_table(l, Projection::kO)};
-    const Tensor outs[] = {proj};
-    LS_RETURN_IF_ERROR(b.lora_shrink(attn, tables, tmp));
-    LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
-  }
+  if (lora) LS_RETURN_IF_ERROR(lora_forward(l, formats::kLoraO, attn, {proj}, tmp));
   // MLP block.
   LS_RETURN_IF_ERROR(b.add_rms_norm(h, proj, L.post_norm, eps, x));
   LS_RETURN_IF_ERROR(b.matmul(x, L.gate_up, gu, false));
   if (L.gate_up_bias.data) LS_RETURN_IF_ERROR(b.add_bias(gu, L.gate_up_bias));
   if (lora) {
-    const int32_t tables[] = {adapters::lora_table(l, Projection::kGate),
-                              adapters::lora_table(l, Projection::kUp)};
-    const Tensor outs[] = {gu.col_slice(0, f), gu.col_slice(f, f)};
-    LS_RETURN_IF_ERROR(b.lora_shrink(x, tables, tmp));
-    LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
+    LS_RETURN_IF_ERROR(
+        lora_forward(l, formats::kLoraGateUp, x, {gu.col_slice(0, f), gu.col_slice(f, f)}, tmp));
   }
   LS_RETURN_IF_ERROR(b.silu_mul(gu, act));
   LS_RETURN_IF_ERROR(b.matmul(act, L.down, proj, false));
   if (L.down_bias.data) LS_RETURN_IF_ERROR(b.add_bias(proj, L.down_bias));
-  if (lora) {
-    const int32_t tables[] = {adapters::lora_table(l, Projection::kDown)};
-    const Tensor outs[] = {proj};
-    LS_RETURN_IF_ERROR(b.lora_shrink(act, tables, tmp));
-    LS_RETURN_IF_ERROR(b.lora_expand(tmp, tables, outs));
-  }
+  if (lora) LS_RETURN_IF_ERROR(lora_forward(l, formats::kLoraDown, act, {proj}, tmp));
   return ok_status();
+}
+
+Status Model::lora_forward(int64_t l, formats::LoraGroup group, const Tensor& input,
+                           std::initializer_list<Tensor> outs, const Tensor& tmp) {
+  int32_t tables[formats::kMaxLoraGroupSize];
+  for (int32_t k = 0; k < group.size; ++k) tables[k] = adapters::lora_table(l, group.at(k));
+  const std::span<const int32_t> group_tables(tables, static_cast<size_t>(group.size));
+  LS_RETURN_IF_ERROR(backend_->lora_shrink(input, group_tables, tmp));
+  return backend_->lora_expand(tmp, group_tables,
+                               std::span<const Tensor>(outs.begin(), outs.size()));
 }
 
 }  // namespace loraserve::engine

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,6 +94,10 @@ class Model {
   Status allocate_scratch();
   Status layer_forward(int64_t l, const kernels::StepMeta& meta, KvCache& cache, int64_t n,
                        bool lora);
+  // Layer l's LoRA branch for one group: `input` shrunk through the group's A's into `tmp`, then
+  // expanded into `outs` (one per projection of the group, in order).
+  Status lora_forward(int64_t l, formats::LoraGroup group, const kernels::Tensor& input,
+                      std::initializer_list<kernels::Tensor> outs, const kernels::Tensor& tmp);
 
   formats::ModelConfig config_;
   kernels::Backend* backend_;

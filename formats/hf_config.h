@@ -65,6 +65,31 @@ inline constexpr int32_t kNumProjections = 7;
 inline constexpr Projection kAllProjections[] = {
     Projection::kQ,    Projection::kK,  Projection::kV,   Projection::kO,
     Projection::kGate, Projection::kUp, Projection::kDown};
+// How LoRA groups the projections: those that read the same input — {q, k, v}, {o}, {gate, up},
+// {down} — share one shrink, their A's stored side by side so that one GEMM computes them all.
+// The model runs one shrink and one expand per group (in this order, a layer's), adapters lay
+// out their A's group by group, a backend takes one group's tables per call, and the LoRA
+// scratch is kMaxLoraGroupSize times the largest rank wide.
+struct LoraGroup {
+  Projection first;  // the group is first .. first + size - 1, consecutive in Projection order
+  int32_t size;
+
+  constexpr Projection at(int32_t k) const {
+    return static_cast<Projection>(static_cast<int32_t>(first) + k);
+  }
+};
+inline constexpr LoraGroup kLoraGroups[] = {
+    {Projection::kQ, 3}, {Projection::kO, 1}, {Projection::kGate, 2}, {Projection::kDown, 1}};
+inline constexpr LoraGroup kLoraQkv = kLoraGroups[0], kLoraO = kLoraGroups[1],
+                           kLoraGateUp = kLoraGroups[2], kLoraDown = kLoraGroups[3];
+inline constexpr int32_t kMaxLoraGroupSize = [] {
+  int32_t most = 0;
+  for (const LoraGroup& g : kLoraGroups) most = g.size > most ? g.size : most;
+  return most;
+}();
+static_assert(kLoraDown.at(0) == Projection::kDown && kLoraGateUp.at(1) == Projection::kUp,
+              "the groups cover the projections in order");
+
 std::string_view projection_name(Projection p);  // "q_proj", ...
 // "self_attn" or "mlp": the block that holds the projection.
 std::string_view projection_block(Projection p);

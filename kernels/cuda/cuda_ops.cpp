@@ -4,9 +4,15 @@
 #include <algorithm>
 #include <vector>
 
+#include "formats/hf_config.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 
 namespace loraserve::kernels::cuda {
+
+// The model passes one LoRA group's tables per shrink/expand call.
+static_assert(formats::kMaxLoraGroupSize <= cuda::kMaxLoraTables,
+              "a LoRA group has more tables than the CUDA kernels take");
+
 namespace {
 
 constexpr int64_t kMaxGraphRows = 512;  // decode steps up to this many rows become graphs

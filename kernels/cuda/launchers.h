@@ -25,8 +25,8 @@ struct Launch {
 // Largest head_dim the attention kernel serves, and most query heads per KV head.
 inline constexpr int32_t kMaxHeadDim = 256;
 inline constexpr int32_t kMaxQueryGroup = kAttentionMaxQueries;
-// Most LoRA tables one shrink or expand call handles (q, k, v together is the most the model
-// asks for).
+// Most LoRA tables one shrink or expand call handles: the model asks for one LoRA group at a time
+// (formats::kMaxLoraGroupSize, q, k and v together; cuda_ops.cpp asserts it fits).
 inline constexpr int32_t kMaxLoraTables = 8;
 // Largest LoRA rank of one module (the expand kernel stages a tile's rows x rank in shared memory).
 inline constexpr int32_t kMaxLoraRank = 512;
@@ -117,8 +117,8 @@ struct LoraOutputs {
 // Shrink over the step's LoRA tiles: tmp[rows of tile, c_t + j] = x[rows] · A_t[j] for each
 // table t and j < rank_t (c_t: summed ranks of the earlier tables of that segment). One-row
 // tiles take a BGMV path (one warp per rank row streams A), multi-row tiles an SGMV path (each
-// A row read once per tile, x staged in shared memory). `max_rank`: the largest rank among the
-// tables' slices of this step (sizes the grid).
+// A row read once per tile; the tile's activation rows come from L1/L2). `max_rank`: the
+// largest rank among the tables' slices of this step (sizes the grid).
 Launch lora_shrink(DType dtype, const void* x, int64_t x_stride, int64_t in,
                    const LoraTables& tables, int32_t max_rank, const StepHeader* step,
                    int64_t max_tiles, void* tmp, int64_t tmp_stride, cudaStream_t stream);
