@@ -122,16 +122,17 @@ def write_adapters(root):
                                     os.path.join(root, task_name(rank)), seed=7000 + rank)
 
 
-def offline_answers(loraserve, adapter_root, pairs, work):
+def offline_answers(loraserve, adapter_root, lengths, work):
     """{(task, prompt): (token ids, top-2 gaps)} from `loraserve generate`, each task's adapter
-    given with --adapter: what every replica must answer (KILL_MAX_TOKENS tokens; a request for
-    fewer must answer their prefix, greedy decoding being the same step by step)."""
-    pairs = sorted(pairs)
+    given with --adapter: what every replica must answer. `lengths`: {(task, prompt): tokens};
+    a request for fewer tokens must answer their prefix, greedy decoding being the same step by
+    step."""
+    pairs = sorted(lengths)
     path = os.path.join(work, "offline.jsonl")
     with open(path, "w") as f:
         for task, prompt in pairs:
             f.write(json.dumps({"task": task_name(task), "prompt": PROMPTS[prompt],
-                                "max_tokens": KILL_MAX_TOKENS, "temperature": 0,
+                                "max_tokens": lengths[(task, prompt)], "temperature": 0,
                                 "ignore_eos": True, "logprobs": 2}) + "\n")
     argv = [loraserve, "generate", "--model", MODEL, "--weights-dtype", "f32", "--input", path,
             "--log-level", "warn", "--max-host-adapters", str(TASKS)]
@@ -282,18 +283,24 @@ class Fleet:
         raise RuntimeError(f"nginx did not serve: {tail(self.access_log)}")
 
     def _wait_serving(self, timeout=30):
+        """Whether nginx takes connections and passes a health check to a replica. (The port is
+        polled first: a gRPC channel refused once waits out its reconnect backoff, seconds.)"""
         deadline = time.monotonic() + timeout
-        with loraserve_client.Client(self.address, timeout=2) as c:
-            while time.monotonic() < deadline:
-                if self.nginx_proc.poll() is not None:
-                    return False
-                try:
-                    if c.health() == "SERVING":
-                        return True
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        return False
+        host, port = self.address.rsplit(":", 1)
+        while time.monotonic() < deadline:
+            if self.nginx_proc.poll() is not None:
+                return False
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        with loraserve_client.Client(self.address, timeout=max(deadline - time.monotonic(),
+                                                                1)) as c:
+            try:
+                return c.health() == "SERVING"
+            except grpc.RpcError:
+                return False
 
     def stop(self):
         if self.nginx_proc is not None and self.nginx_proc.poll() is None:
@@ -496,6 +503,7 @@ def run_policy(args, failures, policy, adapter_root, work, answers, measured, ki
     try:
         warm = warm_up_calls()
         before = scrape_all(fleet.replicas)
+        log.info("%s: nginx on %s; warm-up: one request per task", policy, fleet.address)
         Traffic(fleet.address, warm).run()
         check_answers(failures, f"{policy} warm-up", [c for cs in warm for c in cs], answers)
         n_warm = sum(len(cs) for cs in warm)
@@ -662,11 +670,13 @@ def main(argv):
         measured = {p: workload(1, WORKLOAD_REQUESTS_PER_CLIENT)
                     for p in ("round-robin", "task-hash")}
         kill_calls = workload(2, KILL_REQUESTS_PER_CLIENT, KILL_MAX_TOKENS)
-        pairs = [(t, p) for t in range(TASKS) for p in range(len(PROMPTS))]
-        log.info("offline answers of %d (task, prompt) pairs", len(pairs))
-        answers = offline_answers(args.loraserve, adapter_root, pairs, work)
+        # Every (task, prompt) for MAX_TOKENS tokens, those of the kill pass for more.
+        lengths = {(t, p): MAX_TOKENS for t in range(TASKS) for p in range(len(PROMPTS))}
+        lengths.update({(c.task, c.prompt): KILL_MAX_TOKENS for cs in kill_calls for c in cs})
+        log.info("offline answers of %d (task, prompt) pairs", len(lengths))
+        answers = offline_answers(args.loraserve, adapter_root, lengths, work)
         # A request served with another task's adapter must not pass for a right answer.
-        distinct = {tuple(tuple(answers[(t, p)][0]) for p in range(len(PROMPTS)))
+        distinct = {tuple(tuple(answers[(t, p)][0][:MAX_TOKENS]) for p in range(len(PROMPTS)))
                     for t in range(TASKS)}
         failures.check(len(distinct) >= TASKS - 2, f"the adapters must answer differently: "
                        f"{len(distinct)} distinct answers of {TASKS} tasks")
