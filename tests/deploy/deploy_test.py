@@ -84,7 +84,11 @@ class BalancerConfigTest(unittest.TestCase):
             self.assertEqual(hashes, 2 if policy == "task-hash" else 0, policy)
             for r in REPLICAS + HTTP_REPLICAS:
                 self.assertEqual(text.count(f"server {r} max_fails=2 fail_timeout=10s;"), 1, r)
-            self.assertIn("grpc_next_upstream error timeout non_idempotent;", text)
+            # nginx cannot resend a gRPC call it wrote to a replica (non_idempotent would change
+            # nothing); what it answers itself goes out as gRPC UNAVAILABLE, which clients retry.
+            self.assertIn("grpc_next_upstream error timeout;", text)
+            self.assertIn("error_page 502 503 504 = @grpc_unavailable;", text)
+            self.assertIn("add_header grpc-status 14 always;", text)
             self.assertIn("proxy_next_upstream error timeout http_503 non_idempotent;", text)
             out = subprocess.run(["nginx", "-t", "-c", conf, "-p", self.dir], capture_output=True,
                                  text=True, timeout=30)
