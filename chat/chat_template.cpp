@@ -5,6 +5,7 @@
 #include "chat/jinja_interpreter.h"
 #include "chat/jinja_parser.h"
 #include "chat/unicode_text.h"
+#include "common/excerpt.h"
 #include "common/untrusted_file.h"
 #include "common/untrusted_json.h"
 
@@ -110,6 +111,16 @@ std::string file_name(std::string_view path) {
   return std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
 }
 
+// A template error's text as a Status shows it. It may hold anything the template built or
+// named (raise_exception's message, an unknown test's name...), so it is escaped (controls and
+// bytes that are not UTF-8) and cut to kMaxDetailBytes, like any echo of input.
+std::string shown_detail(std::string_view detail) {
+  constexpr size_t kMaxDetailBytes = 1024;
+  if (detail.size() <= kMaxDetailBytes) return escape_text(detail);
+  return fmt::format("{}… ({} bytes)", escape_text(detail.substr(0, kMaxDetailBytes)),
+                     detail.size());
+}
+
 }  // namespace
 
 Result<SpecialTokens> SpecialTokens::from_config(const ordered_json& config,
@@ -179,7 +190,8 @@ Result<std::unique_ptr<ChatTemplate>> ChatTemplate::parse(std::string source, Sp
     return std::unique_ptr<ChatTemplate>(new ChatTemplate(
         std::move(source), std::move(tokens), limits, std::move(origin), std::move(ast)));
   } catch (const jinja::TemplateError& e) {
-    return invalid_argument_error("{} line {}: {}: {}", origin, e.line(), e.kind(), e.detail());
+    return invalid_argument_error("{} line {}: {}: {}", origin, e.line(), e.kind(),
+                                  shown_detail(e.detail()));
   }
 }
 
@@ -307,16 +319,17 @@ Result<std::string> ChatTemplate::render(const ordered_json& messages, bool add_
       }
     }
   } catch (const jinja::TemplateError& e) {
-    return invalid_argument_error("{}", e.detail());
+    return invalid_argument_error("{}", shown_detail(e.detail()));
   }
   try {
     jinja::Interpreter interpreter(limits_);
     return interpreter.render(*ast_, std::move(variables));
   } catch (const jinja::TemplateError& e) {
     return invalid_argument_error("{} line {}: {}: {}", file_name(origin_), e.line(), e.kind(),
-                                  e.detail());
+                                  shown_detail(e.detail()));
   } catch (const std::exception& e) {
-    return invalid_argument_error("{}: rendering failed: {}", file_name(origin_), e.what());
+    return invalid_argument_error("{}: rendering failed: {}", file_name(origin_),
+                                  shown_detail(e.what()));
   }
 }
 

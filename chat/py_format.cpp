@@ -322,9 +322,7 @@ std::string percent_format(const std::string& format, const Value& args) {
         break;
       }
       default:
-        // Escaped: the character may be a control or a byte of a multi-byte sequence.
-        format_error(fmt::format("unsupported format character '{}' (0x{:x}) at index {}",
-                                 escape_text(std::string_view(&type, 1)),
+        format_error(fmt::format("unsupported format character '{}' (0x{:x}) at index {}", type,
                                  static_cast<unsigned char>(type), i - 1));
     }
     check_string(out.size());
