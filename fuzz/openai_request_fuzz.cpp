@@ -53,14 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (r.chat != chat) fuzz::fail("the request kind changed");
   if (chat) {
     if (!r.prompts.empty()) fuzz::fail("a chat request carries completion prompts");
-    nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-    for (const server::ChatMessage& m : r.messages) {
-      nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
-      if (!m.name.empty()) message["name"] = m.name;
-      messages.push_back(std::move(message));
-    }
-    auto rendered =
-        chat_template().render(messages, r.add_generation_prompt, r.chat_template_kwargs);
+    auto rendered = chat_template().render(server::chat_template_messages(r),
+                                           r.add_generation_prompt, r.chat_template_kwargs);
     if (!rendered.ok()) fuzz::check_status(rendered.status());
   } else {
     if (r.prompts.empty() || r.prompts.size() > server::kMaxPromptsPerRequest) {

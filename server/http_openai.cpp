@@ -401,13 +401,8 @@ void OpenAiService::set_chat_template(Result<std::unique_ptr<chat::ChatTemplate>
 
 Result<std::string> OpenAiService::render_chat(const OpenAiRequest& r) const {
   if (!chat_template_) return chat_error_;
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  for (const ChatMessage& m : r.messages) {
-    nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
-    if (!m.name.empty()) message["name"] = m.name;
-    messages.push_back(std::move(message));
-  }
-  return chat_template_->render(messages, r.add_generation_prompt, r.chat_template_kwargs);
+  return chat_template_->render(chat_template_messages(r), r.add_generation_prompt,
+                                r.chat_template_kwargs);
 }
 
 void OpenAiService::add_routes(HttpServer& http) {

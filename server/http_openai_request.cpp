@@ -369,4 +369,14 @@ std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view 
   return out;
 }
 
+json chat_template_messages(const OpenAiRequest& request) {
+  json messages = json::array();
+  for (const ChatMessage& m : request.messages) {
+    json message = {{"role", m.role}, {"content", m.content}};
+    if (!m.name.empty()) message["name"] = m.name;
+    messages.push_back(std::move(message));
+  }
+  return messages;
+}
+
 }  // namespace loraserve::server

@@ -67,4 +67,7 @@ struct RequestError {
 // short prefix of the input).
 std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view body, bool chat);
 
+// A chat request's messages as the chat template sees them: [{"role", "content"[, "name"]}...].
+nlohmann::ordered_json chat_template_messages(const OpenAiRequest& request);
+
 }  // namespace loraserve::server
