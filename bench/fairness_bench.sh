@@ -15,17 +15,10 @@ set -euo pipefail
 build=$1
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="$root/models/demo"
-py=/usr/bin/python3
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2> /dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
 read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
-vocab=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$model/config.json")
+vocab=$(json_field "$model/config.json" vocab_size)
 flood="${FLOOD:-400}"
 probes="${PROBES:-10}"
 lengths=(--prompt-len "${PROMPT_LEN:-16:64}" --output-len "${OUTPUT_LEN:-16:64}"
@@ -37,20 +30,13 @@ probe=(--tenants "sort=${PROBE_RATE:-2}:$probes")
 run() {
   local tenants=("${probe[@]}")
   [ "${3:-}" = idle ] || tenants+=(--tenants "reverse=0:$flood")
-  rm -f "$work/ready"
-  "$build/cli/loraserve" serve --model "$model" --fairness "$1" \
+  start_server "$build" --model "$model" --fairness "$1" \
     --preload "reverse=$model/adapters/reverse" --preload "sort=$model/adapters/sort" \
-    "${engine_flags[@]+"${engine_flags[@]}"}" --max-queue 100000 --listen 127.0.0.1:0 \
-    --admin-listen 127.0.0.1:0 --ready-file "$work/ready" --log-level warn 2> "$work/server.log" &
-  server_pid=$!
-  for _ in $(seq 600); do [ -f "$work/ready" ] && break; sleep 0.1; done
-  [ -f "$work/ready" ] || { cat "$work/server.log"; exit 1; }
-  address=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['listen'])" "$work/ready")
+    "${engine_flags[@]+"${engine_flags[@]}"}"
+  address=$(json_field "$work/ready" listen)
   "$build/client/loractl" --server "$address" --json bench --vocab-size "$vocab" --no-progress \
     "${tenants[@]}" "${lengths[@]}" > "$2"
-  kill -TERM "$server_pid"
-  wait "$server_pid"
-  server_pid=
+  stop_server
 }
 
 for i in $(seq "${RUNS:-3}"); do

@@ -14,14 +14,7 @@ set -euo pipefail
 build=$1
 model=$2
 shift 2
-py=/usr/bin/python3
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
 tasks=()
 preload=()
@@ -34,18 +27,12 @@ trace=(--requests "${REQUESTS:-256}" --prompt-len "${PROMPT_LEN:-16:64}"
        --output-len "${OUTPUT_LEN:-16:64}" --zipf "${ZIPF:-1.0}" --seed "${SEED:-1}" --include-base)
 if [ -n "$task_list" ]; then trace+=(--tasks "$task_list"); fi
 read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
-vocab=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$model/config.json")
+vocab=$(json_field "$model/config.json" vocab_size)
 
-"$build/cli/loraserve" serve --model "$model" "${preload[@]+"${preload[@]}"}" \
-  "${engine_flags[@]+"${engine_flags[@]}"}" --max-queue 100000 --listen 127.0.0.1:0 \
-  --admin-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --http-threads 1024 \
-  --ready-file "$work/ready" --log-level warn 2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 600); do [ -f "$work/ready" ] && break; sleep 0.1; done
-[ -f "$work/ready" ] || { cat "$work/server.log"; exit 1; }
-field() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@"; }
-address=$(field "$work/ready" listen)
-http=$(field "$work/ready" http_listen)
+start_server "$build" --model "$model" "${preload[@]+"${preload[@]}"}" \
+  "${engine_flags[@]+"${engine_flags[@]}"}" --http-listen 127.0.0.1:0 --http-threads 1024
+address=$(json_field "$work/ready" listen)
+http=$(json_field "$work/ready" http_listen)
 
 # CPU seconds the server has used so far (user + system), from /proc.
 server_cpu() {
@@ -63,9 +50,9 @@ for run in $(seq "${RUNS:-3}"); do
         --vocab-size "$vocab" --no-progress "${flags[@]+"${flags[@]}"}" "${trace[@]}" \
         > "$work/bench.json"; } 2> "$work/client_cpu"
     after=$(server_cpu)
-    rate=$(field "$work/bench.json" tokens_per_s)
-    tokens=$(field "$work/bench.json" completion_tokens)
-    ok=$(field "$work/bench.json" succeeded)
+    rate=$(json_field "$work/bench.json" tokens_per_s)
+    tokens=$(json_field "$work/bench.json" completion_tokens)
+    ok=$(json_field "$work/bench.json" succeeded)
     read -r cu cs < "$work/client_cpu"
     line=$($py -c "import sys; b,a,t,cu,cs=map(float,sys.argv[1:]); print(f'{(a-b)/t*1e3:.3f} {(cu+cs)/t*1e3:.3f}')" \
       "$before" "$after" "$tokens" "$cu" "$cs")
@@ -74,9 +61,7 @@ for run in $(seq "${RUNS:-3}"); do
     rates+=("$transport $rate $server_ms $client_ms")
   done
 done
-kill -TERM "$server_pid"
-wait "$server_pid"
-server_pid=
+stop_server
 
 printf '%s\n' "${rates[@]}" | $py -c '
 import statistics, sys

@@ -13,54 +13,38 @@
 set -euo pipefail
 build=$1
 model=$2
-py=/usr/bin/python3
 many=${MANY:-1000}
 few=${FEW:-5}
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
 [ -d "$model/adapters/task$((many - 1))" ] || {
   echo "$model/adapters has fewer than $many adapters (bench/server_bench_model.py --adapters $many)" >&2
   exit 2
 }
 read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
-vocab=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$model/config.json")
+vocab=$(json_field "$model/config.json" vocab_size)
 tasks_of() { seq 0 $(($1 - 1)) | sed 's/^/task/' | paste -sd, -; }
-# json_field FILE EXPR: prints json.load(FILE) followed by EXPR (e.g. "['listen']").
-json_field() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
 # One run: a fresh server, the trace over $1 adapters; prints "tokens/s loads evictions".
 run() {
-  rm -f "$work/ready"
-  "$build/cli/loraserve" serve --model "$model" --adapter-root "$model/adapters" \
-    --max-device-adapters "${SLOTS:-8}" --max-host-adapters "${HOST:-64}" --max-queue 100000 \
-    "${engine_flags[@]+"${engine_flags[@]}"}" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --http-listen "" --ready-file "$work/ready" --log-level warn 2> "$work/server.log" &
-  server_pid=$!
-  for _ in $(seq 600); do [ -f "$work/ready" ] && break; sleep 0.1; done
-  [ -f "$work/ready" ] || { cat "$work/server.log" >&2; exit 1; }
+  start_server "$build" --model "$model" --adapter-root "$model/adapters" \
+    --max-device-adapters "${SLOTS:-8}" --max-host-adapters "${HOST:-64}" \
+    "${engine_flags[@]+"${engine_flags[@]}"}" --http-listen ""
   local address admin
-  address=$(json_field "$work/ready" "['listen']")
-  admin=$(json_field "$work/ready" "['admin_listen']")
+  address=$(json_field "$work/ready" listen)
+  admin=$(json_field "$work/ready" admin_listen)
   "$build/client/loractl" --server "$address" --json bench --rate 0 --vocab-size "$vocab" \
     --no-progress --requests "${REQUESTS:-512}" --prompt-len "${PROMPT_LEN:-16:64}" \
     --output-len "${OUTPUT_LEN:-16:64}" --zipf "${ZIPF:-1.0}" --seed "${SEED:-1}" \
     --tasks "$(tasks_of "$1")" > "$work/bench.json"
   "$build/client/loractl" --server "$address" --admin-server "$admin" --json stats > "$work/stats.json"
-  kill -TERM "$server_pid"
-  wait "$server_pid" || true
-  server_pid=
+  stop_server || true
   local failed
-  failed=$(json_field "$work/bench.json" "['requests'] - $(json_field "$work/bench.json" "['succeeded']")")
+  failed=$(($(json_field "$work/bench.json" requests) - $(json_field "$work/bench.json" succeeded)))
   [ "$failed" = "0" ] || { echo "run over $1 adapters: $failed requests failed: $(cat "$work/bench.json")" >&2; exit 1; }
-  echo "$(json_field "$work/bench.json" "['tokens_per_s']")" \
-    "$(json_field "$work/stats.json" "['on_demand_loads']")" \
-    "$(json_field "$work/stats.json" "['host_adapter_evictions']")"
+  echo "$(json_field "$work/bench.json" tokens_per_s)" \
+    "$(json_field "$work/stats.json" on_demand_loads)" \
+    "$(json_field "$work/stats.json" host_adapter_evictions)"
 }
 
 many_rates=()

@@ -11,14 +11,7 @@ set -euo pipefail
 build=$1
 model=$2
 shift 2
-py=/usr/bin/python3
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
 tasks=()
 preload=()
@@ -33,27 +26,21 @@ trace=(--requests "${REQUESTS:-256}" --prompt-len "${PROMPT_LEN:-16:64}"
        --output-len "${OUTPUT_LEN:-16:64}" --zipf "${ZIPF:-1.0}" --seed "${SEED:-1}" --include-base)
 if [ -n "$task_list" ]; then trace+=(--tasks "$task_list"); fi
 read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
-vocab=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$model/config.json")
+vocab=$(json_field "$model/config.json" vocab_size)
 
-"$build/cli/loraserve" serve --model "$model" "${preload[@]+"${preload[@]}"}" \
-  "${engine_flags[@]+"${engine_flags[@]}"}" --max-queue 100000 --listen 127.0.0.1:0 \
-  --admin-listen 127.0.0.1:0 --ready-file "$work/ready" --log-level warn 2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 600); do [ -f "$work/ready" ] && break; sleep 0.1; done
-[ -f "$work/ready" ] || { cat "$work/server.log"; exit 1; }
-address=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['listen'])" "$work/ready")
+start_server "$build" --model "$model" "${preload[@]+"${preload[@]}"}" \
+  "${engine_flags[@]+"${engine_flags[@]}"}"
+address=$(json_field "$work/ready" listen)
 
 server_rates=()
 for run in $(seq "${RUNS:-3}"); do
   "$build/client/loractl" --server "$address" --json bench --rate 0 --vocab-size "$vocab" \
     --no-progress "${trace[@]}" > "$work/bench.json"
-  rate=$($py -c "import json,sys; print(json.load(open(sys.argv[1]))['tokens_per_s'])" "$work/bench.json")
+  rate=$(json_field "$work/bench.json" tokens_per_s)
   echo "server run $run: $rate tokens/s ($(cat "$work/bench.json"))"
   server_rates+=("$rate")
 done
-kill -TERM "$server_pid"
-wait "$server_pid"
-server_pid=
+stop_server
 
 "$build/bench/server_bench" --model "$model" "${adapters[@]+"${adapters[@]}"}" \
   "${engine_flags[@]+"${engine_flags[@]}"}" --max-queue 100000 --runs "${RUNS:-3}" --json \
