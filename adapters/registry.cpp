@@ -161,6 +161,7 @@ Result<AdapterRef> AdapterRegistry::install(const std::string& task_id,
   v->source = source;
   v->trigger = trigger;
   v->loaded_at = std::chrono::system_clock::now();
+  if (trigger == LoadTrigger::kOnDemand) v->room = room_;
   AdapterRef evicted;
   AdapterRef ref;
   {
@@ -208,6 +209,7 @@ Status AdapterRegistry::unload(const std::string& task_id) {
   spdlog::info("adapter task={} version={} unloaded ({} requests in flight finish on it)", task_id,
                old->version, old->in_flight.load());
   tell({RegistryEvent::Kind::kUnloaded, task_id, old->trigger, 0.0});
+  room_->freed();
   return ok_status();
 }
 
@@ -230,6 +232,14 @@ std::vector<AdapterRef> AdapterRegistry::list() const {
   std::vector<AdapterRef> out;
   for (const auto& [id, ref] : served_) out.push_back(ref);
   return out;
+}
+
+bool AdapterRegistry::room_may_free() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (static_cast<int32_t>(served_.size()) < options_.max_adapters) return true;
+  return std::any_of(served_.begin(), served_.end(), [](const auto& entry) {
+    return entry.second->trigger == LoadTrigger::kOnDemand && entry.second->in_flight.load() > 0;
+  });
 }
 
 size_t AdapterRegistry::size() const {

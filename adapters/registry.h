@@ -4,7 +4,10 @@
 // memory is freed when its last holder lets go. At most `max_adapters` are held: an adapter
 // loaded on demand (by a request naming its task) may be evicted to make room, least recently
 // used first and never while a request holds it; one loaded explicitly (Admin, --preload) stays
-// until it is unloaded. Thread-safe: admin calls and request admission run on different threads.
+// until it is unloaded. When every slot is taken by adapters that requests hold, a load waits
+// for none here: the registry says when room may have freed (RoomSignal), and its caller (the
+// server's AdapterLoader) decides who waits. Thread-safe: admin calls and request admission run
+// on different threads.
 #pragma once
 
 #include <atomic>
@@ -26,6 +29,31 @@ namespace loraserve::adapters {
 // by the first request that named its task (evictable).
 enum class LoadTrigger { kExplicit, kOnDemand };
 
+// Tells that room may have freed in the host tier: an adapter loaded on demand lost its last
+// request (it can be evicted now), or one was unloaded. Shared by the registry and the versions
+// it hands out, so a lease that ends after the registry is gone still has it. Thread-safe.
+class RoomSignal {
+ public:
+  // Counts the event, then calls the listener (on the thread whose lease ended: keep it short).
+  void freed() {
+    generation_.fetch_add(1);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (listener_) listener_();
+  }
+  // Grows at every freed(): compare two readings to know whether room may have freed between.
+  uint64_t generation() const { return generation_.load(); }
+  // Once set to nullptr, the old listener is not running and is never called again.
+  void set_listener(std::function<void()> listener) {
+    std::lock_guard<std::mutex> lock(mu_);
+    listener_ = std::move(listener);
+  }
+
+ private:
+  std::atomic<uint64_t> generation_{0};
+  std::mutex mu_;
+  std::function<void()> listener_;
+};
+
 // One loaded adapter under its task ID. Immutable but for its counters.
 struct AdapterVersion {
   std::string task_id;
@@ -38,6 +66,8 @@ struct AdapterVersion {
   mutable std::atomic<int64_t> in_flight{0};  // leases held (requests admitted and not finished)
   mutable std::atomic<uint64_t> tokens_generated{0};
   mutable std::atomic<uint64_t> last_used{0};  // the registry's clock at the last lease taken
+  // Set for a version loaded on demand: told when its last lease ends.
+  std::shared_ptr<RoomSignal> room;
 };
 using AdapterRef = std::shared_ptr<const AdapterVersion>;
 
@@ -54,7 +84,7 @@ class AdapterLease {
     return *this;
   }
   ~AdapterLease() {
-    if (ref_) ref_->in_flight.fetch_sub(1);
+    if (ref_ && ref_->in_flight.fetch_sub(1) == 1 && ref_->room) ref_->room->freed();
   }
 
   explicit operator bool() const { return ref_ != nullptr; }
@@ -104,7 +134,8 @@ class AdapterRegistry {
   // Reads the adapter in `dir` and serves it under `task_id` until it is unloaded (never
   // evicted). Without `options.replace`, a task that is already served is ALREADY_EXISTS. When
   // the registry is full, the least recently used adapter loaded on demand that no request holds
-  // is evicted; RESOURCE_EXHAUSTED when there is none. On any error the registry is unchanged.
+  // is evicted; RESOURCE_EXHAUSTED when there is none (room_may_free() says whether waiting
+  // helps). On any error the registry is unchanged.
   Result<AdapterRef> load(const std::string& task_id, const std::string& dir,
                           const LoadOptions& options);
   Result<AdapterRef> load(const std::string& task_id, const std::string& dir, bool replace) {
@@ -131,6 +162,12 @@ class AdapterRegistry {
   }
   std::vector<AdapterRef> list() const;
   size_t size() const;
+  // After a RESOURCE_EXHAUSTED load: whether room can free without anyone unloading (a slot is
+  // free by now, or requests hold an adapter loaded on demand, which becomes evictable when
+  // they end), as opposed to a host tier full of explicitly loaded adapters.
+  bool room_may_free() const;
+  // Told when room may have freed (see RoomSignal); it may outlive the registry.
+  std::shared_ptr<RoomSignal> room_signal() const { return room_; }
   const RegistryOptions& options() const { return options_; }
   const formats::ModelConfig& model() const { return model_; }
   kernels::Backend* backend() const { return backend_; }
@@ -164,6 +201,7 @@ class AdapterRegistry {
   uint64_t next_version_ = 1;
   uint64_t clock_ = 0;  // ticks at every lease handed out (LRU order)
   std::function<void(const RegistryEvent&)> listener_;
+  std::shared_ptr<RoomSignal> room_ = std::make_shared<RoomSignal>();
 };
 
 }  // namespace loraserve::adapters

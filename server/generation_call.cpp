@@ -68,6 +68,12 @@ void GenerationCall::submit(GenerationInput input, UpdateFn on_update, Submitted
   engine::Engine* engine = state_->engine();
   if (input.request_id.empty()) input.request_id = state_->next_request_id();
   identify(input.request_id, input.task_id);
+  // A request that waits for room to load its adapter waits until its deadline, or until it is
+  // cancelled.
+  AdapterLoader::Patience patience{input.deadline, [this] {
+                                     std::lock_guard<std::mutex> lock(mu_);
+                                     return cancel_requested_;
+                                   }};
   engine::GenerationRequest request;
   Status st = to_engine_request(std::move(input), *engine, &request);
   // Every field before the task resolves: a malformed request is INVALID_ARGUMENT whatever its
@@ -76,12 +82,14 @@ void GenerationCall::submit(GenerationInput input, UpdateFn on_update, Submitted
   if (!st.ok()) return submitted(st);
   request.on_update = std::move(on_update);
   const Clock::time_point resolving = Clock::now();
-  state_->loader()->resolve(task_id_,
-                            [this, request = std::move(request), submitted = std::move(submitted),
-                             resolving](Result<adapters::AdapterLease> adapter) mutable {
-                              adapter_load_ms_ = millis(Clock::now() - resolving);
-                              submitted(submit_resolved(std::move(request), std::move(adapter)));
-                            });
+  state_->loader()->resolve(
+      task_id_,
+      [this, request = std::move(request), submitted = std::move(submitted),
+       resolving](Result<adapters::AdapterLease> adapter) mutable {
+        adapter_load_ms_ = millis(Clock::now() - resolving);
+        submitted(submit_resolved(std::move(request), std::move(adapter)));
+      },
+      std::move(patience));
 }
 
 Status GenerationCall::submit(GenerationInput input, UpdateFn on_update) {

@@ -193,7 +193,8 @@ Status Server::load() {
   }
   if (openai_) openai_->set_chat_template(chat::ChatTemplate::load(options_.model_dir));
   engine::Engine* e = engine_.get();
-  loader_ = std::make_unique<AdapterLoader>(&e->adapters(), adapter_root_, options_.load_on_demand);
+  loader_ = std::make_unique<AdapterLoader>(&e->adapters(), adapter_root_, options_.load_on_demand,
+                                            options_.engine.max_queue);
   engine_thread_ = std::jthread([e](std::stop_token stop) {
     Status st = e->run_loop(stop);
     if (!st.ok()) spdlog::error("engine loop stopped: {}", st.to_string());

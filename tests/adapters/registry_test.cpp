@@ -184,5 +184,33 @@ TEST_F(HostTierTest, OnDemandOfAServedTaskLeasesItAndAFailureChangesNothing) {
   EXPECT_EQ(a->in_flight.load(), 2);
 }
 
+TEST_F(HostTierTest, TellsWhenRoomMayFree) {
+  AdapterRegistry reg(config_, backend_.get(), RegistryOptions{2, 64});
+  std::vector<uint64_t> told;
+  reg.room_signal()->set_listener([&] { told.push_back(reg.room_signal()->generation()); });
+  ASSERT_TRUE(reg.load("a", dir("a"), false).ok());
+  auto b = reg.load_on_demand("b", dir("b"));
+  ASSERT_TRUE(b.ok());
+  AdapterLease second = *b;
+  EXPECT_TRUE(reg.room_may_free());  // b is held, and evictable once its requests end
+  auto c = reg.load_on_demand("c", dir("c"));
+  EXPECT_EQ(c.status().code(), StatusCode::kResourceExhausted);
+  b = AdapterLease();
+  EXPECT_TRUE(told.empty());  // one request still holds b
+  second = AdapterLease();
+  EXPECT_EQ(told, std::vector<uint64_t>{1});  // the last one ended
+  { AdapterLease explicit_lease = reg.acquire("a"); }
+  EXPECT_EQ(told.size(), 1u);  // an explicit load's requests free no room
+  ASSERT_TRUE(reg.load_on_demand("c", dir("c")).ok());  // evicts b
+  EXPECT_EQ(reg.find("b"), nullptr);
+  EXPECT_EQ(told.size(), 2u);  // c's lease ended with the temporary
+  ASSERT_TRUE(reg.load("d", dir("d"), false).ok());  // evicts c: two explicit loads fill it
+  EXPECT_FALSE(reg.room_may_free());
+  ASSERT_TRUE(reg.unload("d").ok());
+  EXPECT_EQ(told, (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_TRUE(reg.room_may_free());
+  reg.room_signal()->set_listener(nullptr);
+}
+
 }  // namespace
 }  // namespace loraserve::adapters

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <future>
 #include <random>
 #include <set>
 #include <sstream>
@@ -311,22 +312,26 @@ TEST_F(OnDemandErrors, ConcurrentRequestsForAColdTaskShareOneLoad) {
 }
 
 // --max-host-adapters 1: while a request of an adapter loaded on demand is in flight, a cold
-// task cannot evict it (RESOURCE_EXHAUSTED, and nothing else changes); once the request ends,
-// the cold task's load evicts it. Should the held request (16000 tokens) end by itself before
-// the cold request was answered (a fast machine), the attempt starts over with two fresh tasks.
-TEST(OnDemandHostTier, ARequestInFlightKeepsItsAdapter) {
+// task cannot evict it: its request waits (nothing else changes), and one that sets a short
+// deadline ends with DEADLINE_EXCEEDED; once the held request ends, the waiting one's load evicts
+// the adapter and it is answered. Should the held request (16000 tokens) end by itself before
+// the cold requests were seen waiting (a fast machine), the attempt starts over with fresh tasks.
+TEST(OnDemandHostTier, ARequestInFlightKeepsItsAdapterAndAColdTaskWaitsForIt) {
   TempDir dir;
   const fs::path model = make_model_with_tokenizer(dir.path() / "fixture-model");
   json config = json::parse(std::ifstream(model / "config.json"));
   config["max_position_embeddings"] = 16384;
   std::ofstream(model / "config.json") << config.dump(2);
   const fs::path root = dir.path() / "adapters";
-  const std::vector<std::string> tasks = write_adapters(root, 10);
+  const std::vector<std::string> tasks = write_adapters(root, 15);
   auto server = ServerProcess::start(
       {"--model", model.string(), "--adapter-root", root.string(), "--max-host-adapters", "1"},
       dir.path());
   ASSERT_TRUE(server.ok()) << server.status().to_string();
   client::Client c(client_options(**server));
+  client::ClientOptions impatient_options = client_options(**server);
+  impatient_options.timeout_s = 0.5;
+  client::Client impatient(impatient_options);
   auto request = [](const std::string& task, int32_t max_tokens) {
     v1::GenerateRequest r;
     r.set_task_id(task);
@@ -342,47 +347,54 @@ TEST(OnDemandHostTier, ARequestInFlightKeepsItsAdapter) {
     for (const json& m : r.json["data"]) ids.insert(m["id"].get<std::string>());
     return ids;
   };
+  auto loading = [&] {
+    auto s = c.stats();
+    return s.ok() ? static_cast<int>(s->requests_loading_adapter()) : -1;
+  };
   bool observed = false;
   for (size_t attempt = 0; attempt < 5 && !observed; ++attempt) {
-    const std::string& held_task = tasks[2 * attempt];
-    const std::string& cold_task = tasks[2 * attempt + 1];
+    const std::string& held_task = tasks[3 * attempt];
+    const std::string& cold_task = tasks[3 * attempt + 1];
+    const std::string& late_task = tasks[3 * attempt + 2];
     HeldStream held(c, request(held_task, 16000));
     ASSERT_TRUE(wait_for([&] { return held.started() || held.ended(); }));
     auto before = c.stats();
     ASSERT_TRUE(before.ok());
-    auto cold = c.generate(request(cold_task, 2));
-    if (held.ended()) continue;  // it may have ended before the cold request: inconclusive
+    auto cold = std::async(std::launch::async, [&] { return c.generate(request(cold_task, 2)); });
+    ASSERT_TRUE(wait_for([&] { return loading() == 1 || held.ended(); }));
+    auto late = impatient.generate(request(late_task, 2));
+    if (held.ended()) {  // inconclusive: the cold request may have loaded without waiting
+      cold.wait();
+      continue;
+    }
     observed = true;
-    ASSERT_EQ(cold.status().code(), StatusCode::kResourceExhausted) << cold.status().to_string();
-    EXPECT_NE(cold.status().message().find("--max-host-adapters"), std::string::npos)
-        << cold.status().message();
-    EXPECT_NE(cold.status().message().find("1 with requests in flight"), std::string::npos)
-        << cold.status().message();
-    EXPECT_TRUE(listed().count(held_task));
-    EXPECT_FALSE(listed().count(cold_task));
+    EXPECT_EQ(late.status().code(), StatusCode::kDeadlineExceeded) << late.status().to_string();
+    // The late request's wait ended on the server too; the cold one still waits.
+    EXPECT_TRUE(wait_for([&] { return loading() == 1; })) << loading();
+    EXPECT_EQ(cold.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+    EXPECT_EQ(listed(), (std::set<std::string>{"fixture-model", held_task}));
     held.release();
-    ASSERT_TRUE(wait_for([&] {
-      auto s = c.stats();
-      return s.ok() && s->requests_running() == 0 && s->requests_queued() == 0;
-    }));
-    // Nothing holds the adapter now: the cold task's load evicts it.
-    auto again = c.generate(request(cold_task, 2));
-    ASSERT_TRUE(again.ok()) << again.status().to_string();
+    auto answered = cold.get();
+    ASSERT_TRUE(answered.ok()) << answered.status().to_string();
+    EXPECT_EQ(answered->token_ids_size(), 2) << answered->DebugString();
     EXPECT_EQ(listed(), (std::set<std::string>{"fixture-model", cold_task}));
     auto after = c.stats();
     ASSERT_TRUE(after.ok());
     EXPECT_EQ(after->host_adapter_evictions() - before->host_adapter_evictions(), 1u);
     EXPECT_EQ(after->on_demand_loads() - before->on_demand_loads(), 1u);
     EXPECT_EQ(after->adapters_on_host(), 1u);
-    bool logged = false;  // the eviction's log line names the task
+    EXPECT_EQ(after->requests_loading_adapter(), 0u);
+    bool evicted = false, waited = false;  // the log names both tasks
     std::istringstream log((*server)->log());
     for (std::string line; std::getline(log, line);) {
-      logged |= line.find("adapter task=" + held_task + " ") != std::string::npos &&
-                line.find("evicted from host memory") != std::string::npos;
+      evicted |= line.find("adapter task=" + held_task + " ") != std::string::npos &&
+                 line.find("evicted from host memory") != std::string::npos;
+      waited |= line.find("adapter task=" + cold_task + " waits for room") != std::string::npos;
     }
-    EXPECT_TRUE(logged) << log_tail(**server);
+    EXPECT_TRUE(evicted) << log_tail(**server);
+    EXPECT_TRUE(waited) << log_tail(**server);
   }
-  EXPECT_TRUE(observed) << "the held request ended before the cold one was answered, 5 times";
+  EXPECT_TRUE(observed) << "the held request ended before the cold one was seen waiting, 5 times";
 }
 
 TEST(OnDemandOff, UnregisteredTasksAreNotFound) {
