@@ -32,7 +32,7 @@ run() {
   [ "${3:-}" = idle ] || tenants+=(--tenants "reverse=0:$flood")
   start_server "$build" --model "$model" --fairness "$1" \
     --preload "reverse=$model/adapters/reverse" --preload "sort=$model/adapters/sort" \
-    "${engine_flags[@]+"${engine_flags[@]}"}"
+    "${engine_flags[@]+"${engine_flags[@]}"}" --http-listen ""
   address=$(json_field "$work/ready" listen)
   "$build/client/loractl" --server "$address" --json bench --vocab-size "$vocab" --no-progress \
     "${tenants[@]}" "${lengths[@]}" > "$2"

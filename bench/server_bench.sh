@@ -29,7 +29,7 @@ read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
 vocab=$(json_field "$model/config.json" vocab_size)
 
 start_server "$build" --model "$model" "${preload[@]+"${preload[@]}"}" \
-  "${engine_flags[@]+"${engine_flags[@]}"}"
+  "${engine_flags[@]+"${engine_flags[@]}"}" --http-listen ""
 address=$(json_field "$work/ready" listen)
 
 server_rates=()
