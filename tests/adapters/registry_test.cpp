@@ -200,10 +200,10 @@ TEST_F(HostTierTest, TellsWhenRoomMayFree) {
   second = AdapterLease();
   EXPECT_EQ(told, std::vector<uint64_t>{1});  // the last one ended
   { AdapterLease explicit_lease = reg.acquire("a"); }
-  EXPECT_EQ(told.size(), 1u);  // an explicit load's requests free no room
+  EXPECT_EQ(told.size(), 1u);                           // an explicit load's requests free no room
   ASSERT_TRUE(reg.load_on_demand("c", dir("c")).ok());  // evicts b
   EXPECT_EQ(reg.find("b"), nullptr);
-  EXPECT_EQ(told.size(), 2u);  // c's lease ended with the temporary
+  EXPECT_EQ(told.size(), 2u);                        // c's lease ended with the temporary
   ASSERT_TRUE(reg.load("d", dir("d"), false).ok());  // evicts c: two explicit loads fill it
   EXPECT_FALSE(reg.room_may_free());
   ASSERT_TRUE(reg.unload("d").ok());

@@ -187,7 +187,7 @@ TEST_F(AdapterLoaderTest, ATaskWithNoRoomWaitsUntilARequestEndsFirstParkedFirstL
   EXPECT_EQ(l->loading_tasks(), (std::vector<std::string>{"t1", "t2"}));
   std::this_thread::sleep_for(2 * AdapterLoader::kSweepPeriod);
   EXPECT_EQ(t1.size() + t2.size(), 0u);  // no deadline, not abandoned: they still wait
-  t0 = adapters::AdapterLease();  // t0's request ends: t1 takes its place
+  t0 = adapters::AdapterLease();         // t0's request ends: t1 takes its place
   auto& got1 = t1.wait_for(2);
   ASSERT_TRUE(got1[0].ok() && got1[1].ok()) << got1[0].status().to_string();
   EXPECT_EQ((*got1[0])->task_id, "t1");
