@@ -21,6 +21,10 @@ std::string relative_to_root(std::string message, const std::string& root) {
   return message;
 }
 
+Status shutting_down_error() {
+  return unavailable_error("the server is shutting down; retry on another replica");
+}
+
 }  // namespace
 
 AdapterLoader::AdapterLoader(adapters::AdapterRegistry* registry, std::optional<AdapterRoot> root,
@@ -63,7 +67,7 @@ void AdapterLoader::stop() {
   // No listener runs after this: none posts to a worker being destroyed below.
   if (on_demand_) room_->set_listener(nullptr);
   for (Waiter& w : refused) {
-    w.done(unavailable_error("the server is shutting down; retry on another replica"));
+    w.done(shutting_down_error());
   }
   workers_.clear();  // each worker runs the loads queued to it, then joins
   if (sweeper_.joinable()) sweeper_.join();
@@ -86,7 +90,7 @@ void AdapterLoader::resolve(const std::string& task_id, Done done, Patience pati
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
-      st = unavailable_error("the server is shutting down; retry on another replica");
+      st = shutting_down_error();
     } else if (waiting_ >= max_waiting_) {
       st = resource_exhausted_error(
           "{} requests wait for adapters to load already (--max-queue); retry later", waiting_);
@@ -138,8 +142,7 @@ void AdapterLoader::load(const std::string& task_id) {
       std::lock_guard<std::mutex> lock(mu_);
       Pending& p = pending_.at(task_id);
       if (p.waiters.empty()) {  // every request gave up while it was parked
-        if (p.parked) parked_.erase(std::find(parked_.begin(), parked_.end(), task_id));
-        pending_.erase(task_id);
+        forget_locked(task_id);
         return retry_parked_locked();
       }
       // A task that has not waited for room yet waits behind those that have.
@@ -163,7 +166,7 @@ void AdapterLoader::load(const std::string& task_id) {
       return park_locked(task_id, &pending_.at(task_id));
     }
   }
-  finish(task_id, unavailable_error("the server is shutting down; retry on another replica"));
+  finish(task_id, shutting_down_error());
 }
 
 void AdapterLoader::park_locked(const std::string& task_id, Pending* p) {
@@ -179,14 +182,18 @@ void AdapterLoader::park_locked(const std::string& task_id, Pending* p) {
   sweep_cv_.notify_all();
 }
 
+void AdapterLoader::forget_locked(const std::string& task_id) {
+  if (pending_.at(task_id).parked)
+    parked_.erase(std::find(parked_.begin(), parked_.end(), task_id));
+  pending_.erase(task_id);
+}
+
 void AdapterLoader::finish(const std::string& task_id, Result<adapters::AdapterLease> result) {
   std::vector<Waiter> waiters;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = pending_.find(task_id);
-    waiters = std::move(it->second.waiters);
-    if (it->second.parked) parked_.erase(std::find(parked_.begin(), parked_.end(), task_id));
-    pending_.erase(it);
+    waiters = std::move(pending_.at(task_id).waiters);
+    forget_locked(task_id);
     waiting_ -= static_cast<int32_t>(waiters.size());
     // The next parked task, when this one leaves room (or failed and took none).
     retry_parked_locked();

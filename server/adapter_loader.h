@@ -99,6 +99,8 @@ class AdapterLoader {
   // Puts the task at the end of the parked ones (where it stays when it is there already).
   // REQUIRES: mu_ held.
   void park_locked(const std::string& task_id, Pending* p);
+  // Drops the task from pending_ (and parked_). REQUIRES: mu_ held.
+  void forget_locked(const std::string& task_id);
   // Answers every request waiting for `task_id` with `result` and forgets the task.
   void finish(const std::string& task_id, Result<adapters::AdapterLease> result);
   // Answers the parked requests whose deadline passed or whose caller gave up.

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "client/client.h"
+#include "tests/wait_for.h"
 
 namespace loraserve::testing {
 
@@ -43,16 +44,5 @@ class HeldStream {
   Status status_;
   std::thread thread_;
 };
-
-// Polls `done` every 5 ms until it holds (true) or 60 s pass (false).
-template <typename Done>
-bool wait_for(Done done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return false;
-}
 
 }  // namespace loraserve::testing

@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/adapters/adapter_test_util.h"
+#include "tests/wait_for.h"
 
 namespace loraserve::server {
 namespace {
@@ -76,13 +77,6 @@ class AdapterLoaderTest : public ::testing::Test {
       testing::write_adapter(testing::make_adapter_spec(config_, 2, 10 + i),
                              dir_.path() / ("t" + std::to_string(i)));
     }
-  }
-  // Polls `done` for up to 10 s (the loader answers on its own threads).
-  static bool eventually(const std::function<bool()>& done) {
-    for (int i = 0; i < 1000 && !done(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return done();
   }
   size_t count(adapters::RegistryEvent::Kind kind) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -179,10 +173,10 @@ TEST_F(AdapterLoaderTest, ATaskWithNoRoomWaitsUntilARequestEndsFirstParkedFirstL
   // t1, then t2, find the only slot held: they wait, in that order.
   Answers t1, t2;
   l->resolve("t1", t1.add());
-  ASSERT_TRUE(eventually([&] { return l->tasks_parked() == 1; }));
+  ASSERT_TRUE(testing::wait_for([&] { return l->tasks_parked() == 1; }));
   l->resolve("t2", t2.add());
   l->resolve("t1", t1.add());  // a second request joins t1's wait
-  ASSERT_TRUE(eventually([&] { return l->tasks_parked() == 2; }));
+  ASSERT_TRUE(testing::wait_for([&] { return l->tasks_parked() == 2; }));
   EXPECT_EQ(l->requests_waiting(), 3);
   EXPECT_EQ(l->loading_tasks(), (std::vector<std::string>{"t1", "t2"}));
   std::this_thread::sleep_for(2 * AdapterLoader::kSweepPeriod);
@@ -254,7 +248,7 @@ TEST_F(AdapterLoaderTest, NoWaitWhenWaitingCannotHelpOrTooManyWait) {
   ASSERT_EQ(refused.size(), 1u);
   EXPECT_EQ(refused.wait_for(1)[0].status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(refused.wait_for(1)[0].status().message().find("--max-queue"), std::string::npos);
-  ASSERT_TRUE(eventually([&] { return l->tasks_parked() == 2; }));
+  ASSERT_TRUE(testing::wait_for([&] { return l->tasks_parked() == 2; }));
   // Stopping answers the parked requests; none of them loads.
   l->stop();
   auto& r = waiting.wait_for(2);
