@@ -69,7 +69,8 @@ class GenerationCall {
   Status admit();
   // Tokenizes a text prompt, resolves the task to its adapter (loading it when the server loads
   // on demand) and submits the request, then calls `submitted` once with the outcome: on this
-  // thread when no load was needed, else on a loader thread once the load has finished. After a
+  // thread when no load was needed, else on a loader thread once the load has finished (or the
+  // request's wait for room in host memory ended: deadline, cancellation, shutdown). After a
   // successful submit the engine calls `on_update` on its thread after every step that touched
   // the sequence, and once at the end (finished); on an error nothing was submitted and
   // `on_update` is never called. The call is used until `submitted` is called, which is its last
