@@ -144,9 +144,16 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(
     f->map_ = map;
     f->base_ = static_cast<const std::byte*>(map);
   } else {
-    f->bytes_.resize(static_cast<size_t>(f->size_));
+    // The length, then the header when index() will accept its length (else it refuses the
+    // length without reading on).
+    uint64_t header_len = 0;
+    LS_RETURN_IF_ERROR(file.read_at(0, &header_len, 8));
+    const uint64_t max_header = std::min(kMaxSafetensorsHeaderBytes, json_limits().max_bytes);
+    const bool fits = header_len <= max_header && header_len <= f->size_ - 8;
+    f->bytes_.resize(8 + static_cast<size_t>(fits ? header_len : 0));
     LS_RETURN_IF_ERROR(file.read_at(0, f->bytes_.data(), f->bytes_.size()));
     f->base_ = reinterpret_cast<const std::byte*>(f->bytes_.data());
+    f->header_only_ = true;
   }
   LS_RETURN_IF_ERROR(f->index());
   return f;
@@ -225,7 +232,8 @@ Status SafetensorsFile::index() {
           "{}: tensor {}: data_offsets [{}, {}] lie outside the {} data bytes", path, excerpt(name),
           begin, end, data_size);
     }
-    t.data = base_ + data_begin + begin;
+    t.offset = data_begin + begin;
+    t.data = header_only_ ? nullptr : base_ + t.offset;
     t.nbytes = static_cast<size_t>(end - begin);
     auto [pos, inserted] = tensors_.emplace(name, std::move(t));
     ranges.push_back({begin, end, &pos->first});
@@ -371,6 +379,8 @@ Status read_as_f32(const TensorInfo& t, float* out) {
                                   shown_path(t.file), excerpt(t.name, kPathExcerptBytes),
                                   excerpt(t.dtype_name));
   }
+  if (t.data == nullptr)
+    return internal_error("{}: tensor {} was not read", shown_path(t.file), excerpt(t.name));
   convert_to_f32(*t.dtype, t.data, out, static_cast<size_t>(t.numel()));
   return ok_status();
 }

@@ -27,7 +27,11 @@ struct TensorInfo {
   std::string dtype_name;      // as written in the header ("BF16", "F64", ...)
   std::optional<DType> dtype;  // nullopt: a valid safetensors dtype loraserve does not compute in
   std::vector<int64_t> shape;
-  const std::byte* data = nullptr;  // inside the mapping; valid while the file is open
+  // Inside the mapping or the in-memory copy, valid while the file is open; nullptr when only the
+  // header was read (SafetensorsReadOptions::map false): the bytes are then at `offset` in the
+  // file.
+  const std::byte* data = nullptr;
+  uint64_t offset = 0;  // of the first byte in the file
   size_t nbytes = 0;
   std::string file;  // the path it came from, for error messages
 
@@ -41,9 +45,11 @@ inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
 
 // How a file's bytes are held once it is open.
 struct SafetensorsReadOptions {
-  // true: memory-mapped, nothing copied (model checkpoints; the operator's files). false: read
-  // into memory, so a file changed or truncated later cannot fault the process (adapters, which
-  // an admin names at run time).
+  // true: memory-mapped, nothing copied (model checkpoints; the operator's files). false: only
+  // the header is read; the caller reads each tensor's bytes itself (ReadOnlyFile::read_at at
+  // TensorInfo::offset), straight to where they go, so that nothing is copied twice and a file
+  // changed or truncated later cannot fault the process (adapters, which an admin names at run
+  // time: a shrunk file is a read error).
   bool map = true;
   // Larger files are refused before anything is read (INVALID_ARGUMENT).
   uint64_t max_file_bytes = UINT64_MAX;
@@ -78,7 +84,8 @@ class SafetensorsFile {
   const std::byte* base_ = nullptr;
   uint64_t size_ = 0;
   void* map_ = nullptr;  // when mapped
-  std::string bytes_;    // when read into memory
+  bool header_only_ = false;
+  std::string bytes_;  // when read into memory (parse()), or the header alone
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
 };
@@ -122,7 +129,7 @@ struct TensorToWrite {
 Status write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                          const std::map<std::string, std::string>& metadata = {});
 
-// Copies a tensor of F32/F16/BF16 into f32. REQUIRES: out has numel() elements.
+// Copies a tensor of F32/F16/BF16 into f32. REQUIRES: out has numel() elements; t.data is set.
 Status read_as_f32(const TensorInfo& t, float* out);
 
 }  // namespace loraserve::formats

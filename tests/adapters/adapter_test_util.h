@@ -73,12 +73,24 @@ inline std::shared_ptr<const adapters::LoraAdapter> q_only_adapter(const formats
   return a.ok() ? *a : nullptr;
 }
 
-inline void write_adapter(const AdapterSpec& s, const std::filesystem::path& dir) {
+// Writes `s` as a PEFT folder; the tensors in `dtype` ("F32", or "BF16"/"F16": each value rounded
+// to nearest even, NaN and Inf kept).
+inline void write_adapter(const AdapterSpec& s, const std::filesystem::path& dir,
+                          const std::string& dtype = "F32") {
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "adapter_config.json") << s.config.dump(2);
   std::vector<formats::TensorToWrite> out;
+  std::vector<std::vector<uint16_t>> halves;
+  halves.reserve(s.tensors.size());
   for (const auto& [name, t] : s.tensors) {
-    out.push_back({name, "F32", t.first, t.second.data(), t.second.size() * 4});
+    if (dtype == "F32") {
+      out.push_back({name, "F32", t.first, t.second.data(), t.second.size() * 4});
+      continue;
+    }
+    auto& h = halves.emplace_back(t.second.size());
+    for (size_t i = 0; i < h.size(); ++i)
+      h[i] = dtype == "BF16" ? f32_to_bf16(t.second[i]) : f32_to_f16(t.second[i]);
+    out.push_back({name, dtype, t.first, h.data(), h.size() * 2});
   }
   (void)formats::write_safetensors((dir / "adapter_model.safetensors").string(), out);
 }

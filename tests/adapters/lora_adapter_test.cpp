@@ -176,6 +176,55 @@ TEST_F(LoraAdapterTest, NonFiniteValues) {
   }
 }
 
+// Each tensor is read from the file straight into place (F32) or through a 4,096-value buffer
+// (BF16, F16); a rank-64 adapter has tensors of 6,144 values, so chunks end mid-tensor.
+TEST_F(LoraAdapterTest, EveryValueLandsInPlaceFromF32Bf16AndF16Files) {
+  const AdapterSpec spec = make_adapter_spec(config_, 64, 21);
+  for (const std::string dtype : {"F32", "BF16", "F16"}) {
+    SCOPED_TRACE(dtype);
+    const auto dir = dir_.path() / ("r64_" + dtype);
+    write_adapter(spec, dir, dtype);
+    auto a = LoraAdapter::load(dir.string(), config_, backend_.get(), 64);
+    ASSERT_TRUE(a.ok()) << a.status().to_string();
+    const auto* base = static_cast<const float*>((*a)->weights().data());
+    auto stored = [&](float v) {
+      if (dtype == "BF16") return bf16_to_f32(f32_to_bf16(v));
+      if (dtype == "F16") return f16_to_f32(f32_to_f16(v));
+      return v;
+    };
+    size_t compared = 0, mismatched = 0;
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      for (Projection p : formats::kAllProjections) {
+        const LoraModule& m = (*a)->module(l, p);
+        ASSERT_EQ(m.rank, 64);
+        for (const char which : {'A', 'B'}) {
+          const auto& want = spec.tensors.at(peft_name(l, p, which)).second;
+          const float* got = base + (which == 'A' ? m.a_offset : m.b_offset) / 4;
+          for (size_t i = 0; i < want.size(); ++i, ++compared)
+            mismatched += got[i] != stored(want[i]) ? 1 : 0;
+        }
+      }
+    }
+    EXPECT_EQ(mismatched, 0u) << "of " << compared;
+    EXPECT_EQ(compared, 81'920u);  // 2 layers x rank 64 x (in + out) of the seven
+  }
+}
+
+TEST_F(LoraAdapterTest, NonFiniteValuePastTheFirstChunkIsFoundWhereItIs) {
+  for (const std::string dtype : {"F32", "BF16", "F16"}) {
+    SCOPED_TRACE(dtype);
+    AdapterSpec spec = make_adapter_spec(config_, 64, 22);
+    spec.tensors[peft_name(1, Projection::kDown, 'A')].second[5000] = NAN;
+    const auto dir = dir_.path() / ("nan_" + dtype);
+    write_adapter(spec, dir, dtype);
+    auto a = LoraAdapter::load(dir.string(), config_, backend_.get(), 64);
+    ASSERT_FALSE(a.ok());
+    expect_message(a.status(), StatusCode::kInvalidArgument,
+                   "non-finite value (nan) at element 5000");
+    expect_message(a.status(), StatusCode::kInvalidArgument, "layers.1.mlp.down_proj.lora_A");
+  }
+}
+
 TEST_F(LoraAdapterTest, UnsupportedFeaturesSayWhat) {
   struct Case {
     const char* key;

@@ -383,21 +383,55 @@ TEST_F(SafetensorsTest, AHugeSparseFileIsRefusedByItsSizeNotRead) {
       << f.status().message();
 }
 
-TEST_F(SafetensorsTest, ReadIntoMemoryMatchesMapped) {
+TEST_F(SafetensorsTest, UnmappedReadsTheHeaderAloneAndGivesEachTensorsOffset) {
   const float values[] = {1.5f, -3.25f, 7.0f, 0.125f};
+  const uint16_t half[] = {0x3c00, 0xc000};  // 1.0, -2.0 in F16
   const std::string path = (dir_ / "mem.safetensors").string();
-  ASSERT_TRUE(write_safetensors(path, {{"w", "F32", {2, 2}, values, sizeof(values)}}).ok());
+  ASSERT_TRUE(write_safetensors(path, {{"w", "F32", {2, 2}, values, sizeof(values)},
+                                       {"h", "F16", {2}, half, sizeof(half)}})
+                  .ok());
   auto file = open_regular_file(path);
   ASSERT_TRUE(file.ok());
   SafetensorsReadOptions options;
   options.map = false;
   auto f = SafetensorsFile::open(*file, options);
   ASSERT_TRUE(f.ok()) << f.status().to_string();
-  // The file changes after it was read: what was read stays.
-  fs::resize_file(path, 0);
+  const TensorInfo* w = (*f)->find("w");
+  const TensorInfo* h = (*f)->find("h");
+  ASSERT_NE(w, nullptr);
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(w->data, nullptr);
+  EXPECT_EQ(w->nbytes, sizeof(values));
+  EXPECT_EQ(h->offset - w->offset, sizeof(values));  // written in this order, tiling the data
+  EXPECT_EQ(w->offset + sizeof(values) + sizeof(half), fs::file_size(path));
   float out[4];
-  ASSERT_TRUE(read_as_f32(*(*f)->find("w"), out).ok());
+  ASSERT_TRUE(file->read_at(w->offset, out, sizeof(out)).ok());
   EXPECT_EQ(std::memcmp(out, values, sizeof(values)), 0);
+  // read_as_f32 needs the bytes in memory: an error, not a crash.
+  EXPECT_EQ(read_as_f32(*w, out).code(), StatusCode::kInternal);
+  // The file shrinks after its header was read: reading the tensor is an error naming the file.
+  fs::resize_file(path, w->offset + 4);
+  const Status st = file->read_at(w->offset, out, sizeof(out));
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("mem.safetensors"), std::string::npos) << st.message();
+}
+
+TEST_F(SafetensorsTest, UnmappedRefusesAnOversizedHeaderLengthWithoutReadingIt) {
+  // The length field says 2^40: refused from the 8 bytes alone.
+  std::string bytes(8, '\0');
+  const uint64_t len = uint64_t{1} << 40;
+  std::memcpy(bytes.data(), &len, 8);
+  bytes += "{}";
+  const std::string path = (dir_ / "len.safetensors").string();
+  std::ofstream(path, std::ios::binary) << bytes;
+  auto file = open_regular_file(path);
+  ASSERT_TRUE(file.ok());
+  SafetensorsReadOptions options;
+  options.map = false;
+  auto f = SafetensorsFile::open(*file, options);
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("exceeds the limit"), std::string::npos)
+      << f.status().message();
 }
 
 TEST_F(SafetensorsTest, FifoAndDeviceAreRefusedWithoutBlocking) {
