@@ -4,7 +4,8 @@
 # (same seed, prompts and lengths) over FEW adapters, each run on a fresh
 # `loraserve serve --adapter-root MODEL_DIR/adapters` (on-demand loading, SLOTS device slots,
 # HOST host adapters), runs interleaved A/B; prints each run's tokens/s and on-demand loads and
-# evictions (from `loractl stats`), the medians and their ratio.
+# evictions and steps (from `loractl stats`), the medians and their ratio, and the fewest steps
+# each trace needs with SLOTS slots (bench/slot_bound).
 #
 #   bench/on_demand_bench.sh BUILD_DIR MODEL_DIR      (MODEL_DIR/adapters/task<i>, i < MANY)
 #
@@ -27,7 +28,7 @@ read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
 vocab=$(json_field "$model/config.json" vocab_size)
 tasks_of() { seq 0 $(($1 - 1)) | sed 's/^/task/' | paste -sd, -; }
 
-# One run: a fresh server, the trace over $1 adapters; prints "tokens/s loads evictions".
+# One run: a fresh server, the trace over $1 adapters; prints "tokens/s loads evictions steps".
 run() {
   start_server "$build" --model "$model" --adapter-root "$model/adapters" \
     --max-device-adapters "${SLOTS:-8}" --max-host-adapters "${HOST:-64}" \
@@ -49,20 +50,28 @@ run() {
   [ "$failed" = "0" ] || { echo "run over $1 adapters: $failed requests failed: $(cat "$work/bench.json")" >&2; exit 1; }
   echo "$(json_field "$work/bench.json" tokens_per_s)" \
     "$(json_field "$work/stats.json" on_demand_loads)" \
-    "$(json_field "$work/stats.json" host_adapter_evictions)"
+    "$(json_field "$work/stats.json" host_adapter_evictions)" \
+    "$(json_field "$work/stats.json" steps)"
 }
 
 many_rates=()
 few_rates=()
 for r in $(seq "${RUNS:-3}"); do
   run "$many" > "$work/run"
-  read -r rate loads evictions < "$work/run"
-  echo "run $r: $many adapters: $rate tokens/s ($loads on-demand loads, $evictions host evictions)"
+  read -r rate loads evictions steps < "$work/run"
+  echo "run $r: $many adapters: $rate tokens/s ($loads on-demand loads, $evictions host evictions, $steps steps)"
   many_rates+=("$rate")
   run "$few" > "$work/run"
-  read -r rate loads evictions < "$work/run"
-  echo "run $r: $few adapters: $rate tokens/s ($loads on-demand loads, $evictions host evictions)"
+  read -r rate loads evictions steps < "$work/run"
+  echo "run $r: $few adapters: $rate tokens/s ($loads on-demand loads, $evictions host evictions, $steps steps)"
   few_rates+=("$rate")
+done
+# The fewest steps any scheduler needs for each trace with these slots (and the default
+# --max-batch-size 32; ENGINE_FLAGS may change it).
+for n in "$many" "$few"; do
+  "$build/bench/slot_bound" --tasks "$n" --requests "${REQUESTS:-512}" \
+    --prompt-len "${PROMPT_LEN:-16:64}" --output-len "${OUTPUT_LEN:-16:64}" --zipf "${ZIPF:-1.0}" \
+    --seed "${SEED:-1}" --slots "${SLOTS:-8}"
 done
 $py - "${#many_rates[@]}" "${many_rates[@]}" "${few_rates[@]}" "$many" "$few" <<'EOF'
 import statistics, sys
