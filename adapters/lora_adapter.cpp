@@ -50,8 +50,13 @@ Status convert_checked(const SourceTensor& src, size_t n, DType dst_dtype, std::
   constexpr size_t kChunk = 4096;
   const size_t src_elem = dtype_size(src.dtype);
   const size_t dst_elem = dtype_size(dst_dtype);
+  // A file that shrank since its header was read (the admin's doing) is a bad adapter.
+  auto read = [&](uint64_t offset, void* to, size_t bytes) {
+    Status st = src.file->read_at(offset, to, bytes);
+    return st.ok() ? st : invalid_argument_error("{}", st.message());
+  };
   const bool in_place = src.file != nullptr && src.dtype == dst_dtype;
-  if (in_place) LS_RETURN_IF_ERROR(src.file->read_at(src.offset, dst, n * src_elem));
+  if (in_place) LS_RETURN_IF_ERROR(read(src.offset, dst, n * src_elem));
   std::vector<std::byte> raw(src.file != nullptr && !in_place ? kChunk * src_elem : 0);
   float values[kChunk];
   for (size_t i0 = 0; i0 < n; i0 += kChunk) {
@@ -60,7 +65,7 @@ Status convert_checked(const SourceTensor& src, size_t n, DType dst_dtype, std::
     if (in_place) {
       from = dst + i0 * dst_elem;
     } else if (src.file != nullptr) {
-      LS_RETURN_IF_ERROR(src.file->read_at(src.offset + i0 * src_elem, raw.data(), m * src_elem));
+      LS_RETURN_IF_ERROR(read(src.offset + i0 * src_elem, raw.data(), m * src_elem));
       from = raw.data();
     } else {
       from = static_cast<const std::byte*>(src.data) + i0 * src_elem;
