@@ -31,6 +31,11 @@ size_t safetensors_dtype_size(const std::string& s) {
   return it == kSizes.end() ? 0 : it->second;
 }
 
+// The longest header accepted: the format's cap, or --max-json-bytes when lower.
+uint64_t max_header_bytes() {
+  return std::min(kMaxSafetensorsHeaderBytes, json_limits().max_bytes);
+}
+
 // A tensor's entry checked and measured: dtype, shape, byte count, data offsets.
 Status parse_entry(const std::string& source, const std::string& name, const json& entry,
                    TensorInfo* t, uint64_t* begin, uint64_t* end) {
@@ -148,7 +153,7 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(
     // length without reading on).
     uint64_t header_len = 0;
     LS_RETURN_IF_ERROR(file.read_at(0, &header_len, 8));
-    const uint64_t max_header = std::min(kMaxSafetensorsHeaderBytes, json_limits().max_bytes);
+    const uint64_t max_header = max_header_bytes();
     const bool fits = header_len <= max_header && header_len <= f->size_ - 8;
     f->bytes_.resize(8 + static_cast<size_t>(fits ? header_len : 0));
     LS_RETURN_IF_ERROR(file.read_at(0, f->bytes_.data(), f->bytes_.size()));
@@ -179,7 +184,7 @@ Status SafetensorsFile::index() {
   const std::string& path = path_;
   uint64_t header_len = 0;
   std::memcpy(&header_len, base_, 8);  // little-endian on every platform loraserve builds for
-  const uint64_t max_header = std::min(kMaxSafetensorsHeaderBytes, json_limits().max_bytes);
+  const uint64_t max_header = max_header_bytes();
   if (header_len > max_header) {
     return invalid_argument_error(
         "{}: header length {} exceeds the limit of {} bytes (the format's 100 MB, or "
