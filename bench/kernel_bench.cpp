@@ -108,7 +108,8 @@ int run(int argc, char** argv) {
              "ms (med)", "ms (min)", "GB/s", "% bw", "GFLOP/s", "CPU ms");
   const MatmulPath paths[] = {MatmulPath::kRowsPortable, MatmulPath::kRowsAvx2,
                               MatmulPath::kRowsAvx512,   MatmulPath::kRowsBf16Dot,
-                              MatmulPath::kBlas,         MatmulPath::kOneDnn};
+                              MatmulPath::kRowsI8Vnni,   MatmulPath::kBlas,
+                              MatmulPath::kOneDnn};
   for (int n : rows) {
     // (set, path) → per weight tensor, its times; every repeat runs every path once.
     std::map<std::pair<size_t, int>, std::vector<std::vector<double>>> times, cpu_times;

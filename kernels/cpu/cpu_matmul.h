@@ -19,6 +19,8 @@ enum class MatmulPath : uint8_t {
   kRowsAvx2,
   kRowsAvx512,
   kRowsBf16Dot,  // BF16 weights only: x rounded to bf16, VDPBF16PS (AVX512_BF16)
+  kRowsI8Vnni,   // I8 weights only: x in int16 groups (2^-16 of each group's largest |x|),
+                 // VPDPWSSD (AVX-512 with AVX512_VNNI)
   kBlas,         // OpenBLAS: sgemv / sgemm; BF16 and I8 weights widened to f32 in bands first
   kOneDnn,       // oneDNN matmul: F32 as f32; BF16 with x rounded to bf16; I8 widened to bf16 in
                  // bands first
@@ -28,6 +30,12 @@ enum class MatmulPath : uint8_t {
 // multiplies bf16 natively (x rounded to bf16); below, x stays f32 (the own kernels widen the
 // weights). kernel_bench at 16 rows of 8b-layers: 45 ms oneDNN, 61 ms own; at 8: 37 and 34 ms.
 inline constexpr int64_t kBf16ProductMinRows = 16;
+
+// Up to this many rows, matmul() runs I8 weights through the VNNI kernel where the CPU has it
+// (over 32-row chunks past kSmallRowsMax); from there on, oneDNN's bf16 product. kernel_bench,
+// 8b-layers, VNNI against the next best: 1 row 9.6 / 9.7 ms (the read bounds both), 8 rows 27 / 36,
+// 32 rows 82 / 141 (widened to f32), 128 rows 398 / 517 (oneDNN), 256 rows 673 / 579 (oneDNN).
+inline constexpr int64_t kI8VnniMaxRows = 128;
 
 std::string_view matmul_path_name(MatmulPath path);
 // True when `path` runs here for weights of `dtype` (this build, this CPU, the kernel-level cap).

@@ -12,6 +12,11 @@
 //         weights are scaled once and feed every row (4 × 4).
 //   BF16 with AVX512_BF16: VDPBF16PS multiplies 32 bf16 weights by 32 bf16 inputs (x rounded to
 //         bf16 once per call, RowsInput::kBF16) and sums pairs into 16 f32 lanes; 4 × 4 (8 × 1).
+//   I8 with AVX512_VNNI: 32 int8 weights widened to int16 (one instruction), VPDPWSSD multiplies
+//         them by 32 int16 inputs (x in int16 groups, RowsInput::kI16Groups) and sums pairs into
+//         16 int32 lanes; a group's lanes, as f32, times its weight scale × input scale, into the
+//         f32 sums. 7 instructions per 64 weights and input row, against 13 widening to f32; the
+//         integer sums are exact (|sum| ≤ 4 · 127 · 32767 a lane). 4 × 4 (8 × 1).
 #include <cstdint>
 
 #include "common/dtype.h"
@@ -33,6 +38,7 @@ namespace {
 
 #define LS_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 #define LS_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512bf16")))
+#define LS_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512vnni")))
 
 static_assert(kI8GroupSize % 16 == 0, "an int8 group is whole 16-lane vectors");
 
@@ -274,6 +280,128 @@ LS_AVX512BF16 inline void tile_bf16_dot(const RowsArgs& a, int64_t o, int64_t r)
   }
 }
 
+template <int WR, int XR>
+LS_AVX512VNNI inline void tile_i8_vnni(const RowsArgs& a, int64_t o, int64_t r) {
+  static_assert(kI8GroupSize == 64, "a group is two 32-lane int16 vectors");
+  const int8_t* w = static_cast<const int8_t*>(a.w) + o * a.ldw;
+  const float* s = a.scales + o * a.lds;
+  const int16_t* x = static_cast<const int16_t*>(a.x) + r * a.ldx;
+  const float* xs = a.x_scales + r * a.ldxs;
+  __m512 acc[WR][XR];
+  zero<WR, XR>(acc);
+  for (int64_t k = 0; k < a.in; k += kI8GroupSize) {
+    __m512i lo[WR], hi[WR];
+    if (k + kI8GroupSize <= a.in) {
+#pragma GCC unroll 8
+      for (int i = 0; i < WR; ++i) {
+        const int8_t* p = w + i * a.ldw + k;
+        lo[i] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        hi[i] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+      }
+    } else {  // the last group, shorter: weights past `in` read as 0 (x there is 0 too)
+      const int64_t left = a.in - k;
+      const __mmask32 mlo = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
+      const __mmask32 mhi = left > 32 ? (__mmask32{1} << (left - 32)) - 1 : 0;
+      for (int i = 0; i < WR; ++i) {
+        const int8_t* p = w + i * a.ldw + k;
+        lo[i] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mlo, p));
+        hi[i] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mhi, p + 32));
+      }
+    }
+    const int64_t g = k / kI8GroupSize;
+#pragma GCC unroll 4
+    for (int j = 0; j < XR; ++j) {
+      const __m512i x0 = _mm512_loadu_si512(x + j * a.ldx + k);
+      const __m512i x1 = _mm512_loadu_si512(x + j * a.ldx + k + 32);
+      const __m512 xscale = _mm512_set1_ps(xs[j * a.ldxs + g]);
+#pragma GCC unroll 8
+      for (int i = 0; i < WR; ++i) {
+        __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo[i], x0);
+        sum = _mm512_dpwssd_epi32(sum, hi[i], x1);
+        const __m512 scale = _mm512_mul_ps(xscale, _mm512_set1_ps(s[i * a.lds + g]));
+        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[i][j]);
+      }
+    }
+  }
+  float tail[WR][XR] = {};
+  store<WR, XR>(a, acc, tail, o, r);
+}
+
+}  // namespace
+
+LS_AVX512 void quantize_row_i16_avx512(const float* x, int64_t in, int16_t* q, float* scales) {
+  static_assert(kI8GroupSize == 64, "a group is four 16-lane f32 vectors");
+  const __mmask16 nonfinite_class = 0x01 | 0x08 | 0x10 | 0x80;  // quiet NaN, +Inf, -Inf, sNaN
+  for (int64_t g = 0, k = 0; k < in; ++g, k += kI8GroupSize) {
+    __m512 v[4];
+    __m512 largest = _mm512_setzero_ps();
+    __mmask16 nonfinite = 0;
+    for (int p = 0; p < 4; ++p) {
+      const int64_t at = k + 16 * p;
+      v[p] = at + 16 <= in ? _mm512_loadu_ps(x + at)
+             : at < in     ? _mm512_maskz_loadu_ps(first_lanes(in - at), x + at)
+                           : _mm512_setzero_ps();
+      largest = _mm512_max_ps(largest, _mm512_abs_ps(v[p]));
+      nonfinite |= _mm512_fpclass_ps_mask(v[p], nonfinite_class);
+    }
+    const float top = _mm512_reduce_max_ps(largest);
+    int16_t* qg = q + k;
+    if (nonfinite != 0 || top == 0.0f) {
+      for (int p = 0; p < 4; ++p)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qg + 16 * p), _mm256_setzero_si256());
+      scales[g] = nonfinite != 0 ? __builtin_nanf("") : 0.0f;
+      continue;
+    }
+    // Below 1e-30, 32767 / top overflows f32: those groups (subnormal x) go through double.
+    if (top < 1e-30f) {
+      const double step = static_cast<double>(top) / 32767.0;
+      for (int64_t i = 0; i < kI8GroupSize; ++i) {
+        qg[i] = k + i < in ? static_cast<int16_t>(__builtin_nearbyint(x[k + i] / step)) : 0;
+      }
+      scales[g] = static_cast<float>(step);
+      continue;
+    }
+    // x · (32767 / top) rounded to nearest even (MXCSR's mode) is at most 32767.004: 32767.
+    const __m512 inverse = _mm512_set1_ps(32767.0f / top);
+    for (int p = 0; p < 4; ++p) {
+      const __m512i i32 = _mm512_cvtps_epi32(_mm512_mul_ps(v[p], inverse));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qg + 16 * p), _mm512_cvtsepi32_epi16(i32));
+    }
+    scales[g] = top / 32767.0f;
+  }
+}
+
+namespace {
+
+template <int WR>
+LS_AVX512VNNI void vnni_all_rows(const RowsArgs& a, int64_t o) {
+  int64_t r = 0;
+  for (; r + 4 <= a.n; r += 4) tile_i8_vnni<WR, 4>(a, o, r);
+  switch (a.n - r) {
+    case 3:
+      tile_i8_vnni<WR, 3>(a, o, r);
+      break;
+    case 2:
+      tile_i8_vnni<WR, 2>(a, o, r);
+      break;
+    case 1:
+      tile_i8_vnni<WR, 1>(a, o, r);
+      break;
+    default:
+      break;
+  }
+}
+
+LS_AVX512VNNI void vnni_columns(const RowsArgs& a, int64_t o0, int64_t o1) {
+  int64_t o = o0;
+  if (a.n == 1) {
+    for (; o + 8 <= o1; o += 8) tile_i8_vnni<8, 1>(a, o, 0);
+  } else {
+    for (; o + 4 <= o1; o += 4) vnni_all_rows<4>(a, o);
+  }
+  for (; o < o1; ++o) vnni_all_rows<1>(a, o);
+}
+
 // Kind 0: F32, 1: BF16 widened, 2: I8.
 template <int Kind, int WR, int XR>
 LS_AVX512 inline void tile(const RowsArgs& a, int64_t o, int64_t r) {
@@ -355,6 +483,7 @@ void rows_f32_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<0, 4, 
 void rows_bf16_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<1, 4, 8>(a, o0, o1); }
 void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<2, 4, 8>(a, o0, o1); }
 void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { dot_columns(a, o0, o1); }
+void rows_i8_vnni_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { vnni_columns(a, o0, o1); }
 
 #else
 
@@ -365,6 +494,8 @@ void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_i8_portabl
 void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
   rows_bf16_portable(a, o0, o1);
 }
+void rows_i8_vnni_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_i8_portable(a, o0, o1); }
+void quantize_row_i16_avx512(const float*, int64_t, int16_t*, float*) {}
 
 #endif
 

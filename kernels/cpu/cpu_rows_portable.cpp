@@ -54,12 +54,33 @@ void rows_portable(const RowsArgs& a, int64_t o0, int64_t o1) {
 
 }  // namespace
 
+int64_t prepared_rows_bytes(RowsInput input, int64_t n, int64_t in) {
+  switch (input) {
+    case RowsInput::kF32:
+      return 0;
+    case RowsInput::kF32Pairs:
+      return n * in * static_cast<int64_t>(sizeof(float));
+    case RowsInput::kBF16:
+      return n * in * static_cast<int64_t>(sizeof(uint16_t));
+    case RowsInput::kI16Groups:
+      return n * (i16_row_elems(in) * static_cast<int64_t>(sizeof(int16_t)) +
+                  i16_row_groups(in) * static_cast<int64_t>(sizeof(float)));
+  }
+  return 0;
+}
+
 void prepare_rows(RowsInput input, int64_t n, int64_t in, const float* x, int64_t ldx, void* out) {
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = x + r * ldx;
     if (input == RowsInput::kBF16) {
       uint16_t* o = static_cast<uint16_t*>(out) + r * in;
       for (int64_t k = 0; k < in; ++k) o[k] = f32_to_bf16(xr[k]);
+      continue;
+    }
+    if (input == RowsInput::kI16Groups) {
+      int16_t* q = static_cast<int16_t*>(out);
+      float* scales = reinterpret_cast<float*>(q + n * i16_row_elems(in));
+      quantize_row_i16_avx512(xr, in, q + r * i16_row_elems(in), scales + r * i16_row_groups(in));
       continue;
     }
     float* o = static_cast<float*>(out) + r * in;

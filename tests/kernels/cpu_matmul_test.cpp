@@ -11,7 +11,9 @@
 #include <omp.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
@@ -28,7 +30,8 @@ struct Shape {
 
 constexpr MatmulPath kPaths[] = {MatmulPath::kRowsPortable, MatmulPath::kRowsAvx2,
                                  MatmulPath::kRowsAvx512,   MatmulPath::kRowsBf16Dot,
-                                 MatmulPath::kBlas,         MatmulPath::kOneDnn};
+                                 MatmulPath::kRowsI8Vnni,   MatmulPath::kBlas,
+                                 MatmulPath::kOneDnn};
 
 // Whether `path` multiplies x rounded to bf16 (and, for I8, weights rounded to bf16).
 bool rounds_to_bf16(MatmulPath path, DType dtype) {
@@ -70,32 +73,44 @@ Weights make_weights(DType dtype, int64_t out, int64_t in, std::mt19937& rng) {
   return w;
 }
 
-// One problem: weights, x, and the float64 product x · wᵀ with the magnitudes Σ|x_k w_ok|.
+// One problem: weights, x, and the float64 product x · wᵀ with the magnitudes Σ|x_k w_ok| and
+// Σ|w_ok| · (the largest |x| of k's int8 group in x's row), which bounds the error of x in int16
+// groups.
 struct Problem {
   Shape shape;
   DType dtype;
   Weights w;
   int64_t ldx = 0, ldy = 0;
   std::vector<float> x;
-  std::vector<double> product, magnitude;  // (n, out)
+  std::vector<double> product, magnitude, group_magnitude;  // (n, out)
 };
 
 Problem make_problem(DType dtype, const Shape& s) {
   std::mt19937 rng(static_cast<uint32_t>(s.n * 1000003 + s.out * 1009 + s.in));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  Problem p{s, dtype, make_weights(dtype, s.out, s.in, rng), s.in + 3, s.out + 7, {}, {}, {}};
+  Problem p{s, dtype, make_weights(dtype, s.out, s.in, rng), s.in + 3, s.out + 7, {}, {}, {}, {}};
   p.x.resize(static_cast<size_t>(s.n * p.ldx));
   for (auto& v : p.x) v = u(rng);
+  // Small values beside large ones in some groups, so that int16 groups lose the small ones' bits.
+  for (size_t i = 0; i < p.x.size(); i += 3) p.x[i] *= 1e-3f;
   for (int64_t r = 0; r < s.n; ++r) {
+    std::vector<double> largest(static_cast<size_t>(s.in / kI8GroupSize + 1), 0.0);
+    for (int64_t k = 0; k < s.in; ++k) {
+      double& l = largest[static_cast<size_t>(k / kI8GroupSize)];
+      l = std::max(l, std::fabs(static_cast<double>(p.x[r * p.ldx + k])));
+    }
     for (int64_t o = 0; o < s.out; ++o) {
-      double sum = 0.0, mag = 0.0;
+      double sum = 0.0, mag = 0.0, group_mag = 0.0;
       for (int64_t k = 0; k < s.in; ++k) {
-        const double t = static_cast<double>(p.x[r * p.ldx + k]) * p.w.values[o * s.in + k];
+        const double wk = p.w.values[o * s.in + k];
+        const double t = static_cast<double>(p.x[r * p.ldx + k]) * wk;
         sum += t;
         mag += std::fabs(t);
+        group_mag += std::fabs(wk) * largest[static_cast<size_t>(k / kI8GroupSize)];
       }
       p.product.push_back(sum);
       p.magnitude.push_back(mag);
+      p.group_magnitude.push_back(group_mag);
     }
   }
   return p;
@@ -114,13 +129,17 @@ void check(MatmulPath path, const Problem& p, float beta, int threads) {
   ASSERT_TRUE(status.ok()) << status.to_string();
   // f32 sums: a few ulps per term at most; bf16 inputs: each x (and an I8 weight widened to bf16)
   // within half an ulp of bf16, 2^-9 relative, so each product within 2^-8 of its magnitude.
+  // x in int16 groups: each x within half a step (its group's largest |x| / 32767) of its value,
+  // and 32767 · 2^-23 of a step more for the f32 product x · (32767 / largest) that is rounded.
   const double relative = rounds_to_bf16(path, p.dtype) ? std::ldexp(1.0, -8) + 1e-5 : 1e-5;
+  const double group_relative = path == MatmulPath::kRowsI8Vnni ? 0.505 / 32767 : 0.0;
   for (int64_t r = 0; r < s.n; ++r) {
     for (int64_t o = 0; o < s.out; ++o) {
       const size_t i = static_cast<size_t>(r * s.out + o);
       const double want =
           p.product[i] + (beta == 0.0f ? 0.0 : beta * static_cast<double>(y0[r * p.ldy + o]));
-      ASSERT_NEAR(y[r * p.ldy + o], want, relative * p.magnitude[i] + 1e-6)
+      ASSERT_NEAR(y[r * p.ldy + o], want,
+                  relative * p.magnitude[i] + group_relative * p.group_magnitude[i] + 1e-6)
           << cpu::matmul_path_name(path) << " " << dtype_name(p.dtype) << " n " << s.n << " out "
           << s.out << " in " << s.in << " beta " << beta << " threads " << threads << " at row "
           << r << " col " << o;
@@ -195,6 +214,33 @@ TEST(CpuMatmulTest, DefaultChoiceAtEveryKernelLevelThisCpuHas) {
   EXPECT_EQ(cpu::kernel_level(), best);
 }
 
+// A NaN or an infinity in a row of x makes that row's outputs non-finite on every path (none of
+// them may hide it, e.g. by rounding it into an int16 group), and leaves the other rows alone.
+TEST(CpuMatmulTest, NonFiniteInputsStayNonFiniteOnEveryPath) {
+  constexpr int64_t n = 3, out = 40, in = 200;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
+    const Weights w = make_weights(dtype, out, in, rng);
+    std::vector<float> x(static_cast<size_t>(n * in));
+    for (auto& v : x) v = u(rng);
+    x[70] = NAN;                                         // row 0, second group
+    x[in + 5] = std::numeric_limits<float>::infinity();  // row 1, first group
+    for (MatmulPath path : kPaths) {
+      if (!cpu::matmul_path_available(path, dtype)) continue;
+      std::vector<float> y(static_cast<size_t>(n * out), 0.0f);
+      ASSERT_TRUE(cpu::matmul_via(path, n, x.data(), in, w.view, 0.0f, y.data(), out).ok());
+      for (int64_t o = 0; o < out; ++o) {
+        const std::string where = std::string(cpu::matmul_path_name(path)) + " " +
+                                  std::string(dtype_name(dtype)) + " col " + std::to_string(o);
+        EXPECT_TRUE(std::isnan(y[o])) << where;
+        EXPECT_FALSE(std::isfinite(y[out + o])) << where;
+        EXPECT_TRUE(std::isfinite(y[2 * out + o])) << where;
+      }
+    }
+  }
+}
+
 TEST(CpuMatmulTest, PathsAboveThisCpuAreRefused) {
   std::vector<float> x(4), y(4);
   std::vector<float> wv(4, 1.0f);
@@ -205,6 +251,8 @@ TEST(CpuMatmulTest, PathsAboveThisCpuAreRefused) {
   cpu::cap_kernel_level(cpu::best_kernel_level());
   EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsBf16Dot, DType::kF32));
   EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsBf16Dot, DType::kI8));
+  EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsI8Vnni, DType::kF32));
+  EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsI8Vnni, DType::kBF16));
 }
 
 TEST(CpuWeightConversionTest, Int8GroupsAreSymmetricAndWithinHalfAStep) {
