@@ -373,63 +373,54 @@ LS_AVX512 void quantize_row_i16_avx512(const float* x, int64_t in, int16_t* q, f
 
 namespace {
 
-template <int WR>
-LS_AVX512VNNI void vnni_all_rows(const RowsArgs& a, int64_t o) {
-  int64_t r = 0;
-  for (; r + 4 <= a.n; r += 4) tile_i8_vnni<WR, 4>(a, o, r);
-  switch (a.n - r) {
-    case 3:
-      tile_i8_vnni<WR, 3>(a, o, r);
-      break;
-    case 2:
-      tile_i8_vnni<WR, 2>(a, o, r);
-      break;
-    case 1:
-      tile_i8_vnni<WR, 1>(a, o, r);
-      break;
-    default:
-      break;
+// Each kernel's tiles as Tile<WR, XR>::run, for the one driver below. The F32, BF16 and I8 tiles
+// share the driver's instruction set and inline into it; the BF16-dot and VNNI ones, compiled for
+// more, are called once per tile.
+template <int WR, int XR>
+struct F32Tile {
+  LS_AVX512 static void run(const RowsArgs& a, int64_t o, int64_t r) { tile_f32<WR, XR>(a, o, r); }
+};
+template <int WR, int XR>
+struct BF16Tile {
+  LS_AVX512 static void run(const RowsArgs& a, int64_t o, int64_t r) { tile_bf16<WR, XR>(a, o, r); }
+};
+template <int WR, int XR>
+struct I8Tile {
+  LS_AVX512 static void run(const RowsArgs& a, int64_t o, int64_t r) {
+    if constexpr (XR == 1) {
+      tile_i8<WR, XR>(a, o, r);
+    } else {
+      tile_i8_scaled<WR, XR>(a, o, r);
+    }
   }
-}
-
-LS_AVX512VNNI void vnni_columns(const RowsArgs& a, int64_t o0, int64_t o1) {
-  int64_t o = o0;
-  if (a.n == 1) {
-    for (; o + 8 <= o1; o += 8) tile_i8_vnni<8, 1>(a, o, 0);
-  } else {
-    for (; o + 4 <= o1; o += 4) vnni_all_rows<4>(a, o);
+};
+template <int WR, int XR>
+struct BF16DotTile {
+  LS_AVX512BF16 static void run(const RowsArgs& a, int64_t o, int64_t r) {
+    tile_bf16_dot<WR, XR>(a, o, r);
   }
-  for (; o < o1; ++o) vnni_all_rows<1>(a, o);
-}
-
-// Kind 0: F32, 1: BF16 widened, 2: I8.
-template <int Kind, int WR, int XR>
-LS_AVX512 inline void tile(const RowsArgs& a, int64_t o, int64_t r) {
-  if constexpr (Kind == 0) {
-    tile_f32<WR, XR>(a, o, r);
-  } else if constexpr (Kind == 1) {
-    tile_bf16<WR, XR>(a, o, r);
-  } else if constexpr (XR == 1) {
-    tile_i8<WR, XR>(a, o, r);
-  } else {
-    tile_i8_scaled<WR, XR>(a, o, r);
+};
+template <int WR, int XR>
+struct I8VnniTile {
+  LS_AVX512VNNI static void run(const RowsArgs& a, int64_t o, int64_t r) {
+    tile_i8_vnni<WR, XR>(a, o, r);
   }
-}
+};
 
 // Every input row for WR weight rows at o: tiles of 4 input rows, then the 1-3 left.
-template <int Kind, int WR>
+template <template <int, int> class Tile, int WR>
 LS_AVX512 void all_rows(const RowsArgs& a, int64_t o) {
   int64_t r = 0;
-  for (; r + 4 <= a.n; r += 4) tile<Kind, WR, 4>(a, o, r);
+  for (; r + 4 <= a.n; r += 4) Tile<WR, 4>::run(a, o, r);
   switch (a.n - r) {
     case 3:
-      tile<Kind, WR, 3>(a, o, r);
+      Tile<WR, 3>::run(a, o, r);
       break;
     case 2:
-      tile<Kind, WR, 2>(a, o, r);
+      Tile<WR, 2>::run(a, o, r);
       break;
     case 1:
-      tile<Kind, WR, 1>(a, o, r);
+      Tile<WR, 1>::run(a, o, r);
       break;
     default:
       break;
@@ -437,53 +428,32 @@ LS_AVX512 void all_rows(const RowsArgs& a, int64_t o) {
 }
 
 // Columns [o0, o1): tiles of WR weight rows (WR1 when there is one input row), then single rows.
-template <int Kind, int WR, int WR1>
+template <template <int, int> class Tile, int WR, int WR1>
 LS_AVX512 void columns(const RowsArgs& a, int64_t o0, int64_t o1) {
   int64_t o = o0;
   if (a.n == 1) {
-    for (; o + WR1 <= o1; o += WR1) tile<Kind, WR1, 1>(a, o, 0);
+    for (; o + WR1 <= o1; o += WR1) Tile<WR1, 1>::run(a, o, 0);
   } else {
-    for (; o + WR <= o1; o += WR) all_rows<Kind, WR>(a, o);
+    for (; o + WR <= o1; o += WR) all_rows<Tile, WR>(a, o);
   }
-  for (; o < o1; ++o) all_rows<Kind, 1>(a, o);
-}
-
-template <int WR>
-LS_AVX512BF16 void dot_all_rows(const RowsArgs& a, int64_t o) {
-  int64_t r = 0;
-  for (; r + 4 <= a.n; r += 4) tile_bf16_dot<WR, 4>(a, o, r);
-  switch (a.n - r) {
-    case 3:
-      tile_bf16_dot<WR, 3>(a, o, r);
-      break;
-    case 2:
-      tile_bf16_dot<WR, 2>(a, o, r);
-      break;
-    case 1:
-      tile_bf16_dot<WR, 1>(a, o, r);
-      break;
-    default:
-      break;
-  }
-}
-
-LS_AVX512BF16 void dot_columns(const RowsArgs& a, int64_t o0, int64_t o1) {
-  int64_t o = o0;
-  if (a.n == 1) {
-    for (; o + 8 <= o1; o += 8) tile_bf16_dot<8, 1>(a, o, 0);
-  } else {
-    for (; o + 4 <= o1; o += 4) dot_all_rows<4>(a, o);
-  }
-  for (; o < o1; ++o) dot_all_rows<1>(a, o);
+  for (; o < o1; ++o) all_rows<Tile, 1>(a, o);
 }
 
 }  // namespace
 
-void rows_f32_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<0, 4, 8>(a, o0, o1); }
-void rows_bf16_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<1, 4, 8>(a, o0, o1); }
-void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<2, 4, 8>(a, o0, o1); }
-void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { dot_columns(a, o0, o1); }
-void rows_i8_vnni_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { vnni_columns(a, o0, o1); }
+void rows_f32_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
+  columns<F32Tile, 4, 8>(a, o0, o1);
+}
+void rows_bf16_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
+  columns<BF16Tile, 4, 8>(a, o0, o1);
+}
+void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<I8Tile, 4, 8>(a, o0, o1); }
+void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
+  columns<BF16DotTile, 4, 8>(a, o0, o1);
+}
+void rows_i8_vnni_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
+  columns<I8VnniTile, 4, 8>(a, o0, o1);
+}
 
 #else
 
