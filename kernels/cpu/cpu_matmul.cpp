@@ -134,8 +134,8 @@ void run_rows(MatmulPath path, int64_t n, const float* x, int64_t ldx, const Ten
       a.ldx = w.cols;
       if (choice.input == RowsInput::kI16Groups) {
         a.ldx = i16_row_elems(w.cols);
-        a.x_scales = reinterpret_cast<const float*>(prepared.data() +
-                                                    rows * a.ldx * int64_t{sizeof(int16_t)});
+        a.x_scales =
+            reinterpret_cast<const float*>(prepared.data() + i16_scales_offset(rows, w.cols));
         a.ldxs = i16_row_groups(w.cols);
       }
     }

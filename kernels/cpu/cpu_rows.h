@@ -34,6 +34,10 @@ enum class RowsInput : uint8_t {
 // kI16Groups: the integers and the scales of one prepared row.
 inline int64_t i16_row_groups(int64_t in) { return (in + kI8GroupSize - 1) / kI8GroupSize; }
 inline int64_t i16_row_elems(int64_t in) { return i16_row_groups(in) * kI8GroupSize; }
+// Where the scales start in n prepared rows: bytes of their integers.
+inline int64_t i16_scales_offset(int64_t n, int64_t in) {
+  return n * i16_row_elems(in) * static_cast<int64_t>(sizeof(int16_t));
+}
 // Bytes prepare_rows writes for n rows of `input`.
 int64_t prepared_rows_bytes(RowsInput input, int64_t n, int64_t in);
 

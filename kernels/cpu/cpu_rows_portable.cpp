@@ -63,8 +63,8 @@ int64_t prepared_rows_bytes(RowsInput input, int64_t n, int64_t in) {
     case RowsInput::kBF16:
       return n * in * static_cast<int64_t>(sizeof(uint16_t));
     case RowsInput::kI16Groups:
-      return n * (i16_row_elems(in) * static_cast<int64_t>(sizeof(int16_t)) +
-                  i16_row_groups(in) * static_cast<int64_t>(sizeof(float)));
+      return i16_scales_offset(n, in) +
+             n * i16_row_groups(in) * static_cast<int64_t>(sizeof(float));
   }
   return 0;
 }
@@ -78,9 +78,9 @@ void prepare_rows(RowsInput input, int64_t n, int64_t in, const float* x, int64_
       continue;
     }
     if (input == RowsInput::kI16Groups) {
-      int16_t* q = static_cast<int16_t*>(out);
-      float* scales = reinterpret_cast<float*>(q + n * i16_row_elems(in));
-      quantize_row_i16_avx512(xr, in, q + r * i16_row_elems(in), scales + r * i16_row_groups(in));
+      int16_t* q = static_cast<int16_t*>(out) + r * i16_row_elems(in);
+      float* scales = reinterpret_cast<float*>(static_cast<char*>(out) + i16_scales_offset(n, in));
+      quantize_row_i16_avx512(xr, in, q, scales + r * i16_row_groups(in));
       continue;
     }
     float* o = static_cast<float*>(out) + r * in;
