@@ -26,9 +26,10 @@ enum class RowsInput : uint8_t {
   kI16Groups,  // x as int16 in groups of kI8GroupSize, each with its f32 scale (the VPDPWSSD
                // kernel for I8 weights): per row, i16_row_elems(in) integers (zeros past `in`);
                // after all the rows' integers, i16_row_groups(in) scales per row. A group's scale
-               // is its largest |x| / 32767, each integer x / scale rounded to nearest (so each
-               // x within 2^-16 of its group's largest |x|); NaN for a group with a NaN or ±Inf
-               // (its products are then NaN, as they would be in f32)
+               // is its largest |x| / 32767 (at least 2^-126, the smallest normal f32), each
+               // integer x / scale rounded to nearest (so each x within 2^-16 of its group's
+               // largest |x|, or within 2^-127); NaN for a group with a NaN or ±Inf (its
+               // products are then NaN, as they would be in f32)
 };
 
 // kI16Groups: the integers and the scales of one prepared row.

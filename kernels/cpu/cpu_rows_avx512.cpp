@@ -332,6 +332,7 @@ LS_AVX512VNNI inline void tile_i8_vnni(const RowsArgs& a, int64_t o, int64_t r) 
 LS_AVX512 void quantize_row_i16_avx512(const float* x, int64_t in, int16_t* q, float* scales) {
   static_assert(kI8GroupSize == 64, "a group is four 16-lane f32 vectors");
   const __mmask16 nonfinite_class = 0x01 | 0x08 | 0x10 | 0x80;  // quiet NaN, +Inf, -Inf, sNaN
+  constexpr float kSmallestNormal = 0x1p-126f;
   for (int64_t g = 0, k = 0; k < in; ++g, k += kI8GroupSize) {
     __m512 v[4];
     __m512 largest = _mm512_setzero_ps();
@@ -352,22 +353,17 @@ LS_AVX512 void quantize_row_i16_avx512(const float* x, int64_t in, int16_t* q, f
       scales[g] = nonfinite != 0 ? __builtin_nanf("") : 0.0f;
       continue;
     }
-    // Below 1e-30, 32767 / top overflows f32: those groups (subnormal x) go through double.
-    if (top < 1e-30f) {
-      const double step = static_cast<double>(top) / 32767.0;
-      for (int64_t i = 0; i < kI8GroupSize; ++i) {
-        qg[i] = k + i < in ? static_cast<int16_t>(__builtin_nearbyint(x[k + i] / step)) : 0;
-      }
-      scales[g] = static_cast<float>(step);
-      continue;
-    }
+    // The step is top / 32767, or 2^-126 (the smallest normal f32) where that would be
+    // subnormal and lose its bits; x · 2^126 is then exact and below 32767.
+    const bool tiny = top < 32767.0f * kSmallestNormal;
+    const float step = tiny ? kSmallestNormal : top / 32767.0f;
     // x · (32767 / top) rounded to nearest even (MXCSR's mode) is at most 32767.004: 32767.
-    const __m512 inverse = _mm512_set1_ps(32767.0f / top);
+    const __m512 inverse = _mm512_set1_ps(tiny ? 1.0f / kSmallestNormal : 32767.0f / top);
     for (int p = 0; p < 4; ++p) {
       const __m512i i32 = _mm512_cvtps_epi32(_mm512_mul_ps(v[p], inverse));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qg + 16 * p), _mm512_cvtsepi32_epi16(i32));
     }
-    scales[g] = top / 32767.0f;
+    scales[g] = step;
   }
 }
 

@@ -18,6 +18,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/cpu_rows.h"
 
 namespace loraserve::kernels {
 namespace {
@@ -238,6 +239,68 @@ TEST(CpuMatmulTest, NonFiniteInputsStayNonFiniteOnEveryPath) {
         EXPECT_TRUE(std::isfinite(y[2 * out + o])) << where;
       }
     }
+  }
+}
+
+// x as the VNNI kernel takes it (RowsInput::kI16Groups), group by group: every value within half a
+// step (plus the f32 rounding of x · 32767 / largest) of its integer times the group's scale, the
+// largest at ±32767, the step largest / 32767; a group of subnormal x takes the step 2^-126 (a
+// subnormal step would keep only a few bits); all-zero groups (scale 0) and groups with a NaN or
+// ±Inf (scale NaN) included; the integers past `in` zero.
+TEST(CpuMatmulTest, Int16GroupsOfXAreWithinHalfAStep) {
+  if (!cpu::matmul_path_available(MatmulPath::kRowsI8Vnni, DType::kI8)) {
+    GTEST_SKIP() << "no AVX512_VNNI here";
+  }
+  constexpr int64_t n = 2, in = 5 * kI8GroupSize + 7;  // 6 groups, the last of 7
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n * in));
+  for (auto& v : x) v = u(rng);
+  for (int64_t k = 0; k < kI8GroupSize; ++k) x[static_cast<size_t>(kI8GroupSize + k)] *= 1e-40f;
+  for (int64_t k = 0; k < kI8GroupSize; ++k) x[static_cast<size_t>(2 * kI8GroupSize + k)] = 0.0f;
+  x[static_cast<size_t>(3 * kI8GroupSize + 9)] = NAN;
+  x[static_cast<size_t>(in + 4 * kI8GroupSize)] = -std::numeric_limits<float>::infinity();
+  std::vector<char> out(
+      static_cast<size_t>(cpu::prepared_rows_bytes(cpu::RowsInput::kI16Groups, n, in)));
+  cpu::prepare_rows(cpu::RowsInput::kI16Groups, n, in, x.data(), in, out.data());
+  const auto* q = reinterpret_cast<const int16_t*>(out.data());
+  const auto* scales = reinterpret_cast<const float*>(out.data() + cpu::i16_scales_offset(n, in));
+  const int64_t elems = cpu::i16_row_elems(in), groups = cpu::i16_row_groups(in);
+  ASSERT_EQ(groups, 6);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const float scale = scales[r * groups + g];
+      const int64_t k0 = g * kI8GroupSize, k1 = std::min(in, k0 + kI8GroupSize);
+      double largest = 0.0;
+      bool finite = true;
+      for (int64_t k = k0; k < k1; ++k) {
+        finite = finite && std::isfinite(x[static_cast<size_t>(r * in + k)]);
+        largest =
+            std::max(largest, std::fabs(static_cast<double>(x[static_cast<size_t>(r * in + k)])));
+      }
+      const std::string where = "row " + std::to_string(r) + " group " + std::to_string(g);
+      if (!finite) {
+        EXPECT_TRUE(std::isnan(scale)) << where;
+        continue;
+      }
+      if (largest == 0.0) {
+        EXPECT_EQ(scale, 0.0f) << where;
+        continue;
+      }
+      const bool tiny = largest < 32767 * std::ldexp(1.0, -126);
+      const double step = tiny ? std::ldexp(1.0, -126) : largest / 32767;
+      EXPECT_NEAR(scale, step, step * 1e-7) << where;
+      int peak = 0;
+      for (int64_t k = k0; k < k1; ++k) {
+        const int16_t qk = q[r * elems + k];
+        peak = std::max(peak, std::abs(static_cast<int>(qk)));
+        const double back = static_cast<double>(qk) * scale;
+        EXPECT_NEAR(back, x[static_cast<size_t>(r * in + k)], 0.505 * step) << where;
+      }
+      if (!tiny) EXPECT_EQ(peak, 32767) << where;
+    }
+    for (int64_t k = in; k < elems; ++k)
+      EXPECT_EQ(q[r * elems + k], 0) << "row " << r << " pad " << k;
   }
 }
 
