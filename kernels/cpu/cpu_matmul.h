@@ -19,8 +19,8 @@ enum class MatmulPath : uint8_t {
   kRowsAvx2,
   kRowsAvx512,
   kRowsBf16Dot,  // BF16 weights only: x rounded to bf16, VDPBF16PS (AVX512_BF16)
-  kRowsI8Vnni,   // I8 weights only: x in int16 groups (2^-16 of each group's largest |x|),
-                 // VPDPWSSD (AVX-512 with AVX512_VNNI)
+  kRowsI8Vnni,   // I8 weights only: x in int16 groups (2^-16 of each group's largest |x|, at
+                 // least 2^-127), VPDPWSSD (AVX-512 with AVX512_VNNI)
   kBlas,         // OpenBLAS: sgemv / sgemm; BF16 and I8 weights widened to f32 in bands first
   kOneDnn,       // oneDNN matmul: F32 as f32; BF16 with x rounded to bf16; I8 widened to bf16 in
                  // bands first
