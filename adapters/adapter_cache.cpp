@@ -93,6 +93,7 @@ Status AdapterCache::place(Slot& slot, const AdapterRef& version) {
       s.b = base + m.b_offset;
       s.rank = m.rank;
       s.scale = m.scale;
+      s.dtype = a.dtype();
     }
   }
   return ok_status();

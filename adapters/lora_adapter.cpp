@@ -84,7 +84,13 @@ Status convert_checked(const SourceTensor& src, size_t n, DType dst_dtype, std::
         break;
       case DType::kBF16: {
         auto* d = reinterpret_cast<uint16_t*>(dst) + i0;
-        for (size_t i = 0; i < m; ++i) d[i] = f32_to_bf16(values[i]);
+        for (size_t i = 0; i < m; ++i) {
+          d[i] = f32_to_bf16(values[i]);
+          if (!std::isfinite(bf16_to_f32(d[i]))) {  // within half a bf16 step of FLT_MAX
+            return invalid_argument_error("tensor {} value {} does not fit in BF16",
+                                          excerpt(src.name, kPathExcerptBytes), values[i]);
+          }
+        }
         break;
       }
       case DType::kF16: {
@@ -119,7 +125,13 @@ class AdapterBuilder {
     if (pending.empty())
       return invalid_argument_error("the adapter targets no module of this model");
     std::shared_ptr<LoraAdapter> adapter(new LoraAdapter());
-    adapter->dtype_ = backend->activation_dtype();
+    // The backend keeps the file's dtype where it can (a BF16 file in BF16 on the CPU loses
+    // nothing); a file whose A's and B's differ in dtype counts as F32.
+    DType file = pending.front().a.dtype;
+    for (const auto& m : pending) {
+      if (m.a.dtype != file || m.b.dtype != file) file = DType::kF32;
+    }
+    adapter->dtype_ = backend->lora_dtype(file);
     adapter->lora_alpha_ = lora_alpha;
     adapter->use_rslora_ = use_rslora;
     adapter->modules_.assign(static_cast<size_t>(num_lora_tables(model)), LoraModule{});

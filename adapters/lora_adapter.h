@@ -1,6 +1,7 @@
 // LoraAdapter: one PEFT LoRA adapter, validated against the base model and held in host memory
-// (pinned on GPUs) in the backend's activation dtype. Immutable after load; share it through
-// shared_ptr<const LoraAdapter>; its memory is freed with the last reference.
+// (pinned on GPUs) in the dtype the backend keeps adapters in (Backend::lora_dtype). Immutable
+// after load; share it through shared_ptr<const LoraAdapter>; its memory is freed with the last
+// reference.
 #pragma once
 
 #include <chrono>
@@ -51,7 +52,7 @@ inline constexpr std::chrono::seconds kPatternTimeBudget{10};
 class LoraAdapter {
  public:
   // Reads `dir` (adapter_config.json + adapter_model.safetensors), checks every tensor against
-  // `model` and `max_rank`, and converts the weights to the backend's activation dtype. Errors
+  // `model` and `max_rank`, and converts the weights to Backend::lora_dtype of the file's. Errors
   // name the file, tensor or field; nothing is kept on failure. NOT_FOUND: the folder or a file
   // is absent; INVALID_ARGUMENT: a file is malformed or lacks what its config promises;
   // PERMISSION_DENIED: a file of a confined folder leads outside its root. The safetensors file

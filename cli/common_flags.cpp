@@ -41,6 +41,16 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
          "weights of a row); auto: bf16 for bf16/f16 checkpoints on CPUs with AVX512_BF16 or "
          "AMX, else f32")
       ->default_str("auto");
+  cmd->add_option_function<std::string>(
+         "--lora-dtype",
+         [f](const std::string& value) {
+           auto parsed = kernels::parse_lora_dtype_flag(value);
+           if (!parsed.ok()) throw CLI::ValidationError(parsed.status().message());
+           f->backend.cpu_lora_dtype = *parsed;
+         },
+         "CPU backend: adapters' A and B in f32 or bf16 (half the memory and reads; f32 files "
+         "rounded to bf16); auto: bf16 for adapter files in bf16 (exact), else f32")
+      ->default_str("auto");
   cmd->add_option("--max-batch-size", f->engine.max_batch_size, "Sequences per step")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -255,10 +255,11 @@ void print_adapter(const v1::AdapterInfo& a) {
                                ? std::to_string(a.max_rank())
                                : std::to_string(a.min_rank()) + "-" + std::to_string(a.max_rank());
   std::printf(
-      "%-24s v%-4llu rank %-6s alpha %-6g %-8s %8.1f KiB  %-8s served %llu, in flight %lld  %s\n",
+      "%-24s v%-4llu rank %-6s alpha %-6g %-8s %8.1f KiB %-4s  %-8s served %llu, in flight %lld  "
+      "%s\n",
       a.task_id().c_str(), static_cast<unsigned long long>(a.version()), rank.c_str(),
       a.lora_alpha(), a.use_rslora() ? "rslora" : "", static_cast<double>(a.bytes()) / 1024.0,
-      residence(a).c_str(), static_cast<unsigned long long>(a.requests_served()),
+      a.dtype().c_str(), residence(a).c_str(), static_cast<unsigned long long>(a.requests_served()),
       static_cast<long long>(a.in_flight()), a.path().c_str());
   std::printf("%-24s targets %s\n", "", targets.c_str());
 }

@@ -70,6 +70,14 @@ Result<std::optional<DType>> parse_weights_dtype_flag(std::string_view value) {
                                 value.substr(0, 32));
 }
 
+Result<std::optional<DType>> parse_lora_dtype_flag(std::string_view value) {
+  if (value == "auto") return std::optional<DType>();
+  if (value == "f32") return std::optional<DType>(DType::kF32);
+  if (value == "bf16") return std::optional<DType>(DType::kBF16);
+  return invalid_argument_error("--lora-dtype '{}' is not one of auto, f32, bf16",
+                                value.substr(0, 32));
+}
+
 bool cuda_compiled_in() {
 #ifdef LORASERVE_HAVE_CUDA
   return true;
@@ -80,7 +88,9 @@ bool cuda_compiled_in() {
 
 Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
   const std::string& d = options.device;
-  if (d == "cpu") return create_cpu_backend(options.cpu_threads, options.cpu_weight_dtype);
+  if (d == "cpu")
+    return create_cpu_backend(options.cpu_threads, options.cpu_weight_dtype,
+                              options.cpu_lora_dtype);
   const bool want_cuda = d == "cuda" || d.rfind("cuda:", 0) == 0;
   if (!want_cuda && d != "auto") {
     return invalid_argument_error("--device '{}' is not one of cpu, cuda, cuda:N, auto", d);
@@ -102,6 +112,12 @@ Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
           "compute dtype (use --device cpu, or leave --weights-dtype auto)",
           dtype_name(*options.cpu_weight_dtype));
     }
+    if (options.cpu_lora_dtype) {
+      return invalid_argument_error(
+          "--lora-dtype {} is for the CPU backend; the CUDA backend keeps adapters in its "
+          "compute dtype (use --device cpu, or leave --lora-dtype auto)",
+          dtype_name(*options.cpu_lora_dtype));
+    }
     CudaOptions cuda_options;
     cuda_options.device = device_index;
     cuda_options.compute_dtype = options.cuda_dtype;
@@ -122,7 +138,7 @@ Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
   }
   spdlog::info("device auto: this build has no CUDA backend; using the CPU");
 #endif
-  return create_cpu_backend(options.cpu_threads, options.cpu_weight_dtype);
+  return create_cpu_backend(options.cpu_threads, options.cpu_weight_dtype, options.cpu_lora_dtype);
 }
 
 }  // namespace loraserve::kernels

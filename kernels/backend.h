@@ -103,10 +103,11 @@ class DeviceBuffer {
 
 // One adapter's low-rank pair for one targeted linear layer, resident on the backend.
 struct LoraSlice {
-  const void* a = nullptr;  // (rank, in), activation dtype
-  const void* b = nullptr;  // (out, rank), activation dtype
-  int32_t rank = 0;         // 0: this adapter does not target this layer; the slice is skipped
-  float scale = 0.0f;       // lora_alpha / r (or / sqrt(r) with rsLoRA)
+  const void* a = nullptr;    // (rank, in), in `dtype`
+  const void* b = nullptr;    // (out, rank), in `dtype`
+  int32_t rank = 0;           // 0: this adapter does not target this layer; the slice is skipped
+  float scale = 0.0f;         // lora_alpha / r (or / sqrt(r) with rsLoRA)
+  DType dtype = DType::kF32;  // of a and b: the backend's lora_dtype() for the adapter's file
 };
 
 // Rows [row_begin, row_end) of the step share one adapter. Rows outside every segment have none.
@@ -175,9 +176,15 @@ class Backend {
   virtual DType weight_dtype(DType checkpoint) const = 0;
   // Why weight_dtype(checkpoint) is what it is, in words for the log.
   virtual std::string weight_dtype_reason(DType checkpoint) const;
-  // Dtype of activations, the KV cache, LoRA weights, and the model's vectors (norm weights and
-  // biases).
+  // Dtype of activations, the KV cache, and the model's vectors (norm weights and biases).
   virtual DType activation_dtype() const = 0;
+  // Dtype an adapter's A and B are kept in, given the dtype of its file's A and B tensors (F32
+  // when they differ). CPU: F32 or BF16 by --lora-dtype (auto keeps a BF16 file in BF16, which
+  // loses nothing, and holds every other in F32); CUDA: the activation dtype.
+  virtual DType lora_dtype(DType file) const {
+    (void)file;
+    return activation_dtype();
+  }
   // Bytes this backend could still allocate for weights and the KV cache.
   virtual size_t available_memory() const = 0;
   // How much of available_memory() the engine may plan for (see MemoryHeadroom).
@@ -263,11 +270,17 @@ struct BackendOptions {
   // CPU: the dtype of weight matrices (F32, BF16 or I8); nullopt: auto, which is BF16 for BF16 and
   // F16 checkpoints on CPUs with AVX512_BF16 or AMX, else F32.
   std::optional<DType> cpu_weight_dtype;
+  // CPU: the dtype of adapters' A and B (F32 or BF16); nullopt: auto, which keeps BF16 adapter
+  // files in BF16 and holds the others in F32 (see Backend::lora_dtype).
+  std::optional<DType> cpu_lora_dtype;
 };
 
 // "auto" (nullopt), "f32", "bf16" or "int8", as --weights-dtype spells them; INVALID_ARGUMENT
 // naming the flag otherwise.
 Result<std::optional<DType>> parse_weights_dtype_flag(std::string_view value);
+// "auto" (nullopt), "f32" or "bf16", as --lora-dtype spells them; INVALID_ARGUMENT naming the flag
+// otherwise.
+Result<std::optional<DType>> parse_lora_dtype_flag(std::string_view value);
 
 // Builds the backend `options.device` names. "cuda" without a GPU (or a build without CUDA) is
 // an error that says so; "auto" falls back to the CPU and logs why.

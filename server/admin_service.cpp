@@ -39,6 +39,7 @@ void fill_info(const adapters::AdapterVersion& v, const engine::EngineStats& sta
   out->set_use_rslora(a.use_rslora());
   for (const auto& m : a.target_modules()) out->add_target_modules(m);
   out->set_bytes(a.bytes());
+  out->set_dtype(std::string(dtype_name(a.dtype())));
   out->set_path(root.relative(v.source));
   out->set_residence(v1::RESIDENCE_HOST);
   out->set_device_slot(-1);

@@ -104,8 +104,8 @@ bool is_weight_dtype(DType d) { return d == DType::kF32 || d == DType::kBF16 || 
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int32_t threads, std::optional<DType> weight_dtype)
-      : threads_(threads), weight_dtype_(weight_dtype) {
+  CpuBackend(int32_t threads, std::optional<DType> weight_dtype, std::optional<DType> lora_dtype)
+      : threads_(threads), weight_dtype_(weight_dtype), lora_dtype_(lora_dtype) {
     omp_set_num_threads(threads_);
 #ifdef LORASERVE_HAVE_OPENBLAS
     openblas_set_num_threads(1);  // cpu::matmul splits work over the OpenMP threads itself
@@ -144,6 +144,10 @@ class CpuBackend final : public Backend {
                        dtype_name(checkpoint));
   }
   DType activation_dtype() const override { return DType::kF32; }
+  DType lora_dtype(DType file) const override {
+    if (lora_dtype_) return *lora_dtype_;
+    return file == DType::kBF16 ? DType::kBF16 : DType::kF32;
+  }
   size_t available_memory() const override { return mem_available_bytes(); }
   // Host memory is shared with the rest of the machine: plan for 85% of what is free, and give
   // the KV cache half of what weights and activations leave unless it is sized explicitly.
@@ -391,15 +395,19 @@ class CpuBackend final : public Backend {
           continue;
         }
         int64_t rows = first.rank;
+        const size_t elem = dtype_size(first.dtype);
         size_t next = k + 1;
         for (; next < tables.size(); ++next) {
           const LoraSlice& sl = slice(tables[next], s);
-          if (sl.rank == 0 || sl.a != static_cast<const float*>(first.a) + rows * x.cols) break;
+          if (sl.rank == 0 || sl.dtype != first.dtype ||
+              sl.a != static_cast<const std::byte*>(first.a) + rows * x.cols * elem) {
+            break;
+          }
           rows += sl.rank;
         }
-        cpu::gemm(n, rows, x.cols, x.as<float>() + row0 * x.stride, x.stride,
-                  static_cast<const float*>(first.a), x.cols, 0.0f,
-                  tmp.as<float>() + row0 * tmp.stride + col, tmp.stride);
+        cpu::lora_gemm(n, x.as<float>() + row0 * x.stride, x.stride,
+                       lora_view(first.a, first.dtype, rows, x.cols), 0.0f,
+                       tmp.as<float>() + row0 * tmp.stride + col, tmp.stride);
         col += rows;
         k = next;
       }
@@ -427,8 +435,8 @@ class CpuBackend final : public Backend {
           for (int64_t c = 0; c < sl.rank; ++c)
             scaled[static_cast<size_t>(r * sl.rank + c)] = src[c] * sl.scale;
         }
-        cpu::gemm(n, y.cols, sl.rank, scaled.data(), sl.rank, static_cast<const float*>(sl.b),
-                  sl.rank, 1.0f, y.as<float>() + row0 * y.stride, y.stride);
+        cpu::lora_gemm(n, scaled.data(), sl.rank, lora_view(sl.b, sl.dtype, y.cols, sl.rank), 1.0f,
+                       y.as<float>() + row0 * y.stride, y.stride);
         col += sl.rank;
       }
     });
@@ -451,6 +459,11 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // An adapter's A or B (rows × cols, contiguous) as a weight view.
+  static Tensor lora_view(const void* data, DType dtype, int64_t rows, int64_t cols) {
+    return Tensor::make(const_cast<void*>(data), dtype, rows, cols);
+  }
+
   const LoraSlice& slice(int32_t table, size_t segment) const {
     return meta_->lora_slices[static_cast<size_t>(table) * meta_->lora_segments.size() + segment];
   }
@@ -508,6 +521,7 @@ class CpuBackend final : public Backend {
 
   int32_t threads_;
   std::optional<DType> weight_dtype_;
+  std::optional<DType> lora_dtype_;
   double lora_seconds_ = 0.0;
   const StepMeta* meta_ = nullptr;
   uint64_t tickets_ = 0;
@@ -535,10 +549,11 @@ Result<double> cpu_lora_seconds(const Backend& backend) {
   return cpu->lora_seconds();
 }
 
-std::unique_ptr<Backend> create_cpu_backend(int32_t threads, std::optional<DType> weight_dtype) {
+std::unique_ptr<Backend> create_cpu_backend(int32_t threads, std::optional<DType> weight_dtype,
+                                            std::optional<DType> lora_dtype) {
   if (threads <= 0)
     threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::make_unique<CpuBackend>(threads, weight_dtype);
+  return std::make_unique<CpuBackend>(threads, weight_dtype, lora_dtype);
 }
 
 }  // namespace loraserve::kernels

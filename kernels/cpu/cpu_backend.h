@@ -12,19 +12,22 @@
 
 namespace loraserve::kernels {
 
-// `threads` 0: all cores. `weight_dtype` F32, BF16 or I8; nullopt: auto (see BackendOptions).
+// `threads` 0: all cores. `weight_dtype` F32, BF16 or I8; `lora_dtype` F32 or BF16; nullopt:
+// auto (see BackendOptions).
 std::unique_ptr<Backend> create_cpu_backend(int32_t threads,
-                                            std::optional<DType> weight_dtype = std::nullopt);
+                                            std::optional<DType> weight_dtype = std::nullopt,
+                                            std::optional<DType> lora_dtype = std::nullopt);
 
 // Seconds the CPU backend has spent in lora_shrink and lora_expand so far (benches read it to
 // time the LoRA branch inside real steps); an error for another backend.
 Result<double> cpu_lora_seconds(const Backend& backend);
 
 namespace cpu {
-// y (n, out) = x (n, in) · w (out, in)ᵀ + beta · y, all f32 with the given row strides (LoRA's
-// products; see cpu_matmul.h for weights of every dtype).
-void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
-          int64_t ldw, float beta, float* y, int64_t ldy);
+// y (n, w.rows) = x (n, w.cols) · wᵀ + beta · y with the given row strides, for LoRA's products:
+// w is an adapter's A or B in F32 or BF16 (widened to f32 exactly), x stays f32 (see cpu_matmul.h
+// for the base weights' products).
+void lora_gemm(int64_t n, const float* x, int64_t ldx, const Tensor& w, float beta, float* y,
+               int64_t ldy);
 // True when the build has OpenBLAS.
 bool gemm_uses_blas();
 // Picks a token from one row of f32 logits; see SampleParams.

@@ -40,8 +40,14 @@ namespace {
 constexpr int64_t kRowsMinInner = 256;
 // Rows of x rounded to bf16 at a time for oneDNN (bounds the scratch at 512 × in bf16).
 constexpr int64_t kOneDnnRowChunk = 512;
-// Weight rows widened at a time for a library: to f32 per thread for OpenBLAS, to bf16 for oneDNN.
+// Weight rows widened at a time for a library: to f32 per thread for OpenBLAS (at least 64 rows,
+// more while they hold under kBlasWidenElems values: a LoRA B over rank r is widened in a few
+// bands, not one sgemm call per 64 outputs; for one input row, kBlasWidenElemsGemv, 8 KiB that
+// stay in L1 while sgemv reads them: a 14336 × 16 B took 44 µs so, as fast as sgemv over the F32
+// B, and 66 µs in 128 KiB bands), to bf16 for oneDNN.
 constexpr int64_t kBlasWidenRows = 64;
+constexpr int64_t kBlasWidenElems = 32 * 1024;
+constexpr int64_t kBlasWidenElemsGemv = 2048;
 constexpr int64_t kOneDnnWidenRows = 512;
 
 bool have_blas() {
@@ -75,6 +81,12 @@ void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
 
 // Widens rows [o0, o1) of w into out ((o1 - o0) × w.cols, contiguous) as f32.
 void widen_f32(const Tensor& w, int64_t o0, int64_t o1, float* out) {
+  if (w.dtype == DType::kBF16 && w.stride == w.cols) {  // one loop over the band (a LoRA B's rows
+    const auto* src = static_cast<const uint16_t*>(w.data) + o0 * w.cols;  // are a few values)
+    const int64_t count = (o1 - o0) * w.cols;
+    for (int64_t k = 0; k < count; ++k) out[k] = bf16_to_f32(src[k]);
+    return;
+  }
   for (int64_t o = o0; o < o1; ++o) {
     float* dst = out + (o - o0) * w.cols;
     if (w.dtype == DType::kBF16) {
@@ -169,14 +181,21 @@ void run_blas(int64_t n, const float* x, int64_t ldx, const Tensor& w, float bet
       }
       return;
     }
+    const int64_t band =
+        std::max(kBlasWidenRows, (n == 1 ? kBlasWidenElemsGemv : kBlasWidenElems) / w.cols);
     thread_local std::vector<float> wide;
-    wide.resize(static_cast<size_t>(kBlasWidenRows * w.cols));
-    for (int64_t b0 = o0; b0 < o1; b0 += kBlasWidenRows) {
-      const int64_t b1 = std::min(o1, b0 + kBlasWidenRows);
+    wide.resize(static_cast<size_t>(std::min(band, o1 - o0) * w.cols));
+    for (int64_t b0 = o0; b0 < o1; b0 += band) {
+      const int64_t b1 = std::min(o1, b0 + band);
       widen_f32(w, b0, b1, wide.data());
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-                  static_cast<int>(b1 - b0), in, 1.0f, x, static_cast<int>(ldx), wide.data(), in,
-                  beta, y + b0, static_cast<int>(ldy));
+      if (n == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(b1 - b0), in, 1.0f, wide.data(),
+                    in, x, 1, beta, y + b0, 1);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                    static_cast<int>(b1 - b0), in, 1.0f, x, static_cast<int>(ldx), wide.data(), in,
+                    beta, y + b0, static_cast<int>(ldy));
+      }
     }
   });
 }
@@ -330,19 +349,18 @@ Status matmul_via(MatmulPath path, int64_t n, const float* x, int64_t ldx, const
 
 bool gemm_uses_blas() { return have_blas(); }
 
-void gemm(int64_t n, int64_t out, int64_t in, const float* x, int64_t ldx, const float* w,
-          int64_t ldw, float beta, float* y, int64_t ldy) {
-  if (n == 0 || out == 0) return;
-  Tensor wt = Tensor::make(const_cast<float*>(w), DType::kF32, out, in);
-  wt.stride = ldw;
+void lora_gemm(int64_t n, const float* x, int64_t ldx, const Tensor& w, float beta, float* y,
+               int64_t ldy) {
+  if (n == 0 || w.rows == 0) return;
   // LoRA's products (small, often inside a parallel loop over segments): the own kernels or
-  // OpenBLAS, never oneDNN, so nothing here can fail.
-  MatmulPath path = choose_matmul_path(n, in, DType::kF32);
+  // OpenBLAS, chosen as for F32 weights, never oneDNN, so nothing here can fail and x stays f32
+  // (a BF16 A or B is widened exactly, in registers or in bands for sgemm).
+  MatmulPath path = choose_matmul_path(n, w.cols, DType::kF32);
   if (path == MatmulPath::kOneDnn) path = have_blas() ? MatmulPath::kBlas : rows_path();
 #ifdef LORASERVE_HAVE_OPENBLAS
-  if (path == MatmulPath::kBlas) return run_blas(n, x, ldx, wt, beta, y, ldy);
+  if (path == MatmulPath::kBlas) return run_blas(n, x, ldx, w, beta, y, ldy);
 #endif
-  run_rows(path, n, x, ldx, wt, beta, y, ldy);
+  run_rows(path, n, x, ldx, w, beta, y, ldy);
 }
 
 }  // namespace loraserve::kernels::cpu

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 
 #include "adapters/registry.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -176,8 +177,36 @@ TEST_F(LoraAdapterTest, NonFiniteValues) {
   }
 }
 
-// Each tensor is read from the file straight into place (F32) or through a 4,096-value buffer
-// (BF16, F16); a rank-64 adapter has tensors of 6,144 values, so chunks end mid-tensor.
+// Every A and B of `a` against `spec`'s values as `stored` rounds them; returns how many values
+// were compared, after checking each.
+size_t expect_values(const LoraAdapter& a, const AdapterSpec& spec,
+                     const formats::ModelConfig& config,
+                     const std::function<float(float)>& stored) {
+  const auto* base = static_cast<const std::byte*>(a.weights().data());
+  size_t compared = 0, mismatched = 0;
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    for (Projection p : formats::kAllProjections) {
+      const LoraModule& m = a.module(l, p);
+      EXPECT_EQ(m.rank, 64);
+      for (const char which : {'A', 'B'}) {
+        const auto& want = spec.tensors.at(peft_name(l, p, which)).second;
+        const std::byte* at = base + (which == 'A' ? m.a_offset : m.b_offset);
+        std::vector<float> got(want.size());
+        convert_to_f32(a.dtype(), at, got.data(), got.size());
+        for (size_t i = 0; i < want.size(); ++i, ++compared)
+          mismatched += got[i] != stored(want[i]) ? 1 : 0;
+      }
+    }
+  }
+  EXPECT_EQ(mismatched, 0u) << "of " << compared;
+  return compared;
+}
+
+float as_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// Each tensor is read from the file straight into place (F32, and BF16 kept as BF16) or through a
+// 4,096-value buffer (F16); a rank-64 adapter has tensors of 6,144 values, so chunks end
+// mid-tensor. --lora-dtype auto keeps a BF16 file in BF16 (exact) and holds the others in F32.
 TEST_F(LoraAdapterTest, EveryValueLandsInPlaceFromF32Bf16AndF16Files) {
   const AdapterSpec spec = make_adapter_spec(config_, 64, 21);
   for (const std::string dtype : {"F32", "BF16", "F16"}) {
@@ -186,28 +215,48 @@ TEST_F(LoraAdapterTest, EveryValueLandsInPlaceFromF32Bf16AndF16Files) {
     write_adapter(spec, dir, dtype);
     auto a = LoraAdapter::load(dir.string(), config_, backend_.get(), 64);
     ASSERT_TRUE(a.ok()) << a.status().to_string();
-    const auto* base = static_cast<const float*>((*a)->weights().data());
+    EXPECT_EQ((*a)->dtype(), dtype == "BF16" ? DType::kBF16 : DType::kF32);
+    EXPECT_GE((*a)->bytes(), 81'920u * dtype_size((*a)->dtype()));
     auto stored = [&](float v) {
-      if (dtype == "BF16") return bf16_to_f32(f32_to_bf16(v));
+      if (dtype == "BF16") return as_bf16(v);
       if (dtype == "F16") return f16_to_f32(f32_to_f16(v));
       return v;
     };
-    size_t compared = 0, mismatched = 0;
-    for (int64_t l = 0; l < config_.num_layers; ++l) {
-      for (Projection p : formats::kAllProjections) {
-        const LoraModule& m = (*a)->module(l, p);
-        ASSERT_EQ(m.rank, 64);
-        for (const char which : {'A', 'B'}) {
-          const auto& want = spec.tensors.at(peft_name(l, p, which)).second;
-          const float* got = base + (which == 'A' ? m.a_offset : m.b_offset) / 4;
-          for (size_t i = 0; i < want.size(); ++i, ++compared)
-            mismatched += got[i] != stored(want[i]) ? 1 : 0;
-        }
-      }
-    }
-    EXPECT_EQ(mismatched, 0u) << "of " << compared;
-    EXPECT_EQ(compared, 81'920u);  // 2 layers x rank 64 x (in + out) of the seven
+    // 2 layers x rank 64 x (in + out) of the seven
+    EXPECT_EQ(expect_values(**a, spec, config_, stored), 81'920u);
   }
+}
+
+// --lora-dtype f32 widens a BF16 file exactly; --lora-dtype bf16 rounds F32 and F16 files to the
+// nearest bf16, and refuses a value that rounds past bf16's largest.
+TEST_F(LoraAdapterTest, LoraDtypeFlagChoosesTheStoredDtype) {
+  const AdapterSpec spec = make_adapter_spec(config_, 64, 23);
+  for (const DType want : {DType::kF32, DType::kBF16}) {
+    const auto backend = kernels::create_cpu_backend(1, std::nullopt, want);
+    for (const std::string dtype : {"F32", "BF16", "F16"}) {
+      SCOPED_TRACE(std::string(dtype_name(want)) + " from " + dtype);
+      const auto dir = dir_.path() / ("flag_" + dtype);
+      write_adapter(spec, dir, dtype);
+      auto a = LoraAdapter::load(dir.string(), config_, backend.get(), 64);
+      ASSERT_TRUE(a.ok()) << a.status().to_string();
+      EXPECT_EQ((*a)->dtype(), want);
+      auto stored = [&](float v) {
+        const float in_file = dtype == "BF16"  ? as_bf16(v)
+                              : dtype == "F16" ? f16_to_f32(f32_to_f16(v))
+                                               : v;
+        return want == DType::kBF16 ? as_bf16(in_file) : in_file;
+      };
+      EXPECT_EQ(expect_values(**a, spec, config_, stored), 81'920u);
+    }
+  }
+  const auto bf16 = kernels::create_cpu_backend(1, std::nullopt, DType::kBF16);
+  AdapterSpec huge = make_adapter_spec(config_, 4, 24);
+  huge.tensors[peft_name(0, Projection::kV, 'B')].second[3] = 3.4e38f;  // finite in f32 only
+  write_adapter(huge, dir_.path() / "huge");
+  auto a = LoraAdapter::load((dir_.path() / "huge").string(), config_, bf16.get(), 64);
+  ASSERT_FALSE(a.ok());
+  expect_message(a.status(), StatusCode::kInvalidArgument, "does not fit in BF16");
+  expect_message(a.status(), StatusCode::kInvalidArgument, "layers.0.self_attn.v_proj.lora_B");
 }
 
 TEST_F(LoraAdapterTest, NonFiniteValuePastTheFirstChunkIsFoundWhereItIs) {

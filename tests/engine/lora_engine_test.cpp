@@ -53,8 +53,10 @@ class MergedSource final : public engine::WeightSource {
       std::vector<float> w(static_cast<size_t>(out * in));
       convert_to_f32(dtype, data, w.data(), w.size());
       const auto* base = static_cast<const std::byte*>(adapter_.weights().data());
-      const auto* a = reinterpret_cast<const float*>(base + m->a_offset);
-      const auto* b = reinterpret_cast<const float*>(base + m->b_offset);
+      std::vector<float> a(static_cast<size_t>(m->rank * in)),
+          b(static_cast<size_t>(out * m->rank));
+      convert_to_f32(adapter_.dtype(), base + m->a_offset, a.data(), a.size());
+      convert_to_f32(adapter_.dtype(), base + m->b_offset, b.data(), b.size());
       for (int64_t o = 0; o < out; ++o) {
         for (int64_t i = 0; i < in; ++i) {
           double acc = 0;

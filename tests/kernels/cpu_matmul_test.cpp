@@ -297,7 +297,9 @@ TEST(CpuMatmulTest, Int16GroupsOfXAreWithinHalfAStep) {
         const double back = static_cast<double>(qk) * scale;
         EXPECT_NEAR(back, x[static_cast<size_t>(r * in + k)], 0.505 * step) << where;
       }
-      if (!tiny) EXPECT_EQ(peak, 32767) << where;
+      if (!tiny) {
+        EXPECT_EQ(peak, 32767) << where;
+      }
     }
     for (int64_t k = in; k < elems; ++k)
       EXPECT_EQ(q[r * elems + k], 0) << "row " << r << " pad " << k;
@@ -396,6 +398,26 @@ TEST(CpuWeightConversionTest, WeightsDtypeFlagValues) {
   const auto bad = parse_weights_dtype_flag("fp8");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("--weights-dtype"), std::string::npos);
+}
+
+TEST(CpuWeightConversionTest, LoraDtypeFlagValuesAndWhatAutoKeeps) {
+  EXPECT_FALSE(parse_lora_dtype_flag("auto")->has_value());
+  EXPECT_EQ(parse_lora_dtype_flag("f32")->value(), DType::kF32);
+  EXPECT_EQ(parse_lora_dtype_flag("bf16")->value(), DType::kBF16);
+  const auto bad = parse_lora_dtype_flag("int8");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--lora-dtype"), std::string::npos);
+  // auto: a BF16 file stays BF16 (exact on every CPU: the kernels widen it); F32 and F16 files
+  // (and files mixing dtypes, which reach the backend as F32) are held in F32.
+  const auto automatic = create_cpu_backend(1);
+  EXPECT_EQ(automatic->lora_dtype(DType::kBF16), DType::kBF16);
+  EXPECT_EQ(automatic->lora_dtype(DType::kF32), DType::kF32);
+  EXPECT_EQ(automatic->lora_dtype(DType::kF16), DType::kF32);
+  for (DType want : {DType::kF32, DType::kBF16}) {
+    const auto b = create_cpu_backend(1, std::nullopt, want);
+    for (DType file : {DType::kF32, DType::kBF16, DType::kF16})
+      EXPECT_EQ(b->lora_dtype(file), want);
+  }
 }
 
 }  // namespace

@@ -30,6 +30,19 @@ class CpuOpsTest : public ::testing::Test {
     return whole.col_slice(offset, cols);
   }
 
+  // A contiguous copy of t in `dtype` (the values rounded to it).
+  Tensor in_dtype(const Tensor& t, DType dtype) {
+    if (dtype == DType::kF32) return t;
+    std::vector<float> values(static_cast<size_t>(t.rows * t.cols));
+    EXPECT_TRUE(backend_->copy_to_host(t, values.data()).ok());
+    auto buf = backend_->allocate(values.size() * dtype_size(dtype));
+    EXPECT_TRUE(buf.ok());
+    const Tensor out = buf->view(dtype, t.rows, t.cols);
+    EXPECT_TRUE(backend_->copy_to_device(out, values.data(), DType::kF32, values.size()).ok());
+    buffers_.push_back(std::move(*buf));
+    return out;
+  }
+
   // The view's elements, row-major, as doubles.
   std::vector<double> read(const Tensor& t) {
     std::vector<float> out(static_cast<size_t>(t.rows * t.cols));
@@ -265,55 +278,66 @@ TEST_F(CpuOpsTest, EmbeddingSiluMulAndGather) {
 
 TEST_F(CpuOpsTest, LoraShrinkExpandOverSegmentsOfDifferentRanks) {
   // Rows 0-1: adapter A; row 2: no adapter; rows 3-6: adapter B. Two tables (say q and k):
-  // A targets q with rank 4 and not k; B targets q with rank 2 and k with rank 8.
-  const int64_t n = 7, in = 12, out_q = 10, out_k = 6;
-  meta_.token_ids.assign(n, 0);
-  meta_.lora_segments = {{0, 2}, {3, 7}};
-  meta_.num_lora_tables = 2;
-  struct Pair {
-    Tensor a, b;
-    int32_t rank;
-    float scale;
-  };
-  const Pair qa{random_tensor(4, in), random_tensor(out_q, 4), 4, 2.0f};
-  const Pair qb{random_tensor(2, in), random_tensor(out_q, 2), 2, 0.5f};
-  const Pair kb{random_tensor(8, in), random_tensor(out_k, 8), 8, 1.5f};
-  auto slice = [](const Pair& p) { return LoraSlice{p.a.data, p.b.data, p.rank, p.scale}; };
-  // lora_slices[table * segments + segment]
-  meta_.lora_slices = {slice(qa), slice(qb), LoraSlice{}, slice(kb)};
-  ASSERT_TRUE(backend_->begin_step(meta_).ok());
+  // A targets q with rank 4 and not k; B targets q with rank 2 and k with rank 8. Once with A and
+  // B in F32, once in BF16 (--lora-dtype bf16; widened exactly, x stays f32), where each
+  // segment's adapter has 40 rows so that sgemm and the small-row kernels both run.
+  for (const DType dtype : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(std::string(dtype_name(dtype)));
+    const int64_t seg = dtype == DType::kF32 ? 2 : 40;  // rows of the first segment
+    const int64_t n = seg + 1 + (dtype == DType::kF32 ? 4 : 40), in = 300, out_q = 10, out_k = 6;
+    meta_.token_ids.assign(static_cast<size_t>(n), 0);
+    meta_.lora_segments = {{0, static_cast<int32_t>(seg)},
+                           {static_cast<int32_t>(seg + 1), static_cast<int32_t>(n)}};
+    meta_.num_lora_tables = 2;
+    struct Pair {
+      Tensor a, b;
+      int32_t rank;
+      float scale;
+    };
+    auto pair = [&](int64_t rank, int64_t out, float scale) {
+      return Pair{in_dtype(random_tensor(rank, in), dtype),
+                  in_dtype(random_tensor(out, rank), dtype), static_cast<int32_t>(rank), scale};
+    };
+    const Pair qa = pair(4, out_q, 2.0f), qb = pair(2, out_q, 0.5f), kb = pair(8, out_k, 1.5f);
+    auto slice = [&](const Pair& p) {
+      return LoraSlice{p.a.data, p.b.data, p.rank, p.scale, dtype};
+    };
+    // lora_slices[table * segments + segment]
+    meta_.lora_slices = {slice(qa), slice(qb), LoraSlice{}, slice(kb)};
+    ASSERT_TRUE(backend_->begin_step(meta_).ok());
 
-  const Tensor x = random_tensor(n, in, in + 4, 4);
-  const Tensor y = random_tensor(n, out_q + out_k);
-  const Tensor tmp = random_tensor(n, 10);  // the widest segment: 2 + 8
-  const auto xv = read(x), before = read(y);
-  const int32_t tables[] = {0, 1};
-  const Tensor outputs[] = {y.col_slice(0, out_q), y.col_slice(out_q, out_k)};
-  ASSERT_TRUE(backend_->lora_shrink(x, tables, tmp).ok());
-  ASSERT_TRUE(backend_->lora_expand(tmp, tables, outputs).ok());
+    const Tensor x = random_tensor(n, in, in + 4, 4);
+    const Tensor y = random_tensor(n, out_q + out_k);
+    const Tensor tmp = random_tensor(n, 10);  // the widest segment: 2 + 8
+    const auto xv = read(x), before = read(y);
+    const int32_t tables[] = {0, 1};
+    const Tensor outputs[] = {y.col_slice(0, out_q), y.col_slice(out_q, out_k)};
+    ASSERT_TRUE(backend_->lora_shrink(x, tables, tmp).ok());
+    ASSERT_TRUE(backend_->lora_expand(tmp, tables, outputs).ok());
 
-  std::vector<double> want = before;
-  auto add = [&](const Pair& p, int64_t row, int64_t col0, int64_t width) {
-    const auto av = read(p.a), bv = read(p.b);
-    for (int64_t o = 0; o < width; ++o) {
-      double acc = 0;
-      for (int64_t k = 0; k < p.rank; ++k) {
-        double shrunk = 0;
-        for (int64_t i = 0; i < in; ++i) shrunk += xv[row * in + i] * av[k * in + i];
-        acc += shrunk * bv[o * p.rank + k];
+    std::vector<double> want = before;
+    auto add = [&](const Pair& p, int64_t row, int64_t col0, int64_t width) {
+      const auto av = read(p.a), bv = read(p.b);
+      for (int64_t o = 0; o < width; ++o) {
+        double acc = 0;
+        for (int64_t k = 0; k < p.rank; ++k) {
+          double shrunk = 0;
+          for (int64_t i = 0; i < in; ++i) shrunk += xv[row * in + i] * av[k * in + i];
+          acc += shrunk * bv[o * p.rank + k];
+        }
+        want[row * (out_q + out_k) + col0 + o] += p.scale * acc;
       }
-      want[row * (out_q + out_k) + col0 + o] += p.scale * acc;
+    };
+    for (int64_t r = 0; r < seg; ++r) add(qa, r, 0, out_q);
+    for (int64_t r = seg + 1; r < n; ++r) {
+      add(qb, r, 0, out_q);
+      add(kb, r, out_q, out_k);
     }
-  };
-  for (int64_t r : {0, 1}) add(qa, r, 0, out_q);
-  for (int64_t r : {3, 4, 5, 6}) {
-    add(qb, r, 0, out_q);
-    add(kb, r, out_q, out_k);
+    const auto got = read(y);
+    expect_near(got, want, 1e-4);
+    for (int64_t i = 0; i < out_q + out_k; ++i)  // the row with no adapter is untouched
+      EXPECT_EQ(got[seg * (out_q + out_k) + i], before[seg * (out_q + out_k) + i]);
   }
-  const auto got = read(y);
-  expect_near(got, want, 1e-5);
-  for (int64_t i = 0; i < out_q + out_k; ++i)  // the row with no adapter is untouched
-    EXPECT_EQ(got[2 * (out_q + out_k) + i], before[2 * (out_q + out_k) + i]);
 }
 
 }  // namespace
