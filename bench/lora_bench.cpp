@@ -31,6 +31,7 @@ struct Options {
   int repeats = 5;
   int threads = 0;
   std::string weights_dtype = "f32";  // of the base model
+  std::string lora_dtype = "auto";    // of the adapters (auto: f32, as they are built in f32)
 };
 
 std::vector<adapters::LoraModuleWeights> random_adapter(const ModelConfig& c, int rank,
@@ -155,6 +156,7 @@ Result<std::unique_ptr<Bench>> make_bench(const Options& o, const std::string& p
   bo.device = "cpu";
   bo.cpu_threads = o.threads;
   LS_ASSIGN_OR_RETURN(bo.cpu_weight_dtype, kernels::parse_weights_dtype_flag(o.weights_dtype));
+  LS_ASSIGN_OR_RETURN(bo.cpu_lora_dtype, kernels::parse_lora_dtype_flag(o.lora_dtype));
   LS_ASSIGN_OR_RETURN(auto backend, kernels::create_backend(bo));
   auto source = engine::random_source(42);
   LS_ASSIGN_OR_RETURN(auto eng, engine::Engine::create(c, *source, std::move(backend), eo));
@@ -173,11 +175,13 @@ Status run(const Options& o) {
   const double base_bytes =
       decode_step_weight_bytes(static_cast<double>(model.weight_bytes()), c, model.weight_dtype());
   fmt::print(
-      "preset {} ({} layers, dim {}, ffn {}); {} weights; batch {}; rank {} on all seven "
-      "projections; {} "
+      "preset {} ({} layers, dim {}, ffn {}); {} weights; --lora-dtype {}; batch {}; rank {} on "
+      "all "
+      "seven projections; {} "
       "decode steps per run; {} interleaved runs each; {}\n",
       o.preset, c.num_layers, c.hidden_size, c.intermediate_size, dtype_name(model.weight_dtype()),
-      o.batch, o.rank, o.decode_steps, o.repeats, bench->engine().backend().describe());
+      o.lora_dtype, o.batch, o.rank, o.decode_steps, o.repeats,
+      bench->engine().backend().describe());
   std::vector<std::string> none(static_cast<size_t>(o.batch), "");
   auto baseline = [&] { return bench->decode_tokens_per_s(none); };
 
@@ -211,8 +215,12 @@ Status run(const Options& o) {
     LS_RETURN_IF_ERROR(bench->add_adapter(t, o.rank, 200 + i));
     distinct.push_back(t);
   }
-  LS_ASSIGN_OR_RETURN(
-      auto pd, bench->interleave(baseline, [&] { return bench->decode_tokens_per_s(distinct); }));
+  std::vector<double> distinct_lora_ms;
+  LS_ASSIGN_OR_RETURN(auto pd, bench->interleave(baseline, [&]() -> Result<double> {
+    LS_ASSIGN_OR_RETURN(double t, bench->decode_tokens_per_s(distinct));
+    distinct_lora_ms.push_back(bench->last_lora_ms());
+    return t;
+  }));
   const double adapter_step_bytes = o.batch * bench->adapter_bytes("distinct0");
   const double bound = 1.0 / (1.0 + adapter_step_bytes / base_bytes);
   fmt::print(
@@ -221,6 +229,10 @@ Status run(const Options& o) {
       "ratio / bound = {:.3f}\n",
       o.batch, fmt_summary(pd.ratio), adapter_step_bytes / (1 << 20), base_bytes / (1 << 20), bound,
       pd.ratio.median / bound);
+  const double distinct_lora = summarize(distinct_lora_ms).median;
+  fmt::print(
+      "  the LoRA ops, timed inside the steps: {:.2f} ms per step ({:.1f} GB/s of A and B)\n",
+      distinct_lora, adapter_step_bytes / (distinct_lora * 1e-3) / 1e9);
 
   // 3. Base-model rows while adapters are loaded vs an engine with none loaded at all.
   // One engine, its adapters unloaded for the "none loaded" runs and loaded back (the same
@@ -330,10 +342,10 @@ Status run(const Options& o) {
   }
   std::filesystem::remove_all(dir);
   fmt::print(
-      "loading one rank-{} all-projection adapter ({:.1f} MiB f32; read, validate, place): p50 "
-      "{:.1f} ms "
-      "(min {:.1f}, max {:.1f}, 10 loads)\n",
-      o.rank, bench->adapter_bytes("distinct0") / (1 << 20), summarize(load_ms).median,
+      "loading one rank-{} all-projection adapter (F32 file, {:.1f} MiB held in {}; read, "
+      "validate, place): p50 {:.1f} ms (min {:.1f}, max {:.1f}, 10 loads)\n",
+      o.rank, bench->adapter_bytes("distinct0") / (1 << 20),
+      dtype_name(bench->engine().backend().lora_dtype(DType::kF32)), summarize(load_ms).median,
       summarize(load_ms).min, summarize(load_ms).max);
   return ok_status();
 }
@@ -387,6 +399,8 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", o.repeats, "Interleaved runs of each side")->capture_default_str();
   app.add_option("--threads", o.threads, "0: all cores")->capture_default_str();
   app.add_option("--weights-dtype", o.weights_dtype, "Base weights: f32, bf16, int8 or auto")
+      ->capture_default_str();
+  app.add_option("--lora-dtype", o.lora_dtype, "Adapters' A and B: f32, bf16 or auto (f32)")
       ->capture_default_str();
   app.add_flag("--naive-only", naive_only, "Only the per-task batching comparison");
   app.add_flag("--skip-naive", skip_naive, "Skip the per-task batching comparison");
