@@ -81,8 +81,9 @@ void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
 
 // Widens rows [o0, o1) of w into out ((o1 - o0) × w.cols, contiguous) as f32.
 void widen_f32(const Tensor& w, int64_t o0, int64_t o1, float* out) {
-  if (w.dtype == DType::kBF16 && w.stride == w.cols) {  // one loop over the band (a LoRA B's rows
-    const auto* src = static_cast<const uint16_t*>(w.data) + o0 * w.cols;  // are a few values)
+  // Contiguous BF16 rows as one loop over the band: a LoRA B's rows are a few values each.
+  if (w.dtype == DType::kBF16 && w.stride == w.cols) {
+    const auto* src = static_cast<const uint16_t*>(w.data) + o0 * w.cols;
     const int64_t count = (o1 - o0) * w.cols;
     for (int64_t k = 0; k < count; ++k) out[k] = bf16_to_f32(src[k]);
     return;
