@@ -1,5 +1,6 @@
-// The CPU backend: weight matrices in F32, BF16 or I8 (--weights-dtype), activations, the KV
-// cache, LoRA weights, norms and biases in f32, all in host memory. Matrix products through
+// The CPU backend: weight matrices in F32, BF16 or I8 (--weights-dtype), adapters' A and B in
+// F32 or BF16 (--lora-dtype), activations, the KV cache, norms and biases in f32, all in host
+// memory. Matrix products through
 // cpu::matmul (own kernels, OpenBLAS or oneDNN, chosen per weight dtype and batch shape), the
 // other ops as OpenMP loops over rows. It is the reference every other backend is tested
 // against. Not thread-safe (one engine thread).
