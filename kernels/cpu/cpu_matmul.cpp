@@ -11,9 +11,10 @@
 //     bounds the step: oneDNN's bf16 product where the CPU multiplies bf16 natively (x rounded
 //     to bf16, as a bf16 model computes in PyTorch; 32 rows of 8b-layers: 53 ms against 98 ms
 //     for the own kernel, which widens the weights to f32 and multiplies in f32).
-//   * I8 weights, 2 to kI8VnniMaxRows rows, on CPUs with AVX512_VNNI: the integer kernel (x in
+//   * I8 weights, 1 to kI8VnniMaxRows rows, on CPUs with AVX512_VNNI: the integer kernel (x in
 //     int16 groups, VPDPWSSD), which does per 64 weights and input row half the work of the
-//     widening kernel and beats oneDNN's widened bf16 product up to 128 rows.
+//     widening kernel, reads one row's weights as one stream per thread, and beats oneDNN's
+//     widened bf16 product up to 128 rows.
 //   * more rows (prefill, large batches): oneDNN where it runs bf16 natively (BF16 and I8
 //     weights: it is several times faster than any f32 product here), else OpenBLAS (F32; BF16
 //     and I8 widened in bands), else the own kernels over 32-row chunks.
@@ -305,7 +306,7 @@ MatmulPath choose_matmul_path(int64_t n, int64_t in, DType dtype) {
       matmul_path_available(MatmulPath::kOneDnn, dtype)) {
     return MatmulPath::kOneDnn;
   }
-  if (dtype == DType::kI8 && n >= kI8VnniMinRows && n <= kI8VnniMaxRows &&
+  if (dtype == DType::kI8 && n <= kI8VnniMaxRows &&
       matmul_path_available(MatmulPath::kRowsI8Vnni, dtype)) {
     return MatmulPath::kRowsI8Vnni;
   }

@@ -31,12 +31,12 @@ enum class MatmulPath : uint8_t {
 // weights). kernel_bench at 16 rows of 8b-layers: 45 ms oneDNN, 61 ms own; at 8: 37 and 34 ms.
 inline constexpr int64_t kBf16ProductMinRows = 16;
 
-// From kI8VnniMinRows to kI8VnniMaxRows rows, matmul() runs I8 weights through the VNNI kernel
-// where the CPU has it (over 32-row chunks past kSmallRowsMax); beyond, oneDNN's bf16 product.
-// kernel_bench, 8b-layers, VNNI against the next best: 1 row 9.6-10.2 / 9.5-9.9 ms (the read
-// bounds both; one row keeps the widening kernel, whose x is exact), 8 rows 27 / 36, 32 rows
-// 82 / 141 (widened to f32), 128 rows 398 / 517 (oneDNN), 256 rows 673 / 579 (oneDNN).
-inline constexpr int64_t kI8VnniMinRows = 2;
+// Up to kI8VnniMaxRows rows, matmul() runs I8 weights through the VNNI kernel where the CPU has
+// it (over 32-row chunks past kSmallRowsMax); beyond, oneDNN's bf16 product. kernel_bench,
+// 8b-layers, VNNI against the next best: 1 row 7.8-8.0 / 8.9-9.1 ms (one weight row after
+// another: one sequential stream per thread; the widening kernel reads a tile's 8 rows at once),
+// 8 rows 27 / 36, 32 rows 82 / 141 (widened to f32), 128 rows 398 / 517 (oneDNN), 256 rows
+// 673 / 579 (oneDNN).
 inline constexpr int64_t kI8VnniMaxRows = 128;
 
 std::string_view matmul_path_name(MatmulPath path);
