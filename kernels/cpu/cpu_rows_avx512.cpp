@@ -16,9 +16,10 @@
 //         them by 32 int16 inputs (x in int16 groups, RowsInput::kI16Groups) and sums pairs into
 //         16 int32 lanes; a group's lanes, as f32, times its weight scale × input scale, into the
 //         f32 sums. 7 instructions per 64 weights and input row, against 13 widening to f32; the
-//         integer sums are exact (|sum| ≤ 4 · 127 · 32767 a lane). 4 × 4; one input row: one
-//         weight row at a time (one sequential stream per thread: 8b-layers decode at 1.1-1.2×
-//         the speed of 8 interleaved rows), four groups in flight.
+//         integer sums are exact (|sum| ≤ 4 · 127 · 32767 a lane). 4 × 4; one or two input
+//         rows: one weight row at a time (one sequential stream per thread; kernel_bench,
+//         8b-layers: 1.1-1.2× the speed of a tile's 8 or 4 interleaved rows), several groups in
+//         flight.
 #include <cstdint>
 
 #include "common/dtype.h"
@@ -329,49 +330,53 @@ LS_AVX512VNNI inline void tile_i8_vnni(const RowsArgs& a, int64_t o, int64_t r) 
   store<WR, XR>(a, acc, tail, o, r);
 }
 
-// One group's int32 sum of the VNNI products (weights at w, inputs at x; `left` < 64 masks a last,
-// shorter group) as f32, times its two scales, added to acc.
-LS_AVX512VNNI inline __m512 vnni_group(const int8_t* w, const int16_t* x, float scale, int64_t left,
-                                       __m512 acc) {
-  __m512i lo, hi;
-  if (left >= kI8GroupSize) {
-    lo = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
-    hi = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32)));
-  } else {  // weights past `in` read as 0 (x there is 0 too)
-    const __mmask32 mlo = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
-    const __mmask32 mhi = left > 32 ? (__mmask32{1} << (left - 32)) - 1 : 0;
-    lo = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mlo, w));
-    hi = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mhi, w + 32));
-  }
-  __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(x));
-  sum = _mm512_dpwssd_epi32(sum, hi, _mm512_loadu_si512(x + 32));
-  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(scale), acc);
-}
-
-// One input row: weight rows one after another, so each thread reads its band of weights as one
-// sequential stream, which memory serves faster than a tile's interleaved rows; four groups in
-// flight, each into its own accumulator.
-LS_AVX512VNNI inline void one_row_i8_vnni(const RowsArgs& a, int64_t o) {
+// One weight row against XR input rows (x as kI16Groups, rows r..r+XR-1): weight rows one after
+// another, so each thread reads its band of weights as one sequential stream, which memory serves
+// faster than a tile's interleaved rows; U groups in flight, each into its own accumulators.
+template <int XR, int U>
+LS_AVX512VNNI inline void one_row_i8_vnni(const RowsArgs& a, int64_t o, int64_t r) {
   const int8_t* w = static_cast<const int8_t*>(a.w) + o * a.ldw;
   const float* s = a.scales + o * a.lds;
-  const auto* x = static_cast<const int16_t*>(a.x);
-  const float* xs = a.x_scales;
-  __m512 acc[1][4];
-  zero<1, 4>(acc);
-  int64_t k = 0, g = 0;
-  for (; k + 4 * kI8GroupSize <= a.in; k += 4 * kI8GroupSize, g += 4) {
+  const int16_t* x = static_cast<const int16_t*>(a.x) + r * a.ldx;
+  const float* xs = a.x_scales + r * a.ldxs;
+  __m512 acc[U][XR];
+  zero<U, XR>(acc);
+  const int64_t full = a.in / kI8GroupSize * kI8GroupSize;
+  for (int64_t k = 0; k < a.in; k += U * kI8GroupSize) {
 #pragma GCC unroll 4
-    for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < U; ++u) {
       const int64_t at = k + u * kI8GroupSize;
-      acc[0][u] = vnni_group(w + at, x + at, s[g + u] * xs[g + u], kI8GroupSize, acc[0][u]);
+      if (at >= a.in) break;
+      __m512i lo, hi;
+      if (at < full) {
+        lo = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + at)));
+        hi =
+            _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + at + 32)));
+      } else {  // the last group, shorter: weights past `in` read as 0 (x there is 0 too)
+        const int64_t left = a.in - at;
+        const __mmask32 mlo = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
+        const __mmask32 mhi = left > 32 ? (__mmask32{1} << (left - 32)) - 1 : 0;
+        lo = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mlo, w + at));
+        hi = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mhi, w + at + 32));
+      }
+      const int64_t g = at / kI8GroupSize;
+#pragma GCC unroll 4
+      for (int j = 0; j < XR; ++j) {
+        const int16_t* xj = x + j * a.ldx + at;
+        __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xj));
+        sum = _mm512_dpwssd_epi32(sum, hi, _mm512_loadu_si512(xj + 32));
+        acc[u][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
+                                    _mm512_set1_ps(s[g] * xs[j * a.ldxs + g]), acc[u][j]);
+      }
     }
   }
-  for (; k < a.in; k += kI8GroupSize, ++g)
-    acc[0][0] = vnni_group(w + k, x + k, s[g] * xs[g], a.in - k, acc[0][0]);
-  __m512 sum[1][1] = {
-      {_mm512_add_ps(_mm512_add_ps(acc[0][0], acc[0][1]), _mm512_add_ps(acc[0][2], acc[0][3]))}};
-  float tail[1][1] = {};
-  store<1, 1>(a, sum, tail, o, 0);
+  __m512 total[1][XR];
+  for (int j = 0; j < XR; ++j) {
+    total[0][j] = acc[0][j];
+    for (int u = 1; u < U; ++u) total[0][j] = _mm512_add_ps(total[0][j], acc[u][j]);
+  }
+  float tail[1][XR] = {};
+  store<1, XR>(a, total, tail, o, r);
 }
 
 }  // namespace
@@ -495,11 +500,16 @@ void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
   columns<BF16DotTile, 4, 8>(a, o0, o1);
 }
 void rows_i8_vnni_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
-  if (a.n == 1) {
-    for (int64_t o = o0; o < o1; ++o) one_row_i8_vnni(a, o);
-    return;
+  switch (a.n) {
+    case 1:
+      for (int64_t o = o0; o < o1; ++o) one_row_i8_vnni<1, 4>(a, o, 0);
+      return;
+    case 2:
+      for (int64_t o = o0; o < o1; ++o) one_row_i8_vnni<2, 2>(a, o, 0);
+      return;
+    default:
+      columns<I8VnniTile, 4, 8>(a, o0, o1);
   }
-  columns<I8VnniTile, 4, 8>(a, o0, o1);
 }
 
 #else
