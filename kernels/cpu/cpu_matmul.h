@@ -33,9 +33,9 @@ inline constexpr int64_t kBf16ProductMinRows = 16;
 
 // Up to kI8VnniMaxRows rows, matmul() runs I8 weights through the VNNI kernel where the CPU has
 // it (over 32-row chunks past kSmallRowsMax); beyond, oneDNN's bf16 product. kernel_bench,
-// 8b-layers, VNNI against the next best: 1 row 7.8-8.0 / 8.9-9.1 ms (one weight row after
-// another: one sequential stream per thread; the widening kernel reads a tile's 8 rows at once;
-// 2 rows so too: 9.2 ms against 10.8-11.1 as 4-row tiles), 8 rows 27 / 36, 32 rows 82 / 141
+// 8b-layers, VNNI against the next best: 1 row 6.3-6.4 / 8.9-9.1 ms and 2 rows 7.2-7.4 / 10.8-11.1
+// (one weight row after another: one sequential stream per thread, prefetched; the widening
+// kernel and the 4-row tiles read several rows at once), 8 rows 27 / 36, 32 rows 82 / 141
 // (widened to f32), 128 rows 398 / 517 (oneDNN), 256 rows 673 / 579 (oneDNN).
 inline constexpr int64_t kI8VnniMaxRows = 128;
 
