@@ -283,6 +283,21 @@ LS_AVX512BF16 inline void tile_bf16_dot(const RowsArgs& a, int64_t o, int64_t r)
   }
 }
 
+// The 64 int8 weights of a group at p widened to int16 (lo: the first 32). A last group (Full
+// false) of `left` < 64 weights reads the ones past it as 0 (x there is 0 too).
+template <bool Full>
+LS_AVX512VNNI inline void load_i8_group(const int8_t* p, int64_t left, __m512i& lo, __m512i& hi) {
+  if constexpr (Full) {
+    lo = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    hi = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+  } else {
+    const __mmask32 mlo = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
+    const __mmask32 mhi = left > 32 ? (__mmask32{1} << (left - 32)) - 1 : 0;
+    lo = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mlo, p));
+    hi = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mhi, p + 32));
+  }
+}
+
 template <int WR, int XR>
 LS_AVX512VNNI inline void tile_i8_vnni(const RowsArgs& a, int64_t o, int64_t r) {
   static_assert(kI8GroupSize == 64, "a group is two 32-lane int16 vectors");
@@ -296,20 +311,9 @@ LS_AVX512VNNI inline void tile_i8_vnni(const RowsArgs& a, int64_t o, int64_t r) 
     __m512i lo[WR], hi[WR];
     if (k + kI8GroupSize <= a.in) {
 #pragma GCC unroll 8
-      for (int i = 0; i < WR; ++i) {
-        const int8_t* p = w + i * a.ldw + k;
-        lo[i] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-        hi[i] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
-      }
-    } else {  // the last group, shorter: weights past `in` read as 0 (x there is 0 too)
-      const int64_t left = a.in - k;
-      const __mmask32 mlo = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
-      const __mmask32 mhi = left > 32 ? (__mmask32{1} << (left - 32)) - 1 : 0;
-      for (int i = 0; i < WR; ++i) {
-        const int8_t* p = w + i * a.ldw + k;
-        lo[i] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mlo, p));
-        hi[i] = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mhi, p + 32));
-      }
+      for (int i = 0; i < WR; ++i) load_i8_group<true>(w + i * a.ldw + k, 0, lo[i], hi[i]);
+    } else {
+      for (int i = 0; i < WR; ++i) load_i8_group<false>(w + i * a.ldw + k, a.in - k, lo[i], hi[i]);
     }
     const int64_t g = k / kI8GroupSize;
 #pragma GCC unroll 4
@@ -347,7 +351,6 @@ LS_AVX512VNNI inline void one_row_i8_vnni(const RowsArgs& a, int64_t o, int64_t 
   const float* xs = a.x_scales + r * a.ldxs;
   __m512 acc[U][XR];
   zero<U, XR>(acc);
-  const int64_t full = a.in / kI8GroupSize * kI8GroupSize;
   for (int64_t k = 0; k < a.in; k += U * kI8GroupSize) {
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
@@ -358,16 +361,10 @@ LS_AVX512VNNI inline void one_row_i8_vnni(const RowsArgs& a, int64_t o, int64_t 
           reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + at) + kOneRowPrefetchBytes),
           _MM_HINT_T0);
       __m512i lo, hi;
-      if (at < full) {
-        lo = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + at)));
-        hi =
-            _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + at + 32)));
-      } else {  // the last group, shorter: weights past `in` read as 0 (x there is 0 too)
-        const int64_t left = a.in - at;
-        const __mmask32 mlo = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
-        const __mmask32 mhi = left > 32 ? (__mmask32{1} << (left - 32)) - 1 : 0;
-        lo = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mlo, w + at));
-        hi = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mhi, w + at + 32));
+      if (at + kI8GroupSize <= a.in) {
+        load_i8_group<true>(w + at, 0, lo, hi);
+      } else {
+        load_i8_group<false>(w + at, a.in - at, lo, hi);
       }
       const int64_t g = at / kI8GroupSize;
 #pragma GCC unroll 4
