@@ -514,8 +514,8 @@ void rows_i8_vnni_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
     case 2:
       for (int64_t o = o0; o < o1; ++o) one_row_i8_vnni<2, 2>(a, o, 0);
       return;
-    default:
-      columns<I8VnniTile, 4, 8>(a, o0, o1);
+    default:  // 3 rows or more: one input row never reaches the tiles (WR1 = WR: no 8 × 1 tile)
+      columns<I8VnniTile, 4, 4>(a, o0, o1);
   }
 }
 
