@@ -322,8 +322,31 @@ Value f_first(Interpreter&, const Value& v, CallArgs& args) {
   return items.front();
 }
 
+// What Python's int() and float() parse: every decimal digit of any script as its ASCII digit,
+// Unicode whitespace as a space; nullopt where another non-ASCII character makes it invalid.
+std::optional<std::string> ascii_number_text(const std::string& text) {
+  if (unicode::is_ascii(text)) return text;
+  if (!unicode::is_valid_utf8(text)) return std::nullopt;
+  std::string out;
+  for (const char32_t c : unicode::decode(text)) {
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else if (const int digit = unicode::decimal_value(c); digit >= 0) {
+      out += static_cast<char>('0' + digit);
+    } else if (unicode::is_space(c)) {
+      out += ' ';
+    } else {
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
 // Python's float(str): surrounding whitespace, underscores between digits, inf and nan.
-std::optional<double> parse_float(const std::string& text) {
+std::optional<double> parse_float(const std::string& original) {
+  const std::optional<std::string> ascii = ascii_number_text(original);
+  if (!ascii) return std::nullopt;
+  const std::string& text = *ascii;
   std::string s;
   size_t begin = 0, end = text.size();
   while (begin < end && unicode::is_space(static_cast<unsigned char>(text[begin]))) ++begin;
@@ -355,7 +378,10 @@ std::optional<double> parse_float(const std::string& text) {
 }
 
 // Python's int(str, base): whitespace, sign, underscores, optional 0b/0o/0x prefix.
-std::optional<int64_t> parse_int(const std::string& text, int64_t base) {
+std::optional<int64_t> parse_int(const std::string& original, int64_t base) {
+  const std::optional<std::string> ascii = ascii_number_text(original);
+  if (!ascii) return std::nullopt;
+  const std::string& text = *ascii;
   size_t begin = 0, end = text.size();
   while (begin < end && unicode::is_space(static_cast<unsigned char>(text[begin]))) ++begin;
   while (end > begin && unicode::is_space(static_cast<unsigned char>(text[end - 1]))) --end;

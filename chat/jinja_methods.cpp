@@ -154,7 +154,8 @@ Value split(const std::string& s, const Args& args, bool reverse) {
   const Text text(s);
   std::vector<Value> parts;
   if (sep.is_none()) {
-    // Runs of whitespace separate; leading and trailing whitespace gives no empty parts.
+    // Runs of whitespace separate; leading and trailing whitespace gives no empty parts (but
+    // the part left after maxsplit splits keeps its own, as in Python).
     std::vector<std::pair<size_t, size_t>> words;
     if (!reverse) {
       size_t i = 0;
@@ -163,9 +164,7 @@ Value split(const std::string& s, const Args& args, bool reverse) {
         while (i < n && unicode::is_space(text.at(i))) ++i;
         if (i >= n) break;
         if (static_cast<int64_t>(words.size()) == maxsplit) {
-          size_t end = n;
-          while (end > i && unicode::is_space(text.at(end - 1))) --end;
-          words.emplace_back(i, end);
+          words.emplace_back(i, n);  // the rest as it is, trailing whitespace included
           break;
         }
         size_t j = i;
@@ -179,9 +178,7 @@ Value split(const std::string& s, const Args& args, bool reverse) {
         while (i > 0 && unicode::is_space(text.at(i - 1))) --i;
         if (i == 0) break;
         if (static_cast<int64_t>(words.size()) == maxsplit) {
-          size_t begin = 0;
-          while (begin < i && unicode::is_space(text.at(begin))) ++begin;
-          words.emplace_back(begin, i);
+          words.emplace_back(0, i);  // the rest as it is, leading whitespace included
           break;
         }
         size_t j = i;
@@ -521,8 +518,8 @@ Value string_method(const std::string& name, const std::string& s, const Args& a
     return Value::string(str_format(s, mapped));
   }
   if (name == "isalpha") return all_chars(s, args, name, unicode::is_alpha);
-  if (name == "isdigit" || name == "isdecimal")
-    return all_chars(s, args, name, unicode::is_decimal);
+  if (name == "isdecimal") return all_chars(s, args, name, unicode::is_decimal);
+  if (name == "isdigit") return all_chars(s, args, name, unicode::is_digit);
   if (name == "isnumeric") return all_chars(s, args, name, unicode::is_numeric);
   if (name == "isalnum") return all_chars(s, args, name, unicode::is_alnum);
   if (name == "isspace") return all_chars(s, args, name, unicode::is_space);

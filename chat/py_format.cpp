@@ -19,6 +19,10 @@ struct Spec {
   bool left = false;          // '-' / '<'
   bool center = false;        // '^'
   bool sign_aligned = false;  // '=' or the '0' flag: pad between sign and digits
+  // format() specs only: what was written, for the checks str and bool make.
+  bool align_given = false;  // '<', '>', '^' or '='
+  bool sign_given = false;   // '+', '-' or ' '
+  bool zero = false;         // the '0' flag with no alignment given: '=' for numbers
   char fill = ' ';
   char sign = '-';         // '-', '+' or ' '
   bool alternate = false;  // '#'
@@ -345,27 +349,31 @@ Spec parse_format_spec(const std::string& text) {
     spec.center = c == '^';
     spec.sign_aligned = c == '=';
   };
-  bool aligned = false;
+  bool fill_given = false;
   if (n >= 2 && is_align(text[1]) && static_cast<unsigned char>(text[0]) < 0x80) {
     spec.fill = text[0];
+    fill_given = true;
     set_align(text[1]);
-    aligned = true;
+    spec.align_given = true;
     i = 2;
   } else if (n >= 1 && is_align(text[0])) {
     set_align(text[0]);
-    aligned = true;
+    spec.align_given = true;
     i = 1;
   }
-  if (i < n && (text[i] == '+' || text[i] == '-' || text[i] == ' ')) spec.sign = text[i++];
+  if (i < n && (text[i] == '+' || text[i] == '-' || text[i] == ' ')) {
+    spec.sign = text[i++];
+    spec.sign_given = true;
+  }
   if (i < n && text[i] == '#') {
     spec.alternate = true;
     ++i;
   }
+  // The '0' flag fills with '0' unless a fill was given, and aligns numbers after their sign
+  // unless an alignment was given (Python 3.10 on: '{:05}' left-aligns a str, '{:^05}' centers).
   if (i < n && text[i] == '0') {
-    if (!aligned) {
-      spec.fill = '0';
-      spec.sign_aligned = true;
-    }
+    if (!fill_given) spec.fill = '0';
+    spec.zero = !spec.align_given;
     ++i;
   }
   int64_t width = -1;
@@ -392,62 +400,88 @@ Spec parse_format_spec(const std::string& text) {
   return spec;
 }
 
-// format(value, spec) for str, int, float and bool; other values take str(value).
+// format(value, spec) as Python's __format__ methods: int and bool (as an int once the spec is
+// not empty), float, str; every other value (None, Undefined, containers) takes str(value) with
+// an empty spec and raises TypeError with any other, as object.__format__ does.
 std::string format_value(const Value& value, const std::string& spec_text) {
   const Spec spec = parse_format_spec(spec_text);
+  Spec number = spec;
+  number.sign_aligned = spec.sign_aligned || spec.zero;
   std::string out;
-  if (value.is_int_like() && !(value.is_bool() && spec.type == 0)) {
+  if (value.is_int_like() && !(value.is_bool() && spec_text.empty())) {
     const char type = spec.type == 0 ? 'd' : spec.type;
     if (std::string_view("eEfFgG%").find(type) != std::string_view::npos) {
-      pad(out, format_double(value.as_double(), spec, type, 6), spec, true);
+      pad(out, format_double(value.as_double(), number, type, 6), number, true);
     } else if (type == 'c') {
+      const int64_t c = value.as_int();
+      // A surrogate would be a lone one in Python, which UTF-8 cannot hold: refused as %c is.
+      if (c < 0 || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
+        throw TemplateError("OverflowError", "%c arg not in range(0x110000)");
+      }
       std::string body;
-      unicode::append(body, static_cast<char32_t>(value.as_int()));
-      pad(out, std::move(body), spec, false);
+      unicode::append(body, static_cast<char32_t>(c));
+      pad(out, std::move(body), number, false);
     } else if (std::string_view("dnbxXo").find(type) != std::string_view::npos) {
-      Spec integer = spec;
-      if (integer.precision >= 0) format_error("Precision not allowed in integer format specifier");
-      pad(out, format_integer(value.as_int(), integer, type == 'n' ? 'd' : type), spec, true);
+      if (spec.precision >= 0) format_error("Precision not allowed in integer format specifier");
+      pad(out, format_integer(value.as_int(), number, type == 'n' ? 'd' : type), number, true);
     } else {
-      format_error(fmt::format("Unknown format code '{}' for object of type 'int'", type));
+      format_error(
+          fmt::format("Unknown format code '{}' for object of type '{}'", type, value.type_name()));
     }
     return out;
   }
   if (value.kind() == Value::Kind::kFloat) {
     if (spec.type == 0) {
-      pad(out, format_float_general(value.as_double(), spec), spec, true);
-    } else if (std::string_view("eEfFgG%").find(spec.type) != std::string_view::npos) {
-      pad(out, format_double(value.as_double(), spec, spec.type, 6), spec, true);
+      pad(out, format_float_general(value.as_double(), number), number, true);
+    } else if (std::string_view("eEfFgGn%").find(spec.type) != std::string_view::npos) {
+      if (spec.type == 'n' && spec.grouping != 0) {
+        format_error(fmt::format("Cannot specify '{}' with 'n'.", spec.grouping));
+      }
+      const char type = spec.type == 'n' ? 'g' : spec.type;  // 'n' is 'g' in the C locale
+      pad(out, format_double(value.as_double(), number, type, 6), number, true);
     } else {
       format_error(fmt::format("Unknown format code '{}' for object of type 'float'", spec.type));
     }
     return out;
   }
-  if (spec.type != 0 && spec.type != 's') {
-    format_error(fmt::format("Unknown format code '{}' for object of type '{}'", spec.type,
-                             value.type_name()));
+  if (!value.is_string()) {
+    if (!spec_text.empty()) {
+      throw_type_error(
+          fmt::format("unsupported format string passed to {}.__format__", value.type_name()));
+    }
+    return to_str(value);
   }
-  std::string body = to_str(value);
+  if (spec.type != 0 && spec.type != 's') {
+    format_error(fmt::format("Unknown format code '{}' for object of type 'str'", spec.type));
+  }
+  if (spec.grouping != 0) format_error(fmt::format("Cannot specify '{}' with 's'.", spec.grouping));
+  if (spec.sign_given) format_error("Sign not allowed in string format specifier");
+  if (spec.alternate) format_error("Alternate form (#) not allowed in string format specifier");
+  if (spec.sign_aligned) format_error("'=' alignment not allowed in string format specifier");
+  std::string body = value.str();
   if (spec.precision >= 0) {
     body = body.substr(0, unicode::offset_of(body, static_cast<size_t>(spec.precision)));
   }
   Spec text = spec;
-  if (!text.center && !text.sign_aligned && !spec_text.empty() &&
-      spec_text.find_first_of("<>^") == std::string::npos) {
-    text.left = true;
-  }
+  if (!spec.align_given) text.left = true;  // a str aligns left unless told otherwise
   pad(out, std::move(body), text, false);
   return out;
 }
 
-}  // namespace
+// string.Formatter's auto_arg_index: the next automatic index, or manual numbering (False),
+// shared by a format string and the nested fields of its specs.
+struct Numbering {
+  int64_t auto_index = 0;
+  bool manual = false;
+};
 
-std::string str_format(const std::string& format, const CallArgs& args) {
+// string.Formatter._vformat: `levels` is how many more levels of nested specs may follow.
+std::string format_fields(const std::string& format, const CallArgs& args, Numbering& numbering,
+                          int levels) {
+  if (levels < 0) format_error("Max string recursion exceeded");
   std::string out;
   size_t i = 0;
   const size_t n = format.size();
-  int auto_index = 0;
-  bool used_auto = false, used_manual = false;
   while (i < n) {
     const char c = format[i];
     if (c == '}') {
@@ -496,16 +530,23 @@ std::string str_format(const std::string& format, const CallArgs& args) {
       }
       if (spec_start < field.size()) spec = field.substr(spec_start + 1);
     }
-    // The first part of the name picks the argument; .attr and [key] parts walk into it.
+    // The first part of the name picks the argument; .attr and [key] parts walk into it. As
+    // string.Formatter (the sandbox's str.format): only a name that is all digits counts as
+    // manual numbering ('{0[1]}' after '{}' is allowed), and an empty first part before .attr
+    // or [key] is the keyword ''.
     size_t first_end = name.find_first_of(".[");
     const std::string first = name.substr(0, first_end);
+    auto all_digits = [](const std::string& text) {
+      return !text.empty() && std::all_of(text.begin(), text.end(), [](char ch) {
+        return std::isdigit(static_cast<unsigned char>(ch));
+      });
+    };
     Value value;
-    if (first.empty()) {
-      if (used_manual) {
+    if (name.empty()) {
+      if (numbering.manual) {
         format_error("cannot switch from manual field specification to automatic field numbering");
       }
-      used_auto = true;
-      const auto index = static_cast<size_t>(auto_index++);
+      const auto index = static_cast<size_t>(numbering.auto_index++);
       if (index >= args.positional.size()) {
         throw TemplateError("IndexError",
                             fmt::format("Replacement index {} out of range for positional args "
@@ -513,12 +554,14 @@ std::string str_format(const std::string& format, const CallArgs& args) {
                                         index));
       }
       value = args.positional[index];
-    } else if (std::all_of(first.begin(), first.end(),
-                           [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); })) {
-      if (used_auto) {
-        format_error("cannot switch from automatic field numbering to manual field specification");
+    } else if (all_digits(first)) {
+      if (all_digits(name)) {
+        if (numbering.auto_index > 0) {
+          format_error(
+              "cannot switch from automatic field numbering to manual field specification");
+        }
+        numbering.manual = true;
       }
-      used_manual = true;
       const size_t index =
           first.size() > 9 ? std::numeric_limits<size_t>::max() : std::stoul(first);
       if (index >= args.positional.size()) {
@@ -553,7 +596,8 @@ std::string str_format(const std::string& format, const CallArgs& args) {
         k = end + 1;
       }
     }
-    if (value.is_undefined()) fail_undefined(value);
+    // An Undefined (a missing argument's attribute or item) formats as object.__format__ does:
+    // '' with an empty spec, TypeError with another (format_value).
     if (conversion == 'r' || conversion == 'a') {
       value = Value::string(repr(value));
     } else if (conversion == 's') {
@@ -561,11 +605,19 @@ std::string str_format(const std::string& format, const CallArgs& args) {
     } else if (conversion != 0) {
       format_error(fmt::format("Unknown conversion specifier {}", conversion));
     }
-    if (spec.find('{') != std::string::npos) spec = str_format(spec, args);
+    if (spec.find('{') != std::string::npos)
+      spec = format_fields(spec, args, numbering, levels - 1);
     out += format_value(value, spec);
     check_string(out.size());
   }
   return out;
+}
+
+}  // namespace
+
+std::string str_format(const std::string& format, const CallArgs& args) {
+  Numbering numbering;
+  return format_fields(format, args, numbering, 2);
 }
 
 namespace {
@@ -651,6 +703,11 @@ class JsonWriter {
         return;
       case Value::Kind::kList:
       case Value::Kind::kTuple: {
+        // range and the dict views are lists inside; json.dumps refuses them.
+        if (v.kind() == Value::Kind::kList && v.view() != SequenceView::kPlain) {
+          throw_type_error(
+              fmt::format("Object of type {} is not JSON serializable", v.type_name()));
+        }
         const auto& items = v.items();
         if (items.empty()) {
           out += "[]";

@@ -25,8 +25,10 @@ size_t offset_of(std::string_view text, size_t index);
 bool is_space(char32_t c);      // str.isspace / re's \s
 bool is_printable(char32_t c);  // str.isprintable
 bool is_alpha(char32_t c);
-bool is_decimal(char32_t c);  // category Nd (str.isdecimal; isdigit is the same here)
-bool is_numeric(char32_t c);  // categories Nd, Nl, No
+bool is_decimal(char32_t c);    // category Nd (str.isdecimal)
+bool is_digit(char32_t c);      // str.isdigit: decimal digits and Numeric_Type=Digit (², ①...)
+int decimal_value(char32_t c);  // 0-9 for a decimal digit of any script, else -1
+bool is_numeric(char32_t c);    // str.isnumeric: categories Nd, Nl, No, and numeric ideographs
 bool is_alnum(char32_t c);
 bool is_word(char32_t c);  // re's \w: alphanumeric or underscore
 bool is_lower(char32_t c);
