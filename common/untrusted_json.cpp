@@ -40,6 +40,17 @@ std::string cut_last_read(std::string_view reason) {
   return out;
 }
 
+// Whether a JSON number token is a float (fraction or exponent) or an integer in [-2^63, 2^64).
+bool integer_fits_64_bits(std::string_view number) {
+  if (number.find_first_of(".eE") != std::string_view::npos) return true;
+  const bool negative = number.starts_with('-');
+  std::string_view digits = number.substr(negative ? 1 : 0);
+  while (digits.size() > 1 && digits.front() == '0') digits.remove_prefix(1);
+  const std::string_view limit = negative ? "9223372036854775808" : "18446744073709551615";
+  if (digits.size() != limit.size()) return digits.size() < limit.size();
+  return digits <= limit;
+}
+
 }  // namespace
 
 JsonLimits json_limits() {
@@ -92,6 +103,39 @@ Status check_json_limits(std::string_view text, std::string_view source, const J
       }
     } else if ((c == ']' || c == '}') && depth > 0) {
       --depth;
+    }
+  }
+  return ok_status();
+}
+
+Status check_json_integers(std::string_view text, std::string_view source) {
+  bool in_string = false;
+  bool escaped = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      const size_t begin = i;
+      while (i + 1 < text.size() &&
+             std::string_view("+-.eE0123456789").find(text[i + 1]) != std::string_view::npos) {
+        ++i;
+      }
+      const std::string_view number = text.substr(begin, i + 1 - begin);
+      if (!integer_fits_64_bits(number)) {
+        return invalid_argument_error("{}: the integer {} at byte {} does not fit in 64 bits",
+                                      source, excerpt(number, 32), begin);
+      }
     }
   }
   return ok_status();

@@ -41,6 +41,12 @@ Status validate_json_limits(const JsonLimits& limits);
 // INVALID_ARGUMENT naming `source`, the byte offset and the flag.
 Status check_json_limits(std::string_view text, std::string_view source, const JsonLimits& limits);
 
+// INVALID_ARGUMENT naming `source` and the byte where `text` holds an integer outside
+// [-2^63, 2^64), which nlohmann would read as a double without a word (Python keeps it exact).
+// For requests, whose values reach a chat template; files keep nlohmann's reading (tokenizer
+// configs hold model_max_length = 1e30 written as an integer).
+Status check_json_integers(std::string_view text, std::string_view source);
+
 // The error for an exception nlohmann_json threw while parsing `source`: the line, column and
 // byte offset, and the reason, with at most an excerpt of what it had read.
 Status json_parse_status(std::string_view source, const nlohmann::json::exception& e);

@@ -329,6 +329,10 @@ Error parse_sampling(const json& body, bool chat, OpenAiRequest* out) {
 std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view text, bool chat) {
   auto parsed = parse_untrusted_json<json>(text, "the request body");
   if (!parsed.ok()) return RequestError{parsed.status(), ""};
+  // After the caps: an integer past 64 bits would otherwise reach a template as a double.
+  if (Status wide = check_json_integers(text, "the request body"); !wide.ok()) {
+    return RequestError{std::move(wide), ""};
+  }
   const json& body = *parsed;
   if (!body.is_object())
     return RequestError{invalid_argument_error("the request body must be a JSON object"), ""};

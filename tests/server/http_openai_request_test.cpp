@@ -226,6 +226,28 @@ TEST(HttpOpenAiRequest, DeeplyNestedBodyIsRefusedBeforeParsing) {
             R"({"a":{"b":[[1]]}})");
 }
 
+TEST(HttpOpenAiRequest, IntegersPast64BitsAreRefusedNotRounded) {
+  // nlohmann would read these as doubles, and a template would print 1.8446744073709552e+19
+  // where Python prints the integer.
+  for (const std::string number :
+       {"18446744073709551616", "-9223372036854775809", "100000000000000000000000000000"}) {
+    SCOPED_TRACE(number);
+    const RequestError e =
+        parse_bad(R"({"messages": [{"role": "user", "content": "x", "n": )" + number + "}]}", true);
+    EXPECT_EQ(e.status.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(e.status.message().find("does not fit in 64 bits"), std::string::npos)
+        << e.status.message();
+  }
+  // The edges, floats with exponents, and digits inside strings pass.
+  const OpenAiRequest ok = parse_ok(
+      R"({"messages": [{"role": "user", "content": "99999999999999999999999"}],
+          "chat_template_kwargs": {"a": 18446744073709551615, "b": -9223372036854775808,
+                                   "c": 1e300, "d": 123456789012345678901234.5, "e": -0}})",
+      true);
+  EXPECT_EQ(ok.chat_template_kwargs["a"].get<uint64_t>(), 18446744073709551615u);
+  EXPECT_EQ(ok.chat_template_kwargs["b"].get<int64_t>(), INT64_MIN);
+}
+
 TEST(HttpOpenAiRequest, TooManyPrompts) {
   std::string body = "{\"prompt\": [";
   for (size_t i = 0; i <= kMaxPromptsPerRequest; ++i) body += (i ? ",\"a\"" : "\"a\"");
