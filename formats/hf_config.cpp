@@ -85,25 +85,31 @@ Status append_token_ids(const json& j, const char* key, int64_t vocab_size,
   return ok_status();
 }
 
-Status parse_rope_scaling(const json& j, const std::string& source, RopeScaling* out) {
-  if (!has_field(j, "rope_scaling")) return ok_status();
-  const json& r = j["rope_scaling"];
-  if (!r.is_object()) {
-    return invalid_argument_error("{}: rope_scaling must be an object, got {}", source,
-                                  json_excerpt(r));
-  }
+// The RoPE scaling in object `r`, named `name` in errors: transformers 4's rope_scaling, or
+// transformers 5's rope_parameters (the same keys, with rope_theta beside them).
+Status parse_rope_scaling(const json& r, const std::string& name, const std::string& source,
+                          RopeScaling* out) {
   std::string type;
+  bool typed = false;
   for (const char* key : {"rope_type", "type"}) {
     if (!has_field(r, key)) continue;
     if (!r[key].is_string()) {
-      return invalid_argument_error("{}: rope_scaling.{} must be a string, got {}", source, key,
+      return invalid_argument_error("{}: {}.{} must be a string, got {}", source, name, key,
                                     json_excerpt(r[key]));
     }
     type = r[key].get<std::string>();
+    typed = true;
     break;
   }
-  if (type == "default" || type.empty()) return ok_status();
-  LS_ASSIGN_OR_RETURN(out->factor, positive_number(r, "factor", 1.0, source + " rope_scaling"));
+  // transformers fails to build a model whose scaling names no type (its RoPE table has none).
+  if (!typed || type.empty()) {
+    return invalid_argument_error(
+        "{}: {} has no rope_type (e.g. \"default\", \"linear\", "
+        "\"llama3\")",
+        source, name);
+  }
+  if (type == "default") return ok_status();
+  LS_ASSIGN_OR_RETURN(out->factor, positive_number(r, "factor", 1.0, source + " " + name));
   if (type == "linear") {
     out->type = RopeScaling::Type::kLinear;
     return ok_status();
@@ -111,21 +117,52 @@ Status parse_rope_scaling(const json& j, const std::string& source, RopeScaling*
   if (type == "llama3") {
     out->type = RopeScaling::Type::kLlama3;
     LS_ASSIGN_OR_RETURN(out->low_freq_factor,
-                        positive_number(r, "low_freq_factor", 1.0, source + " rope_scaling"));
+                        positive_number(r, "low_freq_factor", 1.0, source + " " + name));
     LS_ASSIGN_OR_RETURN(out->high_freq_factor,
-                        positive_number(r, "high_freq_factor", 4.0, source + " rope_scaling"));
-    LS_ASSIGN_OR_RETURN(
-        out->original_max_position_embeddings,
-        positive_int(r, "original_max_position_embeddings", source + " rope_scaling"));
+                        positive_number(r, "high_freq_factor", 4.0, source + " " + name));
+    LS_ASSIGN_OR_RETURN(out->original_max_position_embeddings,
+                        positive_int(r, "original_max_position_embeddings", source + " " + name));
     if (out->high_freq_factor <= out->low_freq_factor) {
-      return invalid_argument_error("{}: rope_scaling high_freq_factor must exceed low_freq_factor",
-                                    source);
+      return invalid_argument_error("{}: {} high_freq_factor must exceed low_freq_factor", source,
+                                    name);
     }
     return ok_status();
   }
   return invalid_argument_error(
-      "{}: rope_scaling type {} is not supported (supported: default, linear, llama3)", source,
+      "{}: {} type {} is not supported (supported: default, linear, llama3)", source, name,
       excerpt(type));
+}
+
+// rope_theta and the scaling: transformers 5 writes both in rope_parameters (and no rope_theta or
+// rope_scaling beside it); earlier versions write rope_theta and rope_scaling.
+Status parse_rope(const json& j, const std::string& source, double* theta, RopeScaling* scaling) {
+  LS_ASSIGN_OR_RETURN(*theta, positive_number(j, "rope_theta", 10000.0, source));
+  if (has_field(j, "rope_parameters")) {
+    const json& p = j["rope_parameters"];
+    if (!p.is_object()) {
+      return invalid_argument_error("{}: rope_parameters must be an object, got {}", source,
+                                    json_excerpt(p));
+    }
+    // Models with several attention types give one object per type; a Llama has one.
+    for (const auto& [key, value] : p.items()) {
+      if (value.is_object()) {
+        return invalid_argument_error(
+            "{}: rope_parameters.{} holds per-layer-type RoPE parameters, which Llama-family "
+            "models do not have",
+            source, excerpt(key));
+      }
+    }
+    LS_ASSIGN_OR_RETURN(*theta,
+                        positive_number(p, "rope_theta", *theta, source + " rope_parameters"));
+    return parse_rope_scaling(p, "rope_parameters", source, scaling);
+  }
+  if (!has_field(j, "rope_scaling")) return ok_status();
+  const json& r = j["rope_scaling"];
+  if (!r.is_object()) {
+    return invalid_argument_error("{}: rope_scaling must be an object, got {}", source,
+                                  json_excerpt(r));
+  }
+  return parse_rope_scaling(r, "rope_scaling", source, scaling);
 }
 
 }  // namespace
@@ -283,8 +320,17 @@ Result<ModelConfig> parse_model_config(const std::string& text, const std::strin
   if (c.head_dim % 2 != 0)
     return invalid_argument_error("{}: head_dim ({}) must be even for RoPE", source, c.head_dim);
   LS_ASSIGN_OR_RETURN(c.rms_norm_eps, positive_number(j, "rms_norm_eps", 1e-6, source));
-  LS_ASSIGN_OR_RETURN(c.rope_theta, positive_number(j, "rope_theta", 10000.0, source));
-  LS_RETURN_IF_ERROR(parse_rope_scaling(j, source, &c.rope_scaling));
+  // Past these the f32 arithmetic overflows (every activation NaN, every answer token 0) where a
+  // float64 reference would not; no trained model comes near them.
+  if (c.rms_norm_eps >= 1.0) {
+    return invalid_argument_error("{}: field 'rms_norm_eps' must be below 1, got {}", source,
+                                  c.rms_norm_eps);
+  }
+  LS_RETURN_IF_ERROR(parse_rope(j, source, &c.rope_theta, &c.rope_scaling));
+  if (c.rope_theta < 1.0) {
+    return invalid_argument_error("{}: rope_theta must be at least 1, got {}", source,
+                                  c.rope_theta);
+  }
   LS_ASSIGN_OR_RETURN(c.tie_word_embeddings,
                       boolean_field(j, "tie_word_embeddings", false, source));
   if (has_field(j, "hidden_act") && j["hidden_act"] != "silu") {

@@ -90,6 +90,38 @@ TEST(HfConfigTest, LlamaBiasesAndLinearRope) {
   EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
 }
 
+TEST(HfConfigTest, Transformers5RopeParameters) {
+  // transformers 5 writes rope_theta and the scaling in one rope_parameters object.
+  json j = minimal_llama();
+  j["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                          {"factor", 8.0},           {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  auto c = parse_model_config(j.dump(), "config.json");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_DOUBLE_EQ(c->rope_theta, 500000.0);
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kLlama3);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 8.0);
+  EXPECT_EQ(c->rope_scaling.original_max_position_embeddings, 64);
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 10.0}, {"factor", 16.0}};
+  c = parse_model_config(j.dump(), "config.json");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_DOUBLE_EQ(c->rope_theta, 10.0);
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kLinear);
+  EXPECT_DOUBLE_EQ(c->rope_scaling.factor, 16.0);
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1000000.0}};
+  c = parse_model_config(j.dump(), "config.json");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_DOUBLE_EQ(c->rope_theta, 1000000.0);
+  EXPECT_EQ(c->rope_scaling.type, RopeScaling::Type::kNone);
+  // What is not served is refused by name, not run as plain RoPE.
+  j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 10000.0}, {"factor", 4.0}};
+  expect_invalid(j, {"rope_parameters", "yarn"});
+  j["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 1e4}}}};
+  expect_invalid(j, {"rope_parameters", "full_attention"});
+  j["rope_parameters"] = 5;
+  expect_invalid(j, {"rope_parameters"});
+}
+
 TEST(HfConfigTest, Qwen2HasQkvBiasOnly) {
   const ModelConfig c = load_fixture("qwen2_sharded_f16");
   EXPECT_EQ(c.architecture, Architecture::kQwen2);
@@ -191,6 +223,18 @@ TEST(HfConfigTest, InvalidValues) {
   j = minimal_llama();
   j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
   expect_invalid(j, {"original_max_position_embeddings"});
+  j = minimal_llama();
+  j["rope_scaling"] = {{"factor", 4.0}};  // no type: transformers cannot build it either
+  expect_invalid(j, {"rope_scaling", "rope_type"});
+  j = minimal_llama();
+  j["rope_scaling"] = {{"type", ""}, {"factor", 4.0}};
+  expect_invalid(j, {"rope_scaling", "rope_type"});
+  j = minimal_llama();
+  j["rope_theta"] = 1e-300;  // its frequencies overflow f32
+  expect_invalid(j, {"rope_theta"});
+  j = minimal_llama();
+  j["rms_norm_eps"] = 1e300;
+  expect_invalid(j, {"rms_norm_eps"});
   j = minimal_llama();
   j["eos_token_id"] = {2, 100};
   expect_invalid(j, {"eos_token_id", "100"});
