@@ -72,8 +72,8 @@ Result<std::pair<UniqueFd, uint64_t>> open_for_reading(int dirfd, const std::str
   if (!root.empty()) {
     LS_ASSIGN_OR_RETURN(const std::string real, fd_real_path(path_fd.get(), shown));
     if (!path_is_inside(real, root)) {
-      return permission_denied_error("{} leads outside the adapter root {}", shown,
-                                     shown_path(root));
+      // The root itself is not shown: the message can reach any client that asked for a task.
+      return permission_denied_error("{} leads outside the adapter root", shown);
     }
   }
   const std::string proc = "/proc/self/fd/" + std::to_string(path_fd.get());
@@ -176,8 +176,8 @@ Result<Folder> Folder::open(const std::string& path, const std::string& root) {
   if (!root.empty()) {
     LS_ASSIGN_OR_RETURN(real, fd_real_path(fd.get(), shown));
     if (!path_is_inside(real, root)) {
-      return permission_denied_error("{} leads outside the adapter root {}", shown,
-                                     shown_path(root));
+      // The root itself is not shown: the message can reach any client that asked for a task.
+      return permission_denied_error("{} leads outside the adapter root", shown);
     }
   } else {
     auto resolved = fd_real_path(fd.get(), shown);

@@ -164,6 +164,27 @@ TEST_F(AdapterLoaderTest, RefusesWhatCannotBeLoaded) {
   EXPECT_TRUE(named) << "the error for 'bad' names the file, relative to the root";
 }
 
+TEST_F(AdapterLoaderTest, AFileLinkedOutOfTheRootIsRefusedWithoutShowingTheRoot) {
+  testing::TempDir outside;
+  testing::write_adapter(testing::make_adapter_spec(config_, 2, 4), outside.path() / "real");
+  std::filesystem::create_directory(dir_.path() / "linked");
+  for (const char* file : {"adapter_config.json", "adapter_model.safetensors"}) {
+    std::filesystem::create_symlink(outside.path() / "real" / file, dir_.path() / "linked" / file);
+  }
+  auto l = loader(true);
+  Answers answers;
+  l->resolve("linked", answers.add());
+  auto& results = answers.wait_for(1);
+  ASSERT_FALSE(results[0].ok());
+  const Status& s = results[0].status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();  // a load failure
+  EXPECT_NE(s.message().find("linked/adapter_"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("leads outside the adapter root"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find(dir_.path().string()), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find(outside.path().string()), std::string::npos) << s.message();
+  EXPECT_EQ(registry_->size(), 0u);
+}
+
 TEST_F(AdapterLoaderTest, ATaskWithNoRoomWaitsUntilARequestEndsFirstParkedFirstLoaded) {
   small_host_tier(1, 3);
   auto l = loader(true);
