@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "engine/delivery.h"
 #include "engine/memory_plan.h"
@@ -256,6 +257,19 @@ Status Engine::step() {
 
 void Engine::complete_row(Sequence* s, size_t k, Clock::time_point now) {
   const kernels::SampleResult& r = sampler_->results()[k];
+  if (!std::isfinite(r.logprob)) {
+    // A NaN or infinite logit: what the weights computed for this row overflowed (an adapter's
+    // huge values, say). Its token would mean nothing; the other rows of the step are unharmed.
+    SequenceUpdate u;
+    const std::string& task = s->request.task_id;
+    finish(s, FinishReason::kError,
+           internal_error("the model's output for this request is not finite (NaN or infinite "
+                          "logits) after {} generated tokens{}: the weights{} overflow on it",
+                          s->num_generated(), task.empty() ? "" : " of task '" + task + "'",
+                          task.empty() ? "" : " or the task's adapter"),
+           &u);
+    return;
+  }
   s->tokens.push_back(r.token_id);
   admission_->served_token(*s);
   if (!s->first_token_at) s->first_token_at = now;

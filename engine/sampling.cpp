@@ -7,7 +7,9 @@ namespace loraserve::engine {
 kernels::SampleParams next_sample_params(Sequence& seq) {
   const SamplingParams& p = seq.request.params;
   kernels::SampleParams out;
-  out.temperature = p.temperature;
+  // As vLLM: a temperature this small is greedy decoding. Sampling would divide by it, and below
+  // FLT_MIN 1/t is infinite, which made every weight NaN and the pick the last token.
+  out.temperature = p.temperature < kGreedyTemperature ? 0.0f : p.temperature;
   out.top_k = p.top_k;
   out.top_p = p.top_p;
   out.num_logprobs = p.logprobs;

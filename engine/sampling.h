@@ -13,6 +13,9 @@
 
 namespace loraserve::engine {
 
+// Temperatures below this decode greedily (vLLM's _SAMPLING_EPS).
+inline constexpr float kGreedyTemperature = 1e-5f;
+
 // The backend's parameters for the next token of `seq`; draws one uniform from its generator.
 kernels::SampleParams next_sample_params(Sequence& seq);
 

@@ -160,7 +160,9 @@ struct TokenLogprob {
 
 struct SampleResult {
   int32_t token_id = 0;
-  float logprob = 0.0f;  // log-softmax of the raw logits (before temperature, top-k, top-p)
+  // log-softmax of the raw logits (before temperature, top-k, top-p); NaN when the row's logits
+  // are not all finite (the engine ends that request with an error), even when not asked for.
+  float logprob = 0.0f;
   std::vector<TokenLogprob> top;  // the num_logprobs most likely tokens, most likely first
 };
 

@@ -12,16 +12,20 @@ namespace loraserve::kernels::cpu {
 void sample_row(const float* logits, int64_t vocab, const SampleParams& params, SampleResult* out) {
   float max_logit = -INFINITY;
   int32_t argmax = 0;
+  bool nan = false;
   for (int64_t i = 0; i < vocab; ++i) {
+    nan |= std::isnan(logits[i]);
     if (logits[i] > max_logit) {
       max_logit = logits[i];
       argmax = static_cast<int32_t>(i);
     }
   }
   if (params.temperature <= 0.0f && !params.want_logprob && params.num_logprobs == 0) {
-    // Greedy and no logprob wanted: the softmax over the vocabulary is not needed.
+    // Greedy and no logprob wanted: the softmax over the vocabulary is not needed. The logprob
+    // is NaN where the softmax's would be (a NaN or infinite logit, or none above -inf), which
+    // the engine takes for the overflowed row it is.
     out->token_id = argmax;
-    out->logprob = 0.0f;
+    out->logprob = nan || !std::isfinite(max_logit) ? NAN : 0.0f;
     out->top.clear();
     return;
   }

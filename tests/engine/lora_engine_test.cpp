@@ -210,6 +210,73 @@ TEST_F(LoraLifecycleTest, ReplaceAndUnloadNeverDisturbRequestsInFlight) {
   expect_same((*solo_v2)[0], c.trace(2), 1e-4, "admitted after replace, in flight across unload");
 }
 
+TEST_F(LoraLifecycleTest, ARowWhoseLogitsOverflowEndsWithAnErrorAndSparesTheOthers) {
+  // Finite values whose branch overflows f32 (1e30 · 1e30): the task's logits are NaN.
+  const auto& c = eng_->config();
+  std::vector<adapters::LoraModuleWeights> mods;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const auto [out, in] = formats::projection_shape(c, Projection::kQ);
+    adapters::LoraModuleWeights w;
+    w.layer = l;
+    w.projection = Projection::kQ;
+    w.rank = 2;
+    w.scale = 1.0f;
+    w.a.assign(static_cast<size_t>(2 * in), 1e30f);
+    w.b.assign(static_cast<size_t>(out * 2), 1e30f);
+    mods.push_back(std::move(w));
+  }
+  auto huge = adapters::LoraAdapter::from_weights(mods, c, &eng_->backend(), 2);
+  ASSERT_TRUE(huge.ok()) << huge.status().to_string();
+  ASSERT_TRUE(eng_->adapters().add("huge", *huge, false).ok());
+  ASSERT_TRUE(eng_->adapters().load("task", (dir_.path() / "v1").string(), false).ok());
+  auto solo =
+      run_alone(*eng_, {greedy_request(prompt(2), 12, "task"), greedy_request(prompt(3), 12)});
+  ASSERT_TRUE(solo.ok()) << solo.status().to_string();
+  for (bool sampled : {false, true}) {
+    SCOPED_TRACE(sampled ? "sampled, with logprobs" : "greedy, no logprob asked");
+    TraceCollector col;
+    engine::GenerationRequest bad = greedy_request(prompt(1), 12, "huge");
+    bad.return_logits = false;
+    if (sampled) {
+      bad.params.temperature = 1.0f;
+      bad.params.want_logprob = true;
+    } else {
+      bad.params.want_logprob = false;
+    }
+    ASSERT_TRUE(col.submit(*eng_, std::move(bad)).ok());
+    ASSERT_TRUE(col.submit(*eng_, greedy_request(prompt(2), 12, "task")).ok());
+    ASSERT_TRUE(col.submit(*eng_, greedy_request(prompt(3), 12)).ok());
+    ASSERT_TRUE(eng_->run_until_idle().ok());
+    ASSERT_TRUE(col.finished(0));
+    EXPECT_EQ(col.finish_reason(0), engine::FinishReason::kError);
+    EXPECT_EQ(col.error(0).code(), StatusCode::kInternal) << col.error(0).to_string();
+    EXPECT_NE(col.error(0).message().find("task 'huge'"), std::string::npos)
+        << col.error(0).message();
+    EXPECT_NE(col.error(0).message().find("not finite"), std::string::npos)
+        << col.error(0).message();
+    for (size_t i = 1; i < 3; ++i) {
+      ASSERT_TRUE(col.finished(i));
+      EXPECT_EQ(col.error(i).code(), StatusCode::kOk) << col.error(i).to_string();
+      expect_same((*solo)[i - 1], col.trace(i), 1e-4, "a row beside the overflowing one");
+    }
+  }
+}
+
+TEST_F(LoraLifecycleTest, TemperaturesBelowTheGreedyThresholdDecodeGreedily) {
+  ASSERT_TRUE(eng_->adapters().load("task", (dir_.path() / "v1").string(), false).ok());
+  auto greedy = run_alone(*eng_, {greedy_request(prompt(4), 16, "task")});
+  ASSERT_TRUE(greedy.ok());
+  for (float t : {1e-39f, 1e-30f, 9e-6f}) {  // 1e-39: 1 / t is infinite in f32
+    SCOPED_TRACE(t);
+    engine::GenerationRequest r = greedy_request(prompt(4), 16, "task");
+    r.params.temperature = t;
+    r.params.seed = 7;
+    auto got = run_alone(*eng_, {std::move(r)});
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    EXPECT_EQ((*got)[0].token_ids, (*greedy)[0].token_ids);
+  }
+}
+
 size_t heap_bytes() {
   const struct mallinfo2 mi = mallinfo2();
   return mi.uordblks + mi.hblkhd;
