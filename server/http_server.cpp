@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <regex>
 
@@ -17,6 +18,8 @@ constexpr time_t kKeepAliveSeconds = 2;
 constexpr size_t kKeepAliveRequests = 1000;
 // A client that sends nothing (or reads nothing) for this long loses its connection.
 constexpr time_t kIoTimeoutSeconds = 30;
+// How long stop() waits for the library's connection threads before the process exits anyway.
+constexpr std::chrono::seconds kStopSeconds(10);
 
 std::string escape_regex(const std::string& path) {
   static const std::regex special(R"([.^$|()\[\]{}*+?\\])");
@@ -216,7 +219,43 @@ void HttpServer::get(const std::string& path, Handler handler) {
 }
 
 void HttpServer::post(const std::string& path, Handler handler) {
-  listener_->Post(escape_regex(path), std::move(handler));
+  // The body is read here, not by the library: Debian's cpp-httplib (0.11) caps a body sent
+  // with Content-Length but buffers a chunked one whole, however large, and refuses a form-
+  // encoded one past 8 KiB as "too large" (curl -d sends JSON as a form).
+  const size_t max_body = options_.max_body_bytes;
+  listener_->Post(escape_regex(path), [handler = std::move(handler), max_body](
+                                          const httplib::Request& req, httplib::Response& res,
+                                          const httplib::ContentReader& content) {
+    if (req.is_multipart_form_data()) {
+      set_openai_error(res, invalid_argument_error("the request body must be JSON, not "
+                                                   "multipart/form-data"));
+      res.status = 415;
+      return;
+    }
+    httplib::Request request = req;
+    bool too_large = false;
+    const bool read = content([&](const char* data, size_t n) {
+      if (n > max_body - request.body.size()) {
+        too_large = true;
+        return false;  // stops reading: nothing past the cap is buffered
+      }
+      request.body.append(data, n);
+      return true;
+    });
+    if (too_large || res.status == 413) {
+      set_openai_error(res, invalid_argument_error("the request body is larger than {} bytes "
+                                                   "(--max-request-bytes)",
+                                                   max_body));
+      res.status = 413;
+      return;
+    }
+    if (!read) {
+      set_openai_error(res, invalid_argument_error("the request body could not be read (cut "
+                                                   "short, or malformed chunked encoding)"));
+      return;
+    }
+    handler(request, res);
+  });
 }
 
 Status HttpServer::start() {
@@ -238,7 +277,10 @@ Status HttpServer::start() {
     spdlog::warn("http: could not raise the listen backlog; bursts of connections may wait");
   address_ =
       (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
-  thread_ = std::thread([this] { listener_->listen_after_bind(); });
+  thread_ = std::thread([this] {
+    listener_->listen_after_bind();
+    listen_returned_.store(true);
+  });
   // stop() only stops a server that runs: wait until the accept loop has started.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!listener_->is_running()) {
@@ -253,6 +295,21 @@ Status HttpServer::start() {
 void HttpServer::stop() {
   if (!thread_.joinable()) return;
   listener_->stop();
+  // The library joins its connection threads, and a client that trickles its headers (a byte
+  // before each read timeout) holds one for as long as it likes. By now every request has been
+  // answered or cancelled (the drain), so such a client cannot hold up the process's exit.
+  const auto deadline = std::chrono::steady_clock::now() + kStopSeconds;
+  while (!listen_returned_.load()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      spdlog::error(
+          "http: connections still held open {} s after the listener stopped (clients "
+          "that never finish their request); exiting without them",
+          kStopSeconds.count());
+      spdlog::default_logger()->flush();
+      std::_Exit(0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   thread_.join();
 }
 

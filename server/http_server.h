@@ -11,6 +11,7 @@
 
 #include <httplib.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -80,6 +81,7 @@ class HttpServer {
   ServingState* state_;
   std::unique_ptr<Listener> listener_;
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};
   std::string address_;
 };
 

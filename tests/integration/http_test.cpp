@@ -6,6 +6,7 @@
 // is cancelled and its KV blocks freed), SSE chunks arriving one by one through `curl -N`, and
 // the drain on SIGTERM covering HTTP calls.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -434,6 +435,40 @@ TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
   const HttpReply big = http().post_raw("/v1/completions", std::string(17u << 20, ' '));
   EXPECT_EQ(big.status, 413);
   EXPECT_EQ(big.json["error"]["type"], "invalid_request_error");
+  // A chunked body has no length to check up front: it is cut off at the limit, not buffered
+  // whole (Debian's cpp-httplib would buffer it all).
+  signal(SIGPIPE, SIG_IGN);  // the client writes on after the server has closed
+  httplib::Client raw("http://" + server_->http_address());
+  raw.set_read_timeout(60, 0);
+  size_t offered = 0;
+  const std::string chunk(1u << 20, ' ');
+  auto chunked = raw.Post(
+      "/v1/completions",
+      [&](size_t, httplib::DataSink& sink) {
+        if (offered >= (64u << 20)) {
+          sink.done();
+          return true;
+        }
+        offered += chunk.size();
+        return sink.write(chunk.data(), chunk.size());
+      },
+      "application/json");
+  // The server answers 413 and closes; the client sees that answer, or a failed write when
+  // the close came first.
+  if (chunked) {
+    EXPECT_EQ(chunked->status, 413) << chunked->body;
+    EXPECT_NE(chunked->body.find("--max-request-bytes"), std::string::npos) << chunked->body;
+  }
+  EXPECT_LT(offered, 64u << 20) << "the server read the whole chunked body";
+  // JSON sent as a form (curl -d) past the library's 8 KiB form cap is still JSON.
+  json form = {{"model", tasks_[0]},
+               {"prompt", "hello world"},
+               {"temperature", 0},
+               {"max_tokens", 4},
+               {"user", std::string(9000, 'u')}};
+  const HttpReply as_form =
+      http().post_raw("/v1/completions", form.dump(), "application/x-www-form-urlencoded");
+  EXPECT_EQ(as_form.status, 200) << as_form.body;
   // The server is unharmed.
   EXPECT_EQ(http().get("/health").status, 200);
 }
