@@ -37,6 +37,7 @@ Result<std::string> IncrementalDecoder::decode_open_run(bool at_end) const {
 Result<std::string> IncrementalDecoder::add(int32_t id) {
   LS_RETURN_IF_ERROR(tokenizer_.check_ids({&id, 1}));
   if (skip_special_tokens_ && tokenizer_.is_special(id)) return std::string();
+  if (!tokenizer_.id_to_token(id).has_value()) return std::string();  // no token: no text
   run_.push_back(id);
   auto text = decode_open_run(/*at_end=*/false);
   if (!text.ok()) {

@@ -64,8 +64,8 @@ Status Tokenizer::load(const json& root) {
   int32_t max_id = model_->max_id();
   for (const AddedToken& t : added_.tokens()) max_id = std::max(max_id, t.id);
   vocab_size_ = max_id + 1;
-  LS_RETURN_IF_ERROR(check_ids(post_processor_.prefix()).with_context("post_processor"));
-  LS_RETURN_IF_ERROR(check_ids(post_processor_.suffix()).with_context("post_processor"));
+  LS_RETURN_IF_ERROR(check_known_ids(post_processor_.prefix()).with_context("post_processor"));
+  LS_RETURN_IF_ERROR(check_known_ids(post_processor_.suffix()).with_context("post_processor"));
   return ok_status();
 }
 
@@ -117,12 +117,21 @@ Status Tokenizer::encode_piece(std::string_view text, size_t offset,
   return ok_status();
 }
 
-Status Tokenizer::check_ids(std::span<const int32_t> ids) const {
+Status Tokenizer::check_known_ids(std::span<const int32_t> ids) const {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (!id_to_token(ids[i]).has_value()) {
       return invalid_argument_error(
           "token id {} (at index {}) is not in the vocabulary ({} ids, 0 to {})", ids[i], i,
           vocab_size_, vocab_size_ - 1);
+    }
+  }
+  return ok_status();
+}
+
+Status Tokenizer::check_ids(std::span<const int32_t> ids) const {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0) {
+      return invalid_argument_error("token id {} (at index {}) is negative", ids[i], i);
     }
   }
   return ok_status();
@@ -141,9 +150,11 @@ Result<std::string> Tokenizer::decode_run(std::span<const int32_t> ids, bool ski
   for (int32_t id : ids) {
     if (const AddedToken* added = added_.find(id)) {
       if (!(skip_special_tokens && added->special)) tokens.push_back(added->content);
-    } else {
-      tokens.push_back(*model_->id_to_token(id));
+    } else if (const std::string* token = model_->id_to_token(id)) {
+      tokens.push_back(*token);
     }
+    // An id with no token (a vocabulary padded past the tokenizer's, or a gap in it) decodes to
+    // nothing, as Hugging Face's decode skips it: a model may sample one.
   }
   return decoder_->decode(std::move(tokens), at_start, at_end);
 }

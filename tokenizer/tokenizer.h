@@ -39,8 +39,8 @@ class Tokenizer {
   // Invalid UTF-8 -> INVALID_ARGUMENT naming the byte offset.
   Result<std::vector<int32_t>> encode(std::string_view text, bool add_special_tokens = true) const;
 
-  // Text of `ids`; skip_special_tokens leaves out added tokens marked special.
-  // An id the vocabulary lacks -> INVALID_ARGUMENT naming it.
+  // Text of `ids`; skip_special_tokens leaves out added tokens marked special. An id with no
+  // token decodes to nothing (as Hugging Face's); a negative id -> INVALID_ARGUMENT naming it.
   Result<std::string> decode(std::span<const int32_t> ids, bool skip_special_tokens = true) const;
 
   // Highest id + 1, added tokens included.
@@ -58,10 +58,11 @@ class Tokenizer {
   Status load(const json& root);
   // Encodes one piece of text between added tokens, appending its ids.
   Status encode_piece(std::string_view text, size_t offset, std::vector<int32_t>* ids) const;
-  // Decodes ids that are known to be in the vocabulary, as a run of a longer sequence.
+  // Decodes ids (none negative) as a run of a longer sequence; ids with no token give no text.
   Result<std::string> decode_run(std::span<const int32_t> ids, bool skip_special_tokens,
                                  bool at_start, bool at_end) const;
-  Status check_ids(std::span<const int32_t> ids) const;
+  Status check_ids(std::span<const int32_t> ids) const;        // none negative
+  Status check_known_ids(std::span<const int32_t> ids) const;  // each with a token
 
   std::string source_;
   std::unique_ptr<Normalizer> normalizer_;
