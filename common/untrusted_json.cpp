@@ -78,6 +78,11 @@ Status check_json_limits(std::string_view text, std::string_view source, const J
         "{}: {} bytes of JSON, more than the limit of {} (--max-json-bytes)", source, text.size(),
         limits.max_bytes);
   }
+  // JSON never holds a raw NUL (not even in a string), and nlohmann would stop reading at one,
+  // taking whatever follows it for the end of the input.
+  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    return invalid_argument_error("{}: not valid JSON: a NUL byte at byte {}", source, nul);
+  }
   int64_t depth = 0;
   bool in_string = false;
   bool escaped = false;

@@ -43,7 +43,15 @@ Status parse_modules(const Json& j, const char* key, const std::string& source,
   if (!has_field(j, key)) return ok_status();
   const Json& v = j[key];
   if (v.is_string()) {
-    LS_ASSIGN_OR_RETURN(*regex, compile_field(v.get<std::string>(), /*full=*/true, key, source));
+    std::string text = v.get<std::string>();
+    std::string lowered = text;
+    std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    if (lowered == "all-linear") {  // PEFT's shorthand (a string, any case), not a regex
+      list->push_back("all-linear");
+      return ok_status();
+    }
+    LS_ASSIGN_OR_RETURN(*regex, compile_field(text, /*full=*/true, key, source));
     return ok_status();
   }
   if (!v.is_array()) {
@@ -222,6 +230,12 @@ Result<PeftConfig> parse_peft_config(const std::string& text, const std::string&
   }
   if (truthy(j, "use_dora"))
     return invalid_argument_error("{}: DoRA (use_dora) is not supported", source);
+  // Activated LoRA applies its weights only after the invocation tokens appear: served as plain
+  // LoRA it would change every token.
+  if (truthy(j, "alora_invocation_tokens")) {
+    return invalid_argument_error("{}: activated LoRA (alora_invocation_tokens) is not supported",
+                                  source);
+  }
   if (truthy(j, "modules_to_save")) {
     return invalid_argument_error(
         "{}: modules_to_save ({}) is not supported: those modules would replace base weights "

@@ -52,6 +52,12 @@ TEST(UntrustedJsonTest, DepthIsCappedWithoutRecursion) {
   expect_error(deep_objects, {"deeper than 64 levels"});
 }
 
+TEST(UntrustedJsonTest, ANulByteIsRefusedWhereverItIs) {
+  // nlohmann reads up to a NUL and takes it for the end: what follows would pass unseen.
+  expect_error(std::string("{\"a\": 1}\0garbage {{{", 20), {"NUL byte at byte 8"});
+  expect_error(std::string("{\"a\": \"x\0y\"}", 13), {"NUL byte at byte 8"});
+}
+
 TEST(UntrustedJsonTest, SizeIsCapped) {
   JsonLimits limits;
   limits.max_bytes = 10;

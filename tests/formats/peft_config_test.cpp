@@ -25,6 +25,17 @@ TEST(PeftConfig, ListTargetsMatchWholeKeyOrLastParts) {
   EXPECT_DOUBLE_EQ(peft_scale(c, 8, 16), 2.0);
 }
 
+TEST(PeftConfig, AllLinearShorthandIsEveryProjectionButNotTheHead) {
+  for (const char* spelling : {R"("all-linear")", R"("ALL-LINEAR")", R"(["all-linear"])"}) {
+    SCOPED_TRACE(spelling);
+    PeftConfig c =
+        parse(std::string(R"({"peft_type":"LORA","r":4,"target_modules":)") + spelling + "}");
+    EXPECT_TRUE(*peft_targets(c, "model.layers.0.self_attn.q_proj"));
+    EXPECT_TRUE(*peft_targets(c, "model.layers.3.mlp.down_proj"));
+    EXPECT_FALSE(*peft_targets(c, "lm_head"));
+  }
+}
+
 TEST(PeftConfig, RegexTargetsMustMatchTheWholeKey) {
   PeftConfig c =
       parse(R"({"peft_type":"LORA","r":4,"target_modules":".*\\.layers\\.1\\..*(q|v)_proj"})");
@@ -79,6 +90,7 @@ TEST(PeftConfig, RefusesWhatIsNotSupportedByName) {
     std::string extra, expect;
   } cases[] = {
       {R"("use_dora":true)", "DoRA"},
+      {R"("alora_invocation_tokens":[265,73])", "alora_invocation_tokens"},
       {R"("modules_to_save":["lm_head"])", "modules_to_save"},
       {R"("bias":"all")", "bias"},
       {R"("lora_bias":true)", "lora_bias"},
