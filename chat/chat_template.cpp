@@ -52,7 +52,8 @@ jinja::Value to_value(const ordered_json& json, int depth, const std::string& wh
   using jinja::Value;
   if (depth > jinja::kMaxValueDepth) {
     throw jinja::TemplateError(
-        "ValueError", fmt::format("{} nests deeper than {} levels", where, jinja::kMaxValueDepth));
+        "ValueError",
+        fmt::format("a value nests deeper than {} levels, at {}", jinja::kMaxValueDepth, where));
   }
   switch (json.type()) {
     case ordered_json::value_t::null:
@@ -115,7 +116,9 @@ std::string file_name(std::string_view path) {
 // named (raise_exception's message, an unknown test's name...), so it is escaped (controls and
 // bytes that are not UTF-8) and cut to kMaxDetailBytes, like any echo of input.
 std::string shown_detail(std::string_view detail) {
-  constexpr size_t kMaxDetailBytes = 1024;
+  // Enough for any template's own message; a message that quotes input (a role of 3000 bytes)
+  // shows an excerpt.
+  constexpr size_t kMaxDetailBytes = 256;
   if (detail.size() <= kMaxDetailBytes) return escape_text(detail);
   return fmt::format("{}… ({} bytes)", escape_text(detail.substr(0, kMaxDetailBytes)),
                      detail.size());

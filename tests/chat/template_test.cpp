@@ -170,6 +170,12 @@ TEST(ChatTemplate, RaiseExceptionAndRuntimeErrorsNameTheLine) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "chat template line 3: TemplateError: System role not supported");
 
+  // A message that quotes the input shows an excerpt of it.
+  s = render_error("{{ raise_exception('bad role ' + messages[0].role) }}",
+                   ordered_json::parse(R"([{"role": ")" + std::string(3000, 'r') + R"("}])"));
+  EXPECT_LT(s.message().size(), 320u) << s.message();
+  EXPECT_NE(s.message().find("… (3009 bytes)"), std::string::npos) << s.message();
+
   s = render_error("ok\n{{ 'a' + messages[0].content }}",
                    ordered_json::parse(R"([{"content": 1}])"));
   EXPECT_EQ(s.message(),
