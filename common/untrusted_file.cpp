@@ -63,7 +63,15 @@ Result<std::pair<UniqueFd, uint64_t>> open_for_reading(int dirfd, const std::str
                                                        const std::string& shown,
                                                        const std::string& root) {
   UniqueFd path_fd(::openat(dirfd, name.c_str(), O_PATH | O_CLOEXEC));
-  if (path_fd.get() < 0) return open_error(errno, shown);
+  if (path_fd.get() < 0) {
+    const int err = errno;
+    struct stat link {};
+    if (err == ENOENT && ::fstatat(dirfd, name.c_str(), &link, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISLNK(link.st_mode)) {
+      return not_found_error("{} is a link to a file that does not exist", shown);
+    }
+    return open_error(err, shown);
+  }
   struct stat st {};
   if (::fstat(path_fd.get(), &st) != 0) return open_error(errno, shown);
   if (!S_ISREG(st.st_mode)) {
@@ -203,8 +211,10 @@ Result<ReadOnlyFile> Folder::open_file(std::string_view name) const {
 
 bool Folder::has(std::string_view name) const {
   if (!is_plain_name(name)) return false;
+  // Not followed: a broken or looping link is there, and opening it says what is wrong with it
+  // (a broken link in a model folder is a broken download, not a file left out on purpose).
   struct stat st {};
-  return ::fstatat(fd_.get(), std::string(name).c_str(), &st, 0) == 0;
+  return ::fstatat(fd_.get(), std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 Result<ReadOnlyFile> open_regular_file(const std::string& path) {

@@ -86,7 +86,8 @@ class Folder {
   // NOT_FOUND when absent; INVALID_ARGUMENT when it is not a regular file or `name` is not a
   // plain name; PERMISSION_DENIED when it leads outside the root or cannot be read.
   Result<ReadOnlyFile> open_file(std::string_view name) const;
-  // Whether `name` exists in the folder (a dangling link does not).
+  // Whether `name` exists in the folder; a link counts even when broken or looping (opening it
+  // then says so).
   bool has(std::string_view name) const;
 
   // The path given to open(), and how messages show it and its files.

@@ -67,6 +67,26 @@ TEST_F(UntrustedFileTest, MissingIsNotFound) {
             StatusCode::kNotFound);
 }
 
+TEST_F(UntrustedFileTest, ABrokenOrLoopingLinkIsThereAndSaysWhatIsWrong) {
+  // A broken link in a model folder (a half-downloaded Hugging Face cache) must not read as a
+  // file left out on purpose: generation_config.json's EOS ids would be lost without a word.
+  fs::create_symlink(dir_ / "gone.json", dir_ / "root" / "inner" / "broken.json");
+  fs::create_symlink("loop.json", dir_ / "root" / "inner" / "loop.json");
+  auto folder = Folder::open((dir_ / "root" / "inner").string());
+  ASSERT_TRUE(folder.ok());
+  EXPECT_TRUE(folder->has("broken.json"));
+  EXPECT_TRUE(folder->has("loop.json"));
+  auto broken = folder->open_file("broken.json");
+  EXPECT_EQ(broken.status().code(), StatusCode::kNotFound) << broken.status().to_string();
+  EXPECT_NE(broken.status().message().find("broken.json is a link to a file that does not exist"),
+            std::string::npos)
+      << broken.status().to_string();
+  auto loop = folder->open_file("loop.json");
+  EXPECT_EQ(loop.status().code(), StatusCode::kInvalidArgument) << loop.status().to_string();
+  EXPECT_NE(loop.status().message().find("symbolic links"), std::string::npos)
+      << loop.status().to_string();
+}
+
 TEST_F(UntrustedFileTest, RefusesWhatIsNotARegularFileByName) {
   ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);
   fs::create_symlink("/dev/zero", dir_ / "zero");
