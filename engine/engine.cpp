@@ -63,7 +63,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const formats::ModelConfig& confi
   mi.device = backend->describe();
   mi.available = backend->available_memory();
   mi.headroom = backend->memory_headroom();
-  mi.weight_dtype = backend->weight_dtype(parse_dtype(config.torch_dtype).value_or(DType::kBF16));
+  mi.weight_dtype = backend->weight_dtype(checkpoint_dtype(config, weights));
   mi.weight_bytes = estimate_weight_bytes(config, mi.weight_dtype);
   mi.activation_bytes = Model::activation_bytes(config, fo, backend->activation_dtype());
   mi.kv_block_bytes =

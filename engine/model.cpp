@@ -30,6 +30,10 @@ class CheckpointWeightSource final : public WeightSource {
     return status;
   }
   bool has(const std::string& name) const override { return store_->find(name) != nullptr; }
+  std::optional<DType> stored_dtype(const std::string& name) const override {
+    const formats::TensorInfo* t = store_->find(name);
+    return t == nullptr ? std::nullopt : t->dtype;
+  }
 
  private:
   // Drops the mapping's pages that lie wholly inside [data, data + bytes) from this process
@@ -126,10 +130,22 @@ Result<std::unique_ptr<Model>> Model::load(const ModelConfig& config, WeightSour
   return model;
 }
 
+DType checkpoint_dtype(const formats::ModelConfig& config, const WeightSource& source, bool warn) {
+  const std::optional<DType> claimed = parse_dtype(config.torch_dtype);
+  const std::optional<DType> stored = source.stored_dtype("model.layers.0.self_attn.q_proj.weight");
+  if (warn && stored && claimed && *stored != *claimed) {
+    spdlog::warn(
+        "config.json gives torch_dtype '{}', but the checkpoint's weights are {}: going "
+        "by the weights",
+        config.torch_dtype, dtype_name(*stored));
+  }
+  return stored.value_or(claimed.value_or(DType::kBF16));
+}
+
 Status Model::load_weights(WeightSource& source) {
   const auto& c = config_;
   const auto t0 = std::chrono::steady_clock::now();
-  const DType checkpoint = parse_dtype(c.torch_dtype).value_or(DType::kBF16);
+  const DType checkpoint = checkpoint_dtype(c, source, /*warn=*/true);
   weight_dtype_ = backend_->weight_dtype(checkpoint);
   spdlog::info("weights in {}: {}", dtype_name(weight_dtype_),
                backend_->weight_dtype_reason(checkpoint));

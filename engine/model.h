@@ -8,6 +8,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,17 @@ class WeightSource {
   virtual Status read(const std::string& name, const std::vector<int64_t>& shape,
                       const std::function<Status(const void* data, DType dtype)>& sink) = 0;
   virtual bool has(const std::string& name) const = 0;
+  // The dtype `name` is stored in, where the source has one (a checkpoint does).
+  virtual std::optional<DType> stored_dtype(const std::string& /*name*/) const {
+    return std::nullopt;
+  }
 };
+
+// The dtype the checkpoint's weight matrices are stored in: that of layer 0's q_proj where the
+// source has it (config.json's torch_dtype is only a claim; with `warn`, a disagreement is
+// logged), else the claim, else BF16.
+DType checkpoint_dtype(const formats::ModelConfig& config, const WeightSource& source,
+                       bool warn = false);
 
 // A checkpoint folder's safetensors (one file or shards).
 std::unique_ptr<WeightSource> checkpoint_source(std::unique_ptr<formats::TensorStore> store);

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "engine/loader.h"
+#include "engine/model.h"
 #include "formats/safetensors.h"
 #include "tests/reference/golden.h"
 
@@ -60,6 +61,29 @@ class ModelLoading : public ::testing::Test {
 TEST_F(ModelLoading, UnchangedCopyOpens) {
   write_weights([](auto&) {});
   EXPECT_TRUE(open().ok()) << open().to_string();
+}
+
+TEST_F(ModelLoading, TheCheckpointDtypeIsTheWeightsNotConfigJsonsClaim) {
+  // A BF16 checkpoint whose config.json says float32 (a common slip): the weights decide, so
+  // --weights-dtype auto does not double the memory of an 8B model.
+  const fs::path bf16 = fs::path(kFixturesDir) / "llama_gqa_bf16_llama3rope";
+  auto config = formats::load_model_config(bf16.string());
+  ASSERT_TRUE(config.ok()) << config.status().to_string();
+  auto store = formats::TensorStore::open_folder(bf16.string(), "model.safetensors");
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  auto source = engine::checkpoint_source(std::move(*store));
+  for (const char* claim : {"bfloat16", "float32", "float16", ""}) {
+    formats::ModelConfig c = *config;
+    c.torch_dtype = claim;
+    EXPECT_EQ(engine::checkpoint_dtype(c, *source), DType::kBF16) << claim;
+  }
+  // Without a tensor to look at (random weights for benchmarks), the claim, else BF16.
+  auto random = engine::random_source(1);
+  formats::ModelConfig c = *config;
+  c.torch_dtype = "float32";
+  EXPECT_EQ(engine::checkpoint_dtype(c, *random), DType::kF32);
+  c.torch_dtype = "";
+  EXPECT_EQ(engine::checkpoint_dtype(c, *random), DType::kBF16);
 }
 
 TEST_F(ModelLoading, MissingTensor) {
