@@ -77,14 +77,17 @@ TEST_F(TokenizeCommandTest, DecodesIdLinesFromAModelFolder) {
   const auto lines = run("--model " + dir_.string() + " --decode",
                          "{\"ids\": [260, 259, 32, 258]}\n"
                          "{\"ids\": [260, 259], \"skip_special_tokens\": false}\n"
-                         "{\"ids\": [99999]}\n{\"ids\": \"x\"}\n",
+                         "{\"ids\": [-5]}\n{\"ids\": \"x\"}\n{\"ids\": [104, 99999, 105]}\n",
                          &code);
   EXPECT_EQ(code, 0);
-  ASSERT_EQ(lines.size(), 4u);
+  ASSERT_EQ(lines.size(), 5u);
   EXPECT_EQ(json::parse(lines[0]), json::parse(R"({"text": "hello hell"})"));
   EXPECT_EQ(json::parse(lines[1]), json::parse(R"({"text": "<|bos|>hello"})"));
-  EXPECT_NE(lines[2].find("99999"), std::string::npos);
+  EXPECT_EQ(json::parse(lines[2])["error"]["code"], "INVALID_ARGUMENT");
+  EXPECT_NE(lines[2].find("-5"), std::string::npos);
   EXPECT_EQ(json::parse(lines[3])["error"]["code"], "INVALID_ARGUMENT");
+  // An id with no token decodes to nothing, as Hugging Face's decode.
+  EXPECT_EQ(json::parse(lines[4]), json::parse(R"({"text": "hi"})"));
 }
 
 TEST_F(TokenizeCommandTest, FailsClearlyWithoutATokenizer) {
