@@ -1,6 +1,7 @@
 // Fuzzes IncrementalDecoder on arbitrary id streams (4 input bytes per id, mostly inside the
-// vocabulary, some not): an unknown id is a clean error that leaves the decoder as it was; the
-// pieces are valid UTF-8 and concatenate to Tokenizer::decode of the accepted ids.
+// vocabulary, some not): a negative id is a clean error that leaves the decoder as it was, an
+// id with no token gives no text; the pieces are valid UTF-8 and concatenate to
+// Tokenizer::decode of the accepted ids.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
