@@ -251,7 +251,9 @@ Status parse_module_key(const std::string& key, const ModelConfig& model, const 
   const auto dot = key.find('.', kLayers.size());
   const std::string index =
       dot == std::string::npos ? "" : key.substr(kLayers.size(), dot - kLayers.size());
-  if (index.empty() || !std::all_of(index.begin(), index.end(), ::isdigit) || index.size() > 6) {
+  // As the model's own module names: "03" names no layer (PEFT would not apply it either).
+  if (index.empty() || !std::all_of(index.begin(), index.end(), ::isdigit) || index.size() > 6 ||
+      (index.size() > 1 && index[0] == '0')) {
     return invalid_argument_error("tensor {}: cannot read a layer index from {}", shown(tensor),
                                   shown(key));
   }

@@ -167,6 +167,12 @@ TEST_F(LoraAdapterTest, LayerIndexPastTheModel) {
   AdapterSpec ltt = make_adapter_spec(config_, 4, 7);
   ltt.config["layers_to_transform"] = {0, 5};
   expect_message(load_bad(ltt), StatusCode::kInvalidArgument, "layers_to_transform names layer 5");
+  // "layers.01" is no module of the model: not taken for layer 1.
+  AdapterSpec zero = make_adapter_spec(config_, 4, 7);
+  auto moved = zero.tensors.extract(peft_name(1, Projection::kQ, 'A'));
+  moved.key() = "base_model.model.model.layers.01.self_attn.q_proj.lora_A.weight";
+  zero.tensors.insert(std::move(moved));
+  expect_message(load_bad(zero), StatusCode::kInvalidArgument, "cannot read a layer index");
 }
 
 TEST_F(LoraAdapterTest, NonFiniteValues) {
