@@ -40,6 +40,33 @@ std::string cut_last_read(std::string_view reason) {
   return out;
 }
 
+// Calls `visit(i)` at each byte of `text` outside its strings (and their quotes), in order;
+// `visit` may move i on past what it consumed. Stops at the first error `visit` returns.
+template <typename Visit>
+Status scan_outside_strings(std::string_view text, Visit visit) {
+  bool in_string = false;
+  bool escaped = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    LS_RETURN_IF_ERROR(visit(i));
+  }
+  return ok_status();
+}
+
 // Whether a JSON number token is a float (fraction or exponent) or an integer in [-2^63, 2^64).
 bool integer_fits_64_bits(std::string_view number) {
   if (number.find_first_of(".eE") != std::string_view::npos) return true;
@@ -84,23 +111,9 @@ Status check_json_limits(std::string_view text, std::string_view source, const J
     return invalid_argument_error("{}: not valid JSON: a NUL byte at byte {}", source, nul);
   }
   int64_t depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (size_t i = 0; i < text.size(); ++i) {
+  return scan_outside_strings(text, [&](size_t& i) {
     const char c = text[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
+    if (c == '[' || c == '{') {
       if (++depth > limits.max_depth) {
         return invalid_argument_error(
             "{}: JSON nested deeper than {} levels at byte {} (--max-json-depth)", source,
@@ -109,41 +122,26 @@ Status check_json_limits(std::string_view text, std::string_view source, const J
     } else if ((c == ']' || c == '}') && depth > 0) {
       --depth;
     }
-  }
-  return ok_status();
+    return ok_status();
+  });
 }
 
 Status check_json_integers(std::string_view text, std::string_view source) {
-  bool in_string = false;
-  bool escaped = false;
-  for (size_t i = 0; i < text.size(); ++i) {
+  return scan_outside_strings(text, [&](size_t& i) {
     const char c = text[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
+    if (c != '-' && (c < '0' || c > '9')) return ok_status();
+    const size_t begin = i;
+    while (i + 1 < text.size() &&
+           std::string_view("+-.eE0123456789").find(text[i + 1]) != std::string_view::npos) {
+      ++i;
     }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '-' || (c >= '0' && c <= '9')) {
-      const size_t begin = i;
-      while (i + 1 < text.size() &&
-             std::string_view("+-.eE0123456789").find(text[i + 1]) != std::string_view::npos) {
-        ++i;
-      }
-      const std::string_view number = text.substr(begin, i + 1 - begin);
-      if (!integer_fits_64_bits(number)) {
-        return invalid_argument_error("{}: the integer {} at byte {} does not fit in 64 bits",
-                                      source, excerpt(number, 32), begin);
-      }
+    const std::string_view number = text.substr(begin, i + 1 - begin);
+    if (!integer_fits_64_bits(number)) {
+      return invalid_argument_error("{}: the integer {} at byte {} does not fit in 64 bits", source,
+                                    excerpt(number, 32), begin);
     }
-  }
-  return ok_status();
+    return ok_status();
+  });
 }
 
 Status json_parse_status(std::string_view source, const nlohmann::json::exception& e) {
