@@ -588,10 +588,7 @@ std::string format_fields(const std::string& format, const CallArgs& args, Numbe
         const size_t end = name.find(']', k);
         if (end == std::string::npos) format_error("Missing ']' in format string");
         const std::string key = name.substr(k + 1, end - k - 1);
-        const bool numeric =
-            !key.empty() && key.size() < 10 && std::all_of(key.begin(), key.end(), [](char ch) {
-              return std::isdigit(static_cast<unsigned char>(ch));
-            });
+        const bool numeric = key.size() < 10 && all_digits(key);
         value = getitem(value, numeric ? Value::integer(std::stoll(key)) : Value::string(key));
         k = end + 1;
       }
