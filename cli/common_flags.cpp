@@ -16,6 +16,11 @@ void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits) {
                   "safetensors headers, --config); larger files are refused unread")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-config-bytes", limits->max_config_bytes,
+                  "Largest config.json, generation_config.json or adapter_config.json read "
+                  "(real ones are a few KB; parsing costs about 30 times the size)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--max-json-depth", limits->max_depth,
                   "Deepest nesting of arrays and objects accepted in a JSON file")
       ->capture_default_str()

@@ -18,7 +18,7 @@ struct EngineFlags {
   kernels::BackendOptions backend;
   engine::EngineOptions engine;
   double kv_cache_gib = 0.0;
-  JsonLimits json_limits;  // --max-json-bytes, --max-json-depth
+  JsonLimits json_limits;  // --max-json-bytes, --max-config-bytes, --max-json-depth
   std::string fairness = "vtc";
   std::vector<std::string> task_weights;  // TASK=W, checked when parsed
 
@@ -29,8 +29,9 @@ struct EngineFlags {
 // The engine's flags, the request limits' among them.
 void add_engine_flags(CLI::App* cmd, EngineFlags* flags);
 // --max-json-bytes and --max-json-depth: the limits on every JSON file read (config.json,
-// tokenizer.json, adapter_config.json, safetensors headers, --config). A command applies them
-// with set_json_limits before it reads a file.
+// tokenizer.json, adapter_config.json, safetensors headers, --config); --max-config-bytes: the
+// lower one on config.json, generation_config.json and adapter_config.json. A command applies
+// them with set_json_limits before it reads a file.
 void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits);
 // The request limits' flags (--max-prompt-tokens, --max-stop-strings, --max-stop-bytes,
 // --max-stop-token-ids, --max-logprobs, --max-task-id-length, --max-request-id-bytes).

@@ -8,6 +8,7 @@ namespace loraserve {
 namespace {
 
 std::atomic<uint64_t> g_max_bytes{JsonLimits{}.max_bytes};
+std::atomic<uint64_t> g_max_config_bytes{JsonLimits{}.max_config_bytes};
 std::atomic<int32_t> g_max_depth{JsonLimits{}.max_depth};
 
 // nlohmann's messages start with "[json.exception.<kind>.<id>] ".
@@ -82,21 +83,31 @@ bool integer_fits_64_bits(std::string_view number) {
 
 JsonLimits json_limits() {
   return JsonLimits{g_max_bytes.load(std::memory_order_relaxed),
+                    g_max_config_bytes.load(std::memory_order_relaxed),
                     g_max_depth.load(std::memory_order_relaxed)};
 }
 
 void set_json_limits(const JsonLimits& limits) {
   g_max_bytes.store(limits.max_bytes, std::memory_order_relaxed);
+  g_max_config_bytes.store(limits.max_config_bytes, std::memory_order_relaxed);
   g_max_depth.store(limits.max_depth, std::memory_order_relaxed);
 }
 
 Status validate_json_limits(const JsonLimits& limits) {
   if (limits.max_bytes < 1) return invalid_argument_error("--max-json-bytes must be at least 1");
+  if (limits.max_config_bytes < 1)
+    return invalid_argument_error("--max-config-bytes must be at least 1");
   if (limits.max_depth < 1 || limits.max_depth > kMaxJsonDepthCeiling) {
     return invalid_argument_error("--max-json-depth must be in [1, {}], got {}",
                                   kMaxJsonDepthCeiling, limits.max_depth);
   }
   return ok_status();
+}
+
+ConfigFileCap config_file_cap(const JsonLimits& limits) {
+  if (limits.max_config_bytes <= limits.max_bytes)
+    return {limits.max_config_bytes, "--max-config-bytes"};
+  return {limits.max_bytes, "--max-json-bytes"};
 }
 
 Status check_json_limits(std::string_view text, std::string_view source, const JsonLimits& limits) {

@@ -3,8 +3,8 @@
 // a size cap and a nesting-depth cap by a flat scan (so a document nested a million levels deep
 // is refused at the byte where it passes the cap, without recursion); errors name the source
 // and the byte offset, and never echo more than an excerpt of the input. The caps are
-// process-wide (--max-json-bytes, --max-json-depth), set once at start-up; every function is
-// thread-safe.
+// process-wide (--max-json-bytes, --max-config-bytes, --max-json-depth), set once at start-up;
+// every function is thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +22,11 @@ struct JsonLimits {
   // Largest JSON file read (the safetensors header's own limit is the smaller of this and the
   // format's 100 MB).
   uint64_t max_bytes = 64ull << 20;
+  // Largest small configuration file read: config.json, generation_config.json and
+  // adapter_config.json, which real models and adapters keep to a few KB. Parsed, a JSON
+  // document of many short values takes about 30 times its size (measured: a 60 MiB
+  // adapter_config.json took 1.6 GB), and adapters load while serving.
+  uint64_t max_config_bytes = 1ull << 20;
   // Deepest nesting of arrays and objects: `[]` is 1 level, `{"a": [1]}` 2.
   int32_t max_depth = 64;
 };
@@ -36,6 +41,14 @@ JsonLimits json_limits();
 void set_json_limits(const JsonLimits& limits);
 // INVALID_ARGUMENT naming the flag when a limit is out of range.
 Status validate_json_limits(const JsonLimits& limits);
+
+// The cap on a small configuration file (JsonLimits::max_config_bytes, or max_bytes when that
+// is lower) and the flag that sets it, for ReadOnlyFile::read_all.
+struct ConfigFileCap {
+  uint64_t bytes;
+  std::string_view flag;
+};
+ConfigFileCap config_file_cap(const JsonLimits& limits = json_limits());
 
 // Checks `text` against `limits`: its size, and the nesting depth outside strings.
 // INVALID_ARGUMENT naming `source`, the byte offset and the flag.

@@ -423,14 +423,13 @@ Result<ModelConfig> load_model_config(const std::string& dir) {
 }
 
 Result<ModelConfig> load_model_config(const Folder& dir) {
+  const ConfigFileCap cap = config_file_cap();
   LS_ASSIGN_OR_RETURN(const ReadOnlyFile config_file, dir.open_file("config.json"));
-  LS_ASSIGN_OR_RETURN(const std::string text,
-                      config_file.read_all(json_limits().max_bytes, "--max-json-bytes"));
+  LS_ASSIGN_OR_RETURN(const std::string text, config_file.read_all(cap.bytes, cap.flag));
   LS_ASSIGN_OR_RETURN(ModelConfig config, parse_model_config(text, config_file.name()));
   if (dir.has("generation_config.json")) {
     LS_ASSIGN_OR_RETURN(const ReadOnlyFile gen_file, dir.open_file("generation_config.json"));
-    LS_ASSIGN_OR_RETURN(const std::string gen,
-                        gen_file.read_all(json_limits().max_bytes, "--max-json-bytes"));
+    LS_ASSIGN_OR_RETURN(const std::string gen, gen_file.read_all(cap.bytes, cap.flag));
     LS_RETURN_IF_ERROR(merge_generation_config(gen, gen_file.name(), &config));
   }
   return config;

@@ -300,8 +300,8 @@ Result<PeftConfig> load_peft_config(const Folder& dir) {
     }
     return file.status();
   }
-  LS_ASSIGN_OR_RETURN(const std::string text,
-                      file->read_all(json_limits().max_bytes, "--max-json-bytes"));
+  const ConfigFileCap cap = config_file_cap();
+  LS_ASSIGN_OR_RETURN(const std::string text, file->read_all(cap.bytes, cap.flag));
   return parse_peft_config(text, file->name());
 }
 

@@ -131,14 +131,25 @@ std::vector<BadFile> special_files() {
               [](P p, P) { fs::create_directories(p); }),
       special("config_dangling_link", adapter, config, StatusCode::kNotFound, {"missing"},
               [](P p, P o) { fs::create_symlink(o / "nothing_here.json", p); }),
-      special("config_sparse_1gib", adapter, config, invalid, {"--max-json-bytes", "1073741824"},
-              [](P p, P) { make_sparse(p, 1ull << 30); }),
+      special("config_sparse_1gib", adapter, config, invalid,
+              {"--max-config-bytes", "1073741824"}, [](P p, P) { make_sparse(p, 1ull << 30); }),
+      // Valid JSON of 2 MiB: parsed, its 300,000 short strings would take about 60 MB.
+      special("config_2mib_of_targets", adapter, config, invalid,
+              {"--max-config-bytes", "2100009 bytes", "1048576"},
+              [](P p, P) {
+                std::string text = R"({"peft_type": "LORA", "r": 8, "target_modules": ["q_proj")";
+                while (text.size() < 2100000) text += R"(, "q_proj")";
+                write_text(p, text + "]}");
+              }),
+      special("model_config_sparse_2mib", model, "config.json", invalid,
+              {"config.json", "--max-config-bytes"}, [](P p, P) { make_sparse(p, 2ull << 20); }),
       special("weights_sparse_1tib", adapter, weights, invalid,
               {"1099511627776 bytes", "more than the"},
               [](P p, P) { make_sparse(p, 1ull << 40); }),
-      special("config_nested_million", adapter, config, invalid,
+      // 400 KB: the depth cap, not --max-config-bytes, refuses it.
+      special("config_nested_200k", adapter, config, invalid,
               {"deeper than 64 levels", "--max-json-depth"},
-              [](P p, P) { make_nested(p, 1000000, "{\"peft_type\": \"LORA\", \"x\": ", "}"); }),
+              [](P p, P) { make_nested(p, 200000, "{\"peft_type\": \"LORA\", \"x\": ", "}"); }),
       special("weights_header_nested_million", adapter, weights, invalid,
               {"deeper than 64 levels"},
               [](P p, P) {
@@ -179,9 +190,9 @@ std::vector<BadFile> special_files() {
               [](P p, P) { fs::create_directories(p); }),
       special("model_config_missing", model, "config.json", StatusCode::kNotFound,
               {"no such file"}, [](P, P) {}),
-      special("model_config_nested_million", model, "config.json", invalid,
+      special("model_config_nested_200k", model, "config.json", invalid,
               {"deeper than 64 levels"},
-              [](P p, P) { make_nested(p, 1000000, "{\"architectures\": ", "}"); }),
+              [](P p, P) { make_nested(p, 200000, "{\"architectures\": ", "}"); }),
       special("model_generation_config_dev_urandom", model, "generation_config.json", invalid,
               {"a character device"},
               [](P p, P) { fs::create_symlink("/dev/urandom", p); }),

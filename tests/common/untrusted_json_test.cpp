@@ -80,14 +80,31 @@ TEST(UntrustedJsonTest, SyntaxErrorsNameTheOffsetAndCutTheInput) {
 
 TEST(UntrustedJsonTest, LimitsAreValidated) {
   EXPECT_TRUE(validate_json_limits(JsonLimits{}).ok());
-  EXPECT_FALSE(validate_json_limits(JsonLimits{1, 0}).ok());
-  EXPECT_FALSE(validate_json_limits(JsonLimits{1, kMaxJsonDepthCeiling + 1}).ok());
-  EXPECT_FALSE(validate_json_limits(JsonLimits{0, 5}).ok());
+  EXPECT_FALSE(validate_json_limits(JsonLimits{.max_bytes = 1, .max_depth = 0}).ok());
+  EXPECT_FALSE(
+      validate_json_limits(JsonLimits{.max_bytes = 1, .max_depth = kMaxJsonDepthCeiling + 1}).ok());
+  EXPECT_FALSE(validate_json_limits(JsonLimits{.max_bytes = 0, .max_depth = 5}).ok());
+  const auto config_zero = validate_json_limits(JsonLimits{.max_config_bytes = 0});
+  ASSERT_FALSE(config_zero.ok());
+  EXPECT_NE(config_zero.message().find("--max-config-bytes"), std::string::npos);
   const JsonLimits before = json_limits();
-  set_json_limits(JsonLimits{100, 2});
+  set_json_limits(JsonLimits{.max_bytes = 100, .max_config_bytes = 7, .max_depth = 2});
+  EXPECT_EQ(json_limits().max_config_bytes, 7u);
   EXPECT_FALSE(parse_untrusted_json("[[[1]]]", "x").ok());
   set_json_limits(before);
   EXPECT_TRUE(parse_untrusted_json("[[[1]]]", "x").ok());
+}
+
+TEST(UntrustedJsonTest, ConfigFilesHaveTheSmallerCapAndItsFlag) {
+  EXPECT_EQ(JsonLimits{}.max_config_bytes, 1u << 20);
+  const ConfigFileCap own = config_file_cap(JsonLimits{.max_bytes = 100, .max_config_bytes = 10});
+  EXPECT_EQ(own.bytes, 10u);
+  EXPECT_EQ(own.flag, "--max-config-bytes");
+  // --max-json-bytes below --max-config-bytes caps every JSON file, and says so.
+  const ConfigFileCap general =
+      config_file_cap(JsonLimits{.max_bytes = 100, .max_config_bytes = 1000});
+  EXPECT_EQ(general.bytes, 100u);
+  EXPECT_EQ(general.flag, "--max-json-bytes");
 }
 
 TEST(UntrustedJsonTest, ReadsFilesThroughTheirChecks) {
