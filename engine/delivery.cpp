@@ -14,14 +14,21 @@ double millis(Sequence::Clock::time_point a, Sequence::Clock::time_point b) {
 Result<FinishReason> stream_text(Sequence& s, SequenceUpdate* u, bool finishing) {
   if (s.text_stopped) return FinishReason::kStop;
   const size_t before = s.text.size();
-  for (; s.detokenized < s.num_generated(); ++s.detokenized) {
+  // The token that ended the request (EOS, a stop token id) adds no text.
+  const int32_t with_text = s.num_generated() - (s.ended_by_token ? 1 : 0);
+  for (; s.detokenized < with_text; ++s.detokenized) {
     const int32_t id = s.tokens[static_cast<size_t>(s.prompt_len + s.detokenized)];
     LS_ASSIGN_OR_RETURN(std::string piece, s.detokenizer->add(id));
     s.text += piece;
+    s.text_ends.push_back(s.text.size());
   }
   if (finishing) {
+    const size_t held = s.text.size();
     LS_ASSIGN_OR_RETURN(std::string rest, s.detokenizer->flush());
     s.text += rest;
+    // What the decoder held back (half a character, say) came from the last tokens.
+    for (size_t k = s.text_ends.size(); k > 0 && s.text_ends[k - 1] == held; --k)
+      s.text_ends[k - 1] = s.text.size();
   }
   FinishReason reason = FinishReason::kNone;
   size_t deliverable = s.text.size();
@@ -40,6 +47,20 @@ Result<FinishReason> stream_text(Sequence& s, SequenceUpdate* u, bool finishing)
     u->new_text += s.text.substr(s.text_delivered, deliverable - s.text_delivered);
     s.text_delivered = deliverable;
   }
+  // The answer's tokens: while text may still come, those whose text is out in full; at the end,
+  // every token with text before the cut (a token across it counts: part of its text is there).
+  const auto& ends = s.text_ends;
+  if (s.text_stopped) {
+    int32_t n = 0;
+    while (n < static_cast<int32_t>(ends.size()) && (n == 0 ? 0 : ends[n - 1]) < deliverable) ++n;
+    s.answer_tokens = n;
+  } else if (finishing) {
+    s.answer_tokens = static_cast<int32_t>(ends.size());
+  } else {
+    while (s.answer_tokens < static_cast<int32_t>(ends.size()) &&
+           ends[static_cast<size_t>(s.answer_tokens)] <= deliverable)
+      ++s.answer_tokens;
+  }
   return reason;
 }
 
@@ -47,6 +68,9 @@ void deliver(Sequence& s, SequenceUpdate& u) {
   u.sequence_id = s.id;
   u.prompt_tokens = s.prompt_len;
   u.completion_tokens = s.num_generated();
+  // Without a tokenizer there is no text: every token but the one that ended the request.
+  u.answer_tokens = s.detokenizer ? s.answer_tokens
+                                  : s.num_generated() - (u.finished && s.ended_by_token ? 1 : 0);
   u.scheduled = s.first_scheduled_at.has_value();
   if (s.first_scheduled_at) u.queue_ms = millis(s.submitted_at, *s.first_scheduled_at);
   if (s.first_token_at) u.ttft_ms = millis(s.submitted_at, *s.first_token_at);

@@ -279,6 +279,7 @@ void Engine::complete_row(Sequence* s, size_t k, Clock::time_point now) {
   if (s->request.return_logits) u.logits.push_back(std::move(sampler_->logits(k)));
   const formats::ModelConfig& c = model_->config();
   FinishReason reason = token_stop_reason(*s, r.token_id, c.eos_token_ids, c.max_context);
+  s->ended_by_token = reason == FinishReason::kEos || reason == FinishReason::kStop;
   if (s->detokenizer && reason == FinishReason::kNone) {
     auto text = stream_text(*s, &u, /*finishing=*/false);
     if (!text.ok()) {

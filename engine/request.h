@@ -49,6 +49,11 @@ struct SequenceUpdate {
   uint64_t sequence_id = 0;
   std::vector<GeneratedToken> new_tokens;
   std::string new_text;  // detokenized text of new_tokens, safe to concatenate (with a tokenizer)
+  // How many of the generated tokens, from the first, the text delivered so far comes from:
+  // those whose text has been delivered in full; at the end, every token the answer's text
+  // comes from. Never the EOS or stop token id that ended the request, nor tokens wholly past
+  // a stop string's cut (an OpenAI answer's logprobs cover exactly its text's tokens).
+  int32_t answer_tokens = 0;
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   Status error;  // set when finish_reason == kError

@@ -40,6 +40,13 @@ struct Sequence {
   size_t text_delivered = 0;
   int32_t detokenized = 0;    // generated tokens fed to the detokenizer
   bool text_stopped = false;  // a stop string ended the text
+  // The text's size once each detokenized token's piece was added (the first `detokenized`).
+  std::vector<size_t> text_ends;
+  // The leading generated tokens the delivered text comes from (SequenceUpdate::answer_tokens).
+  int32_t answer_tokens = 0;
+  // The last generated token ended the request (EOS or a stop token id): its text is left out
+  // of the answer, as Hugging Face's generate and vLLM leave it out.
+  bool ended_by_token = false;
 
   Clock::time_point submitted_at;
   std::optional<Clock::time_point> first_scheduled_at;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <ctime>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include "common/excerpt.h"
 #include "server/generation_call.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace loraserve::server {
 namespace {
@@ -47,27 +49,40 @@ std::string header_request_id(const httplib::Request& req) {
   return id;
 }
 
-// The text of one token as a logprobs entry shows it: the token decoded alone (special tokens
-// included; a piece of a multi-byte character shows as U+FFFD, as Hugging Face decodes it), or
-// "token_id:N" for a model without a tokenizer.
-std::string token_text(const tokenizer::Tokenizer* tok, int32_t id) {
-  if (tok != nullptr) {
-    auto text = tok->decode(std::span<const int32_t>(&id, 1), /*skip_special_tokens=*/false);
-    if (text.ok()) return std::move(text).value();
+// One token as a logprobs entry shows it: OpenAI's `token` and `bytes`.
+struct ShownToken {
+  std::string text;
+  json bytes;       // null for a model without a tokenizer
+  std::string raw;  // the bytes; the text without a tokenizer
+};
+
+// The bytes a token stands for (Tokenizer::token_bytes) and its text: those bytes when they are
+// UTF-8, else "bytes:" and the bytes with each one outside well-formed UTF-8 written \xAB (a
+// piece of a multi-byte character, as OpenAI writes one); "token_id:N" without a tokenizer.
+ShownToken shown_token(const tokenizer::Tokenizer* tok, int32_t id) {
+  auto raw = tok != nullptr ? tok->token_bytes(id) : Result<std::string>(std::string());
+  if (tok == nullptr || !raw.ok()) {
+    std::string text = fmt::format("token_id:{}", id);
+    return {text, nullptr, text};
   }
-  return fmt::format("token_id:{}", id);
-}
-
-size_t utf8_chars(std::string_view s) {
-  size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80 ? 1 : 0;
-  return n;
-}
-
-json utf8_bytes(std::string_view s) {
-  json out = json::array();
-  for (unsigned char c : s) out.push_back(static_cast<int>(c));
-  return out;
+  const std::string& bytes = *raw;
+  json list = json::array();
+  for (unsigned char c : bytes) list.push_back(static_cast<int>(c));
+  if (!tokenizer::find_invalid_utf8(bytes)) return {bytes, std::move(list), bytes};
+  std::string text = "bytes:";
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const size_t n = tokenizer::utf8_length(static_cast<unsigned char>(bytes[i]));
+    const std::string_view ch = std::string_view(bytes).substr(i, n);
+    if (ch.size() == n && !tokenizer::find_invalid_utf8(ch)) {
+      text.append(ch);
+      i += n;
+    } else {
+      text += fmt::format("\\x{:02x}", static_cast<unsigned char>(bytes[i]));
+      ++i;
+    }
+  }
+  return {std::move(text), std::move(list), bytes};
 }
 
 const char* finish_reason_text(engine::FinishReason r) {
@@ -104,6 +119,7 @@ Status sequence_error(const SequenceSummary& s) {
 struct ChoiceDelta {
   size_t index = 0;
   std::vector<engine::GeneratedToken> tokens;
+  int32_t answer_tokens = 0;  // SequenceUpdate::answer_tokens, the latest
   std::string text;
   std::optional<SequenceSummary> final;  // set once, with the last delta
 };
@@ -150,6 +166,7 @@ class ChoiceRun {
       ChoiceDelta d;
       d.index = i;
       d.tokens = std::move(s.tokens);
+      d.answer_tokens = s.answer_tokens;
       d.text = std::move(s.text);
       s.tokens.clear();
       s.text.clear();
@@ -181,6 +198,7 @@ class ChoiceRun {
     std::unique_ptr<GenerationCall> call;
     bool submitted = false;
     std::vector<engine::GeneratedToken> tokens;
+    int32_t answer_tokens = 0;
     std::string text;
     std::optional<SequenceSummary> final;
     bool final_taken = false;
@@ -194,6 +212,7 @@ class ChoiceRun {
       std::lock_guard<std::mutex> lock(mu_);
       Slot& s = slots_[i];
       s.tokens.insert(s.tokens.end(), u.new_tokens.begin(), u.new_tokens.end());
+      s.answer_tokens = u.answer_tokens;
       s.text += u.new_text;
       if (summary) {
         s.final = std::move(summary);
@@ -228,23 +247,41 @@ class Shaper {
         fingerprint_(std::move(fingerprint)),
         created_(unix_seconds(std::chrono::system_clock::now())),
         tok_(tok),
-        text_offset_(choices, 0) {}
+        text_offset_(choices, 0),
+        pending_(choices),
+        released_(choices, 0) {}
+
+  // The tokens of `d` that the answer's text now covers (SequenceUpdate::answer_tokens), in
+  // order: tokens whose text is held back (it may become a stop string) wait for it; at the end,
+  // the EOS or stop token and tokens past a stop string are dropped.
+  std::vector<engine::GeneratedToken> answer_tokens(const ChoiceDelta& d) {
+    auto& pending = pending_[d.index];
+    pending.insert(pending.end(), d.tokens.begin(), d.tokens.end());
+    const auto n = static_cast<size_t>(std::clamp<int64_t>(
+        int64_t{d.answer_tokens} - released_[d.index], 0, static_cast<int64_t>(pending.size())));
+    std::vector<engine::GeneratedToken> out(pending.begin(), pending.begin() + n);
+    pending.erase(pending.begin(), pending.begin() + n);
+    released_[d.index] += static_cast<int64_t>(n);
+    if (d.final) pending.clear();
+    return out;
+  }
 
   json logprobs(size_t index, const std::vector<engine::GeneratedToken>& tokens) {
     if (!logprobs_) return nullptr;
     if (chat_) {
       json content = json::array();
       for (const auto& t : tokens) {
-        const std::string text = token_text(tok_, t.token_id);
+        ShownToken shown = shown_token(tok_, t.token_id);
         json top = json::array();
         for (const auto& alt : t.top) {
-          const std::string alt_text = token_text(tok_, alt.token_id);
-          top.push_back(
-              {{"token", alt_text}, {"logprob", alt.logprob}, {"bytes", utf8_bytes(alt_text)}});
+          ShownToken alt_shown = shown_token(tok_, alt.token_id);
+          top.push_back({{"token", std::move(alt_shown.text)},
+                         {"logprob", alt.logprob},
+                         {"bytes", std::move(alt_shown.bytes)}});
         }
-        content.push_back({{"token", text},
+        content.push_back({{"token", std::move(shown.text)},
                            {"logprob", t.logprob},
-                           {"bytes", utf8_bytes(text)},
+                           {"bytes", std::move(shown.bytes)},
                            {"top_logprobs", std::move(top)}});
       }
       return {{"content", std::move(content)}, {"refusal", nullptr}};
@@ -254,10 +291,11 @@ class Shaper {
                 {"top_logprobs", json::array()},
                 {"text_offset", json::array()}};
     for (const auto& t : tokens) {
-      const std::string text = token_text(tok_, t.token_id);
+      const ShownToken shown = shown_token(tok_, t.token_id);
+      const std::string& text = shown.text;
       json top = json::object();
       for (const auto& alt : t.top) {
-        const std::string alt_text = token_text(tok_, alt.token_id);
+        const std::string alt_text = shown_token(tok_, alt.token_id).text;
         if (!top.contains(alt_text)) top[alt_text] = alt.logprob;
       }
       if (!top.contains(text)) top[text] = t.logprob;
@@ -265,7 +303,8 @@ class Shaper {
       out["token_logprobs"].push_back(t.logprob);
       out["top_logprobs"].push_back(std::move(top));
       out["text_offset"].push_back(text_offset_[index]);
-      text_offset_[index] += utf8_chars(text);
+      // Characters begun in the token's bytes: a character split across tokens counts once.
+      for (unsigned char c : shown.raw) text_offset_[index] += (c & 0xC0) != 0x80 ? 1 : 0;
     }
     return out;
   }
@@ -296,15 +335,16 @@ class Shaper {
     json list = json::array();
     int64_t prompt = 0, completion = 0;
     for (const ChoiceDelta& d : choices) {
+      const std::vector<engine::GeneratedToken> tokens = answer_tokens(d);
       json c = {{"index", d.index},
-                {"logprobs", logprobs(d.index, d.tokens)},
+                {"logprobs", logprobs(d.index, tokens)},
                 {"finish_reason", finish_reason_text(d.final->finish_reason)}};
       if (chat_) {
         c["message"] = {{"role", "assistant"}, {"content", d.text}, {"refusal", nullptr}};
       } else {
         c["text"] = d.text;
       }
-      if (return_token_ids_) c["token_ids"] = token_ids(d.tokens);
+      if (return_token_ids_) c["token_ids"] = token_ids(d.tokens);  // every generated token
       list.push_back(std::move(c));
       prompt += d.final->prompt_tokens;
       completion += d.final->completion_tokens;
@@ -329,9 +369,11 @@ class Shaper {
   // neither logprobs nor token ids asked for).
   std::string chunk(const ChoiceDelta& d) {
     const char* finish = d.final ? finish_reason_text(d.final->finish_reason) : nullptr;
-    const bool has_tokens = !d.tokens.empty() && (logprobs_ || return_token_ids_);
+    const std::vector<engine::GeneratedToken> tokens = answer_tokens(d);
+    const bool has_tokens =
+        (logprobs_ && !tokens.empty()) || (return_token_ids_ && !d.tokens.empty());
     if (d.text.empty() && !has_tokens && finish == nullptr) return "";
-    json c = {{"index", d.index}, {"logprobs", logprobs(d.index, d.tokens)}};
+    json c = {{"index", d.index}, {"logprobs", logprobs(d.index, tokens)}};
     if (chat_) {
       c["delta"] = d.text.empty() && finish != nullptr && !has_tokens ? json::object()
                                                                       : json{{"content", d.text}};
@@ -371,6 +413,8 @@ class Shaper {
   int64_t created_;
   const tokenizer::Tokenizer* tok_;
   std::vector<size_t> text_offset_;
+  std::vector<std::vector<engine::GeneratedToken>> pending_;  // per choice: not yet answer tokens
+  std::vector<int64_t> released_;                             // per choice: answer tokens so far
 };
 
 void set_request_error(httplib::Response& res, const RequestError& e) {

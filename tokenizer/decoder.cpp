@@ -214,6 +214,7 @@ Status Decoder::add_steps(const json& config, const std::string& path) {
   if (type == "ByteLevel") {
     steps_.push_back(std::make_unique<ByteLevelStep>());
     fused_ = true;
+    byte_level_ = true;
     return ok_status();
   }
   if (type == "Fuse") {
@@ -224,6 +225,7 @@ Status Decoder::add_steps(const json& config, const std::string& path) {
   if (type == "ByteFallback") {
     steps_.push_back(std::make_unique<ByteFallbackStep>());
     byte_fallback_ = byte_fallback_ || !fused_;
+    byte_tokens_ = true;
     return ok_status();
   }
   if (type == "Replace") {

@@ -44,6 +44,11 @@ class Decoder {
   // before flush().
   bool prefix_stable() const { return prefix_stable_; }
 
+  // What a token's bytes are when it is shown alone (Tokenizer::token_bytes): ByteLevel maps
+  // its characters to bytes; ByteFallback turns <0xAB> tokens into their byte.
+  bool has_byte_level() const { return byte_level_; }
+  bool decodes_byte_tokens() const { return byte_tokens_; }
+
   // "<0xAB>" spelling of a byte token.
   static bool is_byte_token(std::string_view token);
 
@@ -54,6 +59,8 @@ class Decoder {
   std::vector<std::unique_ptr<DecoderStep>> steps_;
   bool fused_ = false;  // the steps so far leave one string (ByteLevel, Fuse)
   bool byte_fallback_ = false;
+  bool byte_level_ = false;
+  bool byte_tokens_ = false;
   bool runs_compose_ = true;
   bool prefix_stable_ = true;
   std::optional<char32_t> end_strip_char_;

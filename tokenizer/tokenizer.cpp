@@ -159,6 +159,33 @@ Result<std::string> Tokenizer::decode_run(std::span<const int32_t> ids, bool ski
   return decoder_->decode(std::move(tokens), at_start, at_end);
 }
 
+Result<std::string> Tokenizer::token_bytes(int32_t id) const {
+  LS_RETURN_IF_ERROR(check_ids(std::span<const int32_t>(&id, 1)));
+  if (added_.find(id) == nullptr) {
+    if (const std::string* token = model_->id_to_token(id)) {
+      if (decoder_->has_byte_level()) {
+        const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::get();
+        std::string bytes;
+        bool mapped = true;
+        size_t pos = 0;
+        while (pos < token->size() && mapped) {
+          const auto b = alphabet.decode(next_code_point(*token, &pos));
+          mapped = b.has_value();
+          if (mapped) bytes.push_back(static_cast<char>(*b));
+        }
+        if (mapped) return bytes;
+      }
+      if (decoder_->decodes_byte_tokens() && Decoder::is_byte_token(*token)) {
+        auto hex = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
+        return std::string(1, static_cast<char>(hex((*token)[3]) * 16 + hex((*token)[4])));
+      }
+    }
+  }
+  // As inside a text: no start-of-text rule strips a SentencePiece token's leading space.
+  return decode_run(std::span<const int32_t>(&id, 1), /*skip_special_tokens=*/false,
+                    /*at_start=*/false, /*at_end=*/false);
+}
+
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
   if (const AddedToken* added = added_.find(token)) return added->id;
   return model_->token_to_id(token);

@@ -44,6 +44,13 @@ class Tokenizer {
   Result<std::string> decode(std::span<const int32_t> ids, bool skip_special_tokens = true) const;
 
   // Highest id + 1, added tokens included.
+  // The bytes token `id` stands for, as logprobs show it (OpenAI's `bytes`): a byte-level token's
+  // bytes, a <0xAB> token's byte (a piece of a multi-byte character stays that piece, not
+  // U+FFFD), else the token decoded as inside a text (a SentencePiece "▁the" is " the");
+  // special tokens included; "" for an id with no token.
+  // INVALID_ARGUMENT for a negative id.
+  Result<std::string> token_bytes(int32_t id) const;
+
   int32_t vocab_size() const { return vocab_size_; }
   std::optional<int32_t> token_to_id(std::string_view token) const;
   // The vocabulary string of `id` (an added token's content, or the model's token).

@@ -16,6 +16,8 @@
 #include <cmath>
 #include <fstream>
 #include <future>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "client/client.h"
@@ -205,14 +207,18 @@ TEST_F(HttpTest, CompletionLogprobsEqualTheGrpcOnes) {
   for (int i = 0; i < 8; ++i) {
     SCOPED_TRACE("token " + std::to_string(i));
     const v1::Logprob& w = want->logprobs(i);
-    // Token id b is byte b: the token's text is that byte (U+FFFD when it is not ASCII).
+    // Token id b is byte b: the token's text is that byte, or "bytes:\xNN" for a byte that is
+    // not UTF-8 alone (as OpenAI shows a piece of a character).
     const std::string text = lp["tokens"][i];
     if (w.token_id() < 0x80) {
       EXPECT_EQ(text, std::string(1, static_cast<char>(w.token_id())));
+    } else {
+      EXPECT_EQ(text, fmt::format("bytes:\\x{:02x}", w.token_id()));
     }
     EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), w.logprob(), 1e-5);
     EXPECT_EQ(lp["text_offset"][i], offset);
-    offset += 1;  // one character per byte token
+    // Characters begun before the token: a UTF-8 continuation byte begins none.
+    offset += (w.token_id() & 0xC0) != 0x80 ? 1 : 0;
     const json& top = lp["top_logprobs"][i];
     EXPECT_TRUE(top.contains(text));
     EXPECT_LE(top.size(), 4u);
@@ -357,6 +363,70 @@ TEST_F(HttpTest, StopStringsAndStopTokens) {
   ASSERT_FALSE(ids.empty());
   EXPECT_EQ(ids.back(), stop_id);
   EXPECT_EQ(t.json["choices"][0]["finish_reason"], "stop");
+}
+
+// OpenAI's logprobs line up with the answer's text: the EOS that ends an answer and the tokens
+// past a stop string add no text, so they have no entry, streamed or not (a streamed token's
+// entry waits while its text is held back as a possible stop string).
+TEST_F(HttpTest, LogprobsCoverTheTokensOfTheTextOnly) {
+  auto entries = [&](json body) {
+    body["logprobs"] = 0;
+    const HttpReply whole = http().post("/v1/completions", body);
+    EXPECT_EQ(whole.status, 200) << whole.body;
+    size_t streamed = 0;
+    std::string streamed_text;
+    body["stream"] = true;
+    const HttpReply s = http().stream("/v1/completions", body, [&](const SseEvent& e) {
+      if (e.json.is_object())
+        for (const json& c : e.json["choices"]) {
+          if (c["logprobs"].is_object()) streamed += c["logprobs"]["tokens"].size();
+          streamed_text += c["text"].get<std::string>();
+        }
+      return true;
+    });
+    EXPECT_EQ(s.status, 200);
+    EXPECT_EQ(streamed_text, whole.json["choices"][0]["text"]);
+    return std::pair(whole.json["choices"][0]["logprobs"]["tokens"].size(), streamed);
+  };
+
+  // An answer that ends with EOS: every token but the EOS.
+  std::optional<v1::GenerateResponse> eos;
+  std::string eos_prompt;
+  for (int i = 0; i < 40 && !eos; ++i) {
+    eos_prompt = "eos " + std::to_string(i);
+    auto g = client_->generate(grpc_request("", eos_prompt, 40));
+    ASSERT_TRUE(g.ok()) << g.status().to_string();
+    if (g->finish_reason() == v1::FINISH_REASON_EOS && g->token_ids_size() > 1) eos = *g;
+  }
+  ASSERT_TRUE(eos) << "no prompt of the fixture model ends with EOS within 40 tokens";
+  const auto want_eos = static_cast<size_t>(eos->token_ids_size() - 1);
+  EXPECT_EQ(entries({{"prompt", eos_prompt}, {"max_tokens", 40}, {"temperature", 0}}),
+            std::pair(want_eos, want_eos));
+
+  // A stop string: an ASCII byte of the answer whose first token follows an ASCII one (a byte
+  // that is not UTF-8 alone may be held back and come out with the next token's text). Its
+  // entries: the tokens before that first token.
+  std::string stop_prompt, stop;
+  int first = -1;
+  for (int i = 0; i < 40 && first < 0; ++i) {
+    stop_prompt = "stops " + std::to_string(i);
+    auto g = client_->generate(grpc_request("", stop_prompt, 30));
+    ASSERT_TRUE(g.ok()) << g.status().to_string();
+    auto ascii = [](int32_t id) { return id > 0x20 && id < 0x7f; };
+    std::set<int32_t> seen = {g->token_ids(0)};
+    for (int k = 1; k < g->token_ids_size() && first < 0; ++k) {
+      const int32_t id = g->token_ids(k);
+      if (ascii(id) && ascii(g->token_ids(k - 1)) && !seen.contains(id)) {
+        first = k;
+        stop.assign(1, static_cast<char>(id));
+      }
+      seen.insert(id);
+    }
+  }
+  ASSERT_GE(first, 0) << "no answer of the fixture model has two ASCII tokens in a row";
+  EXPECT_EQ(
+      entries({{"prompt", stop_prompt}, {"max_tokens", 30}, {"temperature", 0}, {"stop", stop}}),
+      std::pair(static_cast<size_t>(first), static_cast<size_t>(first)));
 }
 
 TEST_F(HttpTest, SeededSamplingIsReproducible) {

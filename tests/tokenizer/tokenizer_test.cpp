@@ -122,6 +122,33 @@ TEST(SentencePieceTokenizerTest, FallsBackToBytes) {
   EXPECT_EQ(decode(*tok, {267, 3 + 0xE4, 3 + 0xB8, 271}), "H\xEF\xBF\xBD\xEF\xBF\xBD Hello");
 }
 
+// token_bytes: what OpenAI's logprobs `bytes` show for one token.
+TEST(TokenBytesTest, AreTheTokensOwnBytes) {
+  auto bytes = [](const Tokenizer& tok, int32_t id) {
+    auto b = tok.token_bytes(id);
+    EXPECT_TRUE(b.ok()) << b.status().to_string();
+    return b.ok() ? *b : "<error>";
+  };
+  auto level = load(demo_json());
+  ASSERT_NE(level, nullptr);
+  EXPECT_EQ(bytes(*level, 259), "hello");
+  EXPECT_EQ(bytes(*level, 260), " w");  // Ġ is the space byte
+  // Half of é (C3 A9) is that byte, not U+FFFD.
+  EXPECT_EQ(bytes(*level, 0xC3), "\xC3");
+  EXPECT_EQ(bytes(*level, 0xA9), "\xA9");
+  EXPECT_EQ(bytes(*level, 261), "<|bos|>");  // special tokens show their text
+  EXPECT_EQ(bytes(*level, 5000), "");        // an id past the vocabulary has none
+  EXPECT_FALSE(level->token_bytes(-1).ok());
+
+  auto piece = load(llama_json());
+  ASSERT_NE(piece, nullptr);
+  // ▁ is a space, kept as inside a text (decoding "▁Hello" alone strips it).
+  EXPECT_EQ(bytes(*piece, 271), " Hello");
+  EXPECT_EQ(decode(*piece, {271}), "Hello");
+  EXPECT_EQ(bytes(*piece, 3 + 0xE4), "\xE4");
+  EXPECT_EQ(bytes(*piece, 1), "<s>");
+}
+
 TEST(SentencePieceTokenizerTest, FusesUnknownCharactersWithoutByteFallback) {
   json j = llama_json();
   j["model"]["byte_fallback"] = false;
