@@ -176,13 +176,17 @@ void Engine::drain_inbox() {
     counters_.prompt_tokens += static_cast<uint64_t>(s->prompt_len);
     live_.emplace(s->id, std::move(s));
   }
+  const auto now = Clock::now();
   for (uint64_t id : cancels) {
     auto it = live_.find(id);
     if (it == live_.end()) continue;
+    // gRPC cancels a call whose deadline passed: that request ended by its deadline.
+    const auto& deadline = it->second->request.deadline;
+    const bool expired = deadline && *deadline <= now + kDeadlineSlack;
     SequenceUpdate u;
-    finish(it->second.get(), FinishReason::kCancelled, ok_status(), &u);
+    finish(it->second.get(), expired ? FinishReason::kDeadline : FinishReason::kCancelled,
+           ok_status(), &u);
   }
-  const auto now = Clock::now();
   std::vector<Sequence*> expired;
   for (auto& [id, s] : live_) {
     if (s->request.deadline && *s->request.deadline <= now) expired.push_back(s.get());

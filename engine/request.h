@@ -66,6 +66,11 @@ struct SequenceUpdate {
   std::vector<std::vector<float>> logits;
 };
 
+// A cancellation that comes this close to the request's deadline, or after it, is the deadline's
+// doing (gRPC cancels a call whose deadline passed, on a clock of its own): the request ends as
+// kDeadline.
+inline constexpr std::chrono::milliseconds kDeadlineSlack{20};
+
 struct GenerationRequest {
   std::string request_id;  // for logs; the engine does not require uniqueness
   std::string task_id;     // empty: the base model

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "engine/request.h"
+
 namespace loraserve::server {
 namespace {
 
@@ -222,7 +224,7 @@ void AdapterLoader::sweep() {
       Pending& p = pending_.at(*t);
       for (auto w = p.waiters.begin(); w != p.waiters.end();) {
         Status why;
-        if (w->patience.deadline && *w->patience.deadline <= now) {
+        if (w->patience.deadline && *w->patience.deadline <= now + engine::kDeadlineSlack) {
           why = deadline_exceeded_error(
               "the deadline passed while the request waited for room in host memory to load "
               "task '{}' (--max-host-adapters {}, every adapter held by requests)",
