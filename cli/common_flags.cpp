@@ -4,23 +4,43 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
 
+#include "common/excerpt.h"
+
 namespace loraserve::cli {
+CLI::Validator finite_in(double max) {
+  return CLI::Validator(
+      [max](std::string& text) -> std::string {
+        double v = 0;
+        try {
+          size_t used = 0;
+          v = std::stod(text, &used);
+          if (used != text.size()) return "expected a number, got " + excerpt(text);
+        } catch (const std::exception&) {
+          return "expected a number, got " + excerpt(text);
+        }
+        if (!std::isfinite(v) || v < 0 || v > max)
+          return fmt::format("{} is not in [0, {}]", excerpt(text), max);
+        return "";
+      },
+      fmt::format("in [0, {}]", max));
+}
 
 void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits) {
   cmd->add_option("--max-json-bytes", limits->max_bytes,
                   "Largest JSON file read (config.json, tokenizer.json, adapter_config.json, "
                   "safetensors headers, --config); larger files are refused unread")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--max-config-bytes", limits->max_config_bytes,
                   "Largest config.json, generation_config.json or adapter_config.json read "
                   "(real ones are a few KB; parsing costs about 30 times the size)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--max-json-depth", limits->max_depth,
                   "Deepest nesting of arrays and objects accepted in a JSON file")
       ->capture_default_str()
@@ -34,7 +54,8 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
       ->envname("LORASERVE_DEVICE")
       ->capture_default_str();
   cmd->add_option("--threads", f->backend.cpu_threads, "CPU threads (0: all cores)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, kMaxCpuThreads));
   cmd->add_option_function<std::string>(
          "--weights-dtype",
          [f](const std::string& value) {
@@ -58,26 +79,26 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
       ->default_str("auto");
   cmd->add_option("--max-batch-size", f->engine.max_batch_size, "Sequences per step")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--max-batched-tokens", f->engine.max_batched_tokens,
                   "Rows per step; longer prompts are prefilled in chunks")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--block-size", f->engine.block_size, "KV-cache tokens per block")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--kv-cache-memory", f->kv_cache_gib,
                   "KV-cache size in GiB (0: room for max-batch-size full contexts, within memory)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_in(1 << 20));
   cmd->add_option("--max-queue", f->engine.max_queue, "Requests held at once (running and waiting)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--max-queue-per-task", f->engine.max_queue_per_task,
                   "Requests one task may hold at once; past it only that task is refused (0: no "
                   "limit but --max-queue)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kInt32Max));
   cmd->add_option("--fairness", f->fairness,
                   "Which waiting request starts next: vtc (each task its share, by Virtual Token "
                   "Counter) or fifo (the oldest)")
@@ -95,32 +116,31 @@ void add_engine_flags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--vtc-prompt-weight", f->engine.fairness.prompt_weight,
                   "vtc: a task's counter grows by this per prompt token served")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_in(1e6));
   cmd->add_option("--vtc-output-weight", f->engine.fairness.output_weight,
                   "vtc: ... and by this per generated token")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_in(1e6));
   cmd->add_option("--max-lora-rank", f->engine.max_lora_rank, "Largest LoRA rank accepted")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--max-device-adapters", f->engine.max_device_adapters,
                   "Adapter slots on the device (least recently used unpinned adapters are evicted)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kMaxDeviceAdapters));
   cmd->add_option("--max-host-adapters", f->engine.max_host_adapters,
                   "Adapters loaded at once (in host memory)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--default-max-tokens", f->engine.default_max_tokens,
                   "max_tokens of requests that set none (capped by the context)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kInt32Max));
   add_json_limit_flags(cmd, &f->json_limits);
   add_request_limit_flags(cmd, &f->engine.request_limits);
 }
 
 void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* l) {
-  constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
   cmd->add_option("--max-prompt-tokens", l->max_prompt_tokens,
                   "Longest prompt in tokens (0: what the model's context holds)")
       ->capture_default_str()
@@ -148,7 +168,9 @@ void add_request_limit_flags(CLI::App* cmd, engine::RequestLimits* l) {
 }
 
 void EngineFlags::finalize() {
+  // The flag's check kept it finite and at most 2^20 GiB; a size below one byte is not "unset".
   engine.kv_cache_bytes = static_cast<int64_t>(kv_cache_gib * (1ull << 30));
+  if (kv_cache_gib > 0 && engine.kv_cache_bytes < 1) engine.kv_cache_bytes = 1;
   // The flags' checks accepted both.
   if (auto policy = engine::parse_fairness_policy(fairness); policy.ok())
     engine.fairness.policy = *policy;
@@ -210,6 +232,14 @@ std::vector<std::string> bundled_adapter_specs(const std::string& model_dir) {
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+void add_log_level_flag(CLI::App* cmd, std::string* level) {
+  // spdlog reads a name it does not know as "off": a typo would hide the error that ends the run.
+  cmd->add_option("--log-level", *level, "trace, debug, info, warn, error, critical, off")
+      ->capture_default_str()
+      ->check(CLI::IsMember(
+          {"trace", "debug", "info", "warn", "warning", "error", "err", "critical", "off"}));
 }
 
 void set_up_logging(const std::string& level) {

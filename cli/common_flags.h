@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -12,6 +13,20 @@
 #include "kernels/backend.h"
 
 namespace loraserve::cli {
+
+inline constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
+// Upper bounds of flags that size threads and tables up front (past them a process dies of
+// thread creation or of memory before it can say why).
+inline constexpr int32_t kMaxCpuThreads = 1024;
+inline constexpr int32_t kMaxDeviceAdapters = 16384;
+inline constexpr int32_t kMaxHttpThreads = 4096;
+
+// A check for a number of GiB or seconds: finite (NaN passes CLI11's NonNegativeNumber) and in
+// [0, max].
+CLI::Validator finite_in(double max);
+
+// --log-level, checked against spdlog's names (it reads any other as "off").
+void add_log_level_flag(CLI::App* cmd, std::string* level);
 
 struct EngineFlags {
   std::string model;

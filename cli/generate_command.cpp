@@ -267,8 +267,7 @@ void add_generate_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--output", flags->output, "Write results here instead of stdout");
   cmd->add_option("--adapter", flags->adapters,
                   "TASK=DIR: serve the PEFT LoRA adapter in DIR under TASK (repeatable)");
-  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
-      ->capture_default_str();
+  add_log_level_flag(cmd, &flags->log_level);
   cmd->callback([flags, exit_code] { *exit_code = run_generate(*flags); });
 }
 

@@ -17,6 +17,12 @@ int main(int argc, char** argv) {
 #ifdef LORASERVE_WITH_SERVER
   loraserve::cli::add_serve_command(app, &exit_code);
 #endif
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 prints the message (or the help, or the version: those exit 0); a flag that is
+    // wrong exits 2, as every other refusal of the command line does.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   return exit_code;
 }

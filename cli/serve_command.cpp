@@ -1,15 +1,19 @@
 #include "cli/serve_command.h"
 
+#include <fcntl.h>
 #include <google/protobuf/stubs/logging.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cli/common_flags.h"
 #include "common/excerpt.h"
@@ -60,12 +64,16 @@ Status apply_config_file(CLI::App* cmd, const std::string& path) {
     CLI::Option* opt = cmd->get_option_no_throw("--" + it.key());
     if (opt == nullptr || it.key() == "config")
       return invalid_argument_error("--config {}: unknown flag {}", shown, excerpt(it.key()));
-    if (opt->count() > 0) continue;
+    if (opt->count() > 0 || it->is_null()) continue;  // null: not set, as config files mean it
+    // A text flag takes a string: `"api-key": false` would set the key "false".
+    const bool text = opt->get_type_name() == "TEXT";
     std::vector<std::string> values;
-    if (it->is_array()) {
-      for (const auto& v : *it) values.push_back(config_scalar(v));
-    } else {
-      values.push_back(config_scalar(*it));
+    for (const auto& v : it->is_array() ? *it : nlohmann::json::array({*it})) {
+      if (text && !v.is_string()) {
+        return invalid_argument_error("--config {}: '{}' takes a string, got {}", shown, it.key(),
+                                      json_excerpt(v));
+      }
+      values.push_back(config_scalar(v));
     }
     try {
       opt->add_result(values);
@@ -76,6 +84,46 @@ Status apply_config_file(CLI::App* cmd, const std::string& path) {
     }
   }
   return ok_status();
+}
+
+// The pipe that on_stop_signal writes signal numbers to; next_stop_signal reads it.
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int signal_number) {
+  const int saved = errno;  // a handler must leave errno as it found it
+  const auto byte = static_cast<unsigned char>(signal_number);
+  [[maybe_unused]] const ssize_t n = write(g_signal_pipe[1], &byte, 1);  // full pipe: dropped
+  errno = saved;
+}
+
+Status install_stop_signals() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0)
+    return internal_error("cannot create the signal pipe: {}", std::strerror(errno));
+  // The write end never blocks a handler.
+  fcntl(g_signal_pipe[1], F_SETFL, fcntl(g_signal_pipe[1], F_GETFL) | O_NONBLOCK);
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  for (int signal_number : {SIGTERM, SIGINT}) {
+    if (sigaction(signal_number, &action, nullptr) != 0)
+      return internal_error("cannot handle signal {}: {}", signal_number, std::strerror(errno));
+  }
+  return ok_status();
+}
+
+// Waits for the next SIGTERM or SIGINT and returns its number.
+int next_stop_signal() {
+  for (;;) {
+    unsigned char byte = 0;
+    const ssize_t n = read(g_signal_pipe[0], &byte, 1);
+    if (n == 1) return byte;
+    if (n < 0 && errno != EINTR) return SIGTERM;  // cannot happen on a pipe we hold open
+  }
+}
+
+const char* signal_name(int signal_number) {
+  return signal_number == SIGINT ? "SIGINT" : "SIGTERM";
 }
 
 // Sends protobuf's own log lines (e.g. about malformed UTF-8 in a request) through spdlog.
@@ -144,15 +192,22 @@ int run_serve(ServeFlags& f, CLI::App* cmd) {
   }
   set_json_limits(f.engine.json_limits);
   google::protobuf::SetLogHandler(protobuf_log_handler);
-  // Signals are taken by sigwait below, never by a handler: block them before any thread starts
-  // so that every thread (gRPC's too) inherits the mask.
+  // SIGTERM and SIGINT reach a handler that only writes their number to a pipe, which this
+  // thread reads: a thread started before main (OpenBLAS starts its own then) does not block
+  // them, and one delivered to it must not kill the process. Blocked in every thread started
+  // from here on (gRPC's, the engine's), so that only this thread (or those) takes them.
+  Status st = install_stop_signals();
+  if (!st.ok()) {
+    spdlog::error("serve: {}", st.message());
+    return 1;
+  }
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  Status st = resolve_flags(f);
+  st = resolve_flags(f);
   if (!st.ok()) {
     spdlog::error("serve: {}", st.message());
     return 2;
@@ -172,9 +227,16 @@ int run_serve(ServeFlags& f, CLI::App* cmd) {
     st = write_ready_file(f.ready_file, **server);
     if (!st.ok()) spdlog::warn("serve: {}", st.message());
   }
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  spdlog::info("received {}; draining", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+  pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
+  const int signal_number = next_stop_signal();
+  spdlog::info("received {}; draining", signal_name(signal_number));
+  // Later signals change nothing: the drain goes on, and says so.
+  std::thread([] {
+    for (;;) {
+      spdlog::warn("received {} while draining: the drain goes on (SIGKILL stops at once)",
+                   signal_name(next_stop_signal()));
+    }
+  }).detach();
   (*server)->shutdown();
   if (!f.ready_file.empty()) fs::remove(f.ready_file);
   return 0;
@@ -215,7 +277,8 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--metrics-max-tasks", o.metrics.max_tasks,
                   "Tasks with metric series of their own; later ones count under "
                   "task=\"(other)\"")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, kInt32Max));
   cmd->add_option("--preload", flags->preload,
                   "TASK=DIR: serve the adapter in DIR under TASK from the start (repeatable)");
   cmd->add_option("--admin-load-threads", o.admin_load_threads,
@@ -224,9 +287,10 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   cmd->add_option("--drain-timeout", o.drain_timeout_s,
-                  "Seconds that requests in flight get to finish after SIGTERM/SIGINT")
+                  "Seconds that requests in flight get to finish after SIGTERM/SIGINT (past a "
+                  "year: no limit)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_in(1e12));
   cmd->add_option("--max-request-bytes", o.max_request_bytes,
                   "Largest request message accepted (bytes); larger: RESOURCE_EXHAUSTED")
       ->capture_default_str()
@@ -247,12 +311,11 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--http-threads", o.http.threads,
                   "HTTP connections served at once (an open stream holds one)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, kMaxHttpThreads));
   cmd->add_option("--ready-file", flags->ready_file,
                   "Once serving, write {\"listen\", \"admin_listen\", \"http_listen\", \"pid\"} "
                   "as JSON here");
-  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
-      ->capture_default_str();
+  add_log_level_flag(cmd, &flags->log_level);
   cmd->add_option("--config", flags->config,
                   "JSON file of flags ({\"max-batch-size\": 64, ...}); flags given here win");
   cmd->callback([flags, exit_code, cmd] { *exit_code = run_serve(*flags, cmd); });

@@ -130,8 +130,7 @@ void add_tokenize_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--decode", flags->decode, "Read {\"ids\": [...]} lines and print {\"text\"}");
   cmd->add_option("--input", flags->input, "JSON-lines input ('-': stdin)")->capture_default_str();
   add_json_limit_flags(cmd, &flags->json_limits);
-  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off")
-      ->capture_default_str();
+  add_log_level_flag(cmd, &flags->log_level);
   cmd->callback([flags, exit_code] { *exit_code = run_tokenize(*flags); });
 }
 

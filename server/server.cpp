@@ -3,11 +3,14 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 
 #include "chat/chat_template.h"
+#include "common/excerpt.h"
 #include "engine/loader.h"
 
 namespace loraserve::server {
@@ -23,9 +26,12 @@ constexpr auto kCancelGrace = std::chrono::seconds(10);
 // servers shut down: a client that sends its next request right after its last response is
 // refused by the drain, not cut off by the transport going away.
 constexpr auto kLinger = std::chrono::milliseconds(200);
+// A drain timeout longer than this (a year) waits without a limit.
+constexpr double kForeverSeconds = 365.0 * 24 * 3600;
 
 // "host:port" with the bound port in place of the requested one.
 std::string bound_address(const std::string& requested, int port) {
+  if (requested.starts_with("unix:") || requested.starts_with("unix-abstract:")) return requested;
   const size_t colon = requested.rfind(':');
   return requested.substr(0, colon) + ":" + std::to_string(port);
 }
@@ -67,7 +73,38 @@ bool is_loopback_address(const std::string& address) {
   return host == "localhost" || host == "::1" || host.starts_with("127.");
 }
 
+namespace {
+
+// A gRPC listening address given as HOST:PORT or [ADDRESS]:PORT must have its port in
+// [0, 65535] (gRPC would wrap 65537 to port 1, and bind 443 when the port is left out); URIs
+// (unix:, ipv4:, dns:...) are gRPC's to check.
+Status check_grpc_address(const std::string& address, std::string_view flag) {
+  for (std::string_view scheme : {"unix:", "unix-abstract:", "ipv4:", "ipv6:", "dns:", "vsock:"})
+    if (address.starts_with(scheme)) return ok_status();
+  const size_t colon = address.rfind(':');
+  const size_t close = address.rfind(']');
+  const bool bracketed = address.starts_with("[");
+  if (colon == std::string::npos || (bracketed && (close == std::string::npos || colon < close)) ||
+      (!bracketed && address.find(':') != colon)) {
+    return invalid_argument_error("{} {} is not HOST:PORT (IPv6: [ADDRESS]:PORT)", flag,
+                                  excerpt(address));
+  }
+  const std::string_view port = std::string_view(address).substr(colon + 1);
+  int value = -1;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (colon == 0 || ec != std::errc() || end != port.data() + port.size() || value < 0 ||
+      value > 65535) {
+    return invalid_argument_error("{} {}: expected HOST:PORT with PORT in [0, 65535]", flag,
+                                  excerpt(address));
+  }
+  return ok_status();
+}
+
+}  // namespace
+
 Status validate_serve_options(const ServeOptions& o) {
+  LS_RETURN_IF_ERROR(check_grpc_address(o.listen, "--listen"));
+  LS_RETURN_IF_ERROR(check_grpc_address(o.admin_listen, "--admin-listen"));
   if (o.admin_token.empty() && !is_loopback_address(o.admin_listen)) {
     return invalid_argument_error(
         "--admin-listen {} is reachable from other machines, so the Admin service needs a token: "
@@ -218,13 +255,20 @@ void Server::shutdown() {
   if (stopped_) return;
   stopped_ = true;
   state_.start_draining();
-  health_->set_serving(false);
-  admin_health_->set_serving(false);
-  const auto drain = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(options_.drain_timeout_s));
+  // A server that failed to start has no health services (nor anything else below) yet.
+  if (health_) health_->set_serving(false);
+  if (admin_health_) admin_health_->set_serving(false);
+  // Past a year (10^30 s, say) the drain waits as long as it takes: the time point would
+  // overflow.
+  const double drain_s = std::min(options_.drain_timeout_s, kForeverSeconds);
+  const auto drain =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(drain_s));
   spdlog::info("draining: {} calls in flight, waiting up to {:.0f} s", state_.calls_in_flight(),
-               options_.drain_timeout_s);
+               drain_s);
   if (!state_.wait_for_calls(Clock::now() + drain)) {
+    // Requests still waiting for room to load their adapter are refused, and the loads in
+    // progress end, before the engine's requests are cancelled: those the loads submit too.
+    if (loader_) loader_->stop();
     const size_t n = state_.cancel_sequences();
     spdlog::warn("drain timeout: cancelling {} requests still running", n);
     if (!state_.wait_for_calls(Clock::now() + kCancelGrace))
@@ -235,8 +279,8 @@ void Server::shutdown() {
   if (loader_) loader_->stop();
   std::this_thread::sleep_for(kLinger);
   if (http_) http_->stop();
-  health_->end_watches();
-  admin_health_->end_watches();
+  if (health_) health_->end_watches();
+  if (admin_health_) admin_health_->end_watches();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
   if (server_) server_->Shutdown(deadline);
   if (admin_server_) admin_server_->Shutdown(deadline);

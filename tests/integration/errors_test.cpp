@@ -304,6 +304,73 @@ TEST(ErrorsStandalone, ConfigFileSetsFlagsAndFlagsWin) {
   EXPECT_NE(text.find("unknown flag 'no-such-flag'"), std::string::npos) << text;
 }
 
+// Flags that size threads or tables up front, or that a typo would turn into something else,
+// are refused by name with exit code 2 before anything starts: past the bounds a process died of
+// thread creation (--threads 100000: SIGSEGV in libgomp), of memory (--max-device-adapters
+// 2^31-1: bad_alloc), or a drain overflowed (--drain-timeout 1e30 cancelled at once).
+TEST(ErrorsStandalone, FlagsOutOfTheirRangeAreRefusedByName) {
+  TempDir dir;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--threads", "100000"}, "--threads"},
+      {{"--threads", "-1"}, "--threads"},
+      {{"--http-threads", "2147483647"}, "--http-threads"},
+      {{"--max-device-adapters", "2147483647"}, "--max-device-adapters"},
+      {{"--metrics-max-tasks", "0"}, "--metrics-max-tasks"},
+      {{"--kv-cache-memory", "nan"}, "--kv-cache-memory"},
+      {{"--kv-cache-memory", "1e30"}, "--kv-cache-memory"},
+      {{"--drain-timeout", "1e30"}, "--drain-timeout"},
+      {{"--log-level", "INFO"}, "--log-level"},
+      {{"--max-json-bytes", "18446744073709551616"}, "--max-json-bytes"},
+      {{"--listen", "127.0.0.1:65537"}, "--listen"},
+      {{"--admin-listen", "127.0.0.1"}, "--admin-listen"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& [flags, name] = cases[i];
+    SCOPED_TRACE(flags[0] + " " + flags[1]);
+    std::vector<std::string> args = {loraserve_binary(), "serve",         "--model",
+                                     kFixtureModel,      "--http-listen", ""};
+    if (name != "--listen") args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    if (name != "--admin-listen") args.insert(args.end(), {"--admin-listen", "127.0.0.1:0"});
+    args.insert(args.end(), flags.begin(), flags.end());
+    std::string out;
+    const fs::path log = dir.path() / ("flag" + std::to_string(i) + ".log");
+    EXPECT_EQ(run_command(args, &out, log), 2);
+    std::ifstream in(log);
+    const std::string text = out + std::string((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(text.find(name), std::string::npos) << text;
+  }
+}
+
+// In --config, null leaves a flag unset (as config files mean it); a text flag refuses a bool:
+// {"api-key": false} set the key "false".
+TEST(ErrorsStandalone, ConfigFileNullIsUnsetAndTextFlagsTakeStrings) {
+  TempDir dir;
+  const fs::path config = dir.path() / "serve.json";
+  std::ofstream(config) << R"({"max-queue": null, "admin-token": null, "adapter-root": ")"
+                        << (fs::path(kFixtureModel) / "adapters").string() << "\"}";
+  auto server =
+      ServerProcess::start({"--config", config.string(), "--model", kFixtureModel}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  client::Client client(client_options(**server, ""));
+  auto info = client.server_info();
+  ASSERT_TRUE(info.ok()) << info.status().to_string();  // no admin token: none was set
+  EXPECT_EQ(info->limits().max_queue(), 1024u);         // the default
+
+  for (const char* text : {R"({"api-key": false})", R"({"admin-token": 5})"}) {
+    SCOPED_TRACE(text);
+    std::ofstream(config, std::ios::trunc) << text;
+    std::string out;
+    const fs::path log = dir.path() / "bad_config.log";
+    EXPECT_EQ(run_command({loraserve_binary(), "serve", "--config", config.string(), "--model",
+                           kFixtureModel},
+                          &out, log),
+              2);
+    std::ifstream in(log);
+    const std::string logged((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(logged.find("takes a string"), std::string::npos) << logged;
+  }
+}
+
 TEST(ErrorsStandalone, GenerateAnswersABadLineWithAnErrorNamingTheField) {
   TempDir dir;
   const fs::path input = dir.path() / "in.jsonl";
