@@ -1,6 +1,8 @@
 #include "chat/chat_template.h"
 
+#include <regex>
 #include <utility>
+#include <vector>
 
 #include "chat/jinja_interpreter.h"
 #include "chat/jinja_parser.h"
@@ -174,9 +176,28 @@ ChatTemplate::ChatTemplate(std::string source, SpecialTokens tokens, const Rende
       tokens_(std::move(tokens)),
       limits_(limits),
       origin_(std::move(origin)),
-      ast_(std::move(ast)) {}
+      ast_(std::move(ast)),
+      takes_content_lists_(source_takes_content_lists(source_)) {}
 
 ChatTemplate::~ChatTemplate() = default;
+
+bool ChatTemplate::source_takes_content_lists(std::string_view source) {
+  // A message's content: x['content'], x["content"] or x.content.
+  const std::string access = R"((?:\w+\s*\[\s*['"]content['"]\s*\]|\w+\.content\b))";
+  // Variables set from it as it is ({% set text = message['content'] %}).
+  std::vector<std::string> targets = {access};
+  const std::regex alias(R"(set\s+(\w+)\s*=\s*)" + access + R"(\s*-?%\})");
+  const std::string text(source);
+  for (std::sregex_iterator it(text.begin(), text.end(), alias), end; it != end; ++it)
+    targets.push_back(R"(\b)" + (*it)[1].str() + R"(\b)");
+  for (const std::string& t : targets) {
+    const std::regex as_list(
+        R"(for\s+\w+(?:\s*,\s*\w+)?\s+in\s+)" + t + "|" + t +
+        R"((?:\s*\|\s*(?:selectattr|rejectattr|map|first|last)\b|\s*\[\s*-?\d))");
+    if (std::regex_search(text, as_list)) return true;
+  }
+  return false;
+}
 
 Result<std::unique_ptr<ChatTemplate>> ChatTemplate::parse(std::string source, SpecialTokens tokens,
                                                           const RenderLimits& limits,

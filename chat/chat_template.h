@@ -89,6 +89,15 @@ class ChatTemplate {
   Result<std::string> render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                              const nlohmann::ordered_json& extra_context = nullptr) const;
 
+  // Whether the template reads a message's content as a list of parts (OpenAI's [{"type":
+  // "text", "text": ...}]): it loops over it, filters it (selectattr, map, first, last) or
+  // indexes it, directly or through a variable set from it. Such a template gets the parts as
+  // sent; one that takes a string gets them joined (vLLM decides the same way: a template that
+  // only checks `is string` drops a list). Decided once, from the source.
+  bool takes_content_lists() const { return takes_content_lists_; }
+  // The same, for any template source.
+  static bool source_takes_content_lists(std::string_view source);
+
   const std::string& source() const { return source_; }
   const SpecialTokens& special_tokens() const { return tokens_; }
 
@@ -101,6 +110,7 @@ class ChatTemplate {
   RenderLimits limits_;
   std::string origin_;
   std::unique_ptr<jinja::TemplateAst> ast_;
+  bool takes_content_lists_ = false;
 };
 
 }  // namespace loraserve::chat

@@ -53,8 +53,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (r.chat != chat) fuzz::fail("the request kind changed");
   if (chat) {
     if (!r.prompts.empty()) fuzz::fail("a chat request carries completion prompts");
-    auto rendered = chat_template().render(server::chat_template_messages(r),
-                                           r.add_generation_prompt, r.chat_template_kwargs);
+    const chat::ChatTemplate& t = chat_template();
+    auto rendered = t.render(server::chat_template_messages(r, t.takes_content_lists()),
+                             r.add_generation_prompt, r.chat_template_kwargs);
     if (!rendered.ok()) fuzz::check_status(rendered.status());
   } else {
     if (r.prompts.empty() || r.prompts.size() > server::kMaxPromptsPerRequest) {

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <span>
 
 #include "adapters/registry.h"
@@ -113,6 +114,28 @@ Status sequence_error(const SequenceSummary& s) {
     default:
       return ok_status();
   }
+}
+
+// OpenAI's `param` and `code` for a request the engine's checks refused: their messages begin
+// with the field's name ("max_tokens must be...", "prompt has 208 tokens; the model's context
+// holds 128"); a prompt, or prompt and max_tokens, past the context is context_length_exceeded.
+std::pair<std::string, std::string> error_param(const Status& st, bool chat) {
+  if (st.code() != StatusCode::kInvalidArgument) return {};
+  const std::string& m = st.message();
+  size_t n = 0;
+  while (n < m.size() && ((m[n] >= 'a' && m[n] <= 'z') || m[n] == '_')) ++n;
+  std::string param = m.substr(0, n);
+  const std::string code = m.find("context holds") != std::string::npos ||
+                                   m.find("runs past the context") != std::string::npos
+                               ? "context_length_exceeded"
+                               : "";
+  static const std::set<std::string> kFields = {"prompt",         "max_tokens", "temperature",
+                                                "top_p",          "top_k",      "stop",
+                                                "stop_token_ids", "logprobs"};
+  if (!kFields.contains(param)) return {"", code};
+  if (chat && param == "prompt") param = "messages";        // the prompt is the rendered chat
+  if (chat && param == "logprobs") param = "top_logprobs";  // chat's count of alternatives
+  return {param, code};
 }
 
 // What the engine sent one choice and the request's thread has not taken yet.
@@ -445,8 +468,8 @@ void OpenAiService::set_chat_template(Result<std::unique_ptr<chat::ChatTemplate>
 
 Result<std::string> OpenAiService::render_chat(const OpenAiRequest& r) const {
   if (!chat_template_) return chat_error_;
-  return chat_template_->render(chat_template_messages(r), r.add_generation_prompt,
-                                r.chat_template_kwargs);
+  return chat_template_->render(chat_template_messages(r, chat_template_->takes_content_lists()),
+                                r.add_generation_prompt, r.chat_template_kwargs);
 }
 
 void OpenAiService::add_routes(HttpServer& http) {
@@ -462,6 +485,23 @@ void OpenAiService::add_routes(HttpServer& http) {
       return;
     }
     res.set_content(dump(models()), "application/json");
+  });
+  // OpenAI's "retrieve model": one entry of the list.
+  http.get_under("/v1/models/", [this](const httplib::Request& req, httplib::Response& res) {
+    if (state_->engine() == nullptr) {
+      set_openai_error(res, unavailable_error("the model is still loading; retry shortly"));
+      return;
+    }
+    const std::string id = req.matches[1];
+    const json list = models();
+    for (const json& m : list["data"]) {
+      if (m["id"] == id) return res.set_content(dump(m), "application/json");
+    }
+    set_openai_error(res,
+                     not_found_error("model {} does not exist: it is neither the base model '{}' "
+                                     "nor a loaded adapter (GET /v1/models lists them)",
+                                     excerpt(id), options_.served_model_name),
+                     "model", "model_not_found");
   });
 }
 
@@ -558,7 +598,9 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
                           excerpt(task), options_.served_model_name),
           "model", "model_not_found");
     }
-    return set_openai_error(res, n == 1 ? st : st.with_context(fmt::format("prompt[{}]", i)));
+    const auto [param, code] = error_param(st, chat);
+    return set_openai_error(res, n == 1 ? st : st.with_context(fmt::format("prompt[{}]", i)), param,
+                            code);
   }
 
   auto shaper = std::make_shared<Shaper>(r, id, model, "loraserve-" + options_.version,

@@ -228,6 +228,7 @@ Error parse_messages(const json& body, OpenAiRequest* out) {
       cm.content = content->get<std::string>();
     } else if (content->is_array()) {
       // Text parts joined by newlines, as vLLM gives them to templates that take a string.
+      cm.parts.emplace();
       for (size_t j = 0; j < content->size(); ++j) {
         const json& part = (*content)[j];
         const std::string pat = fmt::format("{}.content[{}]", at, j);
@@ -242,6 +243,7 @@ Error parse_messages(const json& body, OpenAiRequest* out) {
           return bad(pat + ".text", "'{}.text' must be a string", pat);
         if (j > 0) cm.content += "\n";
         cm.content += text->get_ref<const std::string&>();
+        cm.parts->push_back(text->get<std::string>());
       }
     } else {
       return bad(at + ".content", "'{}.content' must be a string or a list of text parts", at);
@@ -373,10 +375,15 @@ std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view 
   return out;
 }
 
-json chat_template_messages(const OpenAiRequest& request) {
+json chat_template_messages(const OpenAiRequest& request, bool content_lists) {
   json messages = json::array();
   for (const ChatMessage& m : request.messages) {
     json message = {{"role", m.role}, {"content", m.content}};
+    if (content_lists && m.parts) {
+      json parts = json::array();
+      for (const std::string& p : *m.parts) parts.push_back({{"type", "text"}, {"text", p}});
+      message["content"] = std::move(parts);
+    }
     if (!m.name.empty()) message["name"] = m.name;
     messages.push_back(std::move(message));
   }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -28,8 +29,9 @@ inline constexpr size_t kMaxPromptsPerRequest = 128;
 // One chat message as the template sees it: content parts joined into one string.
 struct ChatMessage {
   std::string role;
-  std::string content;
-  std::string name;  // "" when absent
+  std::string content;  // a list of text parts: joined by newlines, as vLLM joins them
+  std::optional<std::vector<std::string>> parts;  // the text parts, when content was a list
+  std::string name;                               // "" when absent
 };
 
 struct OpenAiRequest {
@@ -67,7 +69,9 @@ struct RequestError {
 // short prefix of the input).
 std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view body, bool chat);
 
-// A chat request's messages as the chat template sees them: [{"role", "content"[, "name"]}...].
-nlohmann::ordered_json chat_template_messages(const OpenAiRequest& request);
+// A chat request's messages as the chat template sees them: [{"role", "content"[, "name"]}...];
+// content sent as a list of text parts is that list ([{"type": "text", "text"}...]) for a
+// template that takes lists (ChatTemplate::takes_content_lists), else the joined text.
+nlohmann::ordered_json chat_template_messages(const OpenAiRequest& request, bool content_lists);
 
 }  // namespace loraserve::server

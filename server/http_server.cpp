@@ -218,6 +218,10 @@ void HttpServer::get(const std::string& path, Handler handler) {
   listener_->Get(escape_regex(path), std::move(handler));
 }
 
+void HttpServer::get_under(const std::string& prefix, Handler handler) {
+  listener_->Get(escape_regex(prefix) + "(.+)", std::move(handler));
+}
+
 void HttpServer::post(const std::string& path, Handler handler) {
   // The body is read here, not by the library: Debian's cpp-httplib (0.11) caps a body sent
   // with Content-Length but buffers a chunked one whole, however large, and refuses a form-

@@ -63,6 +63,9 @@ class HttpServer {
   // REQUIRES: before start().
   void get(const std::string& path, Handler handler);
   void post(const std::string& path, Handler handler);
+  // GET of `prefix` followed by one or more characters, which the handler finds in
+  // req.matches[1] (/v1/models/{model}).
+  void get_under(const std::string& prefix, Handler handler);
 
   // Binds and starts serving on a thread of its own. UNAVAILABLE when the address cannot be
   // bound.

@@ -80,6 +80,36 @@ constexpr const char* kChatMl =
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+// Which templates get content lists: those that loop over a message's content, filter it or
+// index it, directly or through a variable set from it; not those that only print it, trim it
+// or check that it is a string (Qwen 3 renders a list as "").
+TEST(ChatTemplate, TakesContentListsWhenItReadsThemAsLists) {
+  for (const char* source : {
+           "{% for m in messages %}{% for part in m['content'] %}{{ part.text }}{% endfor %}"
+           "{% endfor %}",
+           "{% for m in messages %}{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+           "{{ m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
+           "| join }}{% endif %}{% endfor %}",
+           "{% for m in messages %}{%- set content = m.content -%}"
+           "{% for item in content %}{{ item['text'] }}{% endfor %}{% endfor %}",
+           "{% for m in messages %}{{ m[\"content\"][0].text }}{% endfor %}",
+       }) {
+    SCOPED_TRACE(source);
+    EXPECT_TRUE(ChatTemplate::source_takes_content_lists(source));
+  }
+  for (const char* source : {
+           "{% for m in messages %}{{ m['content'] | trim }}{% endfor %}",
+           "{% for message in messages %}{%- if message.content is string %}{%- set content = "
+           "message.content %}{%- else %}{%- set content = '' %}{%- endif %}{{ content }}"
+           "{% endfor %}",
+           "{% for m in messages %}{{ m.content }}{% endfor %}",
+           "{% for m in messages %}{{ m.contents | first }}{% endfor %}",
+       }) {
+    SCOPED_TRACE(source);
+    EXPECT_FALSE(ChatTemplate::source_takes_content_lists(source));
+  }
+}
+
 TEST(ChatTemplate, RendersAConversation) {
   auto t = parse_ok(kChatMl);
   EXPECT_EQ(render_ok(*t, kChat, true),

@@ -120,6 +120,16 @@ TEST_F(HttpTest, HealthAndModels) {
     EXPECT_EQ(m["parent"], "fixture-model");
     EXPECT_EQ(m["object"], "model");
   }
+  // Retrieve one model (OpenAI's GET /v1/models/{model}): its entry of the list, or 404.
+  for (const std::string id : {std::string("fixture-model"), tasks_[2]}) {
+    const HttpReply one = http().get("/v1/models/" + id);
+    ASSERT_EQ(one.status, 200) << one.body;
+    EXPECT_EQ(one.json, models.at(id));
+  }
+  const HttpReply missing = http().get("/v1/models/nope");
+  EXPECT_EQ(missing.status, 404) << missing.body;
+  EXPECT_EQ(missing.json["error"]["code"], "model_not_found");
+  EXPECT_EQ(missing.json["error"]["param"], "model");
 
   // The list follows the registry: what Admin loads and unloads.
   ASSERT_TRUE(
@@ -476,14 +486,24 @@ TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
        "model_not_found", "'nope'"},
       {"model that cannot be a task", "/v1/completions", R"({"model": "a/b\n", "prompt": "x"})",
        404, "model", "model_not_found", "'a/b\\n'"},
-      {"temperature", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400, "", "",
-       "temperature"},
-      {"top_p", "/v1/completions", R"({"prompt": "x", "top_p": 1.5})", 400, "", "", "top_p"},
+      // The engine's checks name the field in `param` too.
+      {"temperature", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400,
+       "temperature", "", "temperature"},
+      {"top_p", "/v1/completions", R"({"prompt": "x", "top_p": 1.5})", 400, "top_p", "", "top_p"},
+      {"max_tokens 0", "/v1/completions", R"({"prompt": "x", "max_tokens": 0})", 400, "max_tokens",
+       "", "max_tokens"},
       {"max_tokens past the context", "/v1/completions", R"({"prompt": "x", "max_tokens": 500})",
-       400, "", "", "max_tokens"},
-      {"token outside the vocabulary", "/v1/completions", R"({"prompt": [5, 300]})", 400, "", "",
-       "vocabulary"},
-      {"empty stop", "/v1/completions", R"({"prompt": "x", "stop": [""]})", 400, "", "", "stop"},
+       400, "max_tokens", "context_length_exceeded", "max_tokens"},
+      {"prompt past the context", "/v1/completions",
+       R"({"prompt": ")" + std::string(300, 'x') + R"("})", 400, "prompt",
+       "context_length_exceeded", "context holds"},
+      {"chat past the context", "/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": ")" + std::string(300, 'x') + R"("}]})", 400,
+       "messages", "context_length_exceeded", "context holds"},
+      {"token outside the vocabulary", "/v1/completions", R"({"prompt": [5, 300]})", 400, "prompt",
+       "", "vocabulary"},
+      {"empty stop", "/v1/completions", R"({"prompt": "x", "stop": [""]})", 400, "stop", "",
+       "stop"},
       {"wrong type", "/v1/completions", R"({"prompt": "x", "max_tokens": "3"})", 400, "max_tokens",
        "", "integer"},
       {"no route", "/v1/embeddings", R"({"input": "x"})", 404, "", "", "no route"},

@@ -110,6 +110,13 @@ TEST(HttpOpenAiRequest, ChatMessagesAndFields) {
   EXPECT_EQ(r.messages[1].content, "a\nb");
   EXPECT_EQ(r.messages[1].name, "ann");
   EXPECT_EQ(r.messages[2].content, "");
+  // A template that takes content lists gets the parts as sent; another gets them joined.
+  const auto as_lists = chat_template_messages(r, /*content_lists=*/true);
+  EXPECT_EQ(as_lists[1]["content"], nlohmann::ordered_json::parse(
+                                        R"([{"type": "text", "text": "a"},
+                                            {"type": "text", "text": "b"}])"));
+  EXPECT_EQ(as_lists[0]["content"], "be brief");  // a string stays a string
+  EXPECT_EQ(chat_template_messages(r, false)[1]["content"], "a\nb");
   EXPECT_EQ(r.params.max_tokens, 9);  // max_completion_tokens wins
   EXPECT_TRUE(r.logprobs);
   EXPECT_EQ(r.top_logprobs, 2);
