@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "engine/loader.h"
 #include "tests/reference/golden.h"
@@ -92,6 +93,7 @@ class TextTest : public ::testing::Test {
   struct Output {
     std::vector<int32_t> ids;
     std::vector<std::string> pieces;
+    std::vector<int32_t> answer_tokens;  // of each update
     FinishReason reason = FinishReason::kNone;
   };
   Output run(GenerationRequest r) {
@@ -99,6 +101,7 @@ class TextTest : public ::testing::Test {
     r.on_update = [out](const SequenceUpdate& u) {
       for (const auto& t : u.new_tokens) out->ids.push_back(t.token_id);
       out->pieces.push_back(u.new_text);
+      out->answer_tokens.push_back(u.answer_tokens);
       if (u.finished) out->reason = u.finish_reason;
     };
     EXPECT_TRUE(engine_->submit(std::move(r)).ok());
@@ -164,6 +167,55 @@ TEST_F(TextTest, StopStringEndsTheTextBeforeItAndIsNeverStreamed) {
   EXPECT_EQ(out.ids, std::vector<int32_t>(free_run.ids.begin(),
                                           free_run.ids.begin() + static_cast<std::ptrdiff_t>(k)));
   for (const auto& piece : out.pieces) EXPECT_EQ(piece.find(stop), std::string::npos);
+}
+
+// A stop token id ends the request without adding its text (as vLLM leaves it out), and the
+// answer's tokens (what OpenAI logprobs cover) are those before it.
+TEST_F(TextTest, AStopTokenAddsNoText) {
+  const std::vector<int32_t> prompt = {72, 101, 108, 108, 111, 32, 76, 111};
+  Output free_run = run(greedy(prompt, 32));
+  // An ASCII token past the start whose first occurrence follows an ASCII token.
+  size_t k = 1;
+  auto ascii = [](int32_t id) { return id > 0x20 && id < 0x7f; };
+  while (k < free_run.ids.size() &&
+         !(ascii(free_run.ids[k]) && ascii(free_run.ids[k - 1]) &&
+           std::find(free_run.ids.begin(), free_run.ids.begin() + static_cast<std::ptrdiff_t>(k),
+                     free_run.ids[k]) == free_run.ids.begin() + static_cast<std::ptrdiff_t>(k)))
+    ++k;
+  ASSERT_LT(k, free_run.ids.size()) << "no fitting stop token in the free run";
+  GenerationRequest r = greedy(prompt, 32);
+  r.params.stop_token_ids = {free_run.ids[k]};
+  Output out = run(std::move(r));
+  EXPECT_EQ(out.reason, FinishReason::kStop);
+  ASSERT_EQ(out.ids.size(), k + 1);  // the stop token is generated (and counted)
+  const std::vector<int32_t> before(out.ids.begin(),
+                                    out.ids.begin() + static_cast<std::ptrdiff_t>(k));
+  EXPECT_EQ(join(out.pieces), *engine_->tokenizer()->decode(before, true));
+  EXPECT_EQ(out.answer_tokens.back(), static_cast<int32_t>(k));
+  // While it ran, the count never went back and never passed the tokens seen.
+  for (size_t i = 1; i < out.answer_tokens.size(); ++i)
+    EXPECT_GE(out.answer_tokens[i], out.answer_tokens[i - 1]);
+}
+
+// gRPC cancels a call when its deadline passes, which can reach the engine before the engine's
+// own deadline check: such a cancel ends the request as kDeadline.
+TEST_F(TextTest, ACancelPastTheDeadlineIsTheDeadline) {
+  for (const bool past : {true, false}) {
+    SCOPED_TRACE(past ? "deadline passed" : "deadline ahead");
+    GenerationRequest r = greedy({5, 6, 7}, 8);
+    r.deadline = std::chrono::steady_clock::now() +
+                 (past ? std::chrono::milliseconds(1) : std::chrono::milliseconds(60000));
+    auto out = std::make_shared<Output>();
+    r.on_update = [out](const SequenceUpdate& u) {
+      if (u.finished) out->reason = u.finish_reason;
+    };
+    auto id = engine_->submit(std::move(r));
+    ASSERT_TRUE(id.ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    engine_->cancel(*id);
+    ASSERT_TRUE(engine_->run_until_idle().ok());
+    EXPECT_EQ(out->reason, past ? FinishReason::kDeadline : FinishReason::kCancelled);
+  }
 }
 
 TEST_F(TextTest, StopStringsNeedNonEmptyText) {
