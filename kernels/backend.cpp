@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <charconv>
+
 #include "kernels/cpu/cpu_backend.h"
 #ifdef LORASERVE_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
@@ -98,11 +100,11 @@ Result<std::unique_ptr<Backend>> create_backend(const BackendOptions& options) {
 #ifdef LORASERVE_HAVE_CUDA
   int device_index = 0;
   if (d.rfind("cuda:", 0) == 0) {
-    try {
-      device_index = std::stoi(d.substr(5));
-    } catch (...) {
+    // The whole rest must be the number: stoi would read "cuda:1x" as device 1.
+    const std::string_view n = std::string_view(d).substr(5);
+    const auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), device_index);
+    if (n.empty() || ec != std::errc() || end != n.data() + n.size() || device_index < 0)
       return invalid_argument_error("--device '{}': expected cuda:N with N a device number", d);
-    }
   }
   const int count = cuda_device_count();
   if (count > 0) {

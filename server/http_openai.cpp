@@ -555,6 +555,15 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
   for (size_t i = 0; i < n; ++i)
     run->call(i).identify(n == 1 ? request_id : fmt::format("{}-{}", request_id, i),
                           valid_task ? task : excerpt(task));
+  // One call per prompt: a list of more prompts than calls may be open can never be served.
+  if (n > state_->max_calls()) {
+    const Status too_many = invalid_argument_error(
+        "prompt: {} prompts in one request; at most {} calls are served at once "
+        "(--max-concurrent-streams)",
+        n, state_->max_calls());
+    run->call(0).log_rejected(too_many);
+    return set_openai_error(res, too_many, "prompt");
+  }
   Status st = run->admit();
   if (!st.ok()) {
     run->call(0).log_rejected(st);

@@ -274,7 +274,7 @@ Status HttpServer::start() {
   }
   if (port == 0) {
     return unavailable_error(
-        "cannot listen on '{}' for HTTP (address in use, or not an address of this machine)",
+        "--http-listen: cannot listen on '{}' (address in use, or not an address of this machine)",
         options_.listen);
   }
   if (!listener_->widen_backlog())

@@ -36,7 +36,7 @@ std::string bound_address(const std::string& requested, int port) {
   return requested.substr(0, colon) + ":" + std::to_string(port);
 }
 
-Result<std::unique_ptr<grpc::Server>> start_grpc(const std::string& address,
+Result<std::unique_ptr<grpc::Server>> start_grpc(std::string_view flag, const std::string& address,
                                                  std::vector<grpc::Service*> services,
                                                  int32_t max_request_bytes, int* port) {
   grpc::ServerBuilder builder;
@@ -49,7 +49,8 @@ Result<std::unique_ptr<grpc::Server>> start_grpc(const std::string& address,
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || *port == 0) {
     return unavailable_error(
-        "cannot listen on '{}' (address in use, or not an address of this machine)", address);
+        "{}: cannot listen on '{}' (address in use, or not an address of this machine)", flag,
+        address);
   }
   return server;
 }
@@ -173,13 +174,14 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
       std::make_unique<HealthService>(std::vector<std::string>{std::string(kAdminName)});
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   int port = 0;
-  LS_ASSIGN_OR_RETURN(s->server_,
-                      start_grpc(options.listen, {s->inference_.get(), s->health_.get()},
-                                 options.max_request_bytes, &port));
+  LS_ASSIGN_OR_RETURN(
+      s->server_, start_grpc("--listen", options.listen, {s->inference_.get(), s->health_.get()},
+                             options.max_request_bytes, &port));
   s->address_ = bound_address(options.listen, port);
   int admin_port = 0;
-  auto admin_server = start_grpc(options.admin_listen, {s->admin_.get(), s->admin_health_.get()},
-                                 options.max_request_bytes, &admin_port);
+  auto admin_server =
+      start_grpc("--admin-listen", options.admin_listen, {s->admin_.get(), s->admin_health_.get()},
+                 options.max_request_bytes, &admin_port);
   if (!admin_server.ok()) {
     s->server_->Shutdown();
     return admin_server.status();

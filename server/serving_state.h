@@ -25,6 +25,7 @@ class ServingState {
  public:
   // `max_calls`: calls admitted at once (--max-concurrent-streams).
   explicit ServingState(int32_t max_calls) : max_calls_(static_cast<size_t>(max_calls)) {}
+  size_t max_calls() const { return max_calls_; }
 
   // The engine, or nullptr while the model loads.
   engine::Engine* engine() const { return engine_.load(std::memory_order_acquire); }

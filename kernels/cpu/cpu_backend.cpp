@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/host_memory.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/cpu_matmul.h"
 #include "kernels/cpu/cpu_onednn.h"
@@ -30,16 +31,8 @@ namespace {
 constexpr int64_t kMinParallelElems = 1 << 14;
 constexpr int64_t kMaxHalfHeadDim = 512;
 
-size_t mem_available_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  size_t value = 0;
-  std::string unit;
-  while (in >> key >> value >> unit) {
-    if (key == "MemAvailable:") return value * 1024;
-  }
-  return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
-}
+// What the machine, the container's memory cgroup and RLIMIT_AS leave (common/host_memory.h).
+size_t mem_available_bytes() { return static_cast<size_t>(host_memory().available); }
 
 Status check_f32(const Tensor& t, const char* what) {
   if (t.dtype != DType::kF32) {

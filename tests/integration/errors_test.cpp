@@ -175,7 +175,9 @@ TEST_F(ErrorsTest, TextWithoutATokenizerIsFailedPrecondition) {
 TEST_F(ErrorsTest, CancellingAStreamFreesItsKvBlocks) {
   constexpr int kMaxTokens = 120;
   bool cut_short = false;
-  for (int attempt = 0; attempt < 3 && !cut_short; ++attempt) {
+  // The fixture model writes 120 tokens in milliseconds: on a loaded machine (CI runs tests two
+  // at a time beside image builds) the cancel can land after the end several times in a row.
+  for (int attempt = 0; attempt < 20 && !cut_short; ++attempt) {
     const std::string task = attempt == 0 ? "t0" : "";
     // A snapshot with nothing running: one taken while an earlier request's end was delivered
     // but not yet published would count that request against this one.
