@@ -23,6 +23,22 @@ namespace {
 
 constexpr char kToken[] = "s3cret";
 
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Runs `loraserve serve ARGS` expecting it to refuse to start with exit code 2; returns what it
+// printed and logged (its log in dir/LOG_NAME).
+std::string refused_serve(const TempDir& dir, const std::string& log_name,
+                          const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {loraserve_binary(), "serve"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string out;
+  EXPECT_EQ(run_command(argv, &out, dir.path() / log_name), 2);
+  return out + read_file(dir.path() / log_name);
+}
+
 v1::GenerateRequest ids_request(std::vector<int32_t> ids, int32_t max_tokens) {
   v1::GenerateRequest r;
   r.mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
@@ -295,14 +311,8 @@ TEST(ErrorsStandalone, ConfigFileSetsFlagsAndFlagsWin) {
   EXPECT_EQ(info->limits().default_max_tokens(), 3u);
 
   std::ofstream(config) << R"({"no-such-flag": 1})";
-  std::string out;
-  const fs::path log = dir.path() / "bad_config.log";
-  EXPECT_EQ(run_command({loraserve_binary(), "serve", "--config", config.string(), "--model",
-                         kFixtureModel},
-                        &out, log),
-            2);
-  std::ifstream in(log);
-  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  const std::string text =
+      refused_serve(dir, "bad_config.log", {"--config", config.string(), "--model", kFixtureModel});
   EXPECT_NE(text.find("unknown flag 'no-such-flag'"), std::string::npos) << text;
 }
 
@@ -329,16 +339,11 @@ TEST(ErrorsStandalone, FlagsOutOfTheirRangeAreRefusedByName) {
   for (size_t i = 0; i < cases.size(); ++i) {
     const auto& [flags, name] = cases[i];
     SCOPED_TRACE(flags[0] + " " + flags[1]);
-    std::vector<std::string> args = {loraserve_binary(), "serve",         "--model",
-                                     kFixtureModel,      "--http-listen", ""};
+    std::vector<std::string> args = {"--model", kFixtureModel, "--http-listen", ""};
     if (name != "--listen") args.insert(args.end(), {"--listen", "127.0.0.1:0"});
     if (name != "--admin-listen") args.insert(args.end(), {"--admin-listen", "127.0.0.1:0"});
     args.insert(args.end(), flags.begin(), flags.end());
-    std::string out;
-    const fs::path log = dir.path() / ("flag" + std::to_string(i) + ".log");
-    EXPECT_EQ(run_command(args, &out, log), 2);
-    std::ifstream in(log);
-    const std::string text = out + std::string((std::istreambuf_iterator<char>(in)), {});
+    const std::string text = refused_serve(dir, "flag" + std::to_string(i) + ".log", args);
     EXPECT_NE(text.find(name), std::string::npos) << text;
   }
 }
@@ -361,14 +366,8 @@ TEST(ErrorsStandalone, ConfigFileNullIsUnsetAndTextFlagsTakeStrings) {
   for (const char* text : {R"({"api-key": false})", R"({"admin-token": 5})"}) {
     SCOPED_TRACE(text);
     std::ofstream(config, std::ios::trunc) << text;
-    std::string out;
-    const fs::path log = dir.path() / "bad_config.log";
-    EXPECT_EQ(run_command({loraserve_binary(), "serve", "--config", config.string(), "--model",
-                           kFixtureModel},
-                          &out, log),
-              2);
-    std::ifstream in(log);
-    const std::string logged((std::istreambuf_iterator<char>(in)), {});
+    const std::string logged = refused_serve(
+        dir, "bad_config.log", {"--config", config.string(), "--model", kFixtureModel});
     EXPECT_NE(logged.find("takes a string"), std::string::npos) << logged;
   }
 }
@@ -445,11 +444,6 @@ class ScopedEnv {
  private:
   std::vector<std::string> names_;
 };
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
 
 TEST(ErrorsStandalone, ListenAddressesAndDeviceFromTheEnvironment) {
   // The images set their defaults through LORASERVE_LISTEN, LORASERVE_ADMIN_LISTEN and
