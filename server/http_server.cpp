@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "common/excerpt.h"
+
 namespace loraserve::server {
 namespace {
 
@@ -28,19 +30,20 @@ std::string escape_regex(const std::string& path) {
 
 }  // namespace
 
-Status parse_http_address(const std::string& address, std::string* host, int* port) {
+Status parse_http_address(const std::string& address, std::string* host, int* port,
+                          std::string_view flag) {
   std::string port_text;
   if (address.starts_with("[")) {
     const size_t close = address.find(']');
     if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':')
-      return invalid_argument_error("--http-listen '{}' is not [ADDRESS]:PORT", address);
+      return invalid_argument_error("{} {} is not [ADDRESS]:PORT", flag, excerpt(address));
     *host = address.substr(1, close - 1);
     port_text = address.substr(close + 2);
   } else {
     const size_t colon = address.rfind(':');
     if (colon == std::string::npos || address.find(':') != colon)
-      return invalid_argument_error("--http-listen '{}' is not HOST:PORT (IPv6: [ADDRESS]:PORT)",
-                                    address);
+      return invalid_argument_error("{} {} is not HOST:PORT (IPv6: [ADDRESS]:PORT)", flag,
+                                    excerpt(address));
     *host = address.substr(0, colon);
     port_text = address.substr(colon + 1);
   }
@@ -49,8 +52,8 @@ Status parse_http_address(const std::string& address, std::string* host, int* po
       std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
   if (host->empty() || ec != std::errc() || end != port_text.data() + port_text.size() ||
       value < 0 || value > 65535)
-    return invalid_argument_error("--http-listen '{}': expected HOST:PORT with PORT in [0, 65535]",
-                                  address);
+    return invalid_argument_error("{} {}: expected HOST:PORT with PORT in [0, 65535]", flag,
+                                  excerpt(address));
   *port = value;
   return ok_status();
 }

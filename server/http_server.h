@@ -29,8 +29,10 @@ struct HttpOptions {
   size_t max_body_bytes = 16u << 20;  // larger request bodies get 413 (serve: --max-request-bytes)
 };
 
-// Splits "host:port" or "[v6]:port" into its parts; errors name --http-listen.
-Status parse_http_address(const std::string& address, std::string* host, int* port);
+// Splits "host:port" or "[v6]:port" into its parts, the port in [0, 65535]; errors name `flag`
+// (the gRPC listeners' addresses are checked with it too).
+Status parse_http_address(const std::string& address, std::string* host, int* port,
+                          std::string_view flag = "--http-listen");
 
 // Constant-time equality (the time depends on the lengths only), for secrets.
 bool secret_equals(const std::string& a, const std::string& b);

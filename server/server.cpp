@@ -4,13 +4,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 
 #include "chat/chat_template.h"
-#include "common/excerpt.h"
 #include "engine/loader.h"
 
 namespace loraserve::server {
@@ -82,23 +80,9 @@ namespace {
 Status check_grpc_address(const std::string& address, std::string_view flag) {
   for (std::string_view scheme : {"unix:", "unix-abstract:", "ipv4:", "ipv6:", "dns:", "vsock:"})
     if (address.starts_with(scheme)) return ok_status();
-  const size_t colon = address.rfind(':');
-  const size_t close = address.rfind(']');
-  const bool bracketed = address.starts_with("[");
-  if (colon == std::string::npos || (bracketed && (close == std::string::npos || colon < close)) ||
-      (!bracketed && address.find(':') != colon)) {
-    return invalid_argument_error("{} {} is not HOST:PORT (IPv6: [ADDRESS]:PORT)", flag,
-                                  excerpt(address));
-  }
-  const std::string_view port = std::string_view(address).substr(colon + 1);
-  int value = -1;
-  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-  if (colon == 0 || ec != std::errc() || end != port.data() + port.size() || value < 0 ||
-      value > 65535) {
-    return invalid_argument_error("{} {}: expected HOST:PORT with PORT in [0, 65535]", flag,
-                                  excerpt(address));
-  }
-  return ok_status();
+  std::string host;
+  int port = 0;
+  return parse_http_address(address, &host, &port, flag);
 }
 
 }  // namespace
