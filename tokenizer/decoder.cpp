@@ -28,26 +28,34 @@ class JoinWithSpaces : public DecoderStep {
   }
 };
 
+// The bytes a byte-level token's characters stand for; nullopt when one is not in the alphabet.
+std::optional<std::string> byte_level_bytes(std::string_view token) {
+  const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::get();
+  std::string bytes;
+  size_t pos = 0;
+  while (pos < token.size()) {
+    const std::optional<uint8_t> b = alphabet.decode(next_code_point(token, &pos));
+    if (!b) return std::nullopt;
+    bytes.push_back(static_cast<char>(*b));
+  }
+  return bytes;
+}
+
+// The byte of a "<0xAB>" token. REQUIRES: Decoder::is_byte_token(token).
+char byte_token_value(std::string_view token) {
+  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
+  return static_cast<char>(hex(token[3]) * 16 + hex(token[4]));
+}
+
 // Byte-level characters back to bytes (a token with other characters keeps its own bytes), then
 // the bytes of all tokens as one string, ill-formed sequences replaced by U+FFFD.
 class ByteLevelStep : public DecoderStep {
  public:
   Status apply(std::vector<std::string>* tokens, bool, bool) const override {
-    const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::get();
-    std::string bytes, token_bytes;
+    std::string bytes;
     for (const std::string& token : *tokens) {
-      token_bytes.clear();
-      bool mapped = true;
-      size_t pos = 0;
-      while (pos < token.size() && mapped) {
-        auto b = alphabet.decode(next_code_point(token, &pos));
-        if (b) {
-          token_bytes.push_back(static_cast<char>(*b));
-        } else {
-          mapped = false;
-        }
-      }
-      bytes.append(mapped ? token_bytes : token);
+      const std::optional<std::string> mapped = byte_level_bytes(token);
+      bytes.append(mapped ? *mapped : token);
     }
     *tokens = {decode_utf8_lossy(bytes)};
     return ok_status();
@@ -91,7 +99,7 @@ class ByteFallbackStep : public DecoderStep {
     };
     for (std::string& token : *tokens) {
       if (Decoder::is_byte_token(token)) {
-        run.push_back(static_cast<char>(hex_value(token[3]) * 16 + hex_value(token[4])));
+        run.push_back(byte_token_value(token));
         continue;
       }
       flush();
@@ -100,12 +108,6 @@ class ByteFallbackStep : public DecoderStep {
     flush();
     *tokens = std::move(out);
     return ok_status();
-  }
-
- private:
-  static int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    return (c | 0x20) - 'a' + 10;
   }
 };
 
@@ -266,6 +268,14 @@ Status Decoder::add_steps(const json& config, const std::string& path) {
       "Strip, "
       "Metaspace, Sequence)",
       field_path(path, "type"), excerpt(type));
+}
+
+std::optional<std::string> Decoder::raw_bytes(std::string_view token) const {
+  if (byte_level_) {
+    if (auto bytes = byte_level_bytes(token)) return bytes;
+  }
+  if (byte_tokens_ && is_byte_token(token)) return std::string(1, byte_token_value(token));
+  return std::nullopt;
 }
 
 Result<std::string> Decoder::decode(std::vector<std::string> tokens, bool at_start,

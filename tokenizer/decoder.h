@@ -44,10 +44,10 @@ class Decoder {
   // before flush().
   bool prefix_stable() const { return prefix_stable_; }
 
-  // What a token's bytes are when it is shown alone (Tokenizer::token_bytes): ByteLevel maps
-  // its characters to bytes; ByteFallback turns <0xAB> tokens into their byte.
-  bool has_byte_level() const { return byte_level_; }
-  bool decodes_byte_tokens() const { return byte_tokens_; }
+  // A vocabulary token's own bytes when a step turns it into bytes (Tokenizer::token_bytes):
+  // ByteLevel maps its characters to bytes, ByteFallback a <0xAB> token to its byte; before
+  // they are joined, so half of a character stays that half. nullopt for any other token.
+  std::optional<std::string> raw_bytes(std::string_view token) const;
 
   // "<0xAB>" spelling of a byte token.
   static bool is_byte_token(std::string_view token);
@@ -59,8 +59,8 @@ class Decoder {
   std::vector<std::unique_ptr<DecoderStep>> steps_;
   bool fused_ = false;  // the steps so far leave one string (ByteLevel, Fuse)
   bool byte_fallback_ = false;
-  bool byte_level_ = false;
-  bool byte_tokens_ = false;
+  bool byte_level_ = false;   // a ByteLevel step
+  bool byte_tokens_ = false;  // a ByteFallback step
   bool runs_compose_ = true;
   bool prefix_stable_ = true;
   std::optional<char32_t> end_strip_char_;

@@ -163,22 +163,7 @@ Result<std::string> Tokenizer::token_bytes(int32_t id) const {
   LS_RETURN_IF_ERROR(check_ids(std::span<const int32_t>(&id, 1)));
   if (added_.find(id) == nullptr) {
     if (const std::string* token = model_->id_to_token(id)) {
-      if (decoder_->has_byte_level()) {
-        const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::get();
-        std::string bytes;
-        bool mapped = true;
-        size_t pos = 0;
-        while (pos < token->size() && mapped) {
-          const auto b = alphabet.decode(next_code_point(*token, &pos));
-          mapped = b.has_value();
-          if (mapped) bytes.push_back(static_cast<char>(*b));
-        }
-        if (mapped) return bytes;
-      }
-      if (decoder_->decodes_byte_tokens() && Decoder::is_byte_token(*token)) {
-        auto hex = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
-        return std::string(1, static_cast<char>(hex((*token)[3]) * 16 + hex((*token)[4])));
-      }
+      if (auto bytes = decoder_->raw_bytes(*token)) return *std::move(bytes);
     }
   }
   // As inside a text: no start-of-text rule strips a SentencePiece token's leading space.
