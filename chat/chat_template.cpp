@@ -1,6 +1,7 @@
 #include "chat/chat_template.h"
 
-#include <regex>
+#include <algorithm>
+#include <cctype>
 #include <utility>
 #include <vector>
 
@@ -181,20 +182,98 @@ ChatTemplate::ChatTemplate(std::string source, SpecialTokens tokens, const Rende
 
 ChatTemplate::~ChatTemplate() = default;
 
+namespace {
+
+// The source cut into words (identifiers, numbers, the text of string literals) and single
+// punctuation characters, whitespace dropped: a flat scan, linear in the source, for
+// source_takes_content_lists (std::regex recursed once per character and overflowed the stack
+// on 100 KB of whitespace inside a tag).
+struct SourceToken {
+  enum Kind { kWord, kString, kPunct } kind;
+  std::string_view text;
+};
+
+std::vector<SourceToken> scan_source(std::string_view s) {
+  std::vector<SourceToken> out;
+  auto word_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+  };
+  size_t i = 0;
+  while (i < s.size()) {
+    const char c = s[i];
+    if (std::isspace(static_cast<unsigned char>(c)) != 0) {
+      ++i;
+    } else if (word_char(c)) {
+      const size_t start = i;
+      while (i < s.size() && word_char(s[i])) ++i;
+      out.push_back({SourceToken::kWord, s.substr(start, i - start)});
+    } else if (c == '\'' || c == '"') {
+      const size_t end = s.find(c, i + 1);
+      const size_t stop = end == std::string_view::npos ? s.size() : end;
+      out.push_back({SourceToken::kString, s.substr(i + 1, stop - i - 1)});
+      i = stop == s.size() ? stop : stop + 1;
+    } else {
+      out.push_back({SourceToken::kPunct, s.substr(i, 1)});
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 bool ChatTemplate::source_takes_content_lists(std::string_view source) {
-  // A message's content: x['content'], x["content"] or x.content.
-  const std::string access = R"((?:\w+\s*\[\s*['"]content['"]\s*\]|\w+\.content\b))";
+  const std::vector<SourceToken> t = scan_source(source);
+  const size_t n = t.size();
+  auto is = [&](size_t i, SourceToken::Kind kind, std::string_view text = {}) {
+    return i < n && t[i].kind == kind && (text.empty() || t[i].text == text);
+  };
+  auto word = [&](size_t i) { return is(i, SourceToken::kWord); };
+  auto punct = [&](size_t i, std::string_view p) { return is(i, SourceToken::kPunct, p); };
+  // The length of a message's content at i: x['content'], x["content"] or x.content; 0 if none.
+  auto content_at = [&](size_t i) -> size_t {
+    if (!word(i)) return 0;
+    if (punct(i + 1, "[") && is(i + 2, SourceToken::kString, "content") && punct(i + 3, "]"))
+      return 4;
+    if (punct(i + 1, ".") && is(i + 2, SourceToken::kWord, "content")) return 3;
+    return 0;
+  };
   // Variables set from it as it is ({% set text = message['content'] %}).
-  std::vector<std::string> targets = {access};
-  const std::regex alias(R"(set\s+(\w+)\s*=\s*)" + access + R"(\s*-?%\})");
-  const std::string text(source);
-  for (std::sregex_iterator it(text.begin(), text.end(), alias), end; it != end; ++it)
-    targets.push_back(R"(\b)" + (*it)[1].str() + R"(\b)");
-  for (const std::string& t : targets) {
-    const std::regex as_list(
-        R"(for\s+\w+(?:\s*,\s*\w+)?\s+in\s+)" + t + "|" + t +
-        R"((?:\s*\|\s*(?:selectattr|rejectattr|map|first|last)\b|\s*\[\s*-?\d))");
-    if (std::regex_search(text, as_list)) return true;
+  std::vector<std::string_view> aliases;
+  for (size_t i = 0; i + 3 < n; ++i) {
+    if (!is(i, SourceToken::kWord, "set") || !word(i + 1) || !punct(i + 2, "=")) continue;
+    const size_t len = content_at(i + 3);
+    const size_t after = i + 3 + len;
+    if (len > 0 && (punct(after, "%") || (punct(after, "-") && punct(after + 1, "%"))))
+      aliases.push_back(t[i + 1].text);
+  }
+  // The length of a content expression at i (an access, or a word naming an alias); 0 if none.
+  auto target_at = [&](size_t i) -> size_t {
+    if (const size_t len = content_at(i)) return len;
+    if (word(i) && std::find(aliases.begin(), aliases.end(), t[i].text) != aliases.end()) return 1;
+    return 0;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    // for x in TARGET / for k, v in TARGET
+    if (is(i, SourceToken::kWord, "for") && word(i + 1)) {
+      size_t j = i + 2;
+      if (punct(j, ",") && word(j + 1)) j += 2;
+      if (is(j, SourceToken::kWord, "in") && target_at(j + 1) > 0) return true;
+    }
+    const size_t len = target_at(i);
+    if (len == 0) continue;
+    const size_t after = i + len;
+    // TARGET | selectattr(...) / map / first / last / rejectattr
+    if (punct(after, "|") && word(after + 1)) {
+      const std::string_view f = t[after + 1].text;
+      if (f == "selectattr" || f == "rejectattr" || f == "map" || f == "first" || f == "last")
+        return true;
+    }
+    // TARGET[0] / TARGET[-1]
+    if (punct(after, "[")) {
+      const size_t k = punct(after + 1, "-") ? after + 2 : after + 1;
+      if (word(k) && std::isdigit(static_cast<unsigned char>(t[k].text[0])) != 0) return true;
+    }
   }
   return false;
 }

@@ -108,6 +108,13 @@ TEST(ChatTemplate, TakesContentListsWhenItReadsThemAsLists) {
     SCOPED_TRACE(source);
     EXPECT_FALSE(ChatTemplate::source_takes_content_lists(source));
   }
+  // A hostile template's megabyte of whitespace inside a tag is read in one flat pass (a
+  // backtracking regex recursed per character and overflowed the stack at 100 KB).
+  const std::string spaces(1 << 20, ' ');
+  EXPECT_TRUE(ChatTemplate::source_takes_content_lists("{% set a =" + spaces + "m['content']" +
+                                                       spaces + "%}{% for p in" + spaces + "a %}"));
+  EXPECT_FALSE(ChatTemplate::source_takes_content_lists("{% set a =" + spaces + "m['content'] | " +
+                                                        "trim %}{{ a" + spaces + "}}"));
 }
 
 TEST(ChatTemplate, RendersAConversation) {
