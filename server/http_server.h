@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "common/status.h"
+#include "server/connection_watcher.h"
 #include "server/serving_state.h"
 
 namespace loraserve::server {
@@ -79,12 +80,16 @@ class HttpServer {
   // The address bound, with the port chosen when the option said port 0.
   const std::string& address() const { return address_; }
 
+  // Tells handlers that wait when their client has gone.
+  ConnectionWatcher& watcher() { return watcher_; }
+
  private:
   class Listener;
 
   HttpOptions options_;
   ServingState* state_;
   std::unique_ptr<Listener> listener_;
+  ConnectionWatcher watcher_;
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};
   std::string address_;
