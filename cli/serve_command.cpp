@@ -295,6 +295,11 @@ void add_serve_command(CLI::App& app, int* exit_code) {
                   "Largest request message accepted (bytes); larger: RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::Range(1, std::numeric_limits<int32_t>::max()));
+  cmd->add_option("--max-preparing-bytes", o.max_preparing_bytes,
+                  "Request bytes parsed, rendered and tokenized at once, over all connections "
+                  "(each takes up to ~30x its size while it is); more wait their turn")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_option("--max-concurrent-streams", o.max_concurrent_streams,
                   "Inference calls open at once, over all connections; more: RESOURCE_EXHAUSTED")
       ->capture_default_str()

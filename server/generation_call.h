@@ -63,6 +63,7 @@ class GenerationCall {
   ~GenerationCall();
   GenerationCall(const GenerationCall&) = delete;
   GenerationCall& operator=(const GenerationCall&) = delete;
+  ServingState* state() const { return state_; }
 
   // Admits the call: UNAVAILABLE while the model loads or the server drains. Call it first; a
   // refused call is logged by the caller (log_rejected) and goes no further.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <ctime>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -165,16 +166,24 @@ class ChoiceRun {
     return ok_status();
   }
 
-  // Submits choice i. REQUIRES: `self` owns this run.
-  Status submit(const std::shared_ptr<ChoiceRun>& self, size_t i, GenerationInput input) {
-    Status st = slots_[i].call->submit(
-        std::move(input), [self, i](const engine::SequenceUpdate& u) { self->on_update(i, u); });
-    if (st.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      slots_[i].submitted = true;
-      ++unfinished_;
-    }
-    return st;
+  // Submits choice i: tokenizes its prompt on this thread, then resolves its task's adapter,
+  // which may wait for room to load it. The future is set once the choice is in the engine, or
+  // refused. REQUIRES: `self` owns this run.
+  std::future<Status> submit(const std::shared_ptr<ChoiceRun>& self, size_t i,
+                             GenerationInput input) {
+    auto outcome = std::make_shared<std::promise<Status>>();
+    std::future<Status> result = outcome->get_future();
+    slots_[i].call->submit(
+        std::move(input), [self, i](const engine::SequenceUpdate& u) { self->on_update(i, u); },
+        [self, i, outcome](Status st) {
+          if (st.ok()) {
+            std::lock_guard<std::mutex> lock(self->mu_);
+            self->slots_[i].submitted = true;
+            ++self->unfinished_;
+          }
+          outcome->set_value(std::move(st));
+        });
+    return result;
   }
 
   // Waits up to `wait` for news, then moves every choice's news into `out`. True when every
@@ -473,6 +482,7 @@ Result<std::string> OpenAiService::render_chat(const OpenAiRequest& r) const {
 }
 
 void OpenAiService::add_routes(HttpServer& http) {
+  watcher_ = &http.watcher();
   http.post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     generate(req, res, /*chat=*/false);
   });
@@ -535,6 +545,9 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
   const std::string request_id = header_id.empty() ? id : header_id;
   res.set_header("X-Request-Id", request_id);
 
+  // Parsing, rendering and tokenizing take many times the body's bytes: they wait for room in
+  // the preparing budget, which the request leaves once its choices are submitted.
+  ByteBudget::Claim preparing = state_->preparing().claim(req.body.size());
   auto parsed = parse_openai_request(req.body, chat);
   if (auto* e = std::get_if<RequestError>(&parsed)) {
     GenerationCall refused(state_);
@@ -585,7 +598,15 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
     r.prompts.emplace_back(std::move(prompt).value());
   }
 
+  // A client that closes its connection cancels its choices, while they wait for room to load
+  // their adapter or generate an answer sent whole (a stream notices at its next write, after
+  // this handler has returned).
+  const ConnectionWatcher::Watch watch = watcher_->watch(req, [run] { run->cancel(); });
+
   // Submit every choice; a refusal cancels those already running and is the request's answer.
+  // The prompts are tokenized as they are submitted; the budget is left before waiting for
+  // their adapter, which may take until the request's deadline.
+  std::vector<std::future<Status>> submitted;
   for (size_t i = 0; i < n; ++i) {
     GenerationInput input;
     input.request_id = run->call(i).request_id();
@@ -593,9 +614,21 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
     input.prompt = std::move(r.prompts[i]);
     input.add_special_tokens = r.add_special_tokens;
     input.params = r.params;
-    st = run->submit(run, i, std::move(input));
-    if (st.ok()) continue;
-    run->call(i).log_rejected(st);
+    submitted.push_back(run->submit(run, i, std::move(input)));
+  }
+  preparing.release();
+  std::optional<size_t> refused;  // the first choice refused
+  for (size_t i = 0; i < n; ++i) {
+    Status outcome = submitted[i].get();
+    if (outcome.ok()) continue;
+    run->call(i).log_rejected(outcome);
+    if (!refused) {
+      refused = i;
+      st = std::move(outcome);
+    }
+  }
+  if (refused) {
+    const size_t i = *refused;
     run->cancel();
     run->wait_finished();
     run->log_finished();

@@ -55,6 +55,7 @@ class OpenAiService {
   Result<std::string> render_chat(const OpenAiRequest& request) const;
 
   ServingState* state_;
+  ConnectionWatcher* watcher_ = nullptr;  // the HttpServer's, set by add_routes
   OpenAiOptions options_;
   std::unique_ptr<chat::ChatTemplate> chat_template_;
   Status chat_error_ = failed_precondition_error("the chat template is not loaded yet");

@@ -240,6 +240,9 @@ void HttpServer::post(const std::string& path, Handler handler) {
       return;
     }
     httplib::Request request = req;
+    // Room for the whole body at once when its length is told (appending doubled the buffer).
+    const auto told = req.get_header_value<uint64_t>("Content-Length");
+    if (told <= max_body) request.body.reserve(told);
     bool too_large = false;
     const bool read = content([&](const char* data, size_t n) {
       if (n > max_body - request.body.size()) {

@@ -57,6 +57,8 @@ class SequenceReactor : public GrpcReactor {
   void start(const grpc::ByteBuffer* bytes, RequestOf request_of) {
     Status st = call_.admit();
     if (!st.ok()) return finish_now(st);
+    // Parsing and tokenizing take many times the message's bytes (ServingState::preparing).
+    ByteBudget::Claim preparing = call_.state()->preparing().claim(bytes->Length());
     Message parsed;
     st = parse_message(*bytes, &parsed);
     if (!st.ok()) return finish_now(st);
@@ -274,6 +276,7 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
     return reactor;
   }
   st = [&]() -> Status {
+    ByteBudget::Claim preparing = state_->preparing().claim(request->Length());
     v1::TokenizeRequest in;
     LS_RETURN_IF_ERROR(parse_message(*request, &in));
     const tokenizer::Tokenizer* tok = state_->engine()->tokenizer();

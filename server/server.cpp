@@ -106,6 +106,8 @@ Status validate_serve_options(const ServeOptions& o) {
     return invalid_argument_error("--max-request-bytes must be at least 1");
   if (o.max_concurrent_streams < 1)
     return invalid_argument_error("--max-concurrent-streams must be at least 1");
+  if (o.max_preparing_bytes < 1)
+    return invalid_argument_error("--max-preparing-bytes must be at least 1");
   if (o.load_on_demand && o.adapter_root.empty()) {
     return invalid_argument_error(
         "--load-on-demand loads <adapter-root>/<task>: it needs --adapter-root");
@@ -128,7 +130,9 @@ std::string served_model_name(const ServeOptions& o) {
 }
 
 Server::Server(ServeOptions options)
-    : options_(std::move(options)), state_(options_.max_concurrent_streams) {}
+    : options_(std::move(options)),
+      state_(options_.max_concurrent_streams,
+             static_cast<size_t>(std::max<int64_t>(options_.max_preparing_bytes, 1))) {}
 
 Server::~Server() { shutdown(); }
 

@@ -39,6 +39,8 @@ struct ServeOptions {
   // The transport's limits (the request's own are in engine.request_limits).
   int32_t max_request_bytes = 4 << 20;    // one request message (gRPC's own default)
   int32_t max_concurrent_streams = 1024;  // inference calls open at once, all connections
+  // Request bytes parsed, rendered and tokenized at once (ServingState::preparing).
+  int64_t max_preparing_bytes = ServingState::kDefaultPreparingBytes;
   std::string listen = "127.0.0.1:50051";
   std::string admin_listen = "127.0.0.1:50052";
   std::string admin_token;   // empty: Admin needs no token (allowed on loopback only)

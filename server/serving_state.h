@@ -1,6 +1,7 @@
 // ServingState: what the gRPC services share with the Server that runs them: the engine once it
 // is loaded, the metrics and the adapter loader, whether the server is draining, the calls and
-// sequences in flight (so a drain can wait for them, or cancel them at its timeout).
+// sequences in flight (so a drain can wait for them, or cancel them at its timeout), and the
+// budget of request bytes being prepared (parsed, rendered, tokenized) at once.
 // Thread-safe.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/byte_budget.h"
 #include "common/status.h"
 #include "engine/engine.h"
 #include "server/adapter_loader.h"
@@ -23,9 +25,16 @@ namespace loraserve::server {
 
 class ServingState {
  public:
-  // `max_calls`: calls admitted at once (--max-concurrent-streams).
-  explicit ServingState(int32_t max_calls) : max_calls_(static_cast<size_t>(max_calls)) {}
+  // `max_calls`: calls admitted at once (--max-concurrent-streams); `preparing_bytes`: request
+  // bytes prepared at once (--max-preparing-bytes).
+  explicit ServingState(int32_t max_calls, size_t preparing_bytes = kDefaultPreparingBytes)
+      : max_calls_(static_cast<size_t>(max_calls)), preparing_(preparing_bytes) {}
+  static constexpr size_t kDefaultPreparingBytes = 16u << 20;
   size_t max_calls() const { return max_calls_; }
+
+  // A request claims its size in bytes here before it is parsed, rendered and tokenized, and
+  // releases it once submitted (common/byte_budget.h says why).
+  ByteBudget& preparing() { return preparing_; }
 
   // The engine, or nullptr while the model loads.
   engine::Engine* engine() const { return engine_.load(std::memory_order_acquire); }
@@ -68,6 +77,7 @@ class ServingState {
 
  private:
   const size_t max_calls_;
+  ByteBudget preparing_;
   std::atomic<engine::Engine*> engine_{nullptr};
   ServerMetrics* metrics_ = nullptr;
   AdapterLoader* loader_ = nullptr;

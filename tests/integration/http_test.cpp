@@ -5,10 +5,13 @@
 // object, the API key, the queue limit as 429, a client that hangs up mid-stream (its sequence
 // is cancelled and its KV blocks freed), SSE chunks arriving one by one through `curl -N`, and
 // the drain on SIGTERM covering HTTP calls.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -663,6 +666,65 @@ TEST(HttpStandalone, HttpCanBeTurnedOff) {
   EXPECT_NE((*server)->log().find("no HTTP"), std::string::npos);
 }
 
+// The peak resident memory of a process (VmHWM), in bytes; 0 when unreadable.
+size_t peak_rss(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with("VmHWM:")) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+// Tokenizing a 4 MiB prompt of one word takes about 117 MiB at its peak; twelve at once, over
+// HTTP and gRPC, took 1.4 GB. Each now waits for room in --max-preparing-bytes (here less than
+// one prompt, so one at a time), and every one is still answered.
+TEST(HttpStandalone, HugePromptsAtOnceArePreparedWithinTheBudget) {
+  TempDir dir;
+  const fs::path model = make_model(dir.path() / "model");
+  auto server = ServerProcess::start(
+      {"--model", model.string(), "--max-preparing-bytes", std::to_string(1 << 20)}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const pid_t pid = (*server)->pid();
+  const size_t before = peak_rss(pid);
+  ASSERT_GT(before, 0u);
+  const std::string word((4 << 20) - 256, 'a');  // one word: the tokenizer's costliest input
+  const std::string body = json{{"prompt", word}, {"max_tokens", 1}}.dump();
+  constexpr int kHttp = 9, kGrpc = 3;
+  std::vector<HttpReply> http(kHttp);
+  std::vector<Status> grpc(kGrpc);
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kHttp + kGrpc; ++i) {
+    threads.emplace_back([&, i] {
+      while (!go.load()) std::this_thread::yield();
+      if (i < kHttp) {
+        http[i] = HttpClient((*server)->http_address()).post_raw("/v1/completions", body);
+      } else {
+        v1::GenerateRequest r;
+        r.set_text(word);
+        r.mutable_params()->set_max_tokens(1);
+        grpc[i - kHttp] = client::Client(client_options(**server)).generate(r).status();
+      }
+    });
+  }
+  go.store(true);
+  for (auto& t : threads) t.join();
+  // Every prompt was tokenized and found longer than the model's context.
+  for (const HttpReply& r : http) {
+    EXPECT_EQ(r.status, 400) << r.body.substr(0, 300);
+    EXPECT_EQ(r.json["error"]["code"], "context_length_exceeded") << r.body.substr(0, 300);
+  }
+  for (const Status& st : grpc) {
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string().substr(0, 300);
+    EXPECT_NE(st.message().find("context"), std::string::npos) << st.message().substr(0, 300);
+  }
+  const size_t grew = peak_rss(pid) - before;
+  // One prompt's work (~117 MiB) and the bodies held meanwhile (12 x 4 MiB), with room to spare;
+  // twelve prompts' work would be about 1.4 GB.
+  EXPECT_LT(grew, size_t{600} << 20) << "peak grew by " << (grew >> 20) << " MiB";
+  EXPECT_EQ(HttpClient((*server)->http_address()).get("/health").status, 200);
+}
+
 // Long generations: a model with a 16k context, so that a request outlives anything the test
 // does while it runs.
 class HttpLongTest : public ServerSuite<HttpLongTest> {
@@ -712,6 +774,42 @@ TEST_F(HttpLongTest, ClientThatHangsUpCancelsItsSequenceAndFreesItsBlocks) {
   EXPECT_NE(line.find("finish cancelled"), std::string::npos) << line;
   const int completion = std::stoi(line.substr(line.find("completion ") + 11));
   EXPECT_LT(completion, kMax) << line;
+}
+
+// A client that gives up on an answer sent whole (not streamed) cancels it: the server notices
+// the closed connection while the handler waits, instead of generating 12,000 tokens for no one.
+TEST_F(HttpLongTest, ClientThatHangsUpBeforeItsWholeAnswerCancelsIt) {
+  constexpr int32_t kMax = 12000;
+  const std::string address = server_->http_address();
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  ASSERT_EQ(inet_pton(AF_INET, address.substr(0, address.rfind(':')).c_str(), &to.sin_addr), 1);
+  const int sock = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(sock, 0);
+  ASSERT_EQ(connect(sock, reinterpret_cast<const sockaddr*>(&to), sizeof(to)), 0);
+  const std::string body = long_request(kMax, false).dump();
+  const std::string request =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: gives-up\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(send(sock, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  const auto sent = Clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Nothing came back yet: the answer is far from whole.
+  char byte;
+  EXPECT_EQ(recv(sock, &byte, 1, MSG_DONTWAIT), -1);
+  close(sock);  // gives up
+  ASSERT_TRUE(wait_idle(*client_)) << "the sequence still runs after the client left";
+  const std::string log = server_->log_with("request gives-up task (base)");
+  const size_t at = log.find("request gives-up task (base)");
+  ASSERT_NE(at, std::string::npos) << log_tail(*server_);
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  EXPECT_NE(line.find("finish cancelled"), std::string::npos) << line;
+  const int completion = std::stoi(line.substr(line.find("completion ") + 11));
+  EXPECT_LT(completion, kMax) << line;
+  EXPECT_LT(Clock::now() - sent, std::chrono::seconds(30)) << line;
 }
 
 // `curl -N`: chunks arrive one by one, long before the request would end; killing curl cancels.
