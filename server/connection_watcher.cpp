@@ -30,15 +30,14 @@ bool numeric_address(const sockaddr_storage& addr, socklen_t len, std::string* i
   return true;
 }
 
-bool matches(int fd, const std::string& ip, int port, bool peer) {
+// One end of a socket (its peer's, or its own) as numeric_address writes it; false when it
+// has none (not a connected IP socket).
+bool socket_end(int fd, bool peer, std::string* ip, int* port) {
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
   const int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len)
                       : getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  std::string got_ip;
-  int got_port = -1;
-  return rc == 0 && numeric_address(addr, len, &got_ip, &got_port) && got_port == port &&
-         got_ip == ip;
+  return rc == 0 && numeric_address(addr, len, ip, port);
 }
 
 // True when the peer has closed the connection: readable (or hung up) with nothing to read.
@@ -110,9 +109,15 @@ void ConnectionWatcher::find_sockets() {
     int fd = -1;
     const char* end = d->d_name + std::strlen(d->d_name);
     if (std::from_chars(d->d_name, end, fd).ptr != end || fd == dirfd(dir)) continue;
+    // Each descriptor's ends are read once, whatever the number of connections looked for.
+    std::string remote_ip, local_ip;
+    int remote_port = -1, local_port = -1;
+    if (!socket_end(fd, /*peer=*/true, &remote_ip, &remote_port) ||
+        !socket_end(fd, /*peer=*/false, &local_ip, &local_port))
+      continue;
     for (auto& [id, e] : entries_) {
-      if (e.fd == kUnsearched && matches(fd, e.remote_ip, e.remote_port, /*peer=*/true) &&
-          matches(fd, e.local_ip, e.local_port, /*peer=*/false))
+      if (e.fd == kUnsearched && e.remote_port == remote_port && e.local_port == local_port &&
+          e.remote_ip == remote_ip && e.local_ip == local_ip)
         e.fd = fd;
     }
   }

@@ -825,6 +825,13 @@ TEST_F(HttpLongTest, ClientThatHangsUpBeforeItsWholeAnswerCancelsIt) {
   const int completion = std::stoi(line.substr(line.find("completion ") + 11));
   EXPECT_LT(completion, kMax) << line;
   EXPECT_LT(Clock::now() - sent, std::chrono::seconds(30)) << line;
+
+  // A client that stays gets its whole answer, over the several checks (kWatchPeriod, 100 ms)
+  // that the second or so of 3,000 tokens outlasts.
+  const HttpReply whole = HttpClient(address).post("/v1/completions", long_request(3000, false));
+  ASSERT_EQ(whole.status, 200) << whole.body.substr(0, 300);
+  EXPECT_EQ(whole.json["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(whole.json["usage"]["completion_tokens"], 3000);
 }
 
 // `curl -N`: chunks arrive one by one, long before the request would end; killing curl cancels.
