@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -571,7 +573,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--token", gf.client.admin_token, "Admin token")->envname("LORASERVE_ADMIN_TOKEN");
   app.add_option("--timeout", gf.client.timeout_s, "Deadline of each call in seconds (0: none)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            // A year at most: a deadline past the clock's range overflows (and NaN or a negative
+            // number is no deadline).
+            const double s = std::strtod(text.c_str(), nullptr);
+            return std::isfinite(s) && s >= 0.0 && s <= 365.0 * 86400.0
+                       ? std::string()
+                       : "must be a number of seconds in [0, 31536000] (0: none)";
+          },
+          "SECONDS", "seconds"));
   app.add_option("--servers", gf.servers,
                  "Admin addresses of every replica (comma separated): load and unload go to each")
       ->delimiter(',')
@@ -669,6 +681,12 @@ int main(int argc, char** argv) {
                 "With --http: the base model's name for its requests (default: no model field)");
   b->callback([&] { code = gf.servers.empty() ? run_bench(gf, bench) : servers_misused(); });
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 prints the message (or the help: exit 0); a wrong flag exits 2, as loractl's own
+    // refusals do.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   return code;
 }

@@ -15,8 +15,22 @@ int32_t uniform_int(std::mt19937_64& rng, int32_t lo, int32_t hi) {
   return lo + static_cast<int32_t>(std::min(span - 1.0, std::floor(uniform(rng) * span)));
 }
 
-// The checks every trace shares; `rate` is checked by the caller.
-Status check_lengths(const TraceOptions& o) {
+// Bounds that keep an absurd flag from exhausting the client's memory or time (a trace of 10^9
+// requests died in bad_alloc, a rate of 1e-300 drew arrivals past the end of time).
+constexpr int64_t kMaxRequests = 10'000'000;
+constexpr int64_t kMaxPromptIds = int64_t{1} << 28;  // over the whole trace: 1 GiB of ids
+constexpr double kMaxTraceSeconds = 1e7;             // the expected length: 116 days
+
+// The checks every trace shares, for a trace of `requests` requests; `rate` is checked by the
+// caller (check_rate).
+Status check_lengths(const TraceOptions& o, int64_t requests) {
+  if (requests > kMaxRequests)
+    return invalid_argument_error("a trace of {} requests is more than the {} loractl draws",
+                                  requests, kMaxRequests);
+  if (o.prompt_max > 0 && requests * o.prompt_max > kMaxPromptIds)
+    return invalid_argument_error(
+        "--prompt-len up to {} over {} requests is more than the {} prompt ids loractl draws",
+        o.prompt_max, requests, kMaxPromptIds);
   if (o.prompt_min < 1 || o.prompt_max < o.prompt_min)
     return invalid_argument_error("--prompt-len {}:{} is not a range of lengths >= 1", o.prompt_min,
                                   o.prompt_max);
@@ -26,6 +40,16 @@ Status check_lengths(const TraceOptions& o) {
   if (o.first_token_id < 0 || o.vocab_size <= o.first_token_id)
     return invalid_argument_error("vocabulary size {} leaves no prompt ids from {}", o.vocab_size,
                                   o.first_token_id);
+  return ok_status();
+}
+
+// `what` (a flag or a tenant) sends `requests` at `rate` per second (0: all at once).
+Status check_rate(const std::string& what, double rate, int64_t requests) {
+  if (!(rate >= 0.0) || !std::isfinite(rate))
+    return invalid_argument_error("{}: the rate must be >= 0 requests/s, got {}", what, rate);
+  if (rate > 0.0 && static_cast<double>(requests) / rate > kMaxTraceSeconds)
+    return invalid_argument_error("{}: {} requests at {} per second would take more than {} s",
+                                  what, requests, rate, kMaxTraceSeconds);
   return ok_status();
 }
 
@@ -45,11 +69,10 @@ double next_arrival(std::mt19937_64& rng, double t, double rate) {
 
 Result<std::vector<TraceRequest>> make_trace(const TraceOptions& o) {
   if (o.requests < 1) return invalid_argument_error("--requests must be >= 1, got {}", o.requests);
-  if (!(o.rate >= 0.0) || !std::isfinite(o.rate))
-    return invalid_argument_error("--rate must be >= 0 requests/s, got {}", o.rate);
+  LS_RETURN_IF_ERROR(check_rate("--rate", o.rate, o.requests));
   if (o.tasks.empty()) return invalid_argument_error("the trace needs at least one task");
   if (!(o.zipf >= 0.0)) return invalid_argument_error("--zipf must be >= 0, got {}", o.zipf);
-  LS_RETURN_IF_ERROR(check_lengths(o));
+  LS_RETURN_IF_ERROR(check_lengths(o, o.requests));
 
   std::vector<double> cumulative(o.tasks.size());
   double total = 0.0;
@@ -105,14 +128,18 @@ Result<Tenant> parse_tenant(const std::string& spec, int32_t default_requests) {
 Result<std::vector<TraceRequest>> make_tenant_trace(const TraceOptions& o,
                                                     const std::vector<Tenant>& tenants) {
   if (tenants.empty()) return invalid_argument_error("--tenants names no tenant");
-  LS_RETURN_IF_ERROR(check_lengths(o));
+  int64_t requests = 0;
+  for (const Tenant& tenant : tenants) {
+    if (tenant.requests < 1)
+      return invalid_argument_error("tenant '{}': requests must be >= 1", tenant.task_id);
+    LS_RETURN_IF_ERROR(
+        check_rate(fmt::format("tenant '{}'", tenant.task_id), tenant.rate, tenant.requests));
+    requests += tenant.requests;
+  }
+  LS_RETURN_IF_ERROR(check_lengths(o, requests));
   std::mt19937_64 rng(o.seed);
   std::vector<TraceRequest> trace;
   for (const Tenant& tenant : tenants) {
-    if (!(tenant.rate >= 0.0) || !std::isfinite(tenant.rate) || tenant.requests < 1) {
-      return invalid_argument_error("tenant '{}': the rate must be >= 0 and requests >= 1",
-                                    tenant.task_id);
-    }
     double t = 0.0;
     for (int32_t i = 0; i < tenant.requests; ++i) {
       TraceRequest r;

@@ -178,6 +178,25 @@ TEST_F(RoutingKeyTest, LoractlSendsTheTask) {
   expect_keys_match_tasks(calls);
 }
 
+// Absurd flags exit 2 before any call (a deadline of 1e300 s overflowed the clock, 10^9 bench
+// requests died in bad_alloc, and CLI11's own exit codes were 104-114).
+TEST_F(RoutingKeyTest, LoractlRefusesAbsurdFlagsBeforeAnyCall) {
+  auto run = [&](const std::string& args) {
+    const std::string command =
+        std::string(LORACTL_PATH) + " --server " + address_ + " " + args + " >/dev/null 2>&1";
+    const int rc = std::system(command.c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  for (const char* timeout : {"-1", "nan", "1e300"})
+    EXPECT_EQ(run(std::string("--timeout ") + timeout + " generate --ids 5"), 2) << timeout;
+  EXPECT_EQ(run("generate --ids 5 --max-tokens 99999999999"), 2);
+  EXPECT_EQ(run("bench --requests 1000000000 --vocab-size 10 --no-progress"), 2);
+  EXPECT_EQ(run("bench --rate 1e-300 --vocab-size 10 --no-progress"), 2);
+  EXPECT_EQ(run("bench --prompt-len 1:2000000000 --vocab-size 10 --no-progress"), 2);
+  EXPECT_TRUE(recorder_.take().empty());
+  EXPECT_EQ(run("--timeout 30 generate --ids 5"), 0);
+}
+
 // `loractl bench --http` sends the same header with every /v1/completions request that names a
 // task; a fake HTTP server records it beside the body's `model`.
 TEST(HttpRoutingKeyTest, HttpLoadGeneratorSendsEachRequestsTask) {

@@ -112,6 +112,29 @@ TEST(MakeTrace, BadOptionsNameTheOption) {
   EXPECT_NE(make_trace(o).status().message().find("--rate"), std::string::npos);
 }
 
+// Absurd sizes are refused before anything is drawn: 10^9 requests died in bad_alloc, and a
+// rate of 1e-300 drew arrivals past the end of time.
+TEST(MakeTrace, AbsurdSizesAreRefused) {
+  TraceOptions o = options();
+  o.requests = 1'000'000'000;
+  EXPECT_NE(make_trace(o).status().message().find("requests"), std::string::npos);
+  o = options();
+  o.prompt_max = 2'000'000'000;
+  EXPECT_NE(make_trace(o).status().message().find("--prompt-len"), std::string::npos);
+  o = options();
+  o.rate = 1e-300;
+  EXPECT_NE(make_trace(o).status().message().find("--rate"), std::string::npos);
+  o.rate = 1e-3;  // days, but within the bound
+  EXPECT_TRUE(make_trace(o).ok());
+  EXPECT_NE(make_tenant_trace(options(), {{"a", 1e-9, 5}}).status().message().find("tenant 'a'"),
+            std::string::npos);
+  EXPECT_NE(make_tenant_trace(options(), {{"a", 1.0, 6'000'000}, {"b", 1.0, 6'000'000}})
+                .status()
+                .message()
+                .find("requests"),
+            std::string::npos);
+}
+
 TEST(ParseRange, AcceptsRangesAndSingleValues) {
   int32_t lo = 0, hi = 0;
   ASSERT_TRUE(parse_range("16:64", "--x", &lo, &hi).ok());
