@@ -99,6 +99,13 @@ Status ServerMetrics::register_families() {
                                         "adapter to load."));
   LS_ASSIGN_OR_RETURN(loading_, r.gauge("loraserve_num_requests_loading_adapter",
                                         "Requests waiting for their adapter to load from disk."));
+  LS_ASSIGN_OR_RETURN(preparing_bytes_,
+                      r.gauge("loraserve_preparing_bytes",
+                              "Request bytes being parsed, rendered and tokenized "
+                              "(at most --max-preparing-bytes)."));
+  LS_ASSIGN_OR_RETURN(preparing_waiting_,
+                      r.gauge("loraserve_num_requests_waiting_to_prepare",
+                              "Requests waiting for room in --max-preparing-bytes."));
   LS_ASSIGN_OR_RETURN(kv_used_,
                       r.gauge("loraserve_kv_cache_blocks_used", "KV-cache blocks in use."));
   LS_ASSIGN_OR_RETURN(kv_total_, r.gauge("loraserve_kv_cache_blocks_total", "KV-cache blocks."));
@@ -314,6 +321,8 @@ std::string ServerMetrics::render(const engine::EngineStats* s, const ServerGaug
     set_lora_info(g);
   }
   loading_->get().set(g.requests_loading_adapter);
+  preparing_bytes_->get().set(static_cast<double>(g.preparing_bytes));
+  preparing_waiting_->get().set(static_cast<double>(g.requests_waiting_to_prepare));
   adapters_loaded_->with({"host"}).set(static_cast<double>(g.host_adapters));
   adapter_capacity_->with({"host"}).set(g.max_host_adapters);
   return registry_.render();

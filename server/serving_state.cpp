@@ -6,6 +6,8 @@ namespace loraserve::server {
 
 ServerGauges ServingState::gauges(const engine::EngineStats* stats) const {
   ServerGauges g;
+  g.preparing_bytes = static_cast<int64_t>(preparing_.held());
+  g.requests_waiting_to_prepare = static_cast<int64_t>(preparing_.waiting());
   engine::Engine* e = engine();
   if (e == nullptr) return g;
   g.host_adapters = static_cast<int64_t>(e->adapters().size());

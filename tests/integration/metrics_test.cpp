@@ -227,6 +227,9 @@ TEST_F(MetricsTest, CountsEqualAKnownWorkloadThroughBothTransports) {
   const json none = json::object();
   EXPECT_EQ(number(p, "loraserve_num_requests_running", none), 0.0);
   EXPECT_EQ(number(p, "loraserve_num_requests_waiting", none), 0.0);
+  // Every request, refused or served, gave back what it claimed of --max-preparing-bytes.
+  EXPECT_EQ(number(p, "loraserve_preparing_bytes", none), 0.0);
+  EXPECT_EQ(number(p, "loraserve_num_requests_waiting_to_prepare", none), 0.0);
   EXPECT_EQ(number(p, "vllm:num_requests_waiting", none), 0.0);
   EXPECT_EQ(number(p, "vllm:kv_cache_usage_perc", none), 0.0);
   EXPECT_EQ(number(p, "loraserve_kv_cache_blocks_total", none),

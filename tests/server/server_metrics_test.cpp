@@ -67,6 +67,8 @@ TEST(ServerMetricsTest, PerTaskSeriesCountWhatWasRecorded) {
   s.adapter_evictions = 1;
   ServerGauges g;
   g.requests_loading_adapter = 1;
+  g.preparing_bytes = 4096;
+  g.requests_waiting_to_prepare = 3;
   g.host_adapters = 6;
   g.max_host_adapters = 32;
   g.running_tasks = {"alpha", "beta"};
@@ -119,6 +121,8 @@ TEST(ServerMetricsTest, PerTaskSeriesCountWhatWasRecorded) {
   EXPECT_EQ(gauge("loraserve_num_requests_running"), "2.0");
   EXPECT_EQ(gauge("loraserve_num_requests_waiting"), "4.0");  // 3 queued + 1 loading its adapter
   EXPECT_EQ(gauge("loraserve_num_requests_loading_adapter"), "1.0");
+  EXPECT_EQ(gauge("loraserve_preparing_bytes"), "4096.0");
+  EXPECT_EQ(gauge("loraserve_num_requests_waiting_to_prepare"), "3.0");
   EXPECT_EQ(gauge("loraserve_kv_cache_blocks_used"), "25.0");
   EXPECT_EQ(gauge("loraserve_kv_cache_blocks_total"), "100.0");
   EXPECT_EQ(gauge("loraserve_kv_cache_usage_ratio"), "0.25");
