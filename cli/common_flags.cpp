@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
@@ -12,24 +11,6 @@
 #include "common/excerpt.h"
 
 namespace loraserve::cli {
-CLI::Validator finite_in(double max) {
-  return CLI::Validator(
-      [max](std::string& text) -> std::string {
-        double v = 0;
-        try {
-          size_t used = 0;
-          v = std::stod(text, &used);
-          if (used != text.size()) return "expected a number, got " + excerpt(text);
-        } catch (const std::exception&) {
-          return "expected a number, got " + excerpt(text);
-        }
-        if (!std::isfinite(v) || v < 0 || v > max)
-          return fmt::format("{} is not in [0, {}]", excerpt(text), max);
-        return "";
-      },
-      fmt::format("in [0, {}]", max));
-}
-
 void add_json_limit_flags(CLI::App* cmd, JsonLimits* limits) {
   cmd->add_option("--max-json-bytes", limits->max_bytes,
                   "Largest JSON file read (config.json, tokenizer.json, adapter_config.json, "

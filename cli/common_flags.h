@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "cli/flag_checks.h"
 #include "common/untrusted_json.h"
 #include "engine/engine.h"
 #include "kernels/backend.h"
@@ -20,10 +21,6 @@ inline constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
 inline constexpr int32_t kMaxCpuThreads = 1024;
 inline constexpr int32_t kMaxDeviceAdapters = 16384;
 inline constexpr int32_t kMaxHttpThreads = 4096;
-
-// A check for a number of GiB or seconds: finite (NaN passes CLI11's NonNegativeNumber) and in
-// [0, max].
-CLI::Validator finite_in(double max);
 
 // --log-level, checked against spdlog's names (it reads any other as "off").
 void add_log_level_flag(CLI::App* cmd, std::string* level);

@@ -6,9 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -17,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/flag_checks.h"
 #include "client/client.h"
 #include "client/http_load_generator.h"
 #include "client/load_generator.h"
@@ -574,16 +573,8 @@ int main(int argc, char** argv) {
   app.add_option("--token", gf.client.admin_token, "Admin token")->envname("LORASERVE_ADMIN_TOKEN");
   app.add_option("--timeout", gf.client.timeout_s, "Deadline of each call in seconds (0: none)")
       ->capture_default_str()
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            // A year at most: a deadline past the clock's range overflows (and NaN or a negative
-            // number is no deadline).
-            const double s = std::strtod(text.c_str(), nullptr);
-            return std::isfinite(s) && s >= 0.0 && s <= 365.0 * 86400.0
-                       ? std::string()
-                       : "must be a number of seconds in [0, 31536000] (0: none)";
-          },
-          "SECONDS", "seconds"));
+      // A year at most: a deadline past the clock's range overflows.
+      ->check(loraserve::cli::finite_in(365.0 * 86400.0));
   app.add_option("--servers", gf.servers,
                  "Admin addresses of every replica (comma separated): load and unload go to each")
       ->delimiter(',')
