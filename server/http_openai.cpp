@@ -175,10 +175,9 @@ class ChoiceRun {
     std::future<Status> result = outcome->get_future();
     slots_[i].call->submit(
         std::move(input), [self, i](const engine::SequenceUpdate& u) { self->on_update(i, u); },
-        [self, i, outcome](Status st) {
+        [self, outcome](Status st) {
           if (st.ok()) {
             std::lock_guard<std::mutex> lock(self->mu_);
-            self->slots_[i].submitted = true;
             ++self->unfinished_;
           }
           outcome->set_value(std::move(st));
@@ -228,7 +227,6 @@ class ChoiceRun {
  private:
   struct Slot {
     std::unique_ptr<GenerationCall> call;
-    bool submitted = false;
     std::vector<engine::GeneratedToken> tokens;
     int32_t answer_tokens = 0;
     std::string text;
