@@ -81,9 +81,10 @@ struct AdapterLoadTotals {
 // What the scrape needs besides the engine's stats.
 struct ServerGauges {
   int32_t requests_loading_adapter = 0;  // waiting for an on-demand load (not in the engine yet)
-  int64_t preparing_bytes =
-      0;  // request bytes being parsed and tokenized (ServingState::preparing)
-  int64_t requests_waiting_to_prepare = 0;  // claims not yet granted
+  // Request bytes being parsed and tokenized (ServingState::preparing), and the requests
+  // waiting for room there.
+  int64_t preparing_bytes = 0;
+  int64_t requests_waiting_to_prepare = 0;
   int64_t host_adapters = 0;
   int32_t max_host_adapters = 0;
   // Tasks (base model excluded) with requests running, and with requests waiting (in the
