@@ -91,7 +91,11 @@ TEST(ByteBudgetTest, ClaimsAreGrantedInArrivalOrder) {
   };
   std::thread large = claimer(1, 80);
   ASSERT_TRUE(eventually([&] { return budget.waiting() == 1; }));
-  std::thread small = claimer(2, 10);  // would fit now, but arrived second
+  // 30 bytes would fit beside the 60 held now, but arrived second. Once the 60 are released the
+  // large claim takes 80, and 80 + 30 do not fit, so the small claim is granted only after the
+  // large one has recorded itself and released: the order below is the grant order, not a race
+  // between two threads granted at once.
+  std::thread small = claimer(2, 30);
   ASSERT_TRUE(eventually([&] { return budget.waiting() == 2; }));
   std::this_thread::sleep_for(20ms);
   EXPECT_EQ(budget.held(), 60u);
