@@ -5,8 +5,8 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,26 +26,56 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Spawns argv with stdout to `out_path` and stderr appended to `log_path` (or both to one file).
+// fork and exec rather than posix_spawn, for PR_SET_PDEATHSIG: a test process that dies (an
+// assertion that aborts, a crash, ctest's SIGKILL at its timeout) takes its server with it
+// instead of leaving it running for the rest of the CI run. Everything the child uses is made
+// before fork: the child of a threaded process may only make async-signal-safe calls.
 Result<pid_t> spawn(const std::vector<std::string>& argv, const fs::path& out_path,
                     const fs::path& log_path) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (out_path == log_path) {
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  } else {
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-  }
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return internal_error("cannot start {}: {}", argv[0], strerror(rc));
+  const bool one_file = out_path == log_path;
+  const char* out = out_path.c_str();
+  const char* log = log_path.c_str();
+  // exec's errno comes back through a close-on-exec pipe: nothing to read means exec worked.
+  int failure[2];
+  if (::pipe2(failure, O_CLOEXEC) != 0)
+    return internal_error("cannot start {}: pipe: {}", argv[0], strerror(errno));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int e = errno;
+    ::close(failure[0]);
+    ::close(failure[1]);
+    return internal_error("cannot start {}: fork: {}", argv[0], strerror(e));
+  }
+  if (pid == 0) {
+    // SIGKILL when the thread that forked ends; the test may already have died before this ran.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
+    const int in_fd = ::open("/dev/null", O_RDONLY);
+    const int out_fd = ::open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err_fd = one_file ? out_fd : ::open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (in_fd >= 0 && out_fd >= 0 && err_fd >= 0 && ::dup2(in_fd, STDIN_FILENO) >= 0 &&
+        ::dup2(out_fd, STDOUT_FILENO) >= 0 && ::dup2(err_fd, STDERR_FILENO) >= 0) {
+      ::execve(args[0], args.data(), environ);
+    }
+    const int e = errno;
+    (void)!::write(failure[1], &e, sizeof e);
+    ::_exit(127);
+  }
+  ::close(failure[1]);
+  int e = 0;
+  ssize_t got;
+  do {
+    got = ::read(failure[0], &e, sizeof e);
+  } while (got < 0 && errno == EINTR);
+  ::close(failure[0]);
+  if (got == static_cast<ssize_t>(sizeof e)) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return internal_error("cannot start {}: {}", argv[0], strerror(e));
+  }
   return pid;
 }
 
