@@ -2,10 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <thread>
 
 #include "server/generation_call.h"
 #include "server/wire.h"
@@ -53,14 +56,30 @@ class SequenceReactor : public GrpcReactor {
   SequenceReactor(ServingState* state, Executor* writer, grpc::CallbackServerContext* context)
       : writer_(writer), context_(context), call_(state) {}
 
+  // gRPC's thread: admits the call, then has `service` prepare it on a preparing thread.
   template <typename Message, typename RequestOf>
-  void start(const grpc::ByteBuffer* bytes, RequestOf request_of) {
+  void start(InferenceService* service, const grpc::ByteBuffer* bytes, RequestOf request_of) {
     Status st = call_.admit();
     if (!st.ok()) return finish_now(st);
+    // The request and this reactor live until Finish, which only prepare() or what it starts
+    // calls.
+    const bool queued =
+        service->prepare([this, bytes, request_of] { prepare<Message>(bytes, request_of); });
+    if (!queued) {
+      finish_now(resource_exhausted_error("{} calls wait to be prepared already; retry later",
+                                          call_.state()->max_calls()));
+    }
+  }
+
+  // A preparing thread: parses, tokenizes and submits.
+  template <typename Message, typename RequestOf>
+  void prepare(const grpc::ByteBuffer* bytes, RequestOf request_of) {
+    // A client that gave up while its call waited here costs nothing more.
+    if (context_->IsCancelled()) return finish_now(cancelled_error("the client cancelled"));
     // Parsing and tokenizing take many times the message's bytes (ServingState::preparing).
     ByteBudget::Claim preparing = call_.state()->preparing().claim(bytes->Length());
     Message parsed;
-    st = parse_message(*bytes, &parsed);
+    Status st = parse_message(*bytes, &parsed);
     if (!st.ok()) return finish_now(st);
     const v1::GenerateRequest& in = request_of(parsed);
     with_logprobs_ = in.params().has_logprobs();
@@ -70,7 +89,7 @@ class SequenceReactor : public GrpcReactor {
     input->deadline = engine_deadline(*context_);
     Derived* self = static_cast<Derived*>(this);
     // The engine's reference, released after the final update, and the submission's: answered
-    // at once, or on a loader thread when the task's adapter loads on demand first (this gRPC
+    // at once, or on a loader thread when the task's adapter loads on demand first (this
     // thread never waits for a disk). gRPC's own reference does not cover a loader thread, and
     // the engine may finish the sequence (and the call be done) before submit returns there, so
     // the reactor lives until `submitted` has run.
@@ -254,7 +273,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
                                                      grpc::ByteBuffer* response) {
   auto* reactor = new GenerateReactor(state_, &writer_, context, response);
   reactor->start<v1::GenerateRequest>(
-      request, [](const v1::GenerateRequest& r) -> const auto& { return r; });
+      this, request, [](const v1::GenerateRequest& r) -> const auto& { return r; });
   return reactor;
 }
 
@@ -262,7 +281,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::GenerateStream(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   auto* reactor = new GenerateStreamReactor(state_, &writer_, context);
   reactor->start<v1::GenerateStreamRequest>(
-      request, [](const v1::GenerateStreamRequest& r) -> const auto& { return r.request(); });
+      this, request, [](const v1::GenerateStreamRequest& r) -> const auto& { return r.request(); });
   return reactor;
 }
 
@@ -275,24 +294,43 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
     reactor->Finish(to_grpc(st));
     return reactor;
   }
-  st = [&]() -> Status {
-    ByteBudget::Claim preparing = state_->preparing().claim(request->Length());
-    v1::TokenizeRequest in;
-    LS_RETURN_IF_ERROR(parse_message(*request, &in));
-    const tokenizer::Tokenizer* tok = state_->engine()->tokenizer();
-    if (tok == nullptr)
-      return failed_precondition_error(
-          "this model has no tokenizer.json: nothing to tokenize with");
-    LS_ASSIGN_OR_RETURN(
-        auto ids,
-        tok->encode(in.text(), in.has_add_special_tokens() ? in.add_special_tokens() : true));
-    v1::TokenizeResponse out;
-    out.mutable_token_ids()->Add(ids.begin(), ids.end());
-    return serialize_message(out, response);
-  }();
-  state_->end_call();
-  reactor->Finish(to_grpc(st));
+  // Tokenizing takes CPU and memory in proportion to the text: on a preparing thread, like a
+  // generation's prompt. The request, response and reactor live until Finish.
+  const bool queued = prepare([this, context, request, response, reactor] {
+    Status st = [&]() -> Status {
+      if (context->IsCancelled()) return cancelled_error("the client cancelled");
+      ByteBudget::Claim preparing = state_->preparing().claim(request->Length());
+      v1::TokenizeRequest in;
+      LS_RETURN_IF_ERROR(parse_message(*request, &in));
+      const tokenizer::Tokenizer* tok = state_->engine()->tokenizer();
+      if (tok == nullptr)
+        return failed_precondition_error(
+            "this model has no tokenizer.json: nothing to tokenize with");
+      LS_ASSIGN_OR_RETURN(
+          auto ids,
+          tok->encode(in.text(), in.has_add_special_tokens() ? in.add_special_tokens() : true));
+      v1::TokenizeResponse out;
+      out.mutable_token_ids()->Add(ids.begin(), ids.end());
+      return serialize_message(out, response);
+    }();
+    state_->end_call();
+    reactor->Finish(to_grpc(st));
+  });
+  if (!queued) {
+    state_->end_call();
+    reactor->Finish(to_grpc(resource_exhausted_error(
+        "{} calls wait to be prepared already; retry later", state_->max_calls())));
+  }
   return reactor;
+}
+
+InferenceService::InferenceService(ServingState* state)
+    : state_(state),
+      preparing_(static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 8u)),
+                 state->max_calls()) {}
+
+bool InferenceService::prepare(std::function<void()> job) {
+  return preparing_.post(std::to_string(prepared_.fetch_add(1)), std::move(job));
 }
 
 }  // namespace loraserve::server

@@ -740,6 +740,58 @@ TEST(HttpStandalone, HugePromptsAtOnceArePreparedWithinTheBudget) {
   EXPECT_EQ(HttpClient((*server)->http_address()).get("/health").status, 200);
 }
 
+// gRPC requests are parsed and tokenized on the inference service's preparing threads, not on
+// gRPC's, which also answer Health: while huge prompts wait for the preparing budget and are
+// tokenized one at a time, a health check on the same port is answered at once. When gRPC's
+// threads prepared them, 32 such prompts held a health check for 3.3 s of their 7.2 s.
+TEST(HttpStandalone, HealthIsAnsweredWhileHugeGrpcPromptsArePrepared) {
+  TempDir dir;
+  const fs::path model = make_model(dir.path() / "model");
+  auto server = ServerProcess::start(
+      {"--model", model.string(), "--max-preparing-bytes", std::to_string(1 << 20)}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const client::Client probe(client_options(**server));
+  ASSERT_TRUE(probe.health("", false).ok());     // connected before the prompts arrive
+  const std::string word((4 << 20) - 256, 'a');  // one word: the tokenizer's costliest input
+  constexpr int kGrpc = 16;
+  std::vector<Status> results(kGrpc);
+  std::atomic<int> finished{0};
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kGrpc; ++i) {
+    threads.emplace_back([&, i] {
+      v1::GenerateRequest r;
+      r.set_text(word);
+      r.mutable_params()->set_max_tokens(1);
+      results[i] = client::Client(client_options(**server)).generate(r).status();
+      finished.fetch_add(1);
+    });
+  }
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  double slowest = 0;
+  int checks = 0;
+  while (finished.load() < kGrpc) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto health = probe.health("", false);
+    slowest = std::max(slowest, seconds_since(t0));
+    ++checks;
+    ASSERT_TRUE(health.ok()) << health.status().to_string();
+    EXPECT_EQ(*health, grpc::health::v1::HealthCheckResponse::SERVING);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const double total = seconds_since(start);
+  for (auto& t : threads) t.join();
+  for (const Status& st : results) {
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string().substr(0, 300);
+  }
+  // The checks overlapped the preparing, and none waited for a good part of it.
+  EXPECT_GE(checks, 3) << "the prompts took " << total << " s";
+  EXPECT_LT(slowest, total / 5) << "a health check took " << slowest << " s of the prompts' "
+                                << total << " s";
+}
+
 // Long generations: a model with a 16k context, so that a request outlives anything the test
 // does while it runs.
 class HttpLongTest : public ServerSuite<HttpLongTest> {
