@@ -63,12 +63,8 @@ class SequenceReactor : public GrpcReactor {
     if (!st.ok()) return finish_now(st);
     // The request and this reactor live until Finish, which only prepare() or what it starts
     // calls.
-    const bool queued =
-        service->prepare([this, bytes, request_of] { prepare<Message>(bytes, request_of); });
-    if (!queued) {
-      finish_now(resource_exhausted_error("{} calls wait to be prepared already; retry later",
-                                          call_.state()->max_calls()));
-    }
+    st = service->prepare([this, bytes, request_of] { prepare<Message>(bytes, request_of); });
+    if (!st.ok()) finish_now(st);
   }
 
   // A preparing thread: parses, tokenizes and submits.
@@ -296,7 +292,7 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
   }
   // Tokenizing takes CPU and memory in proportion to the text: on a preparing thread, like a
   // generation's prompt. The request, response and reactor live until Finish.
-  const bool queued = prepare([this, context, request, response, reactor] {
+  st = prepare([this, context, request, response, reactor] {
     Status st = [&]() -> Status {
       if (context->IsCancelled()) return cancelled_error("the client cancelled");
       ByteBudget::Claim preparing = state_->preparing().claim(request->Length());
@@ -316,10 +312,9 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
     state_->end_call();
     reactor->Finish(to_grpc(st));
   });
-  if (!queued) {
+  if (!st.ok()) {
     state_->end_call();
-    reactor->Finish(to_grpc(resource_exhausted_error(
-        "{} calls wait to be prepared already; retry later", state_->max_calls())));
+    reactor->Finish(to_grpc(st));
   }
   return reactor;
 }
@@ -329,8 +324,10 @@ InferenceService::InferenceService(ServingState* state)
       preparing_(static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 8u)),
                  state->max_calls()) {}
 
-bool InferenceService::prepare(std::function<void()> job) {
-  return preparing_.post(std::to_string(prepared_.fetch_add(1)), std::move(job));
+Status InferenceService::prepare(std::function<void()> job) {
+  if (preparing_.post(std::to_string(prepared_.fetch_add(1)), std::move(job))) return ok_status();
+  return resource_exhausted_error("{} calls wait to be prepared already; retry later",
+                                  state_->max_calls());
 }
 
 }  // namespace loraserve::server

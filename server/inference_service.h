@@ -45,8 +45,9 @@ class InferenceService final : public InferenceServiceBase {
                                      grpc::ByteBuffer* response) override;
 
   // Runs `job` on one of the preparing threads (2 to 8, one per core). Every admitted call may
-  // wait there (ServingState::max_calls), so this fails only if the admission count is wrong.
-  bool prepare(std::function<void()> job);
+  // wait there (ServingState::max_calls), so RESOURCE_EXHAUSTED (the job dropped) comes only if
+  // the admission count is wrong.
+  Status prepare(std::function<void()> job);
 
  private:
   ServingState* state_;
