@@ -58,6 +58,10 @@ Result<pid_t> spawn(const std::vector<std::string>& argv, const fs::path& out_pa
     const int err_fd = one_file ? out_fd : ::open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (in_fd >= 0 && out_fd >= 0 && err_fd >= 0 && ::dup2(in_fd, STDIN_FILENO) >= 0 &&
         ::dup2(out_fd, STDOUT_FILENO) >= 0 && ::dup2(err_fd, STDERR_FILENO) >= 0) {
+      // Only 0, 1 and 2 go to the server, as posix_spawn's file actions left it.
+      for (const int fd : {in_fd, out_fd, one_file ? -1 : err_fd}) {
+        if (fd > STDERR_FILENO) ::close(fd);
+      }
       ::execve(args[0], args.data(), environ);
     }
     const int e = errno;
