@@ -237,8 +237,11 @@ std::vector<AdapterRef> AdapterRegistry::list() const {
 bool AdapterRegistry::room_may_free() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (static_cast<int32_t>(served_.size()) < options_.max_adapters) return true;
+  // An adapter loaded on demand is evictable now or once its requests end: its requests may have
+  // ended between the failed load and this call, and their room signal may have found nothing
+  // parked to retry yet.
   return std::any_of(served_.begin(), served_.end(), [](const auto& entry) {
-    return entry.second->trigger == LoadTrigger::kOnDemand && entry.second->in_flight.load() > 0;
+    return entry.second->trigger == LoadTrigger::kOnDemand;
   });
 }
 

@@ -163,8 +163,8 @@ class AdapterRegistry {
   std::vector<AdapterRef> list() const;
   size_t size() const;
   // After a RESOURCE_EXHAUSTED load: whether room can free without anyone unloading (a slot is
-  // free by now, or requests hold an adapter loaded on demand, which becomes evictable when
-  // they end), as opposed to a host tier full of explicitly loaded adapters.
+  // free by now, or an adapter loaded on demand is served: evictable already, or once the
+  // requests holding it end), as opposed to a host tier full of explicitly loaded adapters.
   bool room_may_free() const;
   // Told when room may have freed (see RoomSignal); it may outlive the registry.
   std::shared_ptr<RoomSignal> room_signal() const { return room_; }

@@ -199,6 +199,8 @@ TEST_F(HostTierTest, TellsWhenRoomMayFree) {
   EXPECT_TRUE(told.empty());  // one request still holds b
   second = AdapterLease();
   EXPECT_EQ(told, std::vector<uint64_t>{1});  // the last one ended
+  // b is evictable now: a loader whose try failed while b was held must try again, not give up.
+  EXPECT_TRUE(reg.room_may_free());
   { AdapterLease explicit_lease = reg.acquire("a"); }
   EXPECT_EQ(told.size(), 1u);                           // an explicit load's requests free no room
   ASSERT_TRUE(reg.load_on_demand("c", dir("c")).ok());  // evicts b
