@@ -111,7 +111,10 @@ Result<AdapterRef> AdapterRegistry::load(const std::string& task_id, const std::
 
 Result<AdapterLease> AdapterRegistry::load_on_demand(const std::string& task_id,
                                                      const std::string& dir,
-                                                     const LoadOptions& options) {
+                                                     const LoadOptions& options, bool* no_room) {
+  bool ignored = false;
+  if (no_room == nullptr) no_room = &ignored;
+  *no_room = false;
   LS_RETURN_IF_ERROR(validate_task_id(task_id));
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -120,7 +123,9 @@ Result<AdapterLease> AdapterRegistry::load_on_demand(const std::string& task_id,
       it->second->last_used.store(++clock_);
       return AdapterLease(it->second);
     }
-    LS_RETURN_IF_ERROR(check_room_locked());
+    Status room = check_room_locked();
+    *no_room = !room.ok();
+    LS_RETURN_IF_ERROR(room);
   }
   const auto t0 = std::chrono::steady_clock::now();
   auto adapter = read(dir, options);
@@ -132,8 +137,14 @@ Result<AdapterLease> AdapterRegistry::load_on_demand(const std::string& task_id,
   LoadOptions install_options = options;
   install_options.replace = false;
   AdapterLease lease;
-  LS_ASSIGN_OR_RETURN(AdapterRef ref,
-                      install(task_id, ours, dir, LoadTrigger::kOnDemand, install_options, &lease));
+  auto installed = install(task_id, ours, dir, LoadTrigger::kOnDemand, install_options, &lease);
+  if (!installed.ok()) {
+    // install() fails only for want of room (the requests holding adapters filled the tier while
+    // this one was read) or when options.still_wanted says the load is no longer wanted.
+    *no_room = installed.status().code() == StatusCode::kResourceExhausted;
+    return installed.status();
+  }
+  const AdapterRef ref = std::move(installed).value();
   if (ref->adapter != ours) return lease;  // served meanwhile: ours is dropped
   const double secs = seconds_since(t0);
   spdlog::info(

@@ -144,9 +144,11 @@ class AdapterRegistry {
   // Loads `dir` under `task_id` for a request and returns that request's lease. When the task
   // got served meanwhile (another load won), returns a lease on that version instead. Evicts as
   // load() does; the adapter itself may be evicted once no request holds it. `options.root`
-  // confines the files read as for load(); `options.replace` is ignored.
+  // confines the files read as for load(); `options.replace` is ignored. On failure `*no_room`
+  // (when given) says whether it was the host tier being full, the one failure that waiting for
+  // room can cure (a failed allocation while reading is RESOURCE_EXHAUSTED too).
   Result<AdapterLease> load_on_demand(const std::string& task_id, const std::string& dir,
-                                      const LoadOptions& options = {});
+                                      const LoadOptions& options = {}, bool* no_room = nullptr);
   // Serves an adapter built in memory (tests, benches) under `task_id`.
   Result<AdapterRef> add(const std::string& task_id, std::shared_ptr<const LoraAdapter> adapter,
                          bool replace);

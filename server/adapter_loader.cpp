@@ -4,8 +4,6 @@
 
 #include <algorithm>
 
-#include "engine/request.h"
-
 namespace loraserve::server {
 namespace {
 
@@ -142,21 +140,37 @@ void AdapterLoader::load(const std::string& task_id) {
     const uint64_t generation = room_->generation();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      Pending& p = pending_.at(task_id);
-      if (p.waiters.empty()) {  // every request gave up while it was parked
+      if (pending_.at(task_id).waiters.empty()) {  // every request gave up while it was parked
         forget_locked(task_id);
         return retry_parked_locked();
       }
+    }
+    // Served meanwhile (by Admin, or by a load of this task that ended after its request looked):
+    // nothing to read, nothing to wait for.
+    if (adapters::AdapterLease served = registry_->acquire(task_id)) {
+      return finish(task_id, std::move(served));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Pending& p = pending_.at(task_id);
       // A task that has not waited for room yet waits behind those that have.
       if (!p.parked && !parked_.empty() && !stopping_) return park_locked(task_id, &p);
     }
-    auto lease = registry_->load_on_demand(task_id, *dir,
-                                           adapters::LoadOptions{false, root_->path(), nullptr});
+    bool no_room = false;
+    auto lease = registry_->load_on_demand(
+        task_id, *dir, adapters::LoadOptions{false, root_->path(), nullptr}, &no_room);
     if (lease.ok()) return finish(task_id, std::move(lease));
-    if (lease.status().code() != StatusCode::kResourceExhausted) {
-      return finish(task_id, invalid_argument_error(
-                                 "task '{}': the adapter folder does not load: {}", task_id,
-                                 relative_to_root(lease.status().message(), root_->path())));
+    if (!no_room) {
+      // A failed allocation stays RESOURCE_EXHAUSTED (waiting for room would not cure it); any
+      // other failure is the folder's.
+      const Status& st = lease.status();
+      const StatusCode code = st.code() == StatusCode::kResourceExhausted
+                                  ? StatusCode::kResourceExhausted
+                                  : StatusCode::kInvalidArgument;
+      return finish(
+          task_id,
+          Status(code, fmt::format("task '{}': the adapter folder does not load: {}", task_id,
+                                   relative_to_root(st.message(), root_->path()))));
     }
     // No room: every adapter is held by requests (or loaded by Admin / --preload).
     if (!registry_->room_may_free()) return finish(task_id, lease.status());
@@ -224,7 +238,9 @@ void AdapterLoader::sweep() {
       Pending& p = pending_.at(*t);
       for (auto w = p.waiters.begin(); w != p.waiters.end();) {
         Status why;
-        if (w->patience.deadline && *w->patience.deadline <= now + engine::kDeadlineSlack) {
+        // Answered once the deadline has passed, never before (the engine's slack classifies
+        // cancels that arrive near a deadline; nothing here races a client's deadline).
+        if (w->patience.deadline && *w->patience.deadline <= now) {
           why = deadline_exceeded_error(
               "the deadline passed while the request waited for room in host memory to load "
               "task '{}' (--max-host-adapters {}, every adapter held by requests)",
@@ -250,6 +266,7 @@ void AdapterLoader::sweep() {
     if (answers.empty()) continue;
     lock.unlock();
     for (auto& [done, why] : answers) done(std::move(why));
+    answers.clear();  // what the callbacks hold ends outside the lock (a lease's end takes it)
     lock.lock();
   }
 }

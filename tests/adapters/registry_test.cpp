@@ -193,8 +193,13 @@ TEST_F(HostTierTest, TellsWhenRoomMayFree) {
   ASSERT_TRUE(b.ok());
   AdapterLease second = *b;
   EXPECT_TRUE(reg.room_may_free());  // b is held, and evictable once its requests end
-  auto c = reg.load_on_demand("c", dir("c"));
+  bool no_room = false;
+  auto c = reg.load_on_demand("c", dir("c"), {}, &no_room);
   EXPECT_EQ(c.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(no_room);  // the one failure that waiting for room cures
+  auto gone = reg.load_on_demand("z", (dir_.path() / "z").string(), {}, &no_room);
+  EXPECT_FALSE(gone.ok());
+  EXPECT_TRUE(no_room) << "the tier is full: checked before any file is read";
   b = AdapterLease();
   EXPECT_TRUE(told.empty());  // one request still holds b
   second = AdapterLease();
@@ -211,6 +216,9 @@ TEST_F(HostTierTest, TellsWhenRoomMayFree) {
   ASSERT_TRUE(reg.unload("d").ok());
   EXPECT_EQ(told, (std::vector<uint64_t>{1, 2, 3}));
   EXPECT_TRUE(reg.room_may_free());
+  auto missing = reg.load_on_demand("z", (dir_.path() / "z").string(), {}, &no_room);
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(no_room);  // room there was: the folder failed
   reg.room_signal()->set_listener(nullptr);
 }
 
