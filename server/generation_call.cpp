@@ -123,8 +123,8 @@ Status GenerationCall::submit_resolved(engine::GenerationRequest request,
   std::lock_guard<std::mutex> lock(mu_);
   sequence_id_ = *id;
   if (done_) return ok_status();  // the final update came first (the engine thread is quick)
-  state_->add_sequence(*id);
-  if (cancel_requested_) engine->cancel(*id);
+  // A drain that timed out cancels every sequence it knows of, and those submitted after it.
+  if (state_->add_sequence(*id) || cancel_requested_) engine->cancel(*id);
   return ok_status();
 }
 

@@ -48,9 +48,10 @@ void ServingState::end_call() {
   if (--calls_ == 0) idle_.notify_all();
 }
 
-void ServingState::add_sequence(uint64_t id) {
+bool ServingState::add_sequence(uint64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   sequences_.insert(id);
+  return cancelling_;
 }
 
 void ServingState::remove_sequence(uint64_t id) {
@@ -82,6 +83,7 @@ size_t ServingState::cancel_sequences() {
   std::set<uint64_t> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    cancelling_ = true;
     ids = sequences_;
   }
   engine::Engine* e = engine();

@@ -60,7 +60,9 @@ class ServingState {
   Status begin_call();
   void end_call();
   // Sequences submitted to the engine and not finished (cancelled when a drain times out).
-  void add_sequence(uint64_t id);
+  // add_sequence returns true once cancel_sequences() has run: a call that was still being
+  // prepared then must cancel the sequence it just submitted itself.
+  [[nodiscard]] bool add_sequence(uint64_t id);
   void remove_sequence(uint64_t id);
 
   // Refuses new calls from now on.
@@ -69,7 +71,8 @@ class ServingState {
   // Waits until no admitted call is left, or `deadline`. True when none is left.
   bool wait_for_calls(std::chrono::steady_clock::time_point deadline);
   size_t calls_in_flight() const;
-  // Cancels every sequence in flight in the engine; returns how many.
+  // Cancels every sequence in flight in the engine, and (through add_sequence) every one
+  // submitted from now on; returns how many were in flight.
   size_t cancel_sequences();
 
   // "req-<n>", for requests that bring no request_id.
@@ -88,6 +91,7 @@ class ServingState {
   bool draining_ = false;
   size_t calls_ = 0;
   std::set<uint64_t> sequences_;
+  bool cancelling_ = false;  // cancel_sequences() has run
 };
 
 }  // namespace loraserve::server
