@@ -56,8 +56,9 @@ class AdapterLoader {
   // name, or on-demand loading is off), INVALID_ARGUMENT (an ID that is not a plain folder
   // name, or an adapter that does not load: the message names the file), PERMISSION_DENIED (the
   // folder is a link that leads outside the adapter root; the message does not show the root),
-  // RESOURCE_EXHAUSTED (the host tier is full of adapters loaded by Admin or --preload, or
-  // `max_waiting` requests wait already), DEADLINE_EXCEEDED or CANCELLED (it waited for room,
+  // RESOURCE_EXHAUSTED (the host tier is full of adapters loaded by Admin or --preload, the
+  // adapter's memory cannot be allocated, or `max_waiting` requests wait already),
+  // DEADLINE_EXCEEDED or CANCELLED (it waited for room,
   // and its deadline passed or its caller gave up: checked every kSweepPeriod).
   void resolve(const std::string& task_id, Done done, Patience patience = {});
 
