@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <future>
 #include <memory>
 
 #include "common/dtype.h"
@@ -101,6 +102,10 @@ Status AdminService::check_access(const grpc::CallbackServerContext& context) co
       return unauthenticated_error("the admin token in 'authorization' is wrong");
     }
   }
+  return ready();
+}
+
+Status AdminService::ready() const {
   if (!options_.adapter_root) {
     return failed_precondition_error(
         "the Admin service is off: the server was started without --adapter-root, so adapter "
@@ -162,16 +167,61 @@ grpc::ServerUnaryReactor* AdminService::LoadAdapter(grpc::CallbackServerContext*
                                                     grpc::ByteBuffer* response) {
   return queue_action<v1::LoadAdapterRequest, v1::AdapterInfo>(
       context, request, response, "load",
-      [this](const v1::LoadAdapterRequest& r) -> Status {
-        LS_RETURN_IF_ERROR(state_->engine()->options().request_limits.check_task_id(r.task_id()));
-        if (r.path().size() > kMaxPathBytes) {
-          return invalid_argument_error("path has {} bytes; at most {}", r.path().size(),
-                                        kMaxPathBytes);
-        }
-        return ok_status();
-      },
+      [this](const v1::LoadAdapterRequest& r) { return check_load(r); },
       [this](const v1::LoadAdapterRequest& r, const std::string& peer, const AdminCall& call,
              v1::AdapterInfo* out) { return load(r, peer, call, out); });
+}
+
+Status AdminService::check_load(const v1::LoadAdapterRequest& r) const {
+  LS_RETURN_IF_ERROR(state_->engine()->options().request_limits.check_task_id(r.task_id()));
+  if (r.path().size() > kMaxPathBytes)
+    return invalid_argument_error("path has {} bytes; at most {}", r.path().size(), kMaxPathBytes);
+  return ok_status();
+}
+
+Status AdminService::check_unload(const v1::UnloadAdapterRequest& r) const {
+  return state_->engine()->options().request_limits.check_task_id(r.task_id());
+}
+
+template <typename Request, typename Response, typename Check, typename Action>
+Status AdminService::run_now(const Request& request, const std::string& peer, Response* response,
+                             const char* what, Check check, Action action) {
+  Status st = ready();
+  if (st.ok()) st = check(request);
+  if (!st.ok()) {
+    spdlog::warn("admin: {} refused, by {}: {}", what, peer, st.to_string());
+    return st;
+  }
+  // The job refers to this frame's objects: this thread waits for it below. The promise is the
+  // job's, so that it outlives set_value.
+  const AdminCall call(std::chrono::system_clock::time_point::max());
+  auto done = std::make_shared<std::promise<Status>>();
+  std::future<Status> result = done->get_future();
+  const bool queued = workers_.post(
+      request.task_id(), [&, done] { done->set_value(action(request, peer, call, response)); });
+  if (!queued) {
+    st = resource_exhausted_error("{} admin actions are queued already; retry later",
+                                  kMaxQueuedAdminActions);
+    spdlog::warn("admin: {} refused, by {}: {}", what, peer, st.to_string());
+    return st;
+  }
+  return result.get();
+}
+
+Status AdminService::load_now(const v1::LoadAdapterRequest& request, const std::string& peer,
+                              v1::AdapterInfo* response) {
+  return run_now(
+      request, peer, response, "load", [this](const auto& r) { return check_load(r); },
+      [this](const v1::LoadAdapterRequest& r, const std::string& p, const AdminCall& call,
+             v1::AdapterInfo* out) { return load(r, p, call, out); });
+}
+
+Status AdminService::unload_now(const v1::UnloadAdapterRequest& request, const std::string& peer,
+                                v1::UnloadAdapterResponse* response) {
+  return run_now(
+      request, peer, response, "unload", [this](const auto& r) { return check_unload(r); },
+      [this](const v1::UnloadAdapterRequest& r, const std::string& p, const AdminCall&,
+             v1::UnloadAdapterResponse* out) { return unload(r, p, out); });
 }
 
 Status AdminService::load(const v1::LoadAdapterRequest& request, const std::string& peer,
@@ -208,9 +258,7 @@ grpc::ServerUnaryReactor* AdminService::UnloadAdapter(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   return queue_action<v1::UnloadAdapterRequest, v1::UnloadAdapterResponse>(
       context, request, response, "unload",
-      [this](const v1::UnloadAdapterRequest& r) {
-        return state_->engine()->options().request_limits.check_task_id(r.task_id());
-      },
+      [this](const v1::UnloadAdapterRequest& r) { return check_unload(r); },
       [this](const v1::UnloadAdapterRequest& r, const std::string& peer, const AdminCall&,
              v1::UnloadAdapterResponse* out) { return unload(r, peer, out); });
 }

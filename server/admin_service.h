@@ -80,10 +80,28 @@ class AdminService final : public AdminServiceBase {
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
 
+  // A load or an unload from another transport (the HTTP adapter routes, http_adapter_admin.h):
+  // the same checks and the same workers as LoadAdapter and UnloadAdapter (so actions on one task
+  // still apply in the order they arrived), waited for on the caller's thread. The caller checks
+  // the token; `peer` names the client in the log. Such a call has no deadline.
+  Status load_now(const v1::LoadAdapterRequest& request, const std::string& peer,
+                  v1::AdapterInfo* response);
+  Status unload_now(const v1::UnloadAdapterRequest& request, const std::string& peer,
+                    v1::UnloadAdapterResponse* response);
+
  private:
-  // UNAUTHENTICATED without the token, FAILED_PRECONDITION without an adapter root,
-  // UNAVAILABLE while the model loads.
+  // UNAUTHENTICATED without the token, then ready().
   Status check_access(const grpc::CallbackServerContext& context) const;
+  // FAILED_PRECONDITION without an adapter root, UNAVAILABLE while the model loads.
+  Status ready() const;
+  // Checks a load's or an unload's request before it is queued.
+  Status check_load(const v1::LoadAdapterRequest& request) const;
+  Status check_unload(const v1::UnloadAdapterRequest& request) const;
+  // ready() and check(request), then action(request, peer, call, response) on the workers; waits
+  // for its status.
+  template <typename Request, typename Response, typename Check, typename Action>
+  Status run_now(const Request& request, const std::string& peer, Response* response,
+                 const char* what, Check check, Action action);
   // A read-only call, answered inline: the access check, the request parsed, then
   // fill(response) when both pass.
   template <typename Request, typename Response, typename Fill>
