@@ -140,6 +140,7 @@ Status write_ready_file(const std::string& path, const Server& server) {
   const nlohmann::json j = {{"listen", server.address()},
                             {"admin_listen", server.admin_address()},
                             {"http_listen", server.http_address()},
+                            {"http_admin_listen", server.http_admin_address()},
                             {"pid", static_cast<int64_t>(getpid())}};
   const std::string tmp = path + ".tmp";
   {
@@ -307,6 +308,12 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--http-listen", o.http.listen,
                   "HTTP address of the OpenAI-compatible API and /health (\"\": no HTTP)")
       ->envname("LORASERVE_HTTP_LISTEN")
+      ->capture_default_str();
+  cmd->add_option("--http-admin-listen", o.http_admin_listen,
+                  "HTTP address of vLLM's adapter routes (/v1/load_lora_adapter, "
+                  "/v1/unload_lora_adapter) for LoRA sidecars, with /v1/models and /health; "
+                  "--admin-token guards it, and is required off loopback (\"\": off)")
+      ->envname("LORASERVE_HTTP_ADMIN_LISTEN")
       ->capture_default_str();
   cmd->add_option("--api-key", o.http.api_key,
                   "HTTP /v1/* requests need 'Authorization: Bearer KEY' (/health stays open)")

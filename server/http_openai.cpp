@@ -487,6 +487,10 @@ void OpenAiService::add_routes(HttpServer& http) {
   http.post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
     generate(req, res, /*chat=*/true);
   });
+  add_model_routes(http);
+}
+
+void OpenAiService::add_model_routes(HttpServer& http) {
   http.get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     if (state_->engine() == nullptr) {
       set_openai_error(res, unavailable_error("the model is still loading; retry shortly"));

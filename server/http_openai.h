@@ -41,6 +41,9 @@ class OpenAiService {
 
   // Adds the /v1/* routes. REQUIRES: before http.start().
   void add_routes(HttpServer& http);
+  // Adds only GET /v1/models and /v1/models/{model} (the HTTP admin listener serves them too, for
+  // the tools that load adapters there). REQUIRES: before http.start().
+  void add_model_routes(HttpServer& http);
   // The model's chat template (ChatTemplate::load's result: NOT_FOUND when it has none; chat is
   // then a 400 saying so, as it is, with the error, for a template that does not load).
   // REQUIRES: before the engine is published (no request reads it before).

@@ -150,7 +150,9 @@ HttpServer::HttpServer(HttpOptions options, ServingState* state)
   l.set_payload_max_length(options_.max_body_bytes);
 
   const std::string key = options_.api_key;
-  l.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
+  const std::string missing = fmt::format(
+      "missing or wrong {}: send the header 'Authorization: Bearer <key>'", options_.key_name);
+  l.set_pre_routing_handler([key, missing](const httplib::Request& req, httplib::Response& res) {
     if (key.empty() || !req.path.starts_with("/v1/"))
       return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
@@ -159,10 +161,7 @@ HttpServer::HttpServer(HttpOptions options, ServingState* state)
         secret_equals(auth.substr(kBearer.size()), key)) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
-    set_openai_error(res,
-                     unauthenticated_error("missing or wrong API key: send the header "
-                                           "'Authorization: Bearer <key>'"),
-                     {}, "invalid_api_key");
+    set_openai_error(res, unauthenticated_error("{}", missing), {}, "invalid_api_key");
     res.set_header("WWW-Authenticate", "Bearer");
     return httplib::Server::HandlerResponse::Handled;
   });

@@ -26,6 +26,7 @@ namespace loraserve::server {
 struct HttpOptions {
   std::string listen = "127.0.0.1:8080";  // host:port (port 0 picks a free one); "": off
   std::string api_key;                    // empty: /v1/* needs no key
+  std::string key_name = "API key";       // what a 401 calls the key
   int32_t threads = 256;                  // connections served at once
   size_t max_body_bytes = 16u << 20;  // larger request bodies get 413 (serve: --max-request-bytes)
 };

@@ -10,6 +10,7 @@
 
 #include "chat/chat_template.h"
 #include "engine/loader.h"
+#include "server/http_adapter_admin.h"
 
 namespace loraserve::server {
 namespace {
@@ -26,6 +27,8 @@ constexpr auto kCancelGrace = std::chrono::seconds(10);
 constexpr auto kLinger = std::chrono::milliseconds(200);
 // A drain timeout longer than this (a year) waits without a limit.
 constexpr double kForeverSeconds = 365.0 * 24 * 3600;
+// Connections the HTTP admin listener serves at once (a sidecar or an operator, not traffic).
+constexpr int32_t kHttpAdminThreads = 8;
 
 // "host:port" with the bound port in place of the requested one.
 std::string bound_address(const std::string& requested, int port) {
@@ -119,6 +122,22 @@ Status validate_serve_options(const ServeOptions& o) {
     if (o.http.threads < 1)
       return invalid_argument_error("--http-threads must be >= 1, got {}", o.http.threads);
   }
+  if (!o.http_admin_listen.empty()) {
+    std::string host;
+    int port = 0;
+    LS_RETURN_IF_ERROR(
+        parse_http_address(o.http_admin_listen, &host, &port, "--http-admin-listen"));
+    if (o.admin_token.empty() && !is_loopback_address(o.http_admin_listen)) {
+      return invalid_argument_error(
+          "--http-admin-listen {} is reachable from other machines, so it needs a token: set "
+          "--admin-token or LORASERVE_ADMIN_TOKEN (or listen on 127.0.0.1)",
+          o.http_admin_listen);
+    }
+    if (o.http_admin_listen == o.http.listen && !o.http.listen.ends_with(":0")) {
+      return invalid_argument_error("--http-listen and --http-admin-listen must differ ({})",
+                                    o.http_admin_listen);
+    }
+  }
   return o.engine.request_limits.validate();
 }
 
@@ -176,31 +195,52 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   }
   s->admin_server_ = std::move(admin_server).value();
   s->admin_address_ = bound_address(options.admin_listen, admin_port);
+  if (!options.http.listen.empty() || !options.http_admin_listen.empty()) {
+    s->openai_ = std::make_unique<OpenAiService>(
+        &s->state_, OpenAiOptions{served_model_name(options), options.version});
+  }
+  // Stops what listens already when an HTTP listener cannot start.
+  auto fail = [&s](Status st) {
+    if (s->http_) s->http_->stop();
+    s->server_->Shutdown();
+    s->admin_server_->Shutdown();
+    return st;
+  };
   if (!options.http.listen.empty()) {
     HttpOptions http = options.http;
     http.max_body_bytes = static_cast<size_t>(options.max_request_bytes);
     s->http_ = std::make_unique<HttpServer>(http, &s->state_);
-    s->openai_ = std::make_unique<OpenAiService>(
-        &s->state_, OpenAiOptions{served_model_name(options), options.version});
     s->openai_->add_routes(*s->http_);
     // Prometheus scrapes here too (it needs no API key), while the model loads as well.
     ServingState* state = &s->state_;
     s->http_->get("/metrics", [state](const httplib::Request&, httplib::Response& res) {
       res.set_content(state->metrics_exposition(), std::string(prometheus::kContentType));
     });
-    Status st = s->http_->start();
-    if (!st.ok()) {
-      s->server_->Shutdown();
-      s->admin_server_->Shutdown();
-      return st;
-    }
+    if (Status st = s->http_->start(); !st.ok()) return fail(st);
     s->http_address_ = s->http_->address();
   }
-  spdlog::info("listening on {} (inference), {} (admin{}) and {}; loading the model", s->address_,
+  if (!options.http_admin_listen.empty()) {
+    HttpOptions http;
+    http.listen = options.http_admin_listen;
+    http.api_key = options.admin_token;
+    http.key_name = "admin token (--admin-token)";
+    http.threads = kHttpAdminThreads;
+    http.max_body_bytes = static_cast<size_t>(options.max_request_bytes);
+    s->http_admin_ = std::make_unique<HttpServer>(http, &s->state_);
+    add_adapter_admin_routes(*s->http_admin_, s->admin_.get());
+    s->openai_->add_model_routes(*s->http_admin_);
+    if (Status st = s->http_admin_->start(); !st.ok()) return fail(st);
+    s->http_admin_address_ = s->http_admin_->address();
+  }
+  spdlog::info("listening on {} (inference), {} (admin{}) and {}{}; loading the model", s->address_,
                s->admin_address_, options.admin_token.empty() ? "" : ", token required",
                s->http_ ? fmt::format("http://{} (HTTP{})", s->http_address_,
                                       options.http.api_key.empty() ? "" : ", API key required")
-                        : "no HTTP");
+                        : "no HTTP",
+               s->http_admin_
+                   ? fmt::format(" and http://{} (HTTP adapter admin{})", s->http_admin_address_,
+                                 options.admin_token.empty() ? "" : ", token required")
+                   : "");
   return s;
 }
 
@@ -269,6 +309,7 @@ void Server::shutdown() {
   if (loader_) loader_->stop();
   std::this_thread::sleep_for(kLinger);
   if (http_) http_->stop();
+  if (http_admin_) http_admin_->stop();
   if (health_) health_->end_watches();
   if (admin_health_) admin_health_->end_watches();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);

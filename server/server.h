@@ -1,6 +1,7 @@
 // Server: one `loraserve serve` process. It listens first, on the public address (Inference,
-// Health, reflection), the admin address (Admin, Health, reflection) and the HTTP address
-// (OpenAI-compatible routes, /health), answering NOT_SERVING, UNAVAILABLE and 503 while load()
+// Health, reflection), the admin address (Admin, Health, reflection), the HTTP address
+// (OpenAI-compatible routes, /health) and, when set, the HTTP admin address (vLLM's adapter
+// routes, /v1/models, /health), answering NOT_SERVING, UNAVAILABLE and 503 while load()
 // reads the model and preloads adapters; then one engine thread runs every step, for gRPC and
 // HTTP requests alike, and health turns SERVING. shutdown() drains: health NOT_SERVING (HTTP
 // 503), new calls UNAVAILABLE, calls in flight on either transport finish (those left at the
@@ -54,6 +55,9 @@ struct ServeOptions {
   std::string version;
   HttpOptions http;               // http.listen "" turns HTTP off
   std::string served_model_name;  // empty: the model folder's name
+  // The HTTP admin listener (http_adapter_admin.h: vLLM's adapter routes, /v1/models and /health;
+  // admin_token, when set, as its key): "" is off. Off loopback it needs admin_token.
+  std::string http_admin_listen;
 };
 
 // The name the base model answers to over HTTP: --served-model-name, else the model folder's
@@ -83,6 +87,8 @@ class Server {
   const std::string& admin_address() const { return admin_address_; }
   // "" when HTTP is off.
   const std::string& http_address() const { return http_address_; }
+  // "" when the HTTP admin listener is off.
+  const std::string& http_admin_address() const { return http_admin_address_; }
 
  private:
   explicit Server(ServeOptions options);
@@ -101,10 +107,12 @@ class Server {
   std::unique_ptr<grpc::Server> admin_server_;
   std::unique_ptr<OpenAiService> openai_;
   std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<HttpServer> http_admin_;
   std::jthread engine_thread_;
   std::string address_;
   std::string admin_address_;
   std::string http_address_;
+  std::string http_admin_address_;
   bool stopped_ = false;
 };
 

@@ -335,6 +335,9 @@ TEST(ErrorsStandalone, FlagsOutOfTheirRangeAreRefusedByName) {
       {{"--max-json-bytes", "18446744073709551616"}, "--max-json-bytes"},
       {{"--listen", "127.0.0.1:65537"}, "--listen"},
       {{"--admin-listen", "127.0.0.1"}, "--admin-listen"},
+      {{"--http-admin-listen", "127.0.0.1"}, "--http-admin-listen"},
+      // Reachable from other machines without --admin-token.
+      {{"--http-admin-listen", "0.0.0.0:0"}, "--http-admin-listen"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const auto& [flags, name] = cases[i];

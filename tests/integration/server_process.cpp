@@ -143,6 +143,7 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::start(const std::vector<st
         p->address_ = j.at("listen").get<std::string>();
         p->admin_address_ = j.at("admin_listen").get<std::string>();
         p->http_address_ = j.value("http_listen", "");
+        p->http_admin_address_ = j.value("http_admin_listen", "");
         return p;
       }
     }

@@ -38,6 +38,8 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   // "127.0.0.1:PORT"; "" when the server was started with --http-listen "".
   const std::string& http_address() const { return http_address_; }
+  // "127.0.0.1:PORT" of --http-admin-listen; "" when it is off.
+  const std::string& http_admin_address() const { return http_admin_address_; }
   void signal(int sig) const;
   // Waits for the process to exit: its exit code, or 128 + signal, or -1 on timeout.
   int wait(double timeout_s);
@@ -54,6 +56,7 @@ class ServerProcess {
   std::string address_;
   std::string admin_address_;
   std::string http_address_;
+  std::string http_admin_address_;
 };
 
 // The last `bytes` of the server's log, for failure messages.
