@@ -20,7 +20,6 @@ inline constexpr int32_t kInt32Max = std::numeric_limits<int32_t>::max();
 // thread creation or of memory before it can say why).
 inline constexpr int32_t kMaxCpuThreads = 1024;
 inline constexpr int32_t kMaxDeviceAdapters = 16384;
-inline constexpr int32_t kMaxHttpThreads = 4096;
 
 // --log-level, checked against spdlog's names (it reads any other as "off").
 void add_log_level_flag(CLI::App* cmd, std::string* level);

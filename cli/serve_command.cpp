@@ -320,13 +320,14 @@ void add_serve_command(CLI::App& app, int* exit_code) {
       ->envname("LORASERVE_API_KEY");
   cmd->add_option("--served-model-name", o.served_model_name,
                   "The base model's name in the HTTP API (default: the model folder's name)");
+  o.http.threads = 0;  // default_http_threads(--max-concurrent-streams)
   cmd->add_option("--http-threads", o.http.threads,
-                  "HTTP connections served at once (an open stream holds one)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, kMaxHttpThreads));
+                  "HTTP connections served at once (an open stream holds one; threads start "
+                  "as needed); default: --max-concurrent-streams + 64")
+      ->check(CLI::Range(1, server::kMaxHttpThreads));
   cmd->add_option("--ready-file", flags->ready_file,
-                  "Once serving, write {\"listen\", \"admin_listen\", \"http_listen\", \"pid\"} "
-                  "as JSON here");
+                  "Once serving, write {\"listen\", \"admin_listen\", \"http_listen\", "
+                  "\"http_admin_listen\", \"pid\"} as JSON here");
   add_log_level_flag(cmd, &flags->log_level);
   cmd->add_option("--config", flags->config,
                   "JSON file of flags ({\"max-batch-size\": 64, ...}); flags given here win");

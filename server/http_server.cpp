@@ -4,11 +4,17 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <system_error>
+#include <vector>
 
 #include "common/excerpt.h"
 
@@ -23,12 +29,84 @@ constexpr time_t kIoTimeoutSeconds = 30;
 // How long stop() waits for the library's connection threads before the process exits anyway.
 constexpr std::chrono::seconds kStopSeconds(10);
 
+// The library's task queue (one job per connection), growing: a connection that finds no idle
+// thread starts one, up to `max`; a thread that has started stays for the next connections. So
+// an idle server holds a few threads and a busy one a thread per open connection, where the
+// library's own pool starts all of them up front. When the system refuses a thread, the
+// connection waits for one that exists.
+class GrowingPool final : public httplib::TaskQueue {
+ public:
+  explicit GrowingPool(size_t max) : max_(max) {}
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock lock(mu_);
+    if (idle_ <= jobs_.size() && threads_.size() < max_ && !stopping_) {
+      try {
+        threads_.emplace_back([this] { work(); });
+      } catch (const std::system_error& e) {
+        if (warned_at_ != threads_.size()) {
+          warned_at_ = threads_.size();
+          spdlog::warn("http: cannot start connection thread {} ({}); connections wait for one",
+                       threads_.size() + 1, e.what());
+        }
+        if (threads_.empty()) {  // none would ever serve it: this (the accepting) thread does
+          lock.unlock();
+          fn();
+          return;
+        }
+      }
+    }
+    jobs_.push_back(std::move(fn));
+    cv_.notify_one();
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();  // no thread starts once stopping_ is set
+  }
+
+ private:
+  void work() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [this] { return !jobs_.empty() || stopping_; });
+      --idle_;
+      if (jobs_.empty()) return;  // stopping, nothing left to run
+      std::function<void()> fn = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      fn();
+      fn = nullptr;  // the connection's state goes before the thread waits again
+      lock.lock();
+    }
+  }
+
+  const size_t max_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  size_t idle_ = 0;  // threads waiting for a job
+  size_t warned_at_ = 0;
+  bool stopping_ = false;
+};
+
 std::string escape_regex(const std::string& path) {
   static const std::regex special(R"([.^$|()\[\]{}*+?\\])");
   return std::regex_replace(path, special, R"(\$&)");
 }
 
 }  // namespace
+
+int32_t default_http_threads(int32_t max_concurrent_streams) {
+  return static_cast<int32_t>(
+      std::min<int64_t>(int64_t{max_concurrent_streams} + kSpareHttpThreads, kMaxHttpThreads));
+}
 
 Status parse_http_address(const std::string& address, std::string* host, int* port,
                           std::string_view flag) {
@@ -135,7 +213,7 @@ HttpServer::HttpServer(HttpOptions options, ServingState* state)
     : options_(std::move(options)), state_(state), listener_(std::make_unique<Listener>()) {
   Listener& l = *listener_;
   const size_t threads = static_cast<size_t>(std::max(options_.threads, 1));
-  l.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  l.new_task_queue = [threads] { return new GrowingPool(threads); };
   // Only SO_REUSEADDR: the library's default adds SO_REUSEPORT, which would let a second server
   // bind the same port and take half of its connections.
   l.set_socket_options([](socket_t sock) {

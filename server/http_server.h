@@ -1,11 +1,12 @@
-// HttpServer: the HTTP/1.1 listener of `loraserve serve`, on cpp-httplib. A fixed pool of
-// threads serves the connections, one connection per thread while it is open (a streaming
-// response holds its thread until it ends), so the pool is sized for the streams a server
-// should hold at once (--http-threads); connections beyond it wait for a thread. It owns what
-// every route shares: the API key (`Authorization: Bearer KEY` on /v1/*, compared in constant
-// time), the request body limit, `GET /health` (200 while serving, 503 while the model loads or
-// the server drains), and errors in OpenAI's JSON shape for what no route answers (404, 413,
-// malformed HTTP). Routes are added before start(); the handlers run on the pool's threads.
+// HttpServer: the HTTP/1.1 listener of `loraserve serve`, on cpp-httplib. A pool of threads
+// serves the connections, one connection per thread while it is open (a streaming response
+// holds its thread until it ends); a connection that finds no idle thread starts one, up to
+// --http-threads (by default the streams the server admits plus kSpareHttpThreads, so /health
+// still answers while every admitted stream is open); connections beyond it wait for a thread. It
+// owns what every route shares: the API key (`Authorization: Bearer KEY` on /v1/*, compared in
+// constant time), the request body limit, `GET /health` (200 while serving, 503 while the model
+// loads or the server drains), and errors in OpenAI's JSON shape for what no route answers (404,
+// 413, malformed HTTP). Routes are added before start(); the handlers run on the pool's threads.
 // start() and stop() are called from one thread; the rest is thread-safe once started.
 #pragma once
 
@@ -23,11 +24,22 @@
 
 namespace loraserve::server {
 
+// The most connection threads --http-threads may ask for.
+inline constexpr int32_t kMaxHttpThreads = 4096;
+// Threads the default pool holds beyond --max-concurrent-streams: with every stream the server
+// admits open, /health, /metrics, /v1/models and the refusals of further streams still get one.
+inline constexpr int32_t kSpareHttpThreads = 64;
+// The default --http-threads: max_concurrent_streams + kSpareHttpThreads, at most
+// kMaxHttpThreads.
+int32_t default_http_threads(int32_t max_concurrent_streams);
+
 struct HttpOptions {
   std::string listen = "127.0.0.1:8080";  // host:port (port 0 picks a free one); "": off
   std::string api_key;                    // empty: /v1/* needs no key
   std::string key_name = "API key";       // what a 401 calls the key
-  int32_t threads = 256;                  // connections served at once
+  // Connections served at once (serve: 0 is default_http_threads(--max-concurrent-streams)).
+  // Threads start as connections need them and then stay.
+  int32_t threads = 256;
   size_t max_body_bytes = 16u << 20;  // larger request bodies get 413 (serve: --max-request-bytes)
 };
 

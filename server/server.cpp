@@ -119,8 +119,10 @@ Status validate_serve_options(const ServeOptions& o) {
     std::string host;
     int port = 0;
     LS_RETURN_IF_ERROR(parse_http_address(o.http.listen, &host, &port));
-    if (o.http.threads < 1)
-      return invalid_argument_error("--http-threads must be >= 1, got {}", o.http.threads);
+    if (o.http.threads < 0 || o.http.threads > kMaxHttpThreads) {
+      return invalid_argument_error("--http-threads must be in [0, {}] (0: the default), got {}",
+                                    kMaxHttpThreads, o.http.threads);
+    }
   }
   if (!o.http_admin_listen.empty()) {
     std::string host;
@@ -209,6 +211,7 @@ Result<std::unique_ptr<Server>> Server::listen(const ServeOptions& options) {
   if (!options.http.listen.empty()) {
     HttpOptions http = options.http;
     http.max_body_bytes = static_cast<size_t>(options.max_request_bytes);
+    if (http.threads == 0) http.threads = default_http_threads(options.max_concurrent_streams);
     s->http_ = std::make_unique<HttpServer>(http, &s->state_);
     s->openai_->add_routes(*s->http_);
     // Prometheus scrapes here too (it needs no API key), while the model loads as well.

@@ -658,6 +658,63 @@ TEST(HttpStandalone, ApiKeyGuardsTheApiButNotHealth) {
   EXPECT_NE(text.body.find("tokenizer"), std::string::npos) << text.body;
 }
 
+// The threads of a process, from /proc.
+int threads_of(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("Threads:")) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+// Connection threads start as connections need them, and the default pool holds every stream
+// the server admits plus spares: with 300 connections open, more than the 256 threads of the
+// fixed pool this replaced (each stuck in a request's headers, as a stream holds its thread),
+// /health and /metrics still answer at once, and an idle server has not started them all.
+TEST(HttpStandalone, HealthAnswersWhileManyConnectionsHoldThreads) {
+  TempDir dir;
+  auto server = ServerProcess::start({"--model", kFixtureModel}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const std::string address = (*server)->http_address();
+  ASSERT_EQ(HttpClient(address).get("/health").status, 200);
+  const int idle_threads = threads_of((*server)->pid());
+  EXPECT_GT(idle_threads, 0);
+  EXPECT_LT(idle_threads, 200) << "the HTTP threads should start as connections need them";
+
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  ASSERT_EQ(inet_pton(AF_INET, address.substr(0, address.rfind(':')).c_str(), &to.sin_addr), 1);
+  constexpr int kConnections = 300;
+  std::vector<int> socks;
+  for (int i = 0; i < kConnections; ++i) {
+    const int sock = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(sock, 0);
+    socks.push_back(sock);
+    ASSERT_EQ(connect(sock, reinterpret_cast<const sockaddr*>(&to), sizeof(to)), 0);
+    const std::string partial = "GET /health HTTP/1.1\r\nHost: x\r\n";  // headers never end
+    ASSERT_EQ(send(sock, partial.data(), partial.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(partial.size()));
+  }
+  // Every connection reached a thread of its own (the few HTTP threads already started, such as
+  // the one that answered the first /health, took some of them).
+  const int target = idle_threads + kConnections - 8;
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (threads_of((*server)->pid()) < target && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_GE(threads_of((*server)->pid()), target);
+  const auto t0 = Clock::now();
+  const HttpReply health = HttpClient(address).get("/health");
+  EXPECT_EQ(health.status, 200) << health.body;
+  EXPECT_EQ(HttpClient(address).get("/metrics").status, 200);
+  const HttpReply c =
+      HttpClient(address).post("/v1/completions", {{"prompt", {5, 6}}, {"max_tokens", 2}});
+  EXPECT_EQ(c.status, 200) << c.body;
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+  for (int sock : socks) close(sock);
+}
+
 TEST(HttpStandalone, HttpCanBeTurnedOff) {
   TempDir dir;
   auto server = ServerProcess::start({"--model", kFixtureModel, "--http-listen", ""}, dir.path());
