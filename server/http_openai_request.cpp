@@ -4,6 +4,7 @@
 #include <limits>
 #include <optional>
 
+#include "common/excerpt.h"
 #include "common/untrusted_json.h"
 
 namespace loraserve::server {
@@ -236,8 +237,8 @@ Error parse_messages(const json& body, OpenAiRequest* out) {
         if (type == nullptr || !type->is_string())
           return bad(pat + ".type", "'{}' must be an object with a 'type'", pat);
         if (*type != "text")
-          return bad(pat + ".type", "'{}.type' '{}' is not supported (only text)", pat,
-                     type->get<std::string>().substr(0, 40));
+          return bad(pat + ".type", "'{}.type' {} is not supported (only text)", pat,
+                     excerpt(type->get_ref<const std::string&>(), 40));
         const json* text = field(part, "text");
         if (text == nullptr || !text->is_string())
           return bad(pat + ".text", "'{}.text' must be a string", pat);

@@ -207,6 +207,23 @@ TEST(HttpOpenAiRequest, BadFieldsAreNamed) {
   }
 }
 
+// A refused value is echoed escaped and cut short: a content part's type with a control
+// character (DEL, found by the openai_request fuzzer) and a long one with multi-byte characters.
+TEST(HttpOpenAiRequest, RefusedValuesAreEchoedEscaped) {
+  const RequestError del = parse_bad(
+      "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"te\u007ft\"}]}]}", true);
+  EXPECT_EQ(del.param, "messages[0].content[0].type");
+  EXPECT_NE(del.status.message().find("'te\\x7Ft'"), std::string::npos) << del.status.message();
+  std::string type;
+  for (int i = 0; i < 100; ++i) type += "\u00e9";  // é, two bytes each
+  const RequestError long_type = parse_bad(
+      "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"" + type + "\"}]}]}", true);
+  const std::string& m = long_type.status.message();
+  EXPECT_LT(m.size(), 150u) << m;
+  EXPECT_NE(m.find("(200 bytes)"), std::string::npos) << m;
+  for (unsigned char c : m) EXPECT_TRUE(c >= 0x20 && c != 0x7f) << m;
+}
+
 TEST(HttpOpenAiRequest, MalformedBodies) {
   for (const std::string body :
        {"", "{", "[1, 2]", "\"text\"", "{\"prompt\": \"\xff\"}", "{\"prompt\": \"x\"} trailing"}) {
