@@ -37,13 +37,10 @@ void load_route(AdminService* admin, const httplib::Request& req, httplib::Respo
   auto body = parse_body(req);
   if (!body.ok()) return set_openai_error(res, body.status());
   v1::LoadAdapterRequest request;
-  std::string value;
-  for (const char* key : {"lora_name", "lora_path"}) {
-    if (Status st = required_string(*body, key, &value); !st.ok())
-      return set_openai_error(res, st, key);
-    (std::string_view(key) == "lora_name" ? *request.mutable_task_id() : *request.mutable_path()) =
-        value;
-  }
+  if (Status st = required_string(*body, "lora_name", request.mutable_task_id()); !st.ok())
+    return set_openai_error(res, st, "lora_name");
+  if (Status st = required_string(*body, "lora_path", request.mutable_path()); !st.ok())
+    return set_openai_error(res, st, "lora_path");
   if (const auto it = body->find("load_inplace"); it != body->end() && !it->is_null()) {
     if (!it->is_boolean()) {
       return set_openai_error(res, invalid_argument_error("'load_inplace' must be a boolean"),

@@ -261,7 +261,8 @@ Status Server::load() {
     spdlog::info("admin: preloaded task {} version {} from '{}' (rank {})", task,
                  (*loaded)->version, dir, (*loaded)->adapter->max_rank());
   }
-  if (openai_) openai_->set_chat_template(chat::ChatTemplate::load(options_.model_dir));
+  // Only the public listener serves chat (the admin one has no chat route to log about).
+  if (http_) openai_->set_chat_template(chat::ChatTemplate::load(options_.model_dir));
   engine::Engine* e = engine_.get();
   loader_ = std::make_unique<AdapterLoader>(&e->adapters(), adapter_root_, options_.load_on_demand,
                                             options_.engine.max_queue);
