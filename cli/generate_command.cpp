@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -109,6 +110,35 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
       p.ignore_eos = v.get<bool>();
     } else if (k == "stop_token_ids") {
       LS_ASSIGN_OR_RETURN(p.stop_token_ids, token_id_list(v, k));
+    } else if (k == "repetition_penalty" || k == "frequency_penalty" || k == "presence_penalty" ||
+               k == "min_p") {
+      LS_RETURN_IF_ERROR(need_num());
+      const float x = v.get<float>();
+      (k == "repetition_penalty"  ? p.repetition_penalty
+       : k == "frequency_penalty" ? p.frequency_penalty
+       : k == "presence_penalty"  ? p.presence_penalty
+                                  : p.min_p) = x;
+    } else if (k == "min_tokens") {
+      LS_RETURN_IF_ERROR(need_int());
+      p.min_tokens =
+          static_cast<int32_t>(std::clamp<int64_t>(v.get<int64_t>(), INT32_MIN, INT32_MAX));
+    } else if (k == "logit_bias") {
+      // {"token id": bias}, as OpenAI's field; the engine checks the ids and the range.
+      if (!v.is_object())
+        return invalid_argument_error("field 'logit_bias' must be an object of token id -> bias");
+      for (const auto& [id, bias] : v.items()) {
+        int32_t token = -1;
+        const auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), token);
+        if (ec != std::errc() || end != id.data() + id.size() || token < 0) {
+          return invalid_argument_error("field 'logit_bias': key {} is not a token id",
+                                        excerpt(id, 24));
+        }
+        if (!bias.is_number()) {
+          return invalid_argument_error("field 'logit_bias': the bias of {} must be a number",
+                                        excerpt(id, 24));
+        }
+        p.logit_bias.emplace_back(token, bias.get<float>());
+      }
     } else if (k == "task") {
       if (!v.is_string() && !v.is_null())
         return invalid_argument_error("field 'task' must be a string (a task ID)");

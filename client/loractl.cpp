@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -44,6 +45,12 @@ struct GenerateFlags {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  std::optional<float> repetition_penalty;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  float min_p = 0.0f;
+  int32_t min_tokens = 0;
+  std::vector<std::string> logit_bias;  // ID=BIAS
 };
 
 struct BenchFlags {
@@ -72,6 +79,25 @@ int fail(const Status& st) {
   return 1;
 }
 
+// "ID=BIAS" of --logit-bias: a token id >= 0 and a number.
+std::optional<std::pair<int32_t, float>> parse_logit_bias(const std::string& s) {
+  const size_t eq = s.find('=');
+  if (eq == std::string::npos) return std::nullopt;
+  int32_t id = -1;
+  float bias = 0.0f;
+  const char* end = s.data() + s.size();
+  const auto a = std::from_chars(s.data(), s.data() + eq, id);
+  if (a.ec != std::errc() || a.ptr != s.data() + eq || id < 0) return std::nullopt;
+  try {
+    size_t used = 0;
+    bias = std::stof(s.substr(eq + 1), &used);
+    if (used != static_cast<size_t>(end - (s.data() + eq + 1))) return std::nullopt;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return std::pair{id, bias};
+}
+
 void add_generate_flags(CLI::App* cmd, GenerateFlags* g) {
   auto* prompt = cmd->add_option_group("prompt", "the prompt: text or token ids");
   prompt->add_option("--text,text", g->text, "Prompt text (needs a model with a tokenizer)");
@@ -89,6 +115,24 @@ void add_generate_flags(CLI::App* cmd, GenerateFlags* g) {
   cmd->add_option("--stop", g->stop, "Stop string (repeatable)");
   cmd->add_option("--stop-token-id", g->stop_token_ids, "Stop token id (repeatable)");
   cmd->add_flag("--ignore-eos", g->ignore_eos, "Keep generating past end-of-sequence tokens");
+  cmd->add_option("--repetition-penalty", g->repetition_penalty,
+                  "Tokens of the prompt and output: positive logits / P, negative ones * P (> 0; "
+                  "1: off)");
+  cmd->add_option("--frequency-penalty", g->frequency_penalty,
+                  "Minus this times a token's count in the output, in [-2, 2]");
+  cmd->add_option("--presence-penalty", g->presence_penalty,
+                  "Minus this once for every token in the output, in [-2, 2]");
+  cmd->add_option("--min-p", g->min_p,
+                  "Sample only tokens at least this times as likely as the top one, in [0, 1]");
+  cmd->add_option("--min-tokens", g->min_tokens,
+                  "No EOS, stop token or stop string before this many tokens");
+  cmd->add_option("--logit-bias", g->logit_bias,
+                  "ID=BIAS: add BIAS in [-100, 100] to a token's logit (repeatable)")
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            return parse_logit_bias(s) ? std::string() : "expected ID=BIAS, got " + s;
+          },
+          "ID=BIAS"));
 }
 
 v1::GenerateRequest build_request(const GenerateFlags& g, const std::string& task) {
@@ -110,6 +154,15 @@ v1::GenerateRequest build_request(const GenerateFlags& g, const std::string& tas
   for (const auto& s : g.stop) p->add_stop(s);
   for (int32_t id : g.stop_token_ids) p->add_stop_token_ids(id);
   p->set_ignore_eos(g.ignore_eos);
+  if (g.repetition_penalty) p->set_repetition_penalty(*g.repetition_penalty);
+  p->set_frequency_penalty(g.frequency_penalty);
+  p->set_presence_penalty(g.presence_penalty);
+  p->set_min_p(g.min_p);
+  p->set_min_tokens(g.min_tokens);
+  for (const auto& s : g.logit_bias) {
+    const auto bias = parse_logit_bias(s);  // checked by the flag's validator
+    if (bias) (*p->mutable_logit_bias())[bias->first] = bias->second;
+  }
   return r;
 }
 

@@ -5,6 +5,43 @@
 
 namespace loraserve::engine {
 
+namespace {
+
+Status validate_penalties(const SamplingParams& p, int32_t vocab_size) {
+  // vLLM's ranges; OpenAI's for the penalties and logit_bias.
+  if (!(p.repetition_penalty > 0.0f) || !std::isfinite(p.repetition_penalty)) {
+    return invalid_argument_error("repetition_penalty must be a finite number > 0, got {}",
+                                  p.repetition_penalty);
+  }
+  if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f)) {
+    return invalid_argument_error("frequency_penalty must be in [-2, 2], got {}",
+                                  p.frequency_penalty);
+  }
+  if (!(p.presence_penalty >= -2.0f && p.presence_penalty <= 2.0f)) {
+    return invalid_argument_error("presence_penalty must be in [-2, 2], got {}",
+                                  p.presence_penalty);
+  }
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
+    return invalid_argument_error("min_p must be in [0, 1], got {}", p.min_p);
+  if (p.min_tokens < 0)
+    return invalid_argument_error("min_tokens must be >= 0, got {}", p.min_tokens);
+  for (const auto& [token, bias] : p.logit_bias) {
+    if (token < 0 || token >= vocab_size) {
+      return invalid_argument_error("logit_bias: token id {} is outside the vocabulary [0, {})",
+                                    token, vocab_size);
+    }
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      return invalid_argument_error(
+          "logit_bias: the bias of token {} must be in [-100, 100], "
+          "got {}",
+          token, bias);
+    }
+  }
+  return ok_status();
+}
+
+}  // namespace
+
 Result<int32_t> validate_request(const GenerationRequest& r, const AdmissionLimits& limits) {
   LS_RETURN_IF_ERROR(limits.request.check_request(r));
   const auto& p = r.params;
@@ -51,6 +88,11 @@ Result<int32_t> validate_request(const GenerationRequest& r, const AdmissionLimi
       return invalid_argument_error("stop_token_ids: {} is outside the vocabulary [0, {})", id,
                                     limits.vocab_size);
     }
+  }
+  LS_RETURN_IF_ERROR(validate_penalties(p, limits.vocab_size));
+  if (p.min_tokens > max_tokens) {
+    return invalid_argument_error("min_tokens {} is more than max_tokens {}", p.min_tokens,
+                                  max_tokens);
   }
   if (!p.stop.empty() && !limits.has_tokenizer) {
     return invalid_argument_error(

@@ -33,7 +33,11 @@ Result<FinishReason> stream_text(Sequence& s, SequenceUpdate* u, bool finishing)
   FinishReason reason = FinishReason::kNone;
   size_t deliverable = s.text.size();
   if (!s.stop_strings.empty()) {
-    const size_t cut = s.stop_strings.find(s.text, before);
+    // Stop strings count once the output has more than min_tokens tokens (vLLM's rule); one
+    // whose text went out before then stays in the answer.
+    const size_t cut = s.num_generated() > s.request.params.min_tokens
+                           ? s.stop_strings.find(s.text, before, s.text_delivered)
+                           : std::string::npos;
     if (cut != std::string::npos) {
       s.text.resize(cut);
       s.text_stopped = true;

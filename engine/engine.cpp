@@ -134,6 +134,8 @@ Result<uint64_t> Engine::submit(GenerationRequest request) {
   seq->rng.seed(request.params.seed ? *request.params.seed : std::random_device{}());
   seq->submitted_at = Clock::now();
   seq->adapter = std::move(*adapter);
+  seq->logit_edits =
+      LogitEdits::make(request.params, request.prompt_token_ids, model_->config().eos_token_ids);
   if (tokenizer_) {
     seq->detokenizer = std::make_unique<tokenizer::IncrementalDecoder>(
         *tokenizer_, request.params.skip_special_tokens);
@@ -275,6 +277,7 @@ void Engine::complete_row(Sequence* s, size_t k, Clock::time_point now) {
     return;
   }
   s->tokens.push_back(r.token_id);
+  if (s->logit_edits) s->logit_edits->add_output_token(r.token_id);
   admission_->served_token(*s);
   if (!s->first_token_at) s->first_token_at = now;
   ++counters_.tokens_generated;

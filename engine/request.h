@@ -27,6 +27,18 @@ struct SamplingParams {
   // over the vocabulary.
   bool want_logprob = true;
   bool ignore_eos = false;
+  // vLLM's penalties, applied to the logits the token is picked from (the reported logprobs
+  // stay those of the raw logits), in this order: logit_bias, min_tokens' masks, repetition,
+  // frequency and presence (kernels::LogitEdit).
+  std::vector<std::pair<int32_t, float>> logit_bias;  // token id, bias in [-100, 100]
+  // EOS and stop_token_ids cannot be picked until the output has this many tokens, and stop
+  // strings are looked for once it has more (vLLM's rules).
+  int32_t min_tokens = 0;
+  // > 0; a token of the prompt or the output: x / p if its logit x > 0, else x * p.
+  float repetition_penalty = 1.0f;
+  float frequency_penalty = 0.0f;  // [-2, 2]; minus this times the token's count in the output
+  float presence_penalty = 0.0f;   // [-2, 2]; minus this once for every token in the output
+  float min_p = 0.0f;              // [0, 1]; see kernels::SampleParams::min_p
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;    // stop strings (need the tokenizer); not returned in text
   bool skip_special_tokens = true;  // leave special tokens out of the text

@@ -14,6 +14,8 @@ kernels::SampleParams next_sample_params(Sequence& seq) {
   out.top_p = p.top_p;
   out.num_logprobs = p.logprobs;
   out.want_logprob = p.want_logprob;
+  if (seq.logit_edits) out.edits = seq.logit_edits->edits(seq.num_generated());
+  out.min_p = p.min_p;
   out.uniform = std::uniform_real_distribution<float>(0.0f, 1.0f)(seq.rng);
   return out;
 }

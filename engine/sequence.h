@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "adapters/registry.h"
+#include "engine/logit_edits.h"
 #include "engine/request.h"
 #include "engine/stop_conditions.h"
 #include "tokenizer/incremental_decoder.h"
@@ -31,6 +32,7 @@ struct Sequence {
   int32_t preemptions = 0;
   adapters::AdapterLease adapter;  // the version held since submission; empty for the base model
   int32_t slot = -1;               // its adapter cache slot once acquired (pinned until the end)
+  std::unique_ptr<LogitEdits> logit_edits;  // null unless it asks for penalties, biases, ...
 
   // Text of the generated tokens (with a tokenizer): what the decoder has made final, and how
   // much of it has been delivered (text held back could still become a stop string).

@@ -23,9 +23,9 @@ StopStringMatcher::StopStringMatcher(std::vector<std::string> stops) : stops_(st
   for (const auto& stop : stops_) longest_ = std::max(longest_, stop.size());
 }
 
-size_t StopStringMatcher::find(std::string_view text, size_t old_size) const {
+size_t StopStringMatcher::find(std::string_view text, size_t old_size, size_t min_start) const {
   // A stop string that ends past old_size begins at old_size - longest + 1 or later.
-  const size_t from = old_size >= longest_ ? old_size - longest_ + 1 : 0;
+  const size_t from = std::max(old_size >= longest_ ? old_size - longest_ + 1 : 0, min_start);
   size_t cut = std::string_view::npos;
   for (const auto& stop : stops_) cut = std::min(cut, text.find(stop, from));
   return cut;

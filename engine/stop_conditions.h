@@ -32,9 +32,9 @@ class StopStringMatcher {
   explicit StopStringMatcher(std::vector<std::string> stops);
 
   bool empty() const { return stops_.empty(); }
-  // Where the earliest stop string that ends past byte `old_size` of `text` begins, or npos.
-  // (Text before `old_size` was searched when it arrived.)
-  size_t find(std::string_view text, size_t old_size) const;
+  // Where the earliest stop string that ends past byte `old_size` of `text` and begins at or
+  // after `min_start` begins, or npos. (Text before `old_size` was searched when it arrived.)
+  size_t find(std::string_view text, size_t old_size, size_t min_start = 0) const;
   // The length of the longest tail of `text` that begins some stop string: text that must wait
   // for what follows before it may be delivered.
   size_t pending_tail(std::string_view text) const;

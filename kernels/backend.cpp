@@ -58,6 +58,19 @@ Tensor weight_view(void* base, DType dtype, int64_t rows, int64_t cols) {
   return t;
 }
 
+Status check_sample_params(std::span<const SampleParams> params, int64_t vocab) {
+  for (size_t r = 0; r < params.size(); ++r) {
+    for (const LogitEdit& e : params[r].edits) {
+      if (e.token_id < 0 || e.token_id >= vocab || !(e.penalty > 0.0f)) {
+        return invalid_argument_error(
+            "sample: row {} edits token {} with penalty {}; the vocabulary is [0, {})", r,
+            e.token_id, e.penalty, vocab);
+      }
+    }
+  }
+  return ok_status();
+}
+
 std::string Backend::weight_dtype_reason(DType checkpoint) const {
   return fmt::format("the {} backend keeps {} checkpoints in {}", kind(), dtype_name(checkpoint),
                      dtype_name(weight_dtype(checkpoint)));

@@ -143,6 +143,17 @@ struct AttentionShape {
   float scale = 0.0f;      // usually 1 / sqrt(head_dim)
 };
 
+// One token's change to the logits a token is picked from, applied as vLLM applies a request's
+// logit_bias, repetition penalty and frequency / presence penalties, in that order:
+// x = x + bias; x = x > 0 ? x / penalty : x * penalty; x = x - subtract. A bias of -inf masks
+// the token (min_tokens). The reported logprobs stay those of the raw logits.
+struct LogitEdit {
+  int32_t token_id = 0;
+  float bias = 0.0f;
+  float penalty = 1.0f;  // > 0
+  float subtract = 0.0f;
+};
+
 // How to pick one token from one row of logits.
 struct SampleParams {
   float temperature = 0.0f;  // 0: greedy (argmax, lowest id on ties)
@@ -151,6 +162,12 @@ struct SampleParams {
   float uniform = 0.0f;      // a draw from U[0, 1) made by the caller's per-request generator
   int32_t num_logprobs = 0;  // how many top alternatives to report (besides the chosen token)
   bool want_logprob = true;  // false (and num_logprobs 0): logprob may be left 0
+  // Applied one after the other (a token may appear more than once) to a copy of the row that
+  // the token is picked from. Token ids are in [0, vocab). Owned by the caller.
+  std::span<const LogitEdit> edits;
+  // Temperature sampling keeps only the tokens whose probability (after temperature) is at
+  // least min_p times the most likely token's, before top-k and top-p. 0: off.
+  float min_p = 0.0f;
 };
 
 struct TokenLogprob {
@@ -165,6 +182,10 @@ struct SampleResult {
   float logprob = 0.0f;
   std::vector<TokenLogprob> top;  // the num_logprobs most likely tokens, most likely first
 };
+
+// Each row's edits name tokens in [0, vocab), and its penalties are positive: what every
+// backend's sample() checks before it touches the row.
+Status check_sample_params(std::span<const SampleParams> params, int64_t vocab);
 
 class Backend {
  public:

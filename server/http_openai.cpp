@@ -130,9 +130,20 @@ std::pair<std::string, std::string> error_param(const Status& st, bool chat) {
                                    m.find("runs past the context") != std::string::npos
                                ? "context_length_exceeded"
                                : "";
-  static const std::set<std::string> kFields = {"prompt",         "max_tokens", "temperature",
-                                                "top_p",          "top_k",      "stop",
-                                                "stop_token_ids", "logprobs"};
+  static const std::set<std::string> kFields = {"prompt",
+                                                "max_tokens",
+                                                "temperature",
+                                                "top_p",
+                                                "top_k",
+                                                "stop",
+                                                "stop_token_ids",
+                                                "logprobs",
+                                                "min_p",
+                                                "repetition_penalty",
+                                                "frequency_penalty",
+                                                "presence_penalty",
+                                                "min_tokens",
+                                                "logit_bias"};
   if (!kFields.contains(param)) return {"", code};
   if (chat && param == "prompt") param = "messages";        // the prompt is the rendered chat
   if (chat && param == "logprobs") param = "top_logprobs";  // chat's count of alternatives

@@ -1,5 +1,6 @@
 #include "server/http_openai_request.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -80,6 +81,55 @@ Error get_token_ids(const json& v, const std::string& name, std::vector<int32_t>
   return std::nullopt;
 }
 
+// A number in [lo, hi] (or (0, hi] with lo_open), into *out when present.
+Error get_in_range(const json& body, const char* name, double lo, double hi, bool lo_open,
+                   float* out) {
+  std::optional<double> v;
+  if (auto e = get_number(body, name, &v)) return e;
+  if (!v) return std::nullopt;
+  if (!(lo_open ? *v > lo : *v >= lo) || !(*v <= hi)) {
+    return bad(name, "'{}' must be in {}{}, {}], got {}", name, lo_open ? "(" : "[", lo, hi, *v);
+  }
+  *out = static_cast<float>(*v);
+  return std::nullopt;
+}
+
+// vLLM's penalties (OpenAI's ranges where OpenAI has the field), min_p, min_tokens and
+// OpenAI's logit_bias: {"token id": bias in [-100, 100]}.
+Error get_penalties(const json& body, engine::SamplingParams* p) {
+  if (auto e = get_in_range(body, "presence_penalty", -2, 2, false, &p->presence_penalty)) return e;
+  if (auto e = get_in_range(body, "frequency_penalty", -2, 2, false, &p->frequency_penalty))
+    return e;
+  if (auto e = get_in_range(body, "repetition_penalty", 0, std::numeric_limits<float>::max(),
+                            /*lo_open=*/true, &p->repetition_penalty))
+    return e;
+  if (auto e = get_in_range(body, "min_p", 0, 1, false, &p->min_p)) return e;
+  std::optional<int64_t> min_tokens;
+  if (auto e = get_int(body, "min_tokens", 0, std::numeric_limits<int32_t>::max(), &min_tokens))
+    return e;
+  if (min_tokens) p->min_tokens = static_cast<int32_t>(*min_tokens);
+  const json* bias = field(body, "logit_bias");
+  if (bias == nullptr) return std::nullopt;
+  if (!bias->is_object())
+    return bad("logit_bias", "'logit_bias' must be an object of token id -> bias");
+  for (const auto& [key, value] : bias->items()) {
+    int64_t id = 0;
+    const bool digits =
+        !key.empty() && key.size() <= 10 &&
+        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits) id = std::stoll(key);
+    if (!digits || id > std::numeric_limits<int32_t>::max()) {
+      return bad("logit_bias", "'logit_bias' key {} is not a token id (an integer >= 0)",
+                 excerpt(key, 24));
+    }
+    if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100)) {
+      return bad("logit_bias", "'logit_bias' of token {} must be a number in [-100, 100]", id);
+    }
+    p->logit_bias.emplace_back(static_cast<int32_t>(id), value.get<float>());
+  }
+  return std::nullopt;
+}
+
 // Fields that change what is generated and that loraserve does not implement: refused when set
 // to anything but their neutral value, so a client never gets an answer it did not ask for.
 Error refuse_unsupported(const json& body, bool chat) {
@@ -89,14 +139,6 @@ Error refuse_unsupported(const json& body, bool chat) {
     const auto i = as_integer(*v);
     if (!i) return bad(name, "'{}' must be an integer", name);
     if (*i != neutral) return bad(name, "'{}' {} is not supported (only {})", name, *i, neutral);
-    return std::nullopt;
-  };
-  auto number_not = [&](const char* name, double neutral) -> Error {
-    const json* v = field(body, name);
-    if (v == nullptr) return std::nullopt;
-    if (!v->is_number()) return bad(name, "'{}' must be a number", name);
-    if (v->get<double>() != neutral)
-      return bad(name, "'{}' is not supported (only {})", name, neutral);
     return std::nullopt;
   };
   auto true_refused = [&](const char* name) -> Error {
@@ -111,27 +153,13 @@ Error refuse_unsupported(const json& body, bool chat) {
     if ((v->is_array() || v->is_object() || v->is_string()) && v->empty()) return std::nullopt;
     return bad(name, "'{}' is not supported", name);
   };
-  for (auto check : {integer_not("n", 1),
-                     integer_not("best_of", 1),
-                     true_refused("echo"),
-                     number_not("presence_penalty", 0),
-                     number_not("frequency_penalty", 0),
-                     number_not("repetition_penalty", 1),
-                     number_not("min_p", 0),
-                     integer_not("min_tokens", 0),
-                     true_refused("use_beam_search"),
-                     true_refused("include_stop_str_in_output"),
-                     present_refused("logit_bias"),
-                     present_refused("prompt_logprobs"),
-                     present_refused("truncate_prompt_tokens"),
-                     present_refused("allowed_token_ids"),
-                     present_refused("bad_words"),
-                     present_refused("prompt_embeds"),
-                     present_refused("guided_json"),
-                     present_refused("guided_regex"),
-                     present_refused("guided_choice"),
-                     present_refused("guided_grammar"),
-                     present_refused("structured_outputs")}) {
+  for (auto check : {integer_not("n", 1), integer_not("best_of", 1), true_refused("echo"),
+                     true_refused("use_beam_search"), true_refused("include_stop_str_in_output"),
+                     present_refused("prompt_logprobs"), present_refused("truncate_prompt_tokens"),
+                     present_refused("allowed_token_ids"), present_refused("bad_words"),
+                     present_refused("prompt_embeds"), present_refused("guided_json"),
+                     present_refused("guided_regex"), present_refused("guided_choice"),
+                     present_refused("guided_grammar"), present_refused("structured_outputs")}) {
     if (check) return check;
   }
   if (!chat) {
@@ -279,6 +307,7 @@ Error parse_sampling(const json& body, bool chat, OpenAiRequest* out) {
   std::optional<int64_t> integer;
   if (auto e = get_int(body, "top_k", kInt32Min, kInt32Max, &integer)) return e;
   if (integer) p.top_k = *integer == -1 ? 0 : static_cast<int32_t>(*integer);  // vLLM: -1 is off
+  if (auto e = get_penalties(body, &p)) return e;
 
   if (const json* seed = field(body, "seed")) {
     if (seed->is_number_unsigned()) {

@@ -4,6 +4,7 @@
 #include <google/protobuf/unknown_field_set.h>
 #include <grpcpp/impl/codegen/proto_utils.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,14 @@ engine::SamplingParams to_engine_params(const v1::SamplingParams& p) {
   out.ignore_eos = p.ignore_eos();
   out.stop.assign(p.stop().begin(), p.stop().end());
   out.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
+  out.logit_bias.assign(p.logit_bias().begin(), p.logit_bias().end());
+  // A map's order is unspecified: sorted, a request's edits do not depend on it.
+  std::sort(out.logit_bias.begin(), out.logit_bias.end());
+  out.min_tokens = p.min_tokens();
+  if (p.has_repetition_penalty()) out.repetition_penalty = p.repetition_penalty();
+  out.frequency_penalty = p.frequency_penalty();
+  out.presence_penalty = p.presence_penalty();
+  out.min_p = p.min_p();
   return out;
 }
 

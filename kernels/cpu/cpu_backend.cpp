@@ -442,6 +442,7 @@ class CpuBackend final : public Backend {
       return invalid_argument_error("cpu backend: {} sampling params for {} rows", params.size(),
                                     logits.rows);
     }
+    LS_RETURN_IF_ERROR(check_sample_params(params, logits.cols));
     results->resize(params.size());
 #pragma omp parallel for schedule(dynamic, 1) if (logits.rows > 1)
     for (int64_t r = 0; r < logits.rows; ++r) {

@@ -1,6 +1,8 @@
-// Token selection for one row of logits on the CPU: greedy or temperature / top-k / top-p
-// sampling, and log-softmax logprobs of the raw logits.
+// Token selection for one row of logits on the CPU: greedy or temperature / min-p / top-k /
+// top-p sampling over the row after the request's edits (logit_bias, penalties, min_tokens
+// masks), and log-softmax logprobs of the raw logits.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -8,16 +10,52 @@
 #include "kernels/cpu/cpu_backend.h"
 
 namespace loraserve::kernels::cpu {
+namespace {
 
-void sample_row(const float* logits, int64_t vocab, const SampleParams& params, SampleResult* out) {
-  float max_logit = -INFINITY;
-  int32_t argmax = 0;
+// The largest value of a row and its lowest index (NaN is never the largest).
+void row_max(const float* x, int64_t n, float* max, int32_t* at) {
+  *max = -INFINITY;
+  *at = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] > *max) {
+      *max = x[i];
+      *at = static_cast<int32_t>(i);
+    }
+  }
+}
+
+}  // namespace
+
+void sample_row(const float* raw, int64_t vocab, const SampleParams& params, SampleResult* out) {
+  float max_raw = -INFINITY;
+  int32_t argmax_raw = 0;
+  row_max(raw, vocab, &max_raw, &argmax_raw);
   bool nan = false;
-  for (int64_t i = 0; i < vocab; ++i) {
-    nan |= std::isnan(logits[i]);
-    if (logits[i] > max_logit) {
-      max_logit = logits[i];
-      argmax = static_cast<int32_t>(i);
+  for (int64_t i = 0; i < vocab; ++i) nan |= std::isnan(raw[i]);
+
+  // The row the token is picked from: the raw logits, or a copy with the edits applied.
+  const float* logits = raw;
+  float max_logit = max_raw;
+  int32_t argmax = argmax_raw;
+  thread_local std::vector<float> edited;
+  if (!params.edits.empty()) {
+    edited.assign(raw, raw + vocab);
+    for (const LogitEdit& e : params.edits) {
+      float x = edited[static_cast<size_t>(e.token_id)] + e.bias;
+      x = x > 0.0f ? x / e.penalty : x * e.penalty;
+      // A tiny penalty can overflow a logit to +inf, which would make every weight NaN; -inf
+      // (a mask, or an overflow downwards) stays: that token is never picked.
+      edited[static_cast<size_t>(e.token_id)] = std::min(x - e.subtract, FLT_MAX);
+    }
+    float max_edited = -INFINITY;
+    int32_t argmax_edited = 0;
+    row_max(edited.data(), vocab, &max_edited, &argmax_edited);
+    // Should the edits mask every token (stop_token_ids that cover the vocabulary, with
+    // min_tokens), the raw row is picked from.
+    if (max_edited > -INFINITY) {
+      logits = edited.data();
+      max_logit = max_edited;
+      argmax = argmax_edited;
     }
   }
   if (params.temperature <= 0.0f && !params.want_logprob && params.num_logprobs == 0) {
@@ -25,16 +63,16 @@ void sample_row(const float* logits, int64_t vocab, const SampleParams& params, 
     // is NaN where the softmax's would be (a NaN or infinite logit, or none above -inf), which
     // the engine takes for the overflowed row it is.
     out->token_id = argmax;
-    out->logprob = nan || !std::isfinite(max_logit) ? NAN : 0.0f;
+    out->logprob = nan || !std::isfinite(max_raw) ? NAN : 0.0f;
     out->top.clear();
     return;
   }
   double sum = 0.0;
-  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(raw[i] - max_raw));
   // logprob(i) = (logit_i - max) - log(sum): subtracting the max first keeps it exact for large
   // logits, where max + log(sum) would round to the logits' own (coarse) spacing.
   const float log_sum = static_cast<float>(std::log(sum));
-  auto logprob = [&](int32_t i) { return (logits[i] - max_logit) - log_sum; };
+  auto logprob = [&](int32_t i) { return (raw[i] - max_raw) - log_sum; };
 
   int32_t chosen = argmax;
   if (params.temperature > 0.0f) {
@@ -56,8 +94,11 @@ void sample_row(const float* logits, int64_t vocab, const SampleParams& params, 
       }
     }
     const float inv_t = 1.0f / params.temperature;
+    // A token's weight is its probability over the most likely token's: min_p drops those below.
+    const double min_p = params.min_p;
     auto weight = [&](int32_t i) {
-      return std::exp(static_cast<double>((logits[i] - max_logit) * inv_t));
+      const double w = std::exp(static_cast<double>((logits[i] - max_logit) * inv_t));
+      return w < min_p ? 0.0 : w;
     };
     if (!need_order) {
       double total = 0.0;
@@ -109,7 +150,7 @@ void sample_row(const float* logits, int64_t vocab, const SampleParams& params, 
     std::vector<int32_t> idx(static_cast<size_t>(vocab));
     std::iota(idx.begin(), idx.end(), 0);
     std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
-      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+      return raw[a] > raw[b] || (raw[a] == raw[b] && a < b);
     });
     for (int64_t j = 0; j < k; ++j) out->top.push_back({idx[j], logprob(idx[j])});
   }

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend_impl.h"
 
 namespace loraserve::kernels {
@@ -312,6 +313,7 @@ Status CudaBackend::sample(const Tensor& logits, std::span<const SampleParams> p
   const int64_t rows = logits.rows, vocab = logits.cols;
   if (rows == 0) return ok_status();
   if (vocab == 0) return invalid_argument_error("cuda backend: sample over an empty vocabulary");
+  LS_RETURN_IF_ERROR(check_sample_params(params, vocab));
   LS_RETURN_IF_ERROR(prepare());
   std::vector<cuda::DeviceSampleParams> dev(params.size());
   int64_t sorted = 0;
@@ -373,6 +375,16 @@ Status CudaBackend::sample(const Tensor& logits, std::span<const SampleParams> p
       const size_t at = r * static_cast<size_t>(max_logprobs) + static_cast<size_t>(j);
       out_r.top.push_back(TokenLogprob{ids[at], lps[at]});
     }
+  }
+  // Rows with logit edits (penalties, logit_bias, min_tokens) or min_p are picked on the host,
+  // by the CPU sampler, from their row copied back: a few hundred KiB per row and the same
+  // semantics on both backends, for what few requests ask. The device's pick for them is unused.
+  for (size_t r = 0; r < params.size(); ++r) {
+    if (params[r].edits.empty() && !(params[r].min_p > 0.0f)) continue;
+    host_row_.resize(static_cast<size_t>(vocab));
+    LS_RETURN_IF_ERROR(
+        copy_to_host(logits.row_slice(static_cast<int64_t>(r), 1), host_row_.data()));
+    cpu::sample_row(host_row_.data(), vocab, params[r], &(*results)[r]);
   }
   return ok_status();
 }

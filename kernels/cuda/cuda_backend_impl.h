@@ -158,6 +158,7 @@ class CudaBackend final : public Backend {
   int32_t checked_block_size_ = -1;
   DeviceScratch attention_scratch_, staging_, sample_scratch_, sample_params_, sample_out_;
   PinnedScratch sample_params_host_, sample_out_host_;
+  std::vector<float> host_row_;  // a row of logits sampled on the host (logit edits, min_p)
   std::map<uint64_t, Upload> uploads_;
   uint64_t next_ticket_ = 0;
   std::map<const char*, size_t> allocations_;  // allocate()'s live buffers and their sizes

@@ -106,6 +106,24 @@ class PythonClientTest(unittest.TestCase):
                 for task in ("", "a", "b")}
         self.assertEqual(len({tuple(v) for v in outs.values()}), 3)
 
+    def test_penalties_and_logit_bias(self):
+        forced = self.client.generate(token_ids=[5, 6, 7, 8], task_id="a", max_tokens=5,
+                                      temperature=0.0, ignore_eos=True, logit_bias={"9": 100.0})
+        self.assertEqual(list(forced.token_ids), [9] * 5)
+        plain = self.client.generate(token_ids=[5, 6, 7, 8], max_tokens=12, temperature=0.0,
+                                     ignore_eos=True)
+        banned = plain.token_ids[0]
+        penalised = self.client.generate(
+            token_ids=[5, 6, 7, 8], max_tokens=12, temperature=0.0, ignore_eos=True,
+            repetition_penalty=1.5, frequency_penalty=0.5, presence_penalty=0.5, min_tokens=2,
+            min_p=0.1, logit_bias={banned: -100.0})
+        self.assertEqual(len(penalised.token_ids), 12)
+        self.assertNotIn(banned, list(penalised.token_ids))
+        with self.assertRaises(grpc.RpcError) as e:
+            self.client.generate(token_ids=[5], frequency_penalty=3.0)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("frequency_penalty", e.exception.details())
+
     def test_errors_carry_codes(self):
         with self.assertRaises(grpc.RpcError) as e:
             self.client.generate(token_ids=[5], task_id="nope")

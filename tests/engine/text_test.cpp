@@ -169,6 +169,43 @@ TEST_F(TextTest, StopStringEndsTheTextBeforeItAndIsNeverStreamed) {
   for (const auto& piece : out.pieces) EXPECT_EQ(piece.find(stop), std::string::npos);
 }
 
+// With min_tokens, stop strings count once the output has more than min_tokens tokens (vLLM's
+// rule): one completed by token k stops a request with min_tokens k - 1, not one with k.
+TEST_F(TextTest, StopStringsCountOnlyPastMinTokens) {
+  const std::vector<int32_t> prompt = {72, 101, 108, 108, 111, 32, 76, 111};
+  Output free_run = run(greedy(prompt, 32));
+  const std::string full = join(free_run.pieces);
+  // Two printable ASCII characters in a row that occur once in the free run.
+  std::string stop;
+  for (size_t at = 4; at + 1 < full.size() && stop.empty(); ++at) {
+    const std::string pair = full.substr(at, 2);
+    if (std::isprint(static_cast<unsigned char>(pair[0])) &&
+        std::isprint(static_cast<unsigned char>(pair[1])) && full.find(pair) == at &&
+        full.find(pair, at + 1) == std::string::npos)
+      stop = pair;
+  }
+  ASSERT_FALSE(stop.empty()) << "no ASCII pair occurs once in the free run: " << full;
+  int32_t k = 0;  // the tokens whose text first holds the stop string
+  while (engine_->tokenizer()->decode(std::span(free_run.ids).first(k), true)->find(stop) ==
+         std::string::npos)
+    ++k;
+  GenerationRequest held = greedy(prompt, 32);
+  held.params.stop = {stop};
+  held.params.min_tokens = k;
+  Output out = run(std::move(held));
+  EXPECT_EQ(out.reason, FinishReason::kLength);
+  EXPECT_EQ(out.ids, free_run.ids);
+  EXPECT_EQ(join(out.pieces), full);  // the stop string stays in the text
+
+  GenerationRequest counted = greedy(prompt, 32);
+  counted.params.stop = {stop};
+  counted.params.min_tokens = k - 1;
+  out = run(std::move(counted));
+  EXPECT_EQ(out.reason, FinishReason::kStop);
+  EXPECT_EQ(out.ids.size(), static_cast<size_t>(k));
+  EXPECT_EQ(join(out.pieces), full.substr(0, full.find(stop)));
+}
+
 // A stop token id ends the request without adding its text (as vLLM leaves it out), and the
 // answer's tokens (what OpenAI logprobs cover) are those before it.
 TEST_F(TextTest, AStopTokenAddsNoText) {

@@ -124,7 +124,7 @@ TEST_F(HttpTest, HealthAndModels) {
     EXPECT_EQ(m["object"], "model");
   }
   // Retrieve one model (OpenAI's GET /v1/models/{model}): its entry of the list, or 404.
-  for (const std::string id : {std::string("fixture-model"), tasks_[2]}) {
+  for (const std::string& id : {std::string("fixture-model"), tasks_[2]}) {
     const HttpReply one = http().get("/v1/models/" + id);
     ASSERT_EQ(one.status, 200) << one.body;
     EXPECT_EQ(one.json, models.at(id));
@@ -461,6 +461,54 @@ TEST_F(HttpTest, SeededSamplingIsReproducible) {
   EXPECT_EQ(ids_of(a.json["choices"][0]["token_ids"]), grpc_ids(*want));
 }
 
+// vLLM's penalties, min_p and OpenAI's logit_bias mean the same over HTTP and gRPC, and change
+// the answer: a +100 bias forces its token, and the penalties move the greedy continuation.
+TEST_F(HttpTest, PenaltiesAndLogitBiasEqualTheGrpcAnswers) {
+  const json plain = {{"model", tasks_[2]},
+                      {"prompt", "penalties"},
+                      {"max_tokens", 16},
+                      {"temperature", 0},
+                      {"return_token_ids", true}};
+  const HttpReply base = http().post("/v1/completions", plain);
+  ASSERT_EQ(base.status, 200) << base.body;
+  json penalised = plain;
+  penalised["repetition_penalty"] = 1.8;
+  penalised["frequency_penalty"] = 1.2;
+  penalised["presence_penalty"] = 0.6;
+  // The plain answer's first token, banned.
+  const int32_t banned = ids_of(base.json["choices"][0]["token_ids"]).at(0);
+  penalised["logit_bias"] = {{std::to_string(banned), -100}};
+  penalised["min_tokens"] = 4;
+  const HttpReply a = http().post("/v1/completions", penalised);
+  ASSERT_EQ(a.status, 200) << a.body;
+  const std::vector<int32_t> got = ids_of(a.json["choices"][0]["token_ids"]);
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(std::count(got.begin(), got.end(), banned), 0);
+  v1::GenerateRequest g = grpc_request(tasks_[2], "penalties", 16);
+  g.mutable_params()->set_repetition_penalty(1.8f);
+  g.mutable_params()->set_frequency_penalty(1.2f);
+  g.mutable_params()->set_presence_penalty(0.6f);
+  (*g.mutable_params()->mutable_logit_bias())[banned] = -100.0f;
+  g.mutable_params()->set_min_tokens(4);
+  auto want = client_->generate(g);
+  ASSERT_TRUE(want.ok()) << want.status().to_string();
+  EXPECT_EQ(got, grpc_ids(*want));
+
+  // Sampling with min_p and a forcing bias: every token is the forced one.
+  const json forced = {{"model", tasks_[1]},
+                       {"prompt", "forced"},
+                       {"max_tokens", 6},
+                       {"temperature", 1.3},
+                       {"min_p", 0.2},
+                       {"seed", 3},
+                       {"logit_bias", {{"90", 100}}},
+                       {"return_token_ids", true}};
+  const HttpReply f = http().post("/v1/completions", forced);
+  ASSERT_EQ(f.status, 200) << f.body;
+  EXPECT_EQ(ids_of(f.json["choices"][0]["token_ids"]), std::vector<int32_t>(6, 90));
+  EXPECT_EQ(f.json["choices"][0]["text"], "ZZZZZZ");
+}
+
 struct ErrorCase {
   std::string name;
   std::string path;
@@ -507,6 +555,16 @@ TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
        "", "vocabulary"},
       {"empty stop", "/v1/completions", R"({"prompt": "x", "stop": [""]})", 400, "stop", "",
        "stop"},
+      {"logit_bias outside the vocabulary", "/v1/completions",
+       R"({"prompt": "x", "logit_bias": {"300": 1}})", 400, "logit_bias", "", "vocabulary"},
+      {"logit_bias out of range", "/v1/completions",
+       R"({"prompt": "x", "logit_bias": {"30": -101}})", 400, "logit_bias", "", "[-100, 100]"},
+      {"min_tokens past max_tokens", "/v1/completions",
+       R"({"prompt": "x", "max_tokens": 3, "min_tokens": 4})", 400, "min_tokens", "",
+       "min_tokens 4 is more than max_tokens 3"},
+      {"repetition_penalty 0", "/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "repetition_penalty": 0})", 400,
+       "repetition_penalty", "", "repetition_penalty"},
       {"wrong type", "/v1/completions", R"({"prompt": "x", "max_tokens": "3"})", 400, "max_tokens",
        "", "integer"},
       {"no route", "/v1/embeddings", R"({"input": "x"})", 404, "", "", "no route"},

@@ -123,6 +123,106 @@ TEST(CpuSampleTest, MaskedTokensAreNeverDrawn) {
   EXPECT_EQ(reachable(logits, params(1.0f, 0, 0.99f)), (std::set<int32_t>{1, 2}));
 }
 
+// The edits in vLLM's order: x + bias, then divided by the penalty if positive (multiplied if
+// not), then minus subtract; the token is picked from the edited row, the logprobs stay raw.
+TEST(CpuSampleTest, EditsChangeThePickNotTheLogprobs) {
+  const std::vector<float> logits = {2.0f, 1.9f, -0.5f, 0.4f};
+  SampleParams p = params(0);
+  p.num_logprobs = 2;
+  // Token 0: (2 + 0) / 2 = 1.0; token 1 stays 1.9: the pick moves to 1.
+  const std::vector<LogitEdit> penalty = {{0, 0.0f, 2.0f, 0.0f}};
+  p.edits = penalty;
+  SampleResult r = sample(logits, p);
+  EXPECT_EQ(r.token_id, 1);
+  EXPECT_NEAR(r.logprob, log_softmax(logits, 1), 1e-6);
+  ASSERT_EQ(r.top.size(), 2u);
+  EXPECT_EQ(r.top[0].token_id, 0);  // the raw order
+  // Token 2: (-0.5 + 3) = 2.5 > 0, so / 2 = 1.25, minus 0.5 = 0.75: between 0.7 and 0.9. In
+  // another order it would be -0.5 * 2 + 3 - 0.5 = 1.5 (penalty first) or (2.5 - 0.5) / 2 = 1.0
+  // (subtract first).
+  const std::vector<LogitEdit> above = {
+      {2, 3.0f, 2.0f, 0.5f}, {0, 0.0f, 1.0f, 1.1f}, {1, 0.0f, 1.0f, 1.0f}};
+  p.edits = above;
+  EXPECT_EQ(sample(logits, p).token_id, 0);  // 0.9, 0.9, 0.75, 0.4
+  const std::vector<LogitEdit> below = {
+      {2, 3.0f, 2.0f, 0.5f}, {0, 0.0f, 1.0f, 1.3f}, {1, 0.0f, 1.0f, 1.2f}};
+  p.edits = below;
+  EXPECT_EQ(sample(logits, p).token_id, 2);  // 0.7, 0.7, 0.75, 0.4
+  // A negative logit is multiplied: -0.5 * 0.25 = -0.125 (a penalty below 1 favours it).
+  const std::vector<LogitEdit> favour = {{2, 0.0f, 0.25f, 0.0f},
+                                         {0, -3.0f, 1.0f, 0.0f},
+                                         {1, -3.0f, 1.0f, 0.0f},
+                                         {3, -1.0f, 1.0f, 0.0f}};
+  p.edits = favour;
+  EXPECT_EQ(sample(logits, p).token_id, 2);
+  // A mask: -inf whatever follows; a token may be edited twice.
+  const std::vector<LogitEdit> masked = {{0, -INFINITY, 1.0f, 0.0f}, {0, 5.0f, 2.0f, -1.0f}};
+  p.edits = masked;
+  EXPECT_EQ(sample(logits, p).token_id, 1);
+  EXPECT_EQ(reachable(logits,
+                      [&] {
+                        SampleParams q = params(1.0f);
+                        q.edits = masked;
+                        return q;
+                      }()),
+            (std::set<int32_t>{1, 2, 3}));
+  // Every token masked: the raw row is picked from.
+  const std::vector<LogitEdit> all = {{0, -INFINITY, 1.0f, 0.0f},
+                                      {1, -INFINITY, 1.0f, 0.0f},
+                                      {2, -INFINITY, 1.0f, 0.0f},
+                                      {3, -INFINITY, 1.0f, 0.0f}};
+  p.edits = all;
+  EXPECT_EQ(sample(logits, p).token_id, 0);
+  // A tiny penalty overflows a logit to +inf: it wins, and sampling stays defined.
+  const std::vector<LogitEdit> huge = {{3, 0.0f, 1e-40f, 0.0f}};
+  SampleParams q = params(1.0f, 0, 1.0f, 0.5f);
+  q.edits = huge;
+  EXPECT_EQ(sample(logits, q).token_id, 3);
+}
+
+// min_p keeps the tokens whose probability after temperature is at least min_p times the top
+// one's, before top-k and top-p.
+TEST(CpuSampleTest, MinPKeepsTokensNearTheMostLikely) {
+  // Probabilities 0.5 (id 2), 0.3 (id 0), 0.15 (id 3), 0.05 (id 1): ratios 1, 0.6, 0.3, 0.1.
+  const std::vector<float> logits = {std::log(0.3f), std::log(0.05f), std::log(0.5f),
+                                     std::log(0.15f)};
+  auto with = [](SampleParams p, float min_p) {
+    p.min_p = min_p;
+    return p;
+  };
+  EXPECT_EQ(reachable(logits, with(params(1.0f), 0.0f)), (std::set<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(reachable(logits, with(params(1.0f), 0.2f)), (std::set<int32_t>{0, 2, 3}));
+  EXPECT_EQ(reachable(logits, with(params(1.0f), 0.5f)), (std::set<int32_t>{0, 2}));
+  EXPECT_EQ(reachable(logits, with(params(1.0f), 1.0f)), (std::set<int32_t>{2}));
+  // After temperature 0.5 the ratios square: 1, 0.36, 0.09, 0.01.
+  EXPECT_EQ(reachable(logits, with(params(0.5f), 0.2f)), (std::set<int32_t>{0, 2}));
+  // Kept {2, 0} renormalised: id 2 holds 0.5 / 0.8 = 0.625, in token-id order 0 comes first
+  // with 0.375.
+  EXPECT_EQ(sample(logits, with(params(1.0f, 0, 1, 0.37f), 0.5f)).token_id, 0);
+  EXPECT_EQ(sample(logits, with(params(1.0f, 0, 1, 0.38f), 0.5f)).token_id, 2);
+  // Then top-p over what min_p kept: {2, 0, 3} renormalised over 0.95; 2 and 0 hold 0.842.
+  EXPECT_EQ(reachable(logits, with(params(1.0f, 0, 0.84f), 0.2f)), (std::set<int32_t>{2, 0}));
+  // Greedy ignores it.
+  EXPECT_EQ(sample(logits, with(params(0.0f), 1.0f)).token_id, 2);
+}
+
+TEST(CpuSampleTest, TheBackendRefusesEditsOutsideTheVocabulary) {
+  auto backend = create_cpu_backend(1);
+  auto buf = backend->allocate(4 * 4);
+  ASSERT_TRUE(buf.ok());
+  const Tensor t = buf->view(DType::kF32, 1, 4);
+  const std::vector<float> zeros(4, 0.0f);
+  ASSERT_TRUE(backend->copy_to_device(t, zeros.data(), DType::kF32, 4).ok());
+  std::vector<SampleResult> out;
+  for (const LogitEdit& bad : {LogitEdit{4, 1.0f, 1.0f, 0.0f}, LogitEdit{-1, 1.0f, 1.0f, 0.0f},
+                               LogitEdit{0, 1.0f, 0.0f, 0.0f}}) {
+    std::vector<SampleParams> p(1, params(0));
+    p[0].edits = std::span(&bad, 1);
+    const Status st = backend->sample(t, p, &out);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  }
+}
+
 TEST(CpuSampleTest, TheSameDrawGivesTheSameTokenAloneOrInABatch) {
   auto backend = create_cpu_backend(2);
   const int64_t rows = 4, vocab = 50;

@@ -127,6 +127,29 @@ TEST(HttpOpenAiRequest, ChatMessagesAndFields) {
                    .params.max_tokens.has_value());
 }
 
+TEST(HttpOpenAiRequest, PenaltiesAndLogitBiasReachTheEngineParameters) {
+  const OpenAiRequest r = parse_ok(R"({
+    "prompt": "x", "presence_penalty": -1.5, "frequency_penalty": 2, "repetition_penalty": 1.15,
+    "min_p": 0.05, "min_tokens": 3, "logit_bias": {"50256": -100, "7": 2.5, "0012": 100}})");
+  EXPECT_FLOAT_EQ(r.params.presence_penalty, -1.5f);
+  EXPECT_FLOAT_EQ(r.params.frequency_penalty, 2.0f);
+  EXPECT_FLOAT_EQ(r.params.repetition_penalty, 1.15f);
+  EXPECT_FLOAT_EQ(r.params.min_p, 0.05f);
+  EXPECT_EQ(r.params.min_tokens, 3);
+  const std::vector<std::pair<int32_t, float>> bias = {{50256, -100.0f}, {7, 2.5f}, {12, 100.0f}};
+  EXPECT_EQ(r.params.logit_bias, bias);
+  // Their neutral values, and nothing when absent.
+  const OpenAiRequest plain = parse_ok(R"({"messages": [{"role": "user", "content": "x"}],
+    "presence_penalty": 0, "repetition_penalty": 1, "logit_bias": null})",
+                                       true);
+  EXPECT_EQ(plain.params.presence_penalty, 0.0f);
+  EXPECT_EQ(plain.params.frequency_penalty, 0.0f);
+  EXPECT_EQ(plain.params.repetition_penalty, 1.0f);
+  EXPECT_EQ(plain.params.min_p, 0.0f);
+  EXPECT_EQ(plain.params.min_tokens, 0);
+  EXPECT_TRUE(plain.params.logit_bias.empty());
+}
+
 struct BadCase {
   std::string body;
   std::string param;
@@ -139,11 +162,22 @@ TEST(HttpOpenAiRequest, BadFieldsAreNamed) {
       {R"({"prompt": "x", "best_of": 3})", "best_of"},
       {R"({"prompt": "x", "echo": true})", "echo"},
       {R"({"prompt": "x", "suffix": "tail"})", "suffix"},
-      {R"({"prompt": "x", "logit_bias": {"5": 10}})", "logit_bias"},
-      {R"({"prompt": "x", "presence_penalty": 0.5})", "presence_penalty"},
-      {R"({"prompt": "x", "frequency_penalty": 1})", "frequency_penalty"},
-      {R"({"prompt": "x", "repetition_penalty": 1.2})", "repetition_penalty"},
-      {R"({"prompt": "x", "min_tokens": 4})", "min_tokens"},
+      {R"({"prompt": "x", "logit_bias": {"5": 101}})", "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"5": "up"}})", "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"-5": 1}})", "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"5x": 1}})", "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"": 1}})", "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"2147483648": 1}})", "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": [[5, 1]]})", "logit_bias"},
+      {R"({"prompt": "x", "presence_penalty": 2.5})", "presence_penalty"},
+      {R"({"prompt": "x", "frequency_penalty": -2.01})", "frequency_penalty"},
+      {R"({"prompt": "x", "frequency_penalty": "1"})", "frequency_penalty"},
+      {R"({"prompt": "x", "repetition_penalty": 0})", "repetition_penalty"},
+      {R"({"prompt": "x", "repetition_penalty": -1})", "repetition_penalty"},
+      {R"({"prompt": "x", "repetition_penalty": 1e39})", "repetition_penalty"},
+      {R"({"prompt": "x", "min_p": 1.5})", "min_p"},
+      {R"({"prompt": "x", "min_tokens": -1})", "min_tokens"},
+      {R"({"prompt": "x", "min_tokens": 0.5})", "min_tokens"},
       {R"({"prompt": "x", "use_beam_search": true})", "use_beam_search"},
       {R"({"prompt": "x", "include_stop_str_in_output": true})", "include_stop_str_in_output"},
       {R"({"prompt": "x", "max_tokens": "5"})", "max_tokens"},
