@@ -2,6 +2,7 @@
 // GenerationInput → the engine's request (RequestLimits first, then the prompt tokenized and
 // its length checked) → Engine::validate, on the demo model (models/demo). Every refusal is a
 // short, clean message; every request the checks accept keeps the limits they promise.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -64,6 +65,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (out.params.logprobs < 0 || out.params.logprobs > limits.max_logprobs) {
     fuzz::fail("logprobs outside [0, --max-logprobs] accepted");
+  }
+  // What the sampler trusts: its edits name tokens of the vocabulary, with positive penalties.
+  const engine::SamplingParams& p = out.params;
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (id < 0 || id >= vocab || !(bias >= -100.0f && bias <= 100.0f))
+      fuzz::fail("a logit_bias outside the vocabulary or [-100, 100] was accepted");
+  }
+  if (!(p.repetition_penalty > 0.0f) || !std::isfinite(p.repetition_penalty) ||
+      !(std::fabs(p.frequency_penalty) <= 2.0f) || !(std::fabs(p.presence_penalty) <= 2.0f) ||
+      !(p.min_p >= 0.0f && p.min_p <= 1.0f) || p.min_tokens < 0) {
+    fuzz::fail("a penalty, min_p or min_tokens outside its range was accepted");
   }
   return 0;
 }

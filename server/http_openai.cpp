@@ -288,6 +288,7 @@ class Shaper {
         fingerprint_(std::move(fingerprint)),
         created_(unix_seconds(std::chrono::system_clock::now())),
         tok_(tok),
+        per_prompt_(static_cast<size_t>(request.n)),
         text_offset_(choices, 0),
         pending_(choices),
         released_(choices, 0) {}
@@ -370,6 +371,9 @@ class Shaper {
             {"system_fingerprint", fingerprint_}};
   }
 
+  // Usage counts a prompt's tokens once, with its first choice (as OpenAI and vLLM count them).
+  bool counts_prompt(size_t index) const { return index % per_prompt_ == 0; }
+
   // The non-streaming answer. REQUIRES: every choice finished normally.
   json answer(const std::vector<ChoiceDelta>& choices) {
     json out = envelope(chat_ ? "chat.completion" : "text_completion");
@@ -387,7 +391,7 @@ class Shaper {
       }
       if (return_token_ids_) c["token_ids"] = token_ids(d.tokens);  // every generated token
       list.push_back(std::move(c));
-      prompt += d.final->prompt_tokens;
+      if (counts_prompt(d.index)) prompt += d.final->prompt_tokens;
       completion += d.final->completion_tokens;
     }
     out["choices"] = std::move(list);
@@ -453,6 +457,7 @@ class Shaper {
   std::string fingerprint_;
   int64_t created_;
   const tokenizer::Tokenizer* tok_;
+  size_t per_prompt_;  // choices per prompt (n)
   std::vector<size_t> text_offset_;
   std::vector<std::vector<engine::GeneratedToken>> pending_;  // per choice: not yet answer tokens
   std::vector<int64_t> released_;                             // per choice: answer tokens so far
@@ -574,7 +579,10 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
   const std::string task = base ? "" : r.model;
   const std::string model = base ? options_.served_model_name : r.model;
 
-  const size_t n = chat ? 1 : r.prompts.size();
+  // Choice i answers prompt i / per_prompt (the n choices of a prompt are consecutive, as
+  // OpenAI numbers them).
+  const size_t per_prompt = static_cast<size_t>(r.n);
+  const size_t n = (chat ? 1 : r.prompts.size()) * per_prompt;
   auto run = std::make_shared<ChoiceRun>(state_, n);
   // A name that cannot be a task ID is named in the log only as an excerpt.
   const bool valid_task = base || adapters::AdapterRegistry::validate_task_id(task).ok();
@@ -584,11 +592,11 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
   // One call per prompt: a list of more prompts than calls may be open can never be served.
   if (n > state_->max_calls()) {
     const Status too_many = invalid_argument_error(
-        "prompt: {} prompts in one request; at most {} calls are served at once "
+        "{}: {} choices in one request; at most {} calls are served at once "
         "(--max-concurrent-streams)",
-        n, state_->max_calls());
+        per_prompt > 1 ? "n" : "prompt", n, state_->max_calls());
     run->call(0).log_rejected(too_many);
-    return set_openai_error(res, too_many, "prompt");
+    return set_openai_error(res, too_many, per_prompt > 1 ? "n" : "prompt");
   }
   Status st = run->admit();
   if (!st.ok()) {
@@ -624,9 +632,11 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
     GenerationInput input;
     input.request_id = run->call(i).request_id();
     input.task_id = task;
-    input.prompt = std::move(r.prompts[i]);
+    input.prompt = r.prompts[i / per_prompt];
     input.add_special_tokens = r.add_special_tokens;
     input.params = r.params;
+    // vLLM's rule: the n choices of a seeded request sample with seed, seed + 1, ...
+    if (r.params.seed) input.params.seed = *r.params.seed + i % per_prompt;
     submitted.push_back(run->submit(run, i, std::move(input)));
   }
   preparing.release();
@@ -654,8 +664,10 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
           "model", "model_not_found");
     }
     const auto [param, code] = error_param(st, chat);
-    return set_openai_error(res, n == 1 ? st : st.with_context(fmt::format("prompt[{}]", i)), param,
-                            code);
+    const bool several_prompts = !chat && r.prompts.size() > 1;
+    return set_openai_error(
+        res, several_prompts ? st.with_context(fmt::format("prompt[{}]", i / per_prompt)) : st,
+        param, code);
   }
 
   auto shaper = std::make_shared<Shaper>(r, id, model, "loraserve-" + options_.version,
@@ -707,7 +719,7 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
             if (d.final) {
               const Status st = sequence_error(*d.final);
               if (!st.ok() && failed.ok()) failed = st;
-              stream->prompt_tokens += d.final->prompt_tokens;
+              if (shaper->counts_prompt(d.index)) stream->prompt_tokens += d.final->prompt_tokens;
               stream->completion_tokens += d.final->completion_tokens;
             }
             if (failed.ok()) out += shaper->chunk(d);

@@ -153,7 +153,7 @@ Error refuse_unsupported(const json& body, bool chat) {
     if ((v->is_array() || v->is_object() || v->is_string()) && v->empty()) return std::nullopt;
     return bad(name, "'{}' is not supported", name);
   };
-  for (auto check : {integer_not("n", 1), integer_not("best_of", 1), true_refused("echo"),
+  for (auto check : {integer_not("best_of", 1), true_refused("echo"),
                      true_refused("use_beam_search"), true_refused("include_stop_str_in_output"),
                      present_refused("prompt_logprobs"), present_refused("truncate_prompt_tokens"),
                      present_refused("allowed_token_ids"), present_refused("bad_words"),
@@ -308,6 +308,9 @@ Error parse_sampling(const json& body, bool chat, OpenAiRequest* out) {
   if (auto e = get_int(body, "top_k", kInt32Min, kInt32Max, &integer)) return e;
   if (integer) p.top_k = *integer == -1 ? 0 : static_cast<int32_t>(*integer);  // vLLM: -1 is off
   if (auto e = get_penalties(body, &p)) return e;
+  integer.reset();
+  if (auto e = get_int(body, "n", 1, kMaxPromptsPerRequest, &integer)) return e;
+  if (integer) out->n = static_cast<int32_t>(*integer);
 
   if (const json* seed = field(body, "seed")) {
     if (seed->is_number_unsigned()) {
@@ -389,6 +392,11 @@ std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view 
     }
   }
   if (auto e = parse_sampling(body, chat, &out)) return *e;
+  const size_t choices = (chat ? 1 : out.prompts.size()) * static_cast<size_t>(out.n);
+  if (choices > kMaxPromptsPerRequest) {
+    return *bad("n", "'n' {} times {} prompts is {} choices; at most {} per request", out.n,
+                chat ? 1 : out.prompts.size(), choices, kMaxPromptsPerRequest);
+  }
   if (auto e = get_bool(body, "stream", &out.stream)) return *e;
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object())

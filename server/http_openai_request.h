@@ -23,7 +23,7 @@ namespace loraserve::server {
 // OpenAI's default max_tokens for /v1/completions; chat has none (the engine's default, capped
 // by the context, applies).
 inline constexpr int32_t kCompletionsDefaultMaxTokens = 16;
-// Most prompts one /v1/completions request may carry (each is a choice and a sequence).
+// Most choices (prompts times n) one request may ask for: each is a sequence.
 inline constexpr size_t kMaxPromptsPerRequest = 128;
 
 // One chat message as the template sees it: content parts joined into one string.
@@ -37,8 +37,11 @@ struct ChatMessage {
 struct OpenAiRequest {
   bool chat = false;
   std::string model;  // "" when absent: the base model
-  // Completions: one prompt per choice, text or token ids.
+  // Completions: the prompts, text or token ids; each has `n` choices.
   std::vector<std::variant<std::string, std::vector<int32_t>>> prompts;
+  // Choices per prompt. With a seed, choice j of a prompt samples with seed + j (vLLM's rule),
+  // so that they differ.
+  int32_t n = 1;
   // Chat: the conversation, rendered with the model's chat template.
   std::vector<ChatMessage> messages;
   bool add_generation_prompt = true;  // chat (vLLM's extension)

@@ -345,6 +345,68 @@ TEST_F(HttpTest, SeveralPromptsAreSeveralChoices) {
   EXPECT_EQ(streamed[1], ids_of(r.json["choices"][1]["token_ids"]));
 }
 
+// n choices per prompt: numbered prompt by prompt, choice j of a seeded request sampled with
+// seed + j (vLLM's rule), each prompt's tokens counted once in usage.
+TEST_F(HttpTest, NChoicesPerPromptSampleWithConsecutiveSeeds) {
+  const std::vector<std::string> prompts = {"alpha", "beta beta"};
+  const HttpReply r = http().post("/v1/completions", {{"model", tasks_[0]},
+                                                      {"prompt", prompts},
+                                                      {"n", 3},
+                                                      {"max_tokens", 8},
+                                                      {"temperature", 1.2},
+                                                      {"seed", 40},
+                                                      {"ignore_eos", true},
+                                                      {"return_token_ids", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.json["choices"].size(), 6u);
+  std::set<std::vector<int32_t>> distinct;
+  for (size_t i = 0; i < 6; ++i) {
+    const json& c = r.json["choices"][i];
+    EXPECT_EQ(c["index"], i);
+    v1::GenerateRequest g = grpc_request(tasks_[0], prompts[i / 3], 8);
+    g.mutable_params()->set_temperature(1.2f);
+    g.mutable_params()->set_seed(40 + i % 3);
+    g.mutable_params()->set_ignore_eos(true);
+    auto want = client_->generate(g);
+    ASSERT_TRUE(want.ok());
+    EXPECT_EQ(ids_of(c["token_ids"]), grpc_ids(*want)) << i;
+    distinct.insert(ids_of(c["token_ids"]));
+  }
+  EXPECT_GE(distinct.size(), 4u);  // the seeds differ, so the samples do
+  EXPECT_EQ(r.json["usage"]["prompt_tokens"], 5 + 9);
+  EXPECT_EQ(r.json["usage"]["completion_tokens"], 6 * 8);
+
+  // Chat, streamed: each choice opens with its role and carries its index.
+  std::map<int, std::string> text;
+  std::map<int, int> roles;
+  json usage;
+  const HttpReply s =
+      http().stream("/v1/chat/completions",
+                    {{"model", tasks_[0]},
+                     {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+                     {"n", 2},
+                     {"max_tokens", 5},
+                     {"temperature", 0},
+                     {"stream", true},
+                     {"stream_options", {{"include_usage", true}}}},
+                    [&](const SseEvent& e) {
+                      if (!e.json.is_object()) return true;
+                      if (!e.json["usage"].is_null()) usage = e.json["usage"];
+                      for (const json& c : e.json["choices"]) {
+                        if (c["delta"].contains("role")) ++roles[c["index"]];
+                        if (c["delta"].contains("content"))
+                          text[c["index"]] += c["delta"]["content"];
+                      }
+                      return true;
+                    });
+  ASSERT_EQ(s.status, 200);
+  EXPECT_EQ(roles, (std::map<int, int>{{0, 1}, {1, 1}}));
+  ASSERT_EQ(text.size(), 2u);
+  EXPECT_EQ(text[0], text[1]);  // greedy: the same answer twice
+  EXPECT_EQ(usage["completion_tokens"], 10);
+  EXPECT_EQ(usage["prompt_tokens"], std::string("<user>hi\n<assistant>").size());
+}
+
 TEST_F(HttpTest, StopStringsAndStopTokens) {
   auto whole = client_->generate(grpc_request("", "stops", 30));
   ASSERT_TRUE(whole.ok());
@@ -526,7 +588,9 @@ TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
        "{\"prompt\": \"x\", \"a\": " + std::string(100, '[') + std::string(100, ']') + "}", 400, "",
        "", "--max-json-depth"},
       {"not an object", "/v1/completions", "[1]", 400, "", "", "JSON object"},
-      {"n > 1", "/v1/completions", R"({"prompt": "x", "n": 2})", 400, "n", "", "'n'"},
+      {"n 0", "/v1/completions", R"({"prompt": "x", "n": 0})", 400, "n", "", "'n'"},
+      {"n past the choices", "/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "n": 500})", 400, "n", "", "'n'"},
       {"best_of", "/v1/completions", R"({"prompt": "x", "best_of": 2})", 400, "best_of", "",
        "best_of"},
       {"echo", "/v1/completions", R"({"prompt": "x", "echo": true})", 400, "echo", "", "echo"},

@@ -99,6 +99,12 @@ TEST_F(OpenAiClientTest, CompletionsAndChatEqualTheGrpcAnswers) {
       params["prompt"] = c.text;
     }
     if (c.stream) params["stream_options"] = {{"include_usage", true}};
+    // Streamed cases also carry OpenAI's penalties and logit_bias (the client's typed fields).
+    if (c.stream) {
+      params["frequency_penalty"] = 0.8;
+      params["presence_penalty"] = -0.4;
+      params["logit_bias"] = {{"101", -100}, {"116", 4.5}};
+    }
     requests.push_back({{"kind", c.kind}, {"stream", c.stream}, {"params", params}});
   }
   const std::vector<json> results = run_cases(requests);
@@ -113,6 +119,12 @@ TEST_F(OpenAiClientTest, CompletionsAndChatEqualTheGrpcAnswers) {
     g.set_text(c.kind == "chat" ? rendered(c.text) : c.text);
     g.mutable_params()->set_max_tokens(10);
     g.mutable_params()->set_temperature(0.0f);
+    if (c.stream) {
+      g.mutable_params()->set_frequency_penalty(0.8f);
+      g.mutable_params()->set_presence_penalty(-0.4f);
+      (*g.mutable_params()->mutable_logit_bias())[101] = -100.0f;
+      (*g.mutable_params()->mutable_logit_bias())[116] = 4.5f;
+    }
     auto want = client_->generate(g);
     ASSERT_TRUE(want.ok()) << want.status().to_string();
     EXPECT_EQ(r["token_ids"].get<std::vector<int32_t>>(),
@@ -213,6 +225,31 @@ TEST_F(OpenAiClientTest, ChatLogprobsHaveOpenAisShape) {
   }
 }
 
+TEST_F(OpenAiClientTest, TheClientReadsNChoices) {
+  const json user = json::array({{{"role", "user"}, {"content", "x"}}});
+  const std::vector<json> results = run_cases(json::array({
+      {{"kind", "completion"},
+       {"stream", false},
+       {"params",
+        {{"model", "base"}, {"prompt", "x"}, {"n", 3}, {"max_tokens", 4}, {"ignore_eos", true}}}},
+      {{"kind", "chat"},
+       {"stream", false},
+       {"params",
+        {{"model", "base"},
+         {"messages", user},
+         {"n", 2},
+         {"max_tokens", 4},
+         {"ignore_eos", true}}}},
+  }));
+  ASSERT_EQ(results.size(), 2u);
+  ASSERT_TRUE(results[0]["ok"].get<bool>()) << results[0];
+  EXPECT_EQ(results[0]["choices"], 3);
+  EXPECT_EQ(results[0]["usage"]["completion_tokens"], 12);
+  ASSERT_TRUE(results[1]["ok"].get<bool>()) << results[1];
+  EXPECT_EQ(results[1]["choices"], 2);
+  EXPECT_EQ(results[1]["usage"]["completion_tokens"], 8);
+}
+
 TEST_F(OpenAiClientTest, TheClientRaisesItsErrorClasses) {
   auto request = [](const char* kind, bool stream, json params) {
     return json{{"kind", kind}, {"stream", stream}, {"params", std::move(params)}};
@@ -222,7 +259,7 @@ TEST_F(OpenAiClientTest, TheClientRaisesItsErrorClasses) {
   const std::vector<json> results = run_cases(json::array({
       request("completion", false, {{"model", "missing"}, {"prompt", "x"}}),
       request("completion", true, {{"model", "missing"}, {"prompt", "x"}}),
-      request("completion", false, {{"model", "base"}, {"prompt", "x"}, {"n", 2}}),
+      request("completion", false, {{"model", "base"}, {"prompt", "x"}, {"n", 200}}),
       request("chat", false,
               {{"model", "base"}, {"messages", user}, {"tools", json::array({tool})}}),
       request("completion", false, {{"model", "base"}, {"prompt", "x"}, {"max_tokens", 100000}}),

@@ -127,6 +127,12 @@ TEST(HttpOpenAiRequest, ChatMessagesAndFields) {
                    .params.max_tokens.has_value());
 }
 
+TEST(HttpOpenAiRequest, NChoicesPerPrompt) {
+  EXPECT_EQ(parse_ok(R"({"prompt": "x"})").n, 1);
+  EXPECT_EQ(parse_ok(R"({"prompt": ["x", "y"], "n": 64})").n, 64);
+  EXPECT_EQ(parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "n": 128})", true).n, 128);
+}
+
 TEST(HttpOpenAiRequest, PenaltiesAndLogitBiasReachTheEngineParameters) {
   const OpenAiRequest r = parse_ok(R"({
     "prompt": "x", "presence_penalty": -1.5, "frequency_penalty": 2, "repetition_penalty": 1.15,
@@ -158,7 +164,10 @@ struct BadCase {
 
 TEST(HttpOpenAiRequest, BadFieldsAreNamed) {
   const std::vector<BadCase> cases = {
-      {R"({"prompt": "x", "n": 2})", "n"},
+      {R"({"prompt": "x", "n": 0})", "n"},
+      {R"({"prompt": "x", "n": 129})", "n"},
+      {R"({"prompt": "x", "n": "2"})", "n"},
+      {R"({"prompt": ["x", "y"], "n": 65})", "n"},
       {R"({"prompt": "x", "best_of": 3})", "best_of"},
       {R"({"prompt": "x", "echo": true})", "echo"},
       {R"({"prompt": "x", "suffix": "tail"})", "suffix"},
@@ -225,7 +234,7 @@ TEST(HttpOpenAiRequest, BadFieldsAreNamed) {
       {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", "top_logprobs",
        true},
       {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 2})", "logprobs", true},
-      {R"({"messages": [{"role": "user", "content": "x"}], "n": 3})", "n", true},
+      {R"({"messages": [{"role": "user", "content": "x"}], "n": 129})", "n", true},
       {R"({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": [1]})",
        "chat_template_kwargs", true},
       {R"({"messages": [{"role": "user", "content": "x"}], "chat_template": "{{ x }}"})",
