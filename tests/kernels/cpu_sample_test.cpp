@@ -3,7 +3,10 @@
 // log-softmax of the raw logits, and the same draw always giving the same token.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -115,6 +118,58 @@ TEST(CpuSampleTest, TopPKeepsTheSmallestPrefixReachingP) {
   // the first two hold 0.8 / 0.95 = 0.842 >= 0.83; without top-k they hold 0.8 < 0.83.
   EXPECT_EQ(reachable(logits, params(1.0f, 3, 0.83f)), (std::set<int32_t>{2, 0}));
   EXPECT_EQ(reachable(logits, params(1.0f, 0, 0.83f)), (std::set<int32_t>{2, 0, 3}));
+}
+
+// The draw over top-k / top-p (which walks the logit-sorted order) as the plain rule says, by a
+// full sort of the row: the sampler sorts only what the draw walks, and must pick the same token.
+int32_t full_sort_pick(const std::vector<float>& logits, const SampleParams& p) {
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < order.size()) order.resize(p.top_k);
+  const float top = logits[order[0]];
+  std::vector<double> w;
+  for (int32_t i : order)
+    w.push_back(std::exp(static_cast<double>((logits[i] - top) / p.temperature)));
+  double total = std::accumulate(w.begin(), w.end(), 0.0);
+  size_t keep = order.size();
+  double acc = 0.0;
+  for (size_t j = 0; j < order.size() && p.top_p < 1.0f; ++j) {
+    if ((acc += w[j] / total) >= p.top_p) {
+      keep = j + 1;
+      break;
+    }
+  }
+  total = std::accumulate(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(keep), 0.0);
+  acc = 0.0;
+  for (size_t j = 0; j < keep; ++j)
+    if ((acc += w[j]) > p.uniform * total) return order[j];
+  return order[keep - 1];
+}
+
+TEST(CpuSampleTest, TopKAndTopPMatchAFullSortOnLargeRows) {
+  std::mt19937 rng(5);
+  for (float spread : {0.5f, 2.0f, 6.0f}) {
+    std::normal_distribution<float> normal(0.0f, spread);
+    std::vector<float> logits(5000);
+    // Quarter steps: many equal logits, ordered by id.
+    for (float& v : logits) v = std::round(normal(rng) * 4.0f) / 4.0f;
+    int compared = 0;
+    for (int32_t top_k : {0, 1, 7, 300, 4999, 6000}) {
+      for (float top_p : {0.05f, 0.5f, 0.9f, 0.99f, 0.9999f, 1.0f}) {
+        if (top_k == 0 && top_p == 1.0f) continue;  // unfiltered: the draw walks id order
+        for (float u : {0.0f, 0.13f, 0.5f, 0.77f, 0.999f}) {
+          const SampleParams p = params(0.9f, top_k, top_p, u);
+          EXPECT_EQ(sample(logits, p).token_id, full_sort_pick(logits, p))
+              << "spread " << spread << " top_k " << top_k << " top_p " << top_p << " u " << u;
+          ++compared;
+        }
+      }
+    }
+    EXPECT_EQ(compared, 175);
+  }
 }
 
 TEST(CpuSampleTest, MaskedTokensAreNeverDrawn) {
