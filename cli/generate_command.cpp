@@ -110,6 +110,8 @@ Status parse_line(const std::string& line, const tokenizer::Tokenizer* tok,
       p.ignore_eos = v.get<bool>();
     } else if (k == "stop_token_ids") {
       LS_ASSIGN_OR_RETURN(p.stop_token_ids, token_id_list(v, k));
+    } else if (k == "allowed_token_ids") {
+      LS_ASSIGN_OR_RETURN(p.allowed_token_ids, token_id_list(v, k));
     } else if (k == "repetition_penalty" || k == "frequency_penalty" || k == "presence_penalty" ||
                k == "min_p") {
       LS_RETURN_IF_ERROR(need_num());

@@ -51,6 +51,7 @@ struct GenerateFlags {
   float min_p = 0.0f;
   int32_t min_tokens = 0;
   std::vector<std::string> logit_bias;  // ID=BIAS
+  std::vector<int32_t> allowed_token_ids;
 };
 
 struct BenchFlags {
@@ -133,6 +134,8 @@ void add_generate_flags(CLI::App* cmd, GenerateFlags* g) {
             return parse_logit_bias(s) ? std::string() : "expected ID=BIAS, got " + s;
           },
           "ID=BIAS"));
+  cmd->add_option("--allowed-token-id", g->allowed_token_ids,
+                  "Only these tokens can be generated (repeatable)");
 }
 
 v1::GenerateRequest build_request(const GenerateFlags& g, const std::string& task) {
@@ -159,6 +162,7 @@ v1::GenerateRequest build_request(const GenerateFlags& g, const std::string& tas
   p->set_presence_penalty(g.presence_penalty);
   p->set_min_p(g.min_p);
   p->set_min_tokens(g.min_tokens);
+  for (int32_t id : g.allowed_token_ids) p->add_allowed_token_ids(id);
   for (const auto& s : g.logit_bias) {
     const auto bias = parse_logit_bias(s);  // checked by the flag's validator
     if (bias) (*p->mutable_logit_bias())[bias->first] = bias->second;

@@ -23,6 +23,12 @@ Status validate_penalties(const SamplingParams& p, int32_t vocab_size) {
   }
   if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
     return invalid_argument_error("min_p must be in [0, 1], got {}", p.min_p);
+  for (int32_t id : p.allowed_token_ids) {
+    if (id < 0 || id >= vocab_size) {
+      return invalid_argument_error(
+          "allowed_token_ids: token id {} is outside the vocabulary [0, {})", id, vocab_size);
+    }
+  }
   if (p.min_tokens < 0)
     return invalid_argument_error("min_tokens must be >= 0, got {}", p.min_tokens);
   for (const auto& [token, bias] : p.logit_bias) {

@@ -39,6 +39,8 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;  // [-2, 2]; minus this times the token's count in the output
   float presence_penalty = 0.0f;   // [-2, 2]; minus this once for every token in the output
   float min_p = 0.0f;              // [0, 1]; see kernels::SampleParams::min_p
+  // vLLM's: only these tokens can be picked (before the edits above); empty: every token.
+  std::vector<int32_t> allowed_token_ids;
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;    // stop strings (need the tokenizer); not returned in text
   bool skip_special_tokens = true;  // leave special tokens out of the text

@@ -16,6 +16,7 @@ kernels::SampleParams next_sample_params(Sequence& seq) {
   out.want_logprob = p.want_logprob;
   if (seq.logit_edits) out.edits = seq.logit_edits->edits(seq.num_generated());
   out.min_p = p.min_p;
+  out.allowed = p.allowed_token_ids;
   out.uniform = std::uniform_real_distribution<float>(0.0f, 1.0f)(seq.rng);
   return out;
 }

@@ -60,6 +60,12 @@ Tensor weight_view(void* base, DType dtype, int64_t rows, int64_t cols) {
 
 Status check_sample_params(std::span<const SampleParams> params, int64_t vocab) {
   for (size_t r = 0; r < params.size(); ++r) {
+    for (int32_t id : params[r].allowed) {
+      if (id < 0 || id >= vocab) {
+        return invalid_argument_error("sample: row {} allows token {}; the vocabulary is [0, {})",
+                                      r, id, vocab);
+      }
+    }
     for (const LogitEdit& e : params[r].edits) {
       if (e.token_id < 0 || e.token_id >= vocab || !(e.penalty > 0.0f)) {
         return invalid_argument_error(

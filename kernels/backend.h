@@ -165,6 +165,8 @@ struct SampleParams {
   // Applied one after the other (a token may appear more than once) to a copy of the row that
   // the token is picked from. Token ids are in [0, vocab). Owned by the caller.
   std::span<const LogitEdit> edits;
+  // Only these tokens (in [0, vocab)) can be picked; empty: every token. Owned by the caller.
+  std::span<const int32_t> allowed;
   // Temperature sampling keeps only the tokens whose probability (after temperature) is at
   // least min_p times the most likely token's, before top-k and top-p. 0: off.
   float min_p = 0.0f;
@@ -183,7 +185,7 @@ struct SampleResult {
   std::vector<TokenLogprob> top;  // the num_logprobs most likely tokens, most likely first
 };
 
-// Each row's edits name tokens in [0, vocab), and its penalties are positive: what every
+// Each row's allowed tokens and edits are in [0, vocab), and its penalties are positive: what every
 // backend's sample() checks before it touches the row.
 Status check_sample_params(std::span<const SampleParams> params, int64_t vocab);
 

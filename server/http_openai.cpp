@@ -143,7 +143,8 @@ std::pair<std::string, std::string> error_param(const Status& st, bool chat) {
                                                 "frequency_penalty",
                                                 "presence_penalty",
                                                 "min_tokens",
-                                                "logit_bias"};
+                                                "logit_bias",
+                                                "allowed_token_ids"};
   if (!kFields.contains(param)) return {"", code};
   if (chat && param == "prompt") param = "messages";        // the prompt is the rendered chat
   if (chat && param == "logprobs") param = "top_logprobs";  // chat's count of alternatives

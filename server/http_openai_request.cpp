@@ -153,13 +153,13 @@ Error refuse_unsupported(const json& body, bool chat) {
     if ((v->is_array() || v->is_object() || v->is_string()) && v->empty()) return std::nullopt;
     return bad(name, "'{}' is not supported", name);
   };
-  for (auto check : {integer_not("best_of", 1), true_refused("echo"),
-                     true_refused("use_beam_search"), true_refused("include_stop_str_in_output"),
-                     present_refused("prompt_logprobs"), present_refused("truncate_prompt_tokens"),
-                     present_refused("allowed_token_ids"), present_refused("bad_words"),
-                     present_refused("prompt_embeds"), present_refused("guided_json"),
-                     present_refused("guided_regex"), present_refused("guided_choice"),
-                     present_refused("guided_grammar"), present_refused("structured_outputs")}) {
+  for (auto check :
+       {integer_not("best_of", 1), true_refused("echo"), true_refused("use_beam_search"),
+        true_refused("include_stop_str_in_output"), present_refused("prompt_logprobs"),
+        present_refused("truncate_prompt_tokens"), present_refused("bad_words"),
+        present_refused("prompt_embeds"), present_refused("guided_json"),
+        present_refused("guided_regex"), present_refused("guided_choice"),
+        present_refused("guided_grammar"), present_refused("structured_outputs")}) {
     if (check) return check;
   }
   if (!chat) {
@@ -337,6 +337,11 @@ Error parse_sampling(const json& body, bool chat, OpenAiRequest* out) {
   if (const json* ids = field(body, "stop_token_ids")) {
     if (!ids->is_array()) return bad("stop_token_ids", "'stop_token_ids' must be a list");
     if (auto e = get_token_ids(*ids, "stop_token_ids", &p.stop_token_ids)) return e;
+  }
+  if (const json* ids = field(body, "allowed_token_ids")) {
+    if (!ids->is_array() || ids->empty())
+      return bad("allowed_token_ids", "'allowed_token_ids' must be a non-empty list of token ids");
+    if (auto e = get_token_ids(*ids, "allowed_token_ids", &p.allowed_token_ids)) return e;
   }
   if (auto e = get_bool(body, "ignore_eos", &p.ignore_eos)) return e;
   if (auto e = get_bool(body, "skip_special_tokens", &p.skip_special_tokens)) return e;

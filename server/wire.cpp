@@ -98,6 +98,7 @@ engine::SamplingParams to_engine_params(const v1::SamplingParams& p) {
   out.frequency_penalty = p.frequency_penalty();
   out.presence_penalty = p.presence_penalty();
   out.min_p = p.min_p();
+  out.allowed_token_ids.assign(p.allowed_token_ids().begin(), p.allowed_token_ids().end());
   return out;
 }
 

@@ -44,14 +44,15 @@ def task_metadata(task_id):
 
 _SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "logprobs",
                     "ignore_eos", "stop", "stop_token_ids", "repetition_penalty",
-                    "frequency_penalty", "presence_penalty", "min_p", "min_tokens", "logit_bias")
+                    "frequency_penalty", "presence_penalty", "min_p", "min_tokens", "logit_bias",
+                    "allowed_token_ids")
 
 
 def build_request(text=None, token_ids=None, task_id="", request_id="", **params):
     """A GenerateRequest from a text prompt or a list of token ids, and sampling parameters
     (max_tokens, temperature, top_p, top_k, seed, logprobs, ignore_eos, stop, stop_token_ids,
-    repetition_penalty, frequency_penalty, presence_penalty, min_p, min_tokens, and logit_bias
-    as a dict of token id -> bias).
+    repetition_penalty, frequency_penalty, presence_penalty, min_p, min_tokens, logit_bias as a
+    dict of token id -> bias, allowed_token_ids).
     Parameters left out take the server's defaults."""
     if (text is None) == (token_ids is None):
         raise ValueError("give exactly one of text and token_ids")
@@ -66,7 +67,7 @@ def build_request(text=None, token_ids=None, task_id="", request_id="", **params
     for name, value in params.items():
         if value is None:
             continue
-        if name in ("stop", "stop_token_ids"):
+        if name in ("stop", "stop_token_ids", "allowed_token_ids"):
             getattr(request.params, name).extend(value)
         elif name == "logit_bias":
             for token, bias in value.items():

@@ -33,13 +33,22 @@ void sample_row(const float* raw, int64_t vocab, const SampleParams& params, Sam
   bool nan = false;
   for (int64_t i = 0; i < vocab; ++i) nan |= std::isnan(raw[i]);
 
-  // The row the token is picked from: the raw logits, or a copy with the edits applied.
+  // The row the token is picked from: the raw logits, or a copy restricted to the allowed
+  // tokens (the others -inf) and with the edits applied.
   const float* logits = raw;
   float max_logit = max_raw;
   int32_t argmax = argmax_raw;
   thread_local std::vector<float> edited;
-  if (!params.edits.empty()) {
-    edited.assign(raw, raw + vocab);
+  auto restrict_to_allowed = [&] {
+    if (params.allowed.empty()) {
+      edited.assign(raw, raw + vocab);
+      return;
+    }
+    edited.assign(static_cast<size_t>(vocab), -INFINITY);
+    for (int32_t id : params.allowed) edited[static_cast<size_t>(id)] = raw[id];
+  };
+  if (!params.allowed.empty() || !params.edits.empty()) {
+    restrict_to_allowed();
     for (const LogitEdit& e : params.edits) {
       float x = edited[static_cast<size_t>(e.token_id)] + e.bias;
       x = x > 0.0f ? x / e.penalty : x * e.penalty;
@@ -47,15 +56,18 @@ void sample_row(const float* raw, int64_t vocab, const SampleParams& params, Sam
       // (a mask, or an overflow downwards) stays: that token is never picked.
       edited[static_cast<size_t>(e.token_id)] = std::min(x - e.subtract, FLT_MAX);
     }
-    float max_edited = -INFINITY;
-    int32_t argmax_edited = 0;
-    row_max(edited.data(), vocab, &max_edited, &argmax_edited);
-    // Should the edits mask every token (stop_token_ids that cover the vocabulary, with
-    // min_tokens), the raw row is picked from.
-    if (max_edited > -INFINITY) {
+    row_max(edited.data(), vocab, &max_logit, &argmax);
+    // Should the edits mask every token left (min_tokens with stop_token_ids that cover the
+    // allowed tokens or the vocabulary), the row is picked from without them.
+    if (!(max_logit > -INFINITY) && !params.edits.empty()) {
+      restrict_to_allowed();
+      row_max(edited.data(), vocab, &max_logit, &argmax);
+    }
+    if (max_logit > -INFINITY) {
       logits = edited.data();
-      max_logit = max_edited;
-      argmax = argmax_edited;
+    } else {  // the allowed tokens' own logits are all -inf: nothing to restrict to
+      max_logit = max_raw;
+      argmax = argmax_raw;
     }
   }
   if (nan || !std::isfinite(max_raw)) {

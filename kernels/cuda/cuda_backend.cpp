@@ -376,11 +376,12 @@ Status CudaBackend::sample(const Tensor& logits, std::span<const SampleParams> p
       out_r.top.push_back(TokenLogprob{ids[at], lps[at]});
     }
   }
-  // Rows with logit edits (penalties, logit_bias, min_tokens) or min_p are picked on the host,
-  // by the CPU sampler, from their row copied back: a few hundred KiB per row and the same
-  // semantics on both backends, for what few requests ask. The device's pick for them is unused.
+  // Rows with logit edits (penalties, logit_bias, min_tokens), allowed tokens or min_p are
+  // picked on the host, by the CPU sampler, from their row copied back: a few hundred KiB per
+  // row and the same semantics on both backends, for what few requests ask. The device's pick
+  // for them is unused.
   for (size_t r = 0; r < params.size(); ++r) {
-    if (params[r].edits.empty() && !(params[r].min_p > 0.0f)) continue;
+    if (params[r].edits.empty() && params[r].allowed.empty() && !(params[r].min_p > 0.0f)) continue;
     host_row_.resize(static_cast<size_t>(vocab));
     LS_RETURN_IF_ERROR(
         copy_to_host(logits.row_slice(static_cast<int64_t>(r), 1), host_row_.data()));

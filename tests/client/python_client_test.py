@@ -110,6 +110,9 @@ class PythonClientTest(unittest.TestCase):
         forced = self.client.generate(token_ids=[5, 6, 7, 8], task_id="a", max_tokens=5,
                                       temperature=0.0, ignore_eos=True, logit_bias={"9": 100.0})
         self.assertEqual(list(forced.token_ids), [9] * 5)
+        labels = self.client.generate(token_ids=[5, 6, 7, 8], max_tokens=6, temperature=1.0,
+                                      seed=3, ignore_eos=True, allowed_token_ids=[30, 31])
+        self.assertTrue(set(labels.token_ids) <= {30, 31}, list(labels.token_ids))
         plain = self.client.generate(token_ids=[5, 6, 7, 8], max_tokens=12, temperature=0.0,
                                      ignore_eos=True)
         banned = plain.token_ids[0]

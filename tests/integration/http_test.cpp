@@ -569,6 +569,20 @@ TEST_F(HttpTest, PenaltiesAndLogitBiasEqualTheGrpcAnswers) {
   ASSERT_EQ(f.status, 200) << f.body;
   EXPECT_EQ(ids_of(f.json["choices"][0]["token_ids"]), std::vector<int32_t>(6, 90));
   EXPECT_EQ(f.json["choices"][0]["text"], "ZZZZZZ");
+
+  // allowed_token_ids: a classifier's answer among its labels, over both transports.
+  json labels = plain;
+  labels["allowed_token_ids"] = {89, 78};  // 'Y', 'N'
+  labels["max_tokens"] = 3;
+  const HttpReply l = http().post("/v1/completions", labels);
+  ASSERT_EQ(l.status, 200) << l.body;
+  for (int32_t id : ids_of(l.json["choices"][0]["token_ids"])) EXPECT_TRUE(id == 89 || id == 78);
+  v1::GenerateRequest gl = grpc_request(tasks_[2], "penalties", 3);
+  gl.mutable_params()->add_allowed_token_ids(89);
+  gl.mutable_params()->add_allowed_token_ids(78);
+  auto label_want = client_->generate(gl);
+  ASSERT_TRUE(label_want.ok());
+  EXPECT_EQ(ids_of(l.json["choices"][0]["token_ids"]), grpc_ids(*label_want));
 }
 
 struct ErrorCase {
@@ -623,6 +637,9 @@ TEST_F(HttpTest, ErrorsHaveTheirStatusAndOpenAisShape) {
        R"({"prompt": "x", "logit_bias": {"300": 1}})", 400, "logit_bias", "", "vocabulary"},
       {"logit_bias out of range", "/v1/completions",
        R"({"prompt": "x", "logit_bias": {"30": -101}})", 400, "logit_bias", "", "[-100, 100]"},
+      {"allowed_token_ids outside the vocabulary", "/v1/completions",
+       R"({"prompt": "x", "allowed_token_ids": [65, 256]})", 400, "allowed_token_ids", "",
+       "vocabulary"},
       {"min_tokens past max_tokens", "/v1/completions",
        R"({"prompt": "x", "max_tokens": 3, "min_tokens": 4})", 400, "min_tokens", "",
        "min_tokens 4 is more than max_tokens 3"},

@@ -235,6 +235,31 @@ TEST(CpuSampleTest, EditsChangeThePickNotTheLogprobs) {
   EXPECT_EQ(sample(logits, q).token_id, 3);
 }
 
+// allowed_token_ids: only those tokens can be picked, before the edits; the logprobs stay raw.
+TEST(CpuSampleTest, OnlyAllowedTokensArePicked) {
+  const std::vector<float> logits = {2.0f, 1.9f, -0.5f, 0.4f, 1.0f};
+  const std::vector<int32_t> allowed = {3, 2, 3};
+  SampleParams p = params(0);
+  p.allowed = allowed;
+  p.want_logprob = true;
+  SampleResult r = sample(logits, p);
+  EXPECT_EQ(r.token_id, 3);
+  EXPECT_NEAR(r.logprob, log_softmax(logits, 3), 1e-6);
+  SampleParams q = params(1.0f);
+  q.allowed = allowed;
+  EXPECT_EQ(reachable(logits, q), (std::set<int32_t>{2, 3}));
+  q.top_k = 1;
+  EXPECT_EQ(reachable(logits, q), (std::set<int32_t>{3}));
+  // Edits apply within them: token 3 loses 1, token 2 (-0.5) is picked.
+  const std::vector<LogitEdit> edit = {{3, 0.0f, 1.0f, 1.0f}};
+  p.edits = edit;
+  EXPECT_EQ(sample(logits, p).token_id, 2);
+  // Edits that mask every allowed token are dropped, not the restriction.
+  const std::vector<LogitEdit> masks = {{2, -INFINITY, 1.0f, 0.0f}, {3, -INFINITY, 1.0f, 0.0f}};
+  p.edits = masks;
+  EXPECT_EQ(sample(logits, p).token_id, 3);
+}
+
 // min_p keeps the tokens whose probability after temperature is at least min_p times the top
 // one's, before top-k and top-p.
 TEST(CpuSampleTest, MinPKeepsTokensNearTheMostLikely) {
@@ -261,7 +286,7 @@ TEST(CpuSampleTest, MinPKeepsTokensNearTheMostLikely) {
   EXPECT_EQ(sample(logits, with(params(0.0f), 1.0f)).token_id, 2);
 }
 
-TEST(CpuSampleTest, TheBackendRefusesEditsOutsideTheVocabulary) {
+TEST(CpuSampleTest, TheBackendRefusesTokensOutsideTheVocabulary) {
   auto backend = create_cpu_backend(1);
   auto buf = backend->allocate(4 * 4);
   ASSERT_TRUE(buf.ok());
@@ -275,6 +300,11 @@ TEST(CpuSampleTest, TheBackendRefusesEditsOutsideTheVocabulary) {
     p[0].edits = std::span(&bad, 1);
     const Status st = backend->sample(t, p, &out);
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  }
+  for (const int32_t bad : {4, -1}) {
+    std::vector<SampleParams> p(1, params(0));
+    p[0].allowed = std::span(&bad, 1);
+    EXPECT_EQ(backend->sample(t, p, &out).code(), StatusCode::kInvalidArgument);
   }
 }
 

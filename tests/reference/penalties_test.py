@@ -46,8 +46,14 @@ def eos_ids(model_dir):
 
 
 def edited(logits, params, prompt, output, eos):
-    """vLLM's order: logit_bias, min_tokens, repetition, frequency and presence."""
+    """vLLM's order: allowed_token_ids, logit_bias, min_tokens, repetition, frequency and
+    presence."""
     x = logits.clone()
+    allowed = params.get("allowed_token_ids")
+    if allowed:
+        keep = torch.full_like(x, -math.inf)
+        keep[allowed] = x[allowed]
+        x = keep
     for token, bias in params.get("logit_bias", {}).items():
         x[int(token)] += bias
     if len(output) < params.get("min_tokens", 0):
@@ -123,6 +129,10 @@ def cases(model, eos):
         "all_together": {"max_tokens": STEPS, "temperature": 0, "min_tokens": 3,
                          "repetition_penalty": 1.2, "frequency_penalty": 0.3,
                          "presence_penalty": 0.2, "logit_bias": {str(first): -4.0}},
+        # Ten tokens allowed, the plain run's first two not among them.
+        "allowed": dict(common, repetition_penalty=1.5,
+                        allowed_token_ids=[t for t in range(40, 256, 21)
+                                           if t not in (first, second)][:10]),
         # min_p 1 keeps only the most likely token: sampling becomes the greedy pick.
         "min_p_1_sampled": dict(common, temperature=1.0, seed=7, min_p=1.0,
                                 repetition_penalty=1.25),
@@ -156,6 +166,8 @@ class PenaltiesMatchTheReference(unittest.TestCase):
                 if n == len(gaps):
                     self.assertEqual(len(tokens), len(want), where)
                     self.assertEqual(got["finish_reason"], finish, where)
+                if "allowed_token_ids" in params:
+                    self.assertTrue(set(tokens) <= set(params["allowed_token_ids"]), where)
                 if case == "min_tokens":
                     self.assertGreaterEqual(len(want), 7, where)  # 6 held back, then the stop
                     self.assertEqual(n, len(gaps), where)

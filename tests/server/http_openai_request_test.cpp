@@ -136,7 +136,9 @@ TEST(HttpOpenAiRequest, NChoicesPerPrompt) {
 TEST(HttpOpenAiRequest, PenaltiesAndLogitBiasReachTheEngineParameters) {
   const OpenAiRequest r = parse_ok(R"({
     "prompt": "x", "presence_penalty": -1.5, "frequency_penalty": 2, "repetition_penalty": 1.15,
-    "min_p": 0.05, "min_tokens": 3, "logit_bias": {"50256": -100, "7": 2.5, "0012": 100}})");
+    "min_p": 0.05, "min_tokens": 3, "logit_bias": {"50256": -100, "7": 2.5, "0012": 100},
+    "allowed_token_ids": [7, 12, 9]})");
+  EXPECT_EQ(r.params.allowed_token_ids, (std::vector<int32_t>{7, 12, 9}));
   EXPECT_FLOAT_EQ(r.params.presence_penalty, -1.5f);
   EXPECT_FLOAT_EQ(r.params.frequency_penalty, 2.0f);
   EXPECT_FLOAT_EQ(r.params.repetition_penalty, 1.15f);
@@ -187,6 +189,9 @@ TEST(HttpOpenAiRequest, BadFieldsAreNamed) {
       {R"({"prompt": "x", "min_p": 1.5})", "min_p"},
       {R"({"prompt": "x", "min_tokens": -1})", "min_tokens"},
       {R"({"prompt": "x", "min_tokens": 0.5})", "min_tokens"},
+      {R"({"prompt": "x", "allowed_token_ids": []})", "allowed_token_ids"},
+      {R"({"prompt": "x", "allowed_token_ids": [1, -2]})", "allowed_token_ids"},
+      {R"({"prompt": "x", "allowed_token_ids": 5})", "allowed_token_ids"},
       {R"({"prompt": "x", "use_beam_search": true})", "use_beam_search"},
       {R"({"prompt": "x", "include_stop_str_in_output": true})", "include_stop_str_in_output"},
       {R"({"prompt": "x", "max_tokens": "5"})", "max_tokens"},
