@@ -134,8 +134,6 @@ Result<uint64_t> Engine::submit(GenerationRequest request) {
   seq->rng.seed(request.params.seed ? *request.params.seed : std::random_device{}());
   seq->submitted_at = Clock::now();
   seq->adapter = std::move(*adapter);
-  seq->logit_edits =
-      LogitEdits::make(request.params, request.prompt_token_ids, model_->config().eos_token_ids);
   if (tokenizer_) {
     seq->detokenizer = std::make_unique<tokenizer::IncrementalDecoder>(
         *tokenizer_, request.params.skip_special_tokens);
@@ -240,7 +238,14 @@ Status Engine::step() {
   }
   const auto now = Clock::now();
   for (const ScheduledChunk& ch : plan.chunks) {
-    if (!ch.seq->first_scheduled_at) ch.seq->first_scheduled_at = now;
+    Sequence* s = ch.seq;
+    if (s->first_scheduled_at) continue;
+    s->first_scheduled_at = now;
+    // Made here rather than at submission: a repetition penalty holds an entry per distinct
+    // prompt token, which only the sequences that run need, not the thousand that may wait.
+    s->logit_edits = LogitEdits::make(
+        s->request.params, std::span(s->tokens).first(static_cast<size_t>(s->prompt_len)),
+        model_->config().eos_token_ids);
   }
   // 3. Step building: rows, block tables, LoRA segments.
   const std::vector<const ScheduledChunk*> sampling = step_builder_->build(&plan.chunks, &meta_);

@@ -32,7 +32,8 @@ struct Sequence {
   int32_t preemptions = 0;
   adapters::AdapterLease adapter;  // the version held since submission; empty for the base model
   int32_t slot = -1;               // its adapter cache slot once acquired (pinned until the end)
-  std::unique_ptr<LogitEdits> logit_edits;  // null unless it asks for penalties, biases, ...
+  // Null unless it asks for penalties, biases, ...; made when it is first scheduled.
+  std::unique_ptr<LogitEdits> logit_edits;
 
   // Text of the generated tokens (with a tokenizer): what the decoder has made final, and how
   // much of it has been delivered (text held back could still become a stop string).
