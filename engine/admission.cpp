@@ -37,10 +37,8 @@ Status validate_penalties(const SamplingParams& p, int32_t vocab_size) {
                                     token, vocab_size);
     }
     if (!(bias >= -100.0f && bias <= 100.0f)) {
-      return invalid_argument_error(
-          "logit_bias: the bias of token {} must be in [-100, 100], "
-          "got {}",
-          token, bias);
+      return invalid_argument_error("logit_bias: token {} has bias {}; it must be in [-100, 100]",
+                                    token, bias);
     }
   }
   return ok_status();

@@ -81,15 +81,13 @@ Error get_token_ids(const json& v, const std::string& name, std::vector<int32_t>
   return std::nullopt;
 }
 
-// A number in [lo, hi] (or (0, hi] with lo_open), into *out when present.
-Error get_in_range(const json& body, const char* name, double lo, double hi, bool lo_open,
-                   float* out) {
+// A number in [lo, hi], into *out when present.
+Error get_in_range(const json& body, const char* name, double lo, double hi, float* out) {
   std::optional<double> v;
   if (auto e = get_number(body, name, &v)) return e;
   if (!v) return std::nullopt;
-  if (!(lo_open ? *v > lo : *v >= lo) || !(*v <= hi)) {
-    return bad(name, "'{}' must be in {}{}, {}], got {}", name, lo_open ? "(" : "[", lo, hi, *v);
-  }
+  if (!(*v >= lo && *v <= hi))
+    return bad(name, "'{}' must be in [{}, {}], got {}", name, lo, hi, *v);
   *out = static_cast<float>(*v);
   return std::nullopt;
 }
@@ -97,13 +95,18 @@ Error get_in_range(const json& body, const char* name, double lo, double hi, boo
 // vLLM's penalties (OpenAI's ranges where OpenAI has the field), min_p, min_tokens and
 // OpenAI's logit_bias: {"token id": bias in [-100, 100]}.
 Error get_penalties(const json& body, engine::SamplingParams* p) {
-  if (auto e = get_in_range(body, "presence_penalty", -2, 2, false, &p->presence_penalty)) return e;
-  if (auto e = get_in_range(body, "frequency_penalty", -2, 2, false, &p->frequency_penalty))
-    return e;
-  if (auto e = get_in_range(body, "repetition_penalty", 0, std::numeric_limits<float>::max(),
-                            /*lo_open=*/true, &p->repetition_penalty))
-    return e;
-  if (auto e = get_in_range(body, "min_p", 0, 1, false, &p->min_p)) return e;
+  if (auto e = get_in_range(body, "presence_penalty", -2, 2, &p->presence_penalty)) return e;
+  if (auto e = get_in_range(body, "frequency_penalty", -2, 2, &p->frequency_penalty)) return e;
+  if (auto e = get_in_range(body, "min_p", 0, 1, &p->min_p)) return e;
+  std::optional<double> repetition;
+  if (auto e = get_number(body, "repetition_penalty", &repetition)) return e;
+  if (repetition) {
+    if (!(*repetition > 0 && *repetition <= std::numeric_limits<float>::max())) {
+      return bad("repetition_penalty",
+                 "'repetition_penalty' must be a number > 0 (1 is off), got {}", *repetition);
+    }
+    p->repetition_penalty = static_cast<float>(*repetition);
+  }
   std::optional<int64_t> min_tokens;
   if (auto e = get_int(body, "min_tokens", 0, std::numeric_limits<int32_t>::max(), &min_tokens))
     return e;
