@@ -23,6 +23,7 @@ struct Setting {
   float top_p;
   bool edits;
   float min_p;
+  int32_t top_k = 0;
 };
 
 int run(int argc, char** argv) {
@@ -54,7 +55,8 @@ int run(int argc, char** argv) {
                               {"temperature 0.8", 0.8f, 1.0f, false, 0.0f},
                               {"temperature 0.8, top_p 0.95", 0.8f, 0.95f, false, 0.0f},
                               {"... + edits", 0.8f, 0.95f, true, 0.0f},
-                              {"... + edits + min_p 0.05", 0.8f, 0.95f, true, 0.05f}};
+                              {"... + edits + min_p 0.05", 0.8f, 0.95f, true, 0.05f},
+                              {"temperature 0.8, top_k 50", 0.8f, 1.0f, false, 0.0f, 50}};
   std::vector<double> best(std::size(settings), 1e30);
   std::vector<kernels::SampleResult> results;
   for (int r = 0; r < repeats; ++r) {
@@ -64,6 +66,7 @@ int run(int argc, char** argv) {
       for (auto& p : params) {
         p.temperature = settings[s].temperature;
         p.top_p = settings[s].top_p;
+        p.top_k = settings[s].top_k;
         p.uniform = 0.5f;
         p.want_logprob = false;
         if (settings[s].edits) p.edits = list;
@@ -78,7 +81,10 @@ int run(int argc, char** argv) {
               backend->describe().c_str(), rows, static_cast<long>(vocab), edits, repeats);
   std::printf("%-32s %12s %12s\n", "setting", "ms / step", "vs. plain");
   for (size_t s = 0; s < std::size(settings); ++s) {
-    const double plain = best[settings[s].temperature == 0 ? 0 : s == 2 ? 2 : 3];
+    // Against the same draw unfiltered (top_k) or with top_p alone (the edited rows).
+    const double plain = best[settings[s].temperature == 0        ? 0
+                              : (s == 2 || settings[s].top_k > 0) ? 2
+                                                                  : 3];
     std::printf("%-32s %12.3f %12.2f\n", settings[s].name, best[s] * 1e3, best[s] / plain);
   }
   return 0;

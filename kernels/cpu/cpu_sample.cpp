@@ -12,16 +12,20 @@
 namespace loraserve::kernels::cpu {
 namespace {
 
-// The largest value of a row and its lowest index (NaN is never the largest).
-void row_max(const float* x, int64_t n, float* max, int32_t* at) {
+// The largest value of a row and its lowest index (NaN is never the largest); whether the row
+// holds a NaN, when `has_nan` is given.
+void row_max(const float* x, int64_t n, float* max, int32_t* at, bool* has_nan = nullptr) {
   *max = -INFINITY;
   *at = 0;
+  bool nan = false;
   for (int64_t i = 0; i < n; ++i) {
+    nan |= std::isnan(x[i]);
     if (x[i] > *max) {
       *max = x[i];
       *at = static_cast<int32_t>(i);
     }
   }
+  if (has_nan != nullptr) *has_nan = nan;
 }
 
 }  // namespace
@@ -29,9 +33,8 @@ void row_max(const float* x, int64_t n, float* max, int32_t* at) {
 void sample_row(const float* raw, int64_t vocab, const SampleParams& params, SampleResult* out) {
   float max_raw = -INFINITY;
   int32_t argmax_raw = 0;
-  row_max(raw, vocab, &max_raw, &argmax_raw);
   bool nan = false;
-  for (int64_t i = 0; i < vocab; ++i) nan |= std::isnan(raw[i]);
+  row_max(raw, vocab, &max_raw, &argmax_raw, &nan);
 
   // The row the token is picked from: the raw logits, or a copy restricted to the allowed
   // tokens (the others -inf) and with the edits applied.
@@ -95,24 +98,23 @@ void sample_row(const float* raw, int64_t vocab, const SampleParams& params, Sam
   if (params.temperature > 0.0f) {
     const float inv_t = 1.0f / params.temperature;
     // A token's weight is its probability over the most likely token's: min_p drops those below.
-    // Computed once per row.
     const double min_p = params.min_p;
-    thread_local std::vector<double> weights;
-    weights.resize(static_cast<size_t>(vocab));
-    for (int64_t i = 0; i < vocab; ++i) {
+    auto weight = [&](int32_t i) {
       const double w = std::exp(static_cast<double>((logits[i] - max_logit) * inv_t));
-      weights[static_cast<size_t>(i)] = w < min_p ? 0.0 : w;
-    }
-    auto weight = [&](int32_t i) { return weights[static_cast<size_t>(i)]; };
+      return w < min_p ? 0.0 : w;
+    };
     if (params.top_k <= 0 && !(params.top_p < 1.0f)) {
-      // The draw walks the tokens in id order.
+      // The draw walks the tokens in id order, through every weight twice: computed once.
+      thread_local std::vector<double> weights;
+      weights.resize(static_cast<size_t>(vocab));
       double total = 0.0;
-      for (int64_t i = 0; i < vocab; ++i) total += weight(static_cast<int32_t>(i));
+      for (int64_t i = 0; i < vocab; ++i)
+        total += (weights[static_cast<size_t>(i)] = weight(static_cast<int32_t>(i)));
       const double target = static_cast<double>(params.uniform) * total;
       double acc = 0.0;
       chosen = static_cast<int32_t>(vocab - 1);
       for (int64_t i = 0; i < vocab; ++i) {
-        acc += weight(static_cast<int32_t>(i));
+        acc += weights[static_cast<size_t>(i)];
         if (acc > target) {
           chosen = static_cast<int32_t>(i);
           break;
