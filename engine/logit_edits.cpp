@@ -4,18 +4,26 @@
 #include <cmath>
 
 namespace loraserve::engine {
+namespace {
+
+bool asks_penalties(const SamplingParams& p) {
+  return p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
+}
+
+}  // namespace
 
 LogitEdits::LogitEdits(const SamplingParams& p)
     : repetition_(p.repetition_penalty),
       frequency_(p.frequency_penalty),
       presence_(p.presence_penalty),
       min_tokens_(p.min_tokens),
-      track_output_(p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
-                    p.presence_penalty != 0.0f) {}
+      track_output_(asks_penalties(p)) {}
 
 std::unique_ptr<LogitEdits> LogitEdits::make(const SamplingParams& p,
                                              std::span<const int32_t> prompt,
                                              std::span<const int32_t> eos_ids) {
+  // Most requests ask for none: nothing is allocated for them (this runs on the engine thread).
+  if (p.min_tokens == 0 && p.logit_bias.empty() && !asks_penalties(p)) return nullptr;
   std::unique_ptr<LogitEdits> e(new LogitEdits(p));
   if (p.min_tokens > 0) {
     std::vector<int32_t> masked(p.stop_token_ids.begin(), p.stop_token_ids.end());
@@ -29,7 +37,7 @@ std::unique_ptr<LogitEdits> LogitEdits::make(const SamplingParams& p,
   if (p.repetition_penalty != 1.0f) {
     for (int32_t token : prompt) e->entry(token).penalty = p.repetition_penalty;
   }
-  if (e->edits_.empty() && !e->track_output_) return nullptr;
+  if (e->edits_.empty() && !e->track_output_) return nullptr;  // min_tokens with nothing to mask
   return e;
 }
 
