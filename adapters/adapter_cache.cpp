@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace loraserve::adapters {
 
 AdapterCache::AdapterCache(kernels::Backend* backend, const formats::ModelConfig& model,
@@ -123,9 +125,15 @@ bool AdapterCache::ready(int32_t slot) {
   }
   if (*done) {
     s.ready = true;
+    ++counters_.landed;
     s.pinned_by_upload.reset();
   }
   return s.ready;
+}
+
+bool AdapterCache::uploads_in_flight() const {
+  return std::any_of(slots_.begin(), slots_.end(),
+                     [](const Slot& s) { return s.key != nullptr && !s.ready && s.failure.ok(); });
 }
 
 void AdapterCache::sweep_failed() {

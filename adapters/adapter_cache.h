@@ -20,6 +20,7 @@ struct CacheCounters {
   uint64_t loads = 0;      // placements into a slot (uploads)
   uint64_t evictions = 0;  // placements that displaced another adapter
   uint64_t hits = 0;       // acquisitions that found the adapter already in a slot
+  uint64_t landed = 0;     // uploads seen to finish (by ready())
 };
 
 // Where a version lives now, for ListAdapters.
@@ -50,6 +51,9 @@ class AdapterCache {
   }
   // Frees slots whose version nobody holds any more, and failed slots nobody pins.
   void sweep();
+  // True while some slot's upload has started and has neither landed nor failed (as last polled
+  // by ready()): a step that scheduled nothing may be waiting for it.
+  bool uploads_in_flight() const;
 
   int32_t num_slots() const { return static_cast<int32_t>(slots_.size()); }
   int32_t slots_used() const;

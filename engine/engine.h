@@ -125,6 +125,10 @@ class Engine {
   // Admission's hook: acquires the sequence's adapter slot; true once it is ready. A sequence
   // whose slot's upload failed is noted in upload_failed_ and never ready.
   bool adapter_ready(Sequence* seq);
+  // Sleeps a moment while an adapter upload is in flight and no sequence could run.
+  void wait_for_uploads();
+  // Grows with every step run, request finished and adapter upload seen to land.
+  uint64_t progress_mark() const;
   // Ends the sequences whose adapter upload failed with that error (their slot holds nothing
   // usable; once nobody pins it, the next request uploads the adapter afresh).
   void finish_failed_uploads();

@@ -358,6 +358,46 @@ TEST_F(LoraLifecycleTest, RequestsWaitForASlotInsteadOfFailing) {
   EXPECT_GE(eng->stats().adapter_evictions, 1u);
 }
 
+// Uploads that land a while after they start, as on a GPU: a step may find nothing runnable
+// because every waiting request's adapter is still uploading, and an upload may be seen to land
+// only by the stats' poll at the end of such a step. run_until_idle must wait for the uploads,
+// not call either a stall (the first runs on an H200 failed every adapter request so), and the
+// answers must equal the CPU backend's. Landing after 1 .. 6 polls covers both cases.
+class UploadLatencyTest : public LoraLifecycleTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(UploadLatencyTest, RequestsWaitForUploadsThatLandLater) {
+  auto config = formats::load_model_config("tests/reference/fixtures/llama_mha_f32");
+  ASSERT_TRUE(config.ok());
+  auto store = formats::TensorStore::open_folder("tests/reference/fixtures/llama_mha_f32",
+                                                 "model.safetensors");
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  auto source = engine::checkpoint_source(std::move(*store));
+  auto device = std::make_unique<FakeDeviceBackend>();
+  FakeDeviceBackend* fake = device.get();
+  fake->polls_to_land = GetParam();
+  auto eng = Engine::create(*config, *source, std::move(device), small_options());
+  ASSERT_TRUE(eng.ok()) << eng.status().to_string();
+  ASSERT_TRUE((*eng)->adapters().load("a", (dir_.path() / "v1").string(), false).ok());
+  ASSERT_TRUE((*eng)->adapters().load("b", (dir_.path() / "v2").string(), false).ok());
+  ASSERT_TRUE(eng_->adapters().load("a", (dir_.path() / "v1").string(), false).ok());
+  ASSERT_TRUE(eng_->adapters().load("b", (dir_.path() / "v2").string(), false).ok());
+  const std::vector<engine::GenerationRequest> requests = {greedy_request(prompt(1), 12, "a"),
+                                                           greedy_request(prompt(2), 12, "b"),
+                                                           greedy_request(prompt(3), 12, "a")};
+  auto solo = run_alone(*eng_, requests);
+  ASSERT_TRUE(solo.ok());
+  TraceCollector c;
+  for (const auto& r : requests) ASSERT_TRUE(c.submit(**eng, r).ok());
+  const Status run = (*eng)->run_until_idle();
+  ASSERT_TRUE(run.ok()) << run.to_string();
+  ASSERT_TRUE(c.all_finished().ok()) << c.all_finished().to_string();
+  EXPECT_EQ(fake->uploads, 2u);
+  for (size_t i = 0; i < requests.size(); ++i)
+    expect_same((*solo)[i], c.trace(i), 1e-4, fmt::format("request {}", i));
+}
+
+INSTANTIATE_TEST_SUITE_P(PollsToLand, UploadLatencyTest, ::testing::Range(1, 7));
+
 // An adapter whose upload to the device fails: its requests end with the upload's error (they
 // never run on a slot of unwritten weights, and never wait forever), requests of the base model
 // are undisturbed, and once the device works again the adapter is uploaded afresh.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -24,6 +25,10 @@ class FakeDeviceBackend final : public kernels::Backend {
   bool land_all = false;      // every upload has finished
   bool fail_all = false;      // every upload fails
   uint64_t uploads = 0;       // uploads started (the last ticket)
+  // An upload lands once upload_done has been asked this many times about it (a real device's
+  // upload runs a while after the call that started it); 0 leaves landing to `landed`/`land_all`.
+  int polls_to_land = 0;
+  std::map<uint64_t, int> polls;  // upload_done calls per ticket
 
   std::string describe() const override { return "fake device"; }
   std::string kind() const override { return "fake"; }
@@ -54,6 +59,7 @@ class FakeDeviceBackend final : public kernels::Backend {
   Result<bool> upload_done(uint64_t ticket) override {
     if (fail_all || failed.contains(ticket))
       return internal_error("fake device: upload {} failed", ticket);
+    if (polls_to_land > 0 && ++polls[ticket] >= polls_to_land) landed.insert(ticket);
     return land_all || landed.contains(ticket);
   }
   Status copy_to_host(const kernels::Tensor& src, float* dst) override {
