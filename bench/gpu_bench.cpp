@@ -13,6 +13,7 @@
 // (greedy) with its copy back to the host. Prints the figures and writes them as JSON; it never
 // asserts on time (tools/gpu-check reads the JSON).
 //   gpu_bench --out gpu_bench.json [--layers 32] [--context 512] [--steps 12] [--rounds 3]
+#include <cuda_profiler_api.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -207,7 +208,18 @@ nlohmann::json target(double value, double bound, bool at_most) {
   return {{"value", value}, {"target", bound}, {"met", at_most ? value <= bound : value >= bound}};
 }
 
-Status run(const std::string& out_path, int64_t layers, int32_t context, int steps, int rounds) {
+// --profile: `steps` steps of one scenario between cudaProfilerStart and Stop, after 3 warm-up
+// steps, and nothing else: what `ncu --profile-from-start off` (tools/gpu-profile) times.
+Status profile_one(DecodeLoop& loop, int steps) {
+  for (int i = 0; i < 3; ++i) LS_RETURN_IF_ERROR(loop.step(i).status());
+  if (cudaProfilerStart() != cudaSuccess) return internal_error("cudaProfilerStart failed");
+  for (int i = 3; i < 3 + steps; ++i) LS_RETURN_IF_ERROR(loop.step(i).status());
+  if (cudaProfilerStop() != cudaSuccess) return internal_error("cudaProfilerStop failed");
+  return ok_status();
+}
+
+Status run(const std::string& out_path, int64_t layers, int32_t context, int steps, int rounds,
+           const std::string& profile) {
   kernels::BackendOptions bo;
   bo.device = "cuda";
   LS_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, kernels::create_backend(bo));
@@ -243,6 +255,25 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
                 {"vocab", c.vocab_size},
                 {"weight_bytes", weight_bytes},
                 {"context", context}};
+
+  if (!profile.empty()) {
+    std::vector<DeviceAdapter> pool;
+    std::vector<const DeviceAdapter*> adapters;
+    const int n = profile == "lora4" ? 4 : profile == "lora64" ? kBatch : 0;
+    for (int a = 0; a < n; ++a) {
+      LS_ASSIGN_OR_RETURN(DeviceAdapter ad, make_adapter(b, c, 5000 + static_cast<uint64_t>(a)));
+      pool.push_back(std::move(ad));
+    }
+    for (const DeviceAdapter& ad : pool) adapters.push_back(&ad);
+    const int32_t batch = profile == "batch1" ? 1 : kBatch;
+    if (profile != "batch1" && profile != "base64" && n == 0) {
+      return invalid_argument_error("--profile: batch1, base64, lora4 or lora64, not '{}'",
+                                    profile);
+    }
+    DecodeLoop loop(*model, *cache, batch, context, adapters);
+    spdlog::info("profiling {}: batch {}, {} adapters, {} steps", profile, batch, n, steps);
+    return profile_one(loop, steps);
+  }
 
   // 2. Batch 1.
   DecodeLoop single(*model, *cache, 1, context, {});
@@ -384,11 +415,15 @@ int main(int argc, char** argv) {
   int64_t layers = 32;
   int32_t context = 512;
   int steps = 12, rounds = 3;
+  std::string profile;
   app.add_option("--out", out, "JSON results")->capture_default_str();
   app.add_option("--layers", layers, "Decoder layers (32: Llama-3-8B)")->capture_default_str();
   app.add_option("--context", context, "Tokens in each sequence's KV cache")->capture_default_str();
   app.add_option("--steps", steps, "Timed steps per scenario and round")->capture_default_str();
   app.add_option("--rounds", rounds, "Rounds (scenarios interleaved)")->capture_default_str();
+  app.add_option("--profile", profile,
+                 "Run only --steps steps of one scenario (batch1, base64, lora4, lora64) between "
+                 "cudaProfilerStart and Stop, for ncu (tools/gpu-profile)");
   CLI11_PARSE(app, argc, argv);
   const std::string why = loraserve::kernels::cuda_device_count() > 0
                               ? ""
@@ -397,7 +432,7 @@ int main(int argc, char** argv) {
     spdlog::error("gpu_bench: skipped: no GPU ({})", why);
     return 2;
   }
-  const loraserve::Status st = loraserve::bench::run(out, layers, context, steps, rounds);
+  const loraserve::Status st = loraserve::bench::run(out, layers, context, steps, rounds, profile);
   if (!st.ok()) {
     spdlog::error("gpu_bench: {}", st.to_string());
     return 1;
