@@ -45,6 +45,16 @@ __device__ __forceinline__ void load8(const T* p, float* out) {
   for (int i = 0; i < 8; ++i) out[i] = to_float(v[i]);
 }
 
+// Eight floats rounded to T and stored as one 16-byte write to a 16-byte-aligned address.
+template <typename T>
+__device__ __forceinline__ void store8(T* p, const float* in) {
+  uint4 raw;
+  T* v = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = from_float<T>(in[i]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
