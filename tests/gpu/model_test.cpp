@@ -11,9 +11,13 @@
 // with about twice the emulated error as bounds. Between two GPU runs (solo vs batched) only the
 // GEMMs' accumulation order differs (the emulation of that: logits within 0.12), so ε = 5e-2 as
 // DESIGN.md says. Graph replay launches the very kernels of an eager step: results bit for bit.
+// Measured on an H200 (2026-12-04, 35 cases): against the reference, max |logit diff| 0.876,
+// per-case RMS 0.105, max |logprob diff| 0.120, as the emulation predicted; the limits hold them
+// with a margin of 2 to 3.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "engine/engine.h"
@@ -94,7 +98,14 @@ void expect_close(const Trace& want, const Trace& got, const Limits& l, const st
   EXPECT_GT(c.compared_logits, 0) << what;
   EXPECT_LE(c.max_logit_diff, l.max_logit) << what;
   EXPECT_LE(c.max_logprob_diff, l.max_logprob) << what;
-  EXPECT_LE(rms_logit_diff(want, got, c.compared_logits), l.rms_logit) << what;
+  const double rms = rms_logit_diff(want, got, c.compared_logits);
+  EXPECT_LE(rms, l.rms_logit) << what;
+  // The measured errors, for the bounds above (printed whether or not they hold).
+  std::printf(
+      "%s: %d steps compared; max |logit diff| %.4f (limit %.2f), rms %.4f (limit %.2f), "
+      "max |logprob diff| %.4f (limit %.2f)\n",
+      what.c_str(), c.compared_logits, c.max_logit_diff, l.max_logit, rms, l.rms_logit,
+      c.max_logprob_diff, l.max_logprob);
 }
 
 class GpuModelTest : public ::testing::TestWithParam<std::string> {
