@@ -177,6 +177,17 @@ class LoraLifecycleTest : public ::testing::Test {
     for (int32_t i = 0; i < 12; ++i) p.push_back((seed * 37 + i * 11) % 250 + 3);
     return p;
   }
+  // The fixture model on FakeDeviceBackend (uploads land when the test says so); `fake` is set
+  // to the backend, which the engine owns.
+  static Result<std::unique_ptr<Engine>> open_on_fake_device(FakeDeviceBackend** fake) {
+    const std::string dir = "tests/reference/fixtures/llama_mha_f32";
+    LS_ASSIGN_OR_RETURN(auto config, formats::load_model_config(dir));
+    LS_ASSIGN_OR_RETURN(auto store, formats::TensorStore::open_folder(dir, "model.safetensors"));
+    auto source = engine::checkpoint_source(std::move(store));
+    auto device = std::make_unique<FakeDeviceBackend>();
+    *fake = device.get();
+    return Engine::create(config, *source, std::move(device), small_options());
+  }
   std::unique_ptr<Engine> eng_;
   TempDir dir_;
 };
@@ -366,17 +377,10 @@ TEST_F(LoraLifecycleTest, RequestsWaitForASlotInsteadOfFailing) {
 class UploadLatencyTest : public LoraLifecycleTest, public ::testing::WithParamInterface<int> {};
 
 TEST_P(UploadLatencyTest, RequestsWaitForUploadsThatLandLater) {
-  auto config = formats::load_model_config("tests/reference/fixtures/llama_mha_f32");
-  ASSERT_TRUE(config.ok());
-  auto store = formats::TensorStore::open_folder("tests/reference/fixtures/llama_mha_f32",
-                                                 "model.safetensors");
-  ASSERT_TRUE(store.ok()) << store.status().to_string();
-  auto source = engine::checkpoint_source(std::move(*store));
-  auto device = std::make_unique<FakeDeviceBackend>();
-  FakeDeviceBackend* fake = device.get();
-  fake->polls_to_land = GetParam();
-  auto eng = Engine::create(*config, *source, std::move(device), small_options());
+  FakeDeviceBackend* fake = nullptr;
+  auto eng = open_on_fake_device(&fake);
   ASSERT_TRUE(eng.ok()) << eng.status().to_string();
+  fake->polls_to_land = GetParam();
   ASSERT_TRUE((*eng)->adapters().load("a", (dir_.path() / "v1").string(), false).ok());
   ASSERT_TRUE((*eng)->adapters().load("b", (dir_.path() / "v2").string(), false).ok());
   ASSERT_TRUE(eng_->adapters().load("a", (dir_.path() / "v1").string(), false).ok());
@@ -402,15 +406,8 @@ INSTANTIATE_TEST_SUITE_P(PollsToLand, UploadLatencyTest, ::testing::Range(1, 7))
 // never run on a slot of unwritten weights, and never wait forever), requests of the base model
 // are undisturbed, and once the device works again the adapter is uploaded afresh.
 TEST_F(LoraLifecycleTest, FailedAdapterUploadEndsItsRequestsWithTheError) {
-  auto config = formats::load_model_config("tests/reference/fixtures/llama_mha_f32");
-  ASSERT_TRUE(config.ok());
-  auto store = formats::TensorStore::open_folder("tests/reference/fixtures/llama_mha_f32",
-                                                 "model.safetensors");
-  ASSERT_TRUE(store.ok()) << store.status().to_string();
-  auto source = engine::checkpoint_source(std::move(*store));
-  auto device = std::make_unique<FakeDeviceBackend>();
-  FakeDeviceBackend* fake = device.get();
-  auto eng = Engine::create(*config, *source, std::move(device), small_options());
+  FakeDeviceBackend* fake = nullptr;
+  auto eng = open_on_fake_device(&fake);
   ASSERT_TRUE(eng.ok()) << eng.status().to_string();
   ASSERT_TRUE((*eng)->adapters().load("task", (dir_.path() / "v1").string(), false).ok());
   auto solo = run_alone(*eng_, {greedy_request(prompt(2), 12, "")});
