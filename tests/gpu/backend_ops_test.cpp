@@ -705,6 +705,29 @@ TEST(BackendSampleTest, MatchesCpuSampler) {
     // top_p <= 0 keeps the most likely token alone, as the CPU does.
     add(1.0f, 0, 0.0f, 0);
     add(1.0f, 10, -1.0f, 2);
+    // Rows the CUDA backend copies to the host and picks with the CPU sampler: logit edits (a
+    // bias that forces a token, repetition and frequency penalties), min_p, allowed tokens.
+    const std::vector<kernels::LogitEdit> force = {{7, 100.0f, 1.0f, 0.0f}};
+    std::vector<kernels::LogitEdit> penalties;
+    for (int32_t id = 0; id < 40; ++id)
+      penalties.push_back(
+          {id, id % 3 == 0 ? -2.0f : 0.0f, 1.3f, 0.5f * static_cast<float>(id % 4)});
+    const std::vector<int32_t> allowed = {1, 4, 9, 16, 25, 36, 49};
+    add(0, 0, 1, 2);
+    params.back().edits = force;
+    add(0, 0, 1, 3);
+    params.back().edits = penalties;
+    add(0.9f, 0, 1, 2);
+    params.back().edits = penalties;
+    add(1.0f, 0, 1, 2);
+    params.back().min_p = 0.2f;
+    add(1.2f, 20, 0.9f, 0);
+    params.back().min_p = 0.05f;
+    params.back().edits = penalties;
+    add(0, 0, 1, 0);
+    params.back().allowed = allowed;
+    add(1.0f, 0, 1, 1);
+    params.back().allowed = allowed;
     add(0, 0, 1, 0);  // ties: see below
     const int64_t rows = static_cast<int64_t>(params.size());
     std::vector<float> logits(static_cast<size_t>(rows * vocab));
@@ -738,6 +761,7 @@ TEST(BackendSampleTest, MatchesCpuSampler) {
         }
       }
       EXPECT_EQ(got.back().token_id, 3) << "greedy ties go to the lowest id";
+      EXPECT_EQ(got[got.size() - 8].token_id, 7) << "a bias of 100 forces its token";
     }
   }
 }
