@@ -266,10 +266,6 @@ Status run(const std::string& out_path, int64_t layers, int32_t context, int ste
     }
     for (const DeviceAdapter& ad : pool) adapters.push_back(&ad);
     const int32_t batch = profile == "batch1" ? 1 : kBatch;
-    if (profile != "batch1" && profile != "base64" && n == 0) {
-      return invalid_argument_error("--profile: batch1, base64, lora4 or lora64, not '{}'",
-                                    profile);
-    }
     DecodeLoop loop(*model, *cache, batch, context, adapters);
     spdlog::info("profiling {}: batch {}, {} adapters, {} steps", profile, batch, n, steps);
     return profile_one(loop, steps);
@@ -423,7 +419,8 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "Rounds (scenarios interleaved)")->capture_default_str();
   app.add_option("--profile", profile,
                  "Run only --steps steps of one scenario (batch1, base64, lora4, lora64) between "
-                 "cudaProfilerStart and Stop, for ncu (tools/gpu-profile)");
+                 "cudaProfilerStart and Stop, for ncu (tools/gpu-profile)")
+      ->check(CLI::IsMember({"batch1", "base64", "lora4", "lora64"}));
   CLI11_PARSE(app, argc, argv);
   const std::string why = loraserve::kernels::cuda_device_count() > 0
                               ? ""

@@ -106,10 +106,9 @@ Launch rms_norm(DType dtype, const void* x, int64_t x_stride, void* residual,
     return refuse("rms_norm: bad shape");
   }
   if (rows == 0) return {};
-  const auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
-  const bool vector_io = cols % 8 == 0 && x_stride % 8 == 0 && out_stride % 8 == 0 && a16(x) &&
-                         a16(out) && a16(weight) &&
-                         (residual == nullptr || (residual_stride % 8 == 0 && a16(residual)));
+  const bool vector_io = cols % 8 == 0 && x_stride % 8 == 0 && out_stride % 8 == 0 &&
+                         aligned16(x) && aligned16(out) && aligned16(weight) &&
+                         (residual == nullptr || (residual_stride % 8 == 0 && aligned16(residual)));
   return dispatch_half(dtype, [&](auto tag) {
     using T = decltype(tag);
     return launch(rms_norm_kernel<T>, static_cast<unsigned>(rows), kRowThreads, 0, stream,

@@ -1,6 +1,7 @@
 // A test double of a backend with its own device memory: the CPU backend, except that adapters
 // need a device copy (shares_host_memory() is false) and asynchronous uploads finish only when
-// the test says so, or fail. Not thread-safe (the engine thread, or the test's).
+// the test says so (or after a set number of polls), or fail. Not thread-safe (the engine thread,
+// or the test's).
 #pragma once
 
 #include <algorithm>
