@@ -120,6 +120,8 @@ RowsKernelChoice rows_kernel(MatmulPath path, DType dtype) {
       return {rows_i8_avx512, RowsInput::kF32};
     case MatmulPath::kRowsBf16Dot:
       return {rows_bf16_dot_avx512, RowsInput::kBF16};
+    case MatmulPath::kRowsBf16Split:
+      return {rows_bf16_split_avx512, RowsInput::kBF16Split};
     case MatmulPath::kRowsI8Vnni:
       return {rows_i8_vnni_avx512, RowsInput::kI16Groups};
     default:
@@ -146,6 +148,7 @@ void run_rows(MatmulPath path, int64_t n, const float* x, int64_t ldx, const Ten
       prepare_rows(choice.input, rows, w.cols, x + r0 * ldx, ldx, prepared.data());
       a.x = prepared.data();
       a.ldx = w.cols;
+      if (choice.input == RowsInput::kBF16Split) a.ldx = 2 * w.cols;  // hi, then lo
       if (choice.input == RowsInput::kI16Groups) {
         a.ldx = i16_row_elems(w.cols);
         a.x_scales =
@@ -266,6 +269,8 @@ std::string_view matmul_path_name(MatmulPath path) {
       return "rows-avx512";
     case MatmulPath::kRowsBf16Dot:
       return "rows-avx512bf16-dot";
+    case MatmulPath::kRowsBf16Split:
+      return "rows-avx512bf16-split";
     case MatmulPath::kRowsI8Vnni:
       return "rows-avx512vnni-i8";
     case MatmulPath::kBlas:
@@ -287,6 +292,7 @@ bool matmul_path_available(MatmulPath path, DType dtype) {
     case MatmulPath::kRowsAvx512:
       return level >= KernelLevel::kAvx512;
     case MatmulPath::kRowsBf16Dot:
+    case MatmulPath::kRowsBf16Split:
       return dtype == DType::kBF16 && level >= KernelLevel::kAvx512Bf16;
     case MatmulPath::kRowsI8Vnni:
       return dtype == DType::kI8 && level >= KernelLevel::kAvx512 && cpu_features().avx512_vnni;
@@ -305,6 +311,10 @@ MatmulPath choose_matmul_path(int64_t n, int64_t in, DType dtype) {
   if (dtype == DType::kBF16 && n >= kBf16ProductMinRows &&
       matmul_path_available(MatmulPath::kOneDnn, dtype)) {
     return MatmulPath::kOneDnn;
+  }
+  if (dtype == DType::kBF16 && n <= kBf16SplitMaxRows &&
+      matmul_path_available(MatmulPath::kRowsBf16Split, dtype)) {
+    return MatmulPath::kRowsBf16Split;
   }
   if (dtype == DType::kI8 && n <= kI8VnniMaxRows &&
       matmul_path_available(MatmulPath::kRowsI8Vnni, dtype)) {

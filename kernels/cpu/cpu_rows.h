@@ -23,6 +23,9 @@ enum class RowsInput : uint8_t {
   kF32Pairs,   // f32, each block of 32 reordered as its 16 even then its 16 odd elements (the
                // order a BF16 row splits into when its pairs are widened); the tail as given
   kBF16,       // x rounded to bf16 (the VDPBF16PS kernels)
+  kBF16Split,  // x as two bf16 values per element: per row, `in` values hi = x rounded to bf16,
+               // then `in` values lo = (x − hi) rounded to bf16 (x − hi is exact in f32), so
+               // hi + lo is within 2^-16 |x| of x
   kI16Groups,  // x as int16 in groups of kI8GroupSize, each with its f32 scale (the VPDPWSSD
                // kernel for I8 weights): per row, i16_row_elems(in) integers (zeros past `in`);
                // after all the rows' integers, i16_row_groups(in) scales per row. A group's scale
@@ -80,6 +83,8 @@ void rows_bf16_avx512(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kF32
 void rows_i8_avx512(const RowsArgs& args, int64_t o0, int64_t o1);    // x: kF32
 // AVX-512 with AVX512_BF16: bf16 × bf16 products summed in f32.
 void rows_bf16_dot_avx512(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kBF16
+// The same with x as kBF16Split: two products per weight, each exact, summed in f32.
+void rows_bf16_split_avx512(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kBF16Split
 // One row of x (in elements) as kI16Groups: i16_row_elems(in) integers and i16_row_groups(in)
 // scales. AVX-512.
 void quantize_row_i16_avx512(const float* x, int64_t in, int16_t* q, float* scales);
