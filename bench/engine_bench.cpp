@@ -30,9 +30,11 @@ struct RunResult {
 };
 
 // Submits `batch` prompts of `prompt_len` random tokens, runs the prefill step(s), then
-// `decode_steps` decode steps; returns throughput figures.
+// `decode_steps` decode steps; returns throughput figures. With `probe`, the read bandwidth is
+// measured between the prefill and the decode steps (the prefill's figure is not disturbed, and
+// the decode steps' median is not moved by the first step after it).
 Result<RunResult> run_batch(engine::Engine& eng, int batch, int prompt_len, int decode_steps,
-                            uint64_t seed) {
+                            uint64_t seed, bool probe) {
   std::mt19937 rng(static_cast<uint32_t>(seed));
   std::uniform_int_distribution<int32_t> tok(3, static_cast<int32_t>(eng.config().vocab_size) - 1);
   int finished = 0;
@@ -54,6 +56,7 @@ Result<RunResult> run_batch(engine::Engine& eng, int batch, int prompt_len, int 
   const uint64_t target = eng.stats().tokens_generated + static_cast<uint64_t>(batch);
   while (eng.stats().tokens_generated < target) LS_RETURN_IF_ERROR(eng.step());
   out.prefill_tokens_per_s = static_cast<double>(batch) * prompt_len / seconds_since(t0);
+  if (probe) out.probe_bytes_per_s = measure_read_bandwidth(1ull << 30, 3);
   std::vector<double> steps;
   while (eng.has_work()) {
     t0 = std::chrono::steady_clock::now();
@@ -244,20 +247,20 @@ int run(int argc, char** argv) {
 
   fmt::print("{}: {} layers, dim {}, ffn {}, vocab {}; {}\n", preset, c.num_layers, c.hidden_size,
              c.intermediate_size, c.vocab_size, subjects.front().engine->backend().describe());
-  // The read-bandwidth probe runs beside what it is compared with: just before each batch-1 run,
-  // so a host whose bandwidth drifts (other tenants, clocks) moves both sides of each ratio.
+  // The read-bandwidth probe runs beside what it is compared with: in each batch-1 run, just
+  // before its decode steps, so a host whose bandwidth drifts (other tenants, clocks) moves both
+  // sides of each ratio.
   std::vector<double> probes;
   for (int r = 0; r < repeats; ++r) {
     for (int b : batches) {
       for (Subject& s : subjects) {
-        if (b == 1) probes.push_back(measure_read_bandwidth(1ull << 30, 3));
         auto result = run_batch(*s.engine, b, prompt_len, decode_steps,
-                                7 + static_cast<uint64_t>(b) + 1000 * r);
+                                7 + static_cast<uint64_t>(b) + 1000 * r, /*probe=*/b == 1);
         if (!result.ok()) {
           spdlog::error("{}", result.status().to_string());
           return 1;
         }
-        if (b == 1) result->probe_bytes_per_s = probes.back();
+        if (b == 1) probes.push_back(result->probe_bytes_per_s);
         s.runs[b].push_back(*result);
       }
     }
@@ -271,9 +274,8 @@ int run(int argc, char** argv) {
   if (!probes.empty()) {
     const Summary bw = summarize(probes);
     fmt::print(
-        "read bandwidth: {:.2f} GB/s (median of {} probes, one before each batch-1 run: "
-        "{:.2f}-{:.2f}; "
-        "each the best of 3 sums over 1 GiB on all threads)\n",
+        "read bandwidth: {:.2f} GB/s (median of {} probes, one in each batch-1 run before its "
+        "decode steps: {:.2f}-{:.2f}; each the best of 3 sums over 1 GiB on all threads)\n",
         bw.median / 1e9, probes.size(), bw.min / 1e9, bw.max / 1e9);
   }
   fmt::print("medians of {} interleaved run(s); prompts of {} tokens, {} decode steps\n", repeats,
