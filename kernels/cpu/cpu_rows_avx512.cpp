@@ -245,52 +245,10 @@ LS_AVX512 inline void tile_i8_scaled(const RowsArgs& a, int64_t o, int64_t r) {
   store<WR, XR>(a, acc, tail, o, r);
 }
 
-template <int WR, int XR>
+// x rounded to bf16 (Split false), or each input row as hi values (x) then lo values (x + in),
+// both bf16, each multiplying the same weights (Split true).
+template <int WR, int XR, bool Split>
 LS_AVX512BF16 inline void tile_bf16_dot(const RowsArgs& a, int64_t o, int64_t r) {
-  const uint16_t* w = static_cast<const uint16_t*>(a.w) + o * a.ldw;
-  const uint16_t* x = static_cast<const uint16_t*>(a.x) + r * a.ldx;
-  __m512 acc[WR][XR];
-  float tail[WR][XR] = {};
-#pragma GCC unroll 8
-  for (int i = 0; i < WR; ++i) {
-#pragma GCC unroll 4
-    for (int j = 0; j < XR; ++j) acc[i][j] = _mm512_setzero_ps();
-  }
-  int64_t k = 0;
-  for (; k + 32 <= a.in; k += 32) {
-    __m512bh wv[WR];
-#pragma GCC unroll 8
-    for (int i = 0; i < WR; ++i) wv[i] = (__m512bh)_mm512_loadu_si512(w + i * a.ldw + k);
-#pragma GCC unroll 4
-    for (int j = 0; j < XR; ++j) {
-      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + j * a.ldx + k);
-#pragma GCC unroll 8
-      for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xv);
-    }
-  }
-  if (k < a.in) {
-    const __mmask32 m = static_cast<__mmask32>((1ull << (a.in - k)) - 1u);
-    for (int i = 0; i < WR; ++i) {
-      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + i * a.ldw + k);
-      for (int j = 0; j < XR; ++j) {
-        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv,
-                                     (__m512bh)_mm512_maskz_loadu_epi16(m, x + j * a.ldx + k));
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < WR; ++i) {
-    for (int j = 0; j < XR; ++j) {
-      const float sum = _mm512_reduce_add_ps(acc[i][j]) + tail[i][j];
-      float* out = a.y + (r + j) * a.ldy + o + i;
-      *out = a.beta == 0.0f ? sum : sum + a.beta * *out;
-    }
-  }
-}
-
-// As tile_bf16_dot, with each input row as hi values (x) and lo values (x + in), both bf16.
-template <int WR, int XR>
-LS_AVX512BF16 inline void tile_bf16_split(const RowsArgs& a, int64_t o, int64_t r) {
   const uint16_t* w = static_cast<const uint16_t*>(a.w) + o * a.ldw;
   const uint16_t* x = static_cast<const uint16_t*>(a.x) + r * a.ldx;
   const int64_t lo = a.in;
@@ -305,11 +263,12 @@ LS_AVX512BF16 inline void tile_bf16_split(const RowsArgs& a, int64_t o, int64_t 
 #pragma GCC unroll 4
     for (int j = 0; j < XR; ++j) {
       const __m512bh xh = (__m512bh)_mm512_loadu_si512(x + j * a.ldx + k);
-      const __m512bh xl = (__m512bh)_mm512_loadu_si512(x + j * a.ldx + lo + k);
 #pragma GCC unroll 8
-      for (int i = 0; i < WR; ++i) {
-        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xh);
-        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xl);
+      for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xh);
+      if constexpr (Split) {
+        const __m512bh xl = (__m512bh)_mm512_loadu_si512(x + j * a.ldx + lo + k);
+#pragma GCC unroll 8
+        for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xl);
       }
     }
   }
@@ -320,7 +279,10 @@ LS_AVX512BF16 inline void tile_bf16_split(const RowsArgs& a, int64_t o, int64_t 
       for (int j = 0; j < XR; ++j) {
         const uint16_t* xr = x + j * a.ldx + k;
         acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv, (__m512bh)_mm512_maskz_loadu_epi16(m, xr));
-        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv, (__m512bh)_mm512_maskz_loadu_epi16(m, xr + lo));
+        if constexpr (Split) {
+          acc[i][j] =
+              _mm512_dpbf16_ps(acc[i][j], wv, (__m512bh)_mm512_maskz_loadu_epi16(m, xr + lo));
+        }
       }
     }
   }
@@ -496,13 +458,13 @@ struct I8Tile {
 template <int WR, int XR>
 struct BF16DotTile {
   LS_AVX512BF16 static void run(const RowsArgs& a, int64_t o, int64_t r) {
-    tile_bf16_dot<WR, XR>(a, o, r);
+    tile_bf16_dot<WR, XR, false>(a, o, r);
   }
 };
 template <int WR, int XR>
 struct BF16SplitTile {
   LS_AVX512BF16 static void run(const RowsArgs& a, int64_t o, int64_t r) {
-    tile_bf16_split<WR, XR>(a, o, r);
+    tile_bf16_dot<WR, XR, true>(a, o, r);
   }
 };
 template <int WR, int XR>
