@@ -23,6 +23,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
@@ -59,9 +60,13 @@ bool have_blas() {
 #endif
 }
 
-// Runs slice(o0, o1) on bands of the `out` output columns, one band per OpenMP thread (one thread
-// when the product is too small to pay for waking the others). Bands are rounded to 16 columns so
-// each thread's rows of w stay aligned to cache lines.
+// Runs slice(o0, o1) on bands of the `out` output columns across the OpenMP threads (one thread
+// when the product is too small to pay for waking the others). Each thread takes kBandsPerThread
+// bands on average, the next free one whenever it is done, so a thread that the host slows (a
+// busy neighbour, another process on its core) takes fewer instead of holding up the step; each
+// output column is still computed whole by one thread, so results do not depend on the split.
+// Bands are rounded to 16 columns so each band's rows of w stay aligned to cache lines.
+constexpr int64_t kBandsPerThread = 4;
 template <typename Slice>
 void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
   const int threads = n * out * in < (1 << 18) ? 1 : omp_get_max_threads();
@@ -69,14 +74,16 @@ void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
     slice(int64_t{0}, out);
     return;
   }
+  std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
   {
-    const int t = omp_get_thread_num();
-    const int nt = omp_get_num_threads();
-    const int64_t band = ((out + nt - 1) / nt + 15) / 16 * 16;
-    const int64_t o0 = std::min(out, t * band);
-    const int64_t o1 = std::min(out, o0 + band);
-    if (o1 > o0) slice(o0, o1);
+    const int64_t nt = omp_get_num_threads();
+    const int64_t bands = nt * kBandsPerThread;
+    const int64_t band = ((out + bands - 1) / bands + 15) / 16 * 16;
+    for (int64_t b = next.fetch_add(1, std::memory_order_relaxed); b * band < out;
+         b = next.fetch_add(1, std::memory_order_relaxed)) {
+      slice(b * band, std::min(out, (b + 1) * band));
+    }
   }
 }
 
