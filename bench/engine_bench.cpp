@@ -26,7 +26,7 @@ struct RunResult {
   double prefill_tokens_per_s = 0;
   double decode_step_s = 0;  // median
   double decode_tokens_per_s = 0;
-  double probe_bytes_per_s = 0;  // batch 1: the read-bandwidth probe run just before this run
+  double probe_bytes_per_s = 0;  // batch 1: the read-bandwidth probe between prefill and decode
 };
 
 // Submits `batch` prompts of `prompt_len` random tokens, runs the prefill step(s), then
