@@ -11,6 +11,9 @@
 //     bounds the step: oneDNN's bf16 product where the CPU multiplies bf16 natively (x rounded
 //     to bf16, as a bf16 model computes in PyTorch; 32 rows of 8b-layers: 53 ms against 98 ms
 //     for the own kernel, which widens the weights to f32 and multiplies in f32).
+//     BF16 weights, 1 to kBf16SplitMaxRows rows, on CPUs with AVX512_BF16: VDPBF16PS against x
+//     split into hi + lo bf16 values (within 2^-16 of x), fewer instructions per weight byte
+//     than widening.
 //   * I8 weights, 1 to kI8VnniMaxRows rows, on CPUs with AVX512_VNNI: the integer kernel (x in
 //     int16 groups, VPDPWSSD), which does per 64 weights and input row half the work of the
 //     widening kernel, reads one row's weights as one stream per thread, and beats oneDNN's
@@ -61,11 +64,13 @@ bool have_blas() {
 }
 
 // Runs slice(o0, o1) on bands of the `out` output columns across the OpenMP threads (one thread
-// when the product is too small to pay for waking the others). Each thread takes kBandsPerThread
-// bands on average, the next free one whenever it is done, so a thread that the host slows (a
-// busy neighbour, another process on its core) takes fewer instead of holding up the step; each
-// output column is still computed whole by one thread, so results do not depend on the split.
-// Bands are rounded to 16 columns so each band's rows of w stay aligned to cache lines.
+// when the product is too small to pay for waking the others). Each thread owns kBandsPerThread
+// consecutive bands and runs them in order (its columns are the same every step, so weights
+// that fit in its caches stay there, and its rows of w are one sequential stream); a thread done
+// with its own takes the next untaken band of the others, so a thread that the host slows (a
+// busy neighbour, another process on its core) does not hold up the step. Each output column is
+// still computed whole by one thread, so results do not depend on the split. Bands are rounded
+// to 16 columns so each band's rows of w stay aligned to cache lines.
 constexpr int64_t kBandsPerThread = 4;
 template <typename Slice>
 void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
@@ -74,15 +79,24 @@ void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
     slice(int64_t{0}, out);
     return;
   }
-  std::atomic<int64_t> next{0};
+  struct alignas(64) Next {  // a thread's next band of its own; a cache line each
+    std::atomic<int64_t> band{0};
+  };
+  std::vector<Next> next(static_cast<size_t>(threads));
 #pragma omp parallel num_threads(threads)
   {
     const int64_t nt = omp_get_num_threads();
-    const int64_t bands = nt * kBandsPerThread;
-    const int64_t band = ((out + bands - 1) / bands + 15) / 16 * 16;
-    for (int64_t b = next.fetch_add(1, std::memory_order_relaxed); b * band < out;
-         b = next.fetch_add(1, std::memory_order_relaxed)) {
-      slice(b * band, std::min(out, (b + 1) * band));
+    const int64_t t = omp_get_thread_num();
+    const int64_t band = ((out + nt * kBandsPerThread - 1) / (nt * kBandsPerThread) + 15) / 16 * 16;
+    for (int64_t i = 0; i < nt; ++i) {
+      const int64_t owner = (t + i) % nt;
+      std::atomic<int64_t>& counter = next[static_cast<size_t>(owner)].band;
+      for (int64_t j = counter.fetch_add(1, std::memory_order_relaxed); j < kBandsPerThread;
+           j = counter.fetch_add(1, std::memory_order_relaxed)) {
+        const int64_t o0 = (owner * kBandsPerThread + j) * band;
+        if (o0 >= out) break;
+        slice(o0, std::min(out, o0 + band));
+      }
     }
   }
 }
