@@ -33,7 +33,7 @@ enum class MatmulPath : uint8_t {
 inline constexpr int64_t kBf16ProductMinRows = 16;
 
 // Up to kBf16SplitMaxRows rows, matmul() runs BF16 weights through the split-x VDPBF16PS kernel
-// where the CPU has AVX512_BF16 (x within 2^-16 of its value, against 2^-9 rounded to bf16).
+// where the CPU has AVX512_BF16 (x within 2^-16 of its value, against 2^-8 rounded to bf16).
 // kernel_bench, 8b-layers, split against widening: 1 row 11.9-12.2 / 12.9-13.1 ms, 2 rows 16.1 /
 // 17.1-17.2, 4 rows 21.5-21.6 / 22.2-22.4, 8 rows 31.3-32.2 / 30.4-31.4.
 inline constexpr int64_t kBf16SplitMaxRows = 4;

@@ -25,7 +25,8 @@ enum class RowsInput : uint8_t {
   kBF16,       // x rounded to bf16 (the VDPBF16PS kernels)
   kBF16Split,  // x as two bf16 values per element: per row, `in` values hi = x rounded to bf16,
                // then `in` values lo = (x − hi) rounded to bf16 (x − hi is exact in f32), so
-               // hi + lo is within 2^-16 |x| of x
+               // hi + lo is within 2^-16 |x| of x (±Inf: lo 0). VDPBF16PS reads subnormal bf16
+               // as zero, so the products see x within 2^-16 |x| + 2^-126
   kI16Groups,  // x as int16 in groups of kI8GroupSize, each with its f32 scale (the VPDPWSSD
                // kernel for I8 weights): per row, i16_row_elems(in) integers (zeros past `in`);
                // after all the rows' integers, i16_row_groups(in) scales per row. A group's scale
@@ -64,9 +65,9 @@ struct RowsArgs {
 // Computes output columns [o0, o1) of every row.
 using RowsKernel = void (*)(const RowsArgs& args, int64_t o0, int64_t o1);
 
-// Writes x (n, in; row stride ldx) into out as `input` says (n × in contiguous, or as kI16Groups
-// lays it out). REQUIRES: input is not kF32 (that one is x itself); kI16Groups only on CPUs with
-// AVX-512 (the only kernel that takes it needs it too).
+// Writes x (n, in; row stride ldx) into out as `input` says (n × in contiguous, n × 2·in for
+// kBF16Split, or as kI16Groups lays it out). REQUIRES: input is not kF32 (that one is x itself);
+// kI16Groups only on CPUs with AVX-512 (the only kernel that takes it needs it too).
 void prepare_rows(RowsInput input, int64_t n, int64_t in, const float* x, int64_t ldx, void* out);
 
 // Portable C++ (any CPU).

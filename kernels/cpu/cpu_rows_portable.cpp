@@ -89,7 +89,8 @@ void prepare_rows(RowsInput input, int64_t n, int64_t in, const float* x, int64_
         // that hi + lo stays finite as x is.
         if ((h & 0x7fffu) == 0x7f80u && std::isfinite(xr[k])) h = static_cast<uint16_t>(h - 1u);
         hi[k] = h;
-        lo[k] = f32_to_bf16(xr[k] - bf16_to_f32(h));
+        // ±Inf is all hi (Inf − Inf would make lo NaN); NaN stays NaN in both.
+        lo[k] = std::isinf(xr[k]) ? 0 : f32_to_bf16(xr[k] - bf16_to_f32(h));
       }
       continue;
     }

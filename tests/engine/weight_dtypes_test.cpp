@@ -3,17 +3,17 @@
 //  * BF16, every fixture model: every golden case (base rows and adapters of several ranks), run
 //    alone and all together in one batch (prefill and decode rows mixed), against the reference
 //    and alone against together. The bound comes from bf16's precision: a bf16 rounding moves a
-//    value by at most u = 2^-9 of itself, and to first order a logit moves by at most
-//    (rounded weight tensors + rounded matmul inputs on its path) · u · max |logit|. The weights
-//    are rounded only when the checkpoint is not BF16 (embedding, 4 matrices per layer, lm_head);
-//    matmul inputs in steps of kBf16ProductMinRows (16) rows or more, which go through oneDNN's
-//    bf16 product where the CPU has one (4 per layer, lm_head), and by at most u' = 2^-16 in
-//    steps of up to kBf16SplitMaxRows (4) rows, which split x into two bf16 values where the CPU
-//    has AVX512_BF16 (kRowsBf16Split). The runs alone prefill in chunks of 5-15 rows (f32
-//    inputs) and decode one row a step (u' at most); the runs together round their inputs. Greedy
-//    tokens follow DESIGN.md's near-tie rule at the bf16 epsilon, 5e-2, when only inputs are
+//    value by at most u = 2^-8 of itself (8 significant bits), and to first order a logit moves by
+//    at most (rounded weight tensors + rounded matmul inputs on its path) · u · max |logit|. The
+//    weights are rounded only when the checkpoint is not BF16 (embedding, 4 matrices per layer,
+//    lm_head); matmul inputs in steps of kBf16ProductMinRows (16) rows or more, which go through
+//    oneDNN's bf16 product where the CPU has one (4 per layer, lm_head), and by at most u' = 2^-16
+//    in steps of up to kBf16SplitMaxRows (4) rows, which split x into two bf16 values where the CPU
+//    has AVX512_BF16 (kRowsBf16Split). The runs alone prefill in chunks of 15, 15 and 2 rows (f32
+//    inputs, u' for the 2) and decode one row a step (u'); the runs together round their inputs.
+//    Greedy tokens follow DESIGN.md's near-tie rule at the bf16 epsilon, 5e-2, when only inputs are
 //    rounded; rounding an F32 checkpoint's weights changes the model itself, so there tokens are
-//    compared up to the first reference gap below twice the weights' share of the bound. A BF16
+//    compared up to the first reference gap below the weights' share of the bound. A BF16
 //    checkpoint loads into BF16 weights unchanged, so a few rows at a time give its F32 run's
 //    logits, to within the u' bound.
 //  * I8, every fixture model: the engine runs every golden case (adapters included) and the
@@ -41,7 +41,7 @@ namespace loraserve::testing {
 namespace {
 
 constexpr double kBf16Epsilon = 5e-2;            // DESIGN.md: near ties for bf16
-const double kBf16Unit = std::ldexp(1.0, -9);    // relative error of one rounding to bf16
+const double kBf16Unit = std::ldexp(1.0, -8);    // relative error of one rounding to bf16
 const double kSplitUnit = std::ldexp(1.0, -16);  // of x split into hi + lo bf16 values
 
 double max_abs_logit(const Trace& t) {
@@ -66,7 +66,7 @@ Bf16Bound bf16_bound(const formats::ModelConfig& c, const Trace& reference, doub
   const double weight_share = weights * kBf16Unit * max_logit;
   // Never below the f32 compute's own tolerance (reference_match_test's).
   return {std::max(1e-3, weight_share + matmuls(c) * input_unit * max_logit),
-          std::max(kBf16Epsilon, 2 * weight_share)};
+          std::max(kBf16Epsilon, weight_share)};
 }
 
 engine::EngineOptions small_options() {
@@ -133,7 +133,7 @@ TEST_P(Bf16Weights, MatchTheReferenceAloneAndInMixedBatches) {
   // Together: decode steps of 7 rows keep f32 inputs, the batched prefill (224 rows) rounds
   // them. (Decode steps of 16 rows or more round them too; the demo's held-out accuracy below
   // runs such steps. Tripling these cases to reach them here gave logit errors up to 98% of the
-  // first-order bound, too close to hold on every CPU.)
+  // first-order bound as computed then, with u = 2^-9; about 49% of it with bf16's u = 2^-8.)
   auto together = run_together(*eng, golden_requests(*golden));
   ASSERT_TRUE(together.ok()) << together.status().to_string();
   double worst = 0, worst_ratio = 0;
@@ -193,8 +193,9 @@ class RoundedToBf16 final : public engine::WeightSource {
 };
 
 // BF16 weights compute the bf16-rounded model as F32 weights would: a few rows at a time the
-// logits agree to f32 precision (prefill chunks of 5-15 rows, f32 inputs) and to the first-order
-// bound of inputs within kSplitUnit (decode rows through kRowsBf16Split where the CPU has
+// logits agree to f32 precision (prefill chunks of 15 rows, f32 inputs) and to the first-order
+// bound of inputs within kSplitUnit (the last 2-row prefill chunk and the decode rows, through
+// kRowsBf16Split where the CPU has
 // AVX512_BF16), and for a BF16 checkpoint that model is the checkpoint itself. With F32 weights
 // the engine matches the float64 reference to 1e-3 (reference_match_test), so BF16 weights match
 // the float64 reference of the rounded model.
