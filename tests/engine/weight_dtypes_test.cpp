@@ -53,6 +53,10 @@ double max_abs_logit(const Trace& t) {
 double matmuls(const formats::ModelConfig& c) {
   return 4.0 * static_cast<double>(c.num_layers) + 1;
 }
+// To first order, what matmul inputs within `unit` of their values move a logit of `t` by.
+double input_share(const formats::ModelConfig& c, const Trace& t, double unit) {
+  return matmuls(c) * unit * max_abs_logit(t);
+}
 
 // First-order bound of the logit error (see the top of the file), for matmul inputs within
 // `input_unit` of their values (kSplitUnit or kBf16Unit).
@@ -61,11 +65,10 @@ struct Bf16Bound {
   double epsilon;  // near-tie threshold of the token comparison
 };
 Bf16Bound bf16_bound(const formats::ModelConfig& c, const Trace& reference, double input_unit) {
-  const double max_logit = max_abs_logit(reference);
   const double weights = c.torch_dtype == "bfloat16" ? 0.0 : matmuls(c) + 1;  // + the embedding
-  const double weight_share = weights * kBf16Unit * max_logit;
+  const double weight_share = weights * kBf16Unit * max_abs_logit(reference);
   // Never below the f32 compute's own tolerance (reference_match_test's).
-  return {std::max(1e-3, weight_share + matmuls(c) * input_unit * max_logit),
+  return {std::max(1e-3, weight_share + input_share(c, reference, input_unit)),
           std::max(kBf16Epsilon, weight_share)};
 }
 
@@ -155,8 +158,7 @@ TEST_P(Bf16Weights, MatchTheReferenceAloneAndInMixedBatches) {
       steps += static_cast<int>(c.expected.steps());
     }
     // Together against alone: the same weights; only how the inputs were rounded differs.
-    const double inputs =
-        matmuls(eng->config()) * (kBf16Unit + kSplitUnit) * max_abs_logit((*alone)[i]);
+    const double inputs = input_share(eng->config(), (*alone)[i], kBf16Unit + kSplitUnit);
     const Comparison cmp = compare_traces((*alone)[i], (*together)[i], kBf16Epsilon);
     EXPECT_TRUE(cmp.tokens_match()) << c.name << " together vs alone: " << cmp.mismatch;
     EXPECT_LE(cmp.max_logit_diff, std::max(1e-3, inputs)) << c.name << " together vs alone";
@@ -195,10 +197,9 @@ class RoundedToBf16 final : public engine::WeightSource {
 // BF16 weights compute the bf16-rounded model as F32 weights would: a few rows at a time the
 // logits agree to f32 precision (prefill chunks of 15 rows, f32 inputs) and to the first-order
 // bound of inputs within kSplitUnit (the last 2-row prefill chunk and the decode rows, through
-// kRowsBf16Split where the CPU has
-// AVX512_BF16), and for a BF16 checkpoint that model is the checkpoint itself. With F32 weights
-// the engine matches the float64 reference to 1e-3 (reference_match_test), so BF16 weights match
-// the float64 reference of the rounded model.
+// kRowsBf16Split where the CPU has AVX512_BF16), and for a BF16 checkpoint that model is the
+// checkpoint itself. With F32 weights the engine matches the float64 reference to 1e-3
+// (reference_match_test), so BF16 weights match the float64 reference of the rounded model.
 TEST_P(Bf16Weights, EqualF32WeightsOfTheRoundedModel) {
   auto golden = load_golden(GetParam());
   ASSERT_TRUE(golden.ok());
@@ -224,7 +225,7 @@ TEST_P(Bf16Weights, EqualF32WeightsOfTheRoundedModel) {
     EXPECT_EQ(cmp.compared_tokens, 32) << golden->cases[i].name;
     const double split =
         kernels::cpu::matmul_path_available(kernels::cpu::MatmulPath::kRowsBf16Split, DType::kBF16)
-            ? matmuls(bf16->config()) * kSplitUnit * max_abs_logit((*want)[i])
+            ? input_share(bf16->config(), (*want)[i], kSplitUnit)
             : 0.0;
     EXPECT_LE(cmp.max_logit_diff, std::max(1e-4, split)) << golden->cases[i].name;
     worst_share = std::max(worst_share, cmp.max_logit_diff / std::max(1e-4, split));
