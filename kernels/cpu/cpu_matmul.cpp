@@ -101,6 +101,7 @@ void for_column_bands(int64_t n, int64_t out, int64_t in, Slice&& slice) {
   }
 }
 
+#ifdef LORASERVE_HAVE_OPENBLAS  // only the OpenBLAS path widens whole bands
 // Widens rows [o0, o1) of w into out ((o1 - o0) × w.cols, contiguous) as f32.
 void widen_f32(const Tensor& w, int64_t o0, int64_t o1, float* out) {
   // Contiguous BF16 rows as one loop over the band: a LoRA B's rows are a few values each.
@@ -123,6 +124,7 @@ void widen_f32(const Tensor& w, int64_t o0, int64_t o1, float* out) {
     }
   }
 }
+#endif  // LORASERVE_HAVE_OPENBLAS
 
 struct RowsKernelChoice {
   RowsKernel kernel;

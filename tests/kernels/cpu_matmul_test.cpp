@@ -244,8 +244,9 @@ TEST(CpuMatmulTest, NonFiniteInputsStayNonFiniteOnEveryPath) {
         EXPECT_FALSE(std::isfinite(y[out + o])) << where;
         // One +Inf in the row: ±Inf, not NaN (the split must not make Inf − Inf of it), except
         // where int16 groups make a group with ±Inf NaN, as documented.
-        if (path != MatmulPath::kRowsI8Vnni && w.values[static_cast<size_t>(o * in + 5)] != 0.0)
+        if (path != MatmulPath::kRowsI8Vnni && w.values[static_cast<size_t>(o * in + 5)] != 0.0) {
           EXPECT_TRUE(std::isinf(y[out + o])) << where;
+        }
         EXPECT_TRUE(std::isfinite(y[2 * out + o])) << where;
       }
     }
