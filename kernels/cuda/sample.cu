@@ -3,8 +3,12 @@
 // weights exp((l - max) / T) in token order with the caller's uniform draw; top-k and top-p over
 // the tokens sorted by logit (lowest id first among equal logits); logprobs = log-softmax of the
 // raw logits, as (l - max) - log(sum exp(l - max)). Weights are summed in f64 as on the CPU.
-//   1. row_stats_kernel, one block per row: max, argmax, log-sum; greedy and plain-temperature
-//      picks; the sort keys of rows that need an order.
+//   1. Row statistics, each row cut into parts of about 4K logits so that a 128K-token row keeps
+//      32 blocks busy instead of one (95 us a step on an H200 as one block per row):
+//      part_max_kernel (a block per part: max, argmax, the part's sort keys), part_sums_kernel (a
+//      block per part: the sums of exp(l - max) and of the temperature weights), row_pick_kernel
+//      (a block per row: max, argmax, log-sum; the greedy or plain-temperature pick, searching
+//      only the part the draw falls in).
 //   2. cub::DeviceRadixSort over (row, descending logit) keys; stable, so ids stay ascending
 //      among equal logits.
 //   3. sorted_pick_kernel, one block per sorted row: top-k / top-p picks and top logprobs.
@@ -19,15 +23,33 @@ namespace loraserve::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 1024;
+constexpr int kPartThreads = 256;      // threads of the row-statistics kernels
+constexpr int64_t kPartLogits = 4096;  // logits per part, about
+constexpr int64_t kMaxParts = 64;
 
 struct RowStats {
   float max;
   float log_sum;  // log of the sum of exp(l - max): logprob(i) = (l_i - max) - log_sum
 };
 
+// One part of a row: its max and argmax (lowest id among equal maxima; -inf and INT64_MAX when
+// every logit is NaN), the sum of exp(l - row max) and of the plain-temperature weights.
+struct PartStats {
+  float max;
+  int64_t argmax;
+  double sum;
+  double weights;
+};
+
+int64_t parts_for(int64_t vocab) {
+  const int64_t parts = (vocab + kPartLogits - 1) / kPartLogits;
+  return parts < 1 ? 1 : (parts > kMaxParts ? kMaxParts : parts);
+}
+
 // Carved out of the caller's scratch buffer, in this order, each aligned to 256 bytes.
 struct SampleScratch {
   RowStats* stats = nullptr;     // [rows]
+  PartStats* parts = nullptr;    // [rows][parts_for(vocab)]
   uint64_t* keys_in = nullptr;   // [sorted_rows * vocab]
   uint64_t* keys_out = nullptr;  // [sorted_rows * vocab]
   int32_t* ids_in = nullptr;     // [sorted_rows * vocab]
@@ -56,6 +78,8 @@ cudaError_t layout_scratch(char* base, int64_t rows, int64_t sorted_rows, int64_
   };
   const size_t n = static_cast<size_t>(sorted_rows * vocab);
   s->stats = reinterpret_cast<RowStats*>(carve(static_cast<size_t>(rows) * sizeof(RowStats)));
+  s->parts = reinterpret_cast<PartStats*>(
+      carve(static_cast<size_t>(rows * parts_for(vocab)) * sizeof(PartStats)));
   s->keys_in = reinterpret_cast<uint64_t*>(carve(n * sizeof(uint64_t)));
   s->keys_out = reinterpret_cast<uint64_t*>(carve(n * sizeof(uint64_t)));
   s->ids_in = reinterpret_cast<int32_t*>(carve(n * sizeof(int32_t)));
@@ -135,82 +159,196 @@ __device__ int64_t block_first_crossing(W weight, int64_t begin, int64_t end, do
   return result;
 }
 
-template <typename L>
-__global__ void __launch_bounds__(kThreads)
-    row_stats_kernel(const L* logits, int64_t stride, int64_t vocab,
-                     const DeviceSampleParams* params, SampleScratch scratch,
-                     DeviceSampleResult* results) {
+// Logits [begin, end) of one part of a row of `vocab`, cut into `parts`.
+__device__ __forceinline__ void part_range(int64_t vocab, int64_t parts, int64_t part,
+                                           int64_t* begin, int64_t* end) {
+  const int64_t size = (vocab + parts - 1) / parts;
+  *begin = min(vocab, part * size);
+  *end = min(vocab, *begin + size);
+}
+
+__device__ __forceinline__ bool better(float v, int64_t i, float best, int64_t best_i) {
+  return v > best || (v == best && i < best_i);
+}
+
+// The block's max and argmax (lowest id among equal maxima), returned to every thread. Every
+// thread calls it.
+__device__ void block_argmax(float* best, int64_t* best_i) {
   __shared__ float best_s[32];
   __shared__ int64_t best_i_s[32];
-  const int64_t row = blockIdx.x;
-  const L* l = logits + row * stride;
-  const DeviceSampleParams p = params[row];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, *best, o);
+    const int64_t oi = __shfl_xor_sync(0xffffffffu, *best_i, o);
+    if (better(ov, oi, *best, *best_i)) {
+      *best = ov;
+      *best_i = oi;
+    }
+  }
+  __syncthreads();  // an earlier call may still read best_s
+  if (lane == 0) {
+    best_s[warp] = *best;
+    best_i_s[warp] = *best_i;
+  }
+  __syncthreads();
+  *best = best_s[0];
+  *best_i = best_i_s[0];
+  for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w) {
+    if (better(best_s[w], best_i_s[w], *best, *best_i)) {
+      *best = best_s[w];
+      *best_i = best_i_s[w];
+    }
+  }
+}
 
-  // Max and argmax (lowest id among equal maxima).
+// The row's max, argmax (0 when every logit is NaN, as on the CPU) from its parts' statistics.
+__device__ void row_max(const PartStats* parts, int64_t num_parts, float* mx, int64_t* argmax) {
   float best = -INFINITY;
   int64_t best_i = LLONG_MAX;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+  for (int64_t b = 0; b < num_parts; ++b) {
+    if (better(parts[b].max, parts[b].argmax, best, best_i)) {
+      best = parts[b].max;
+      best_i = parts[b].argmax;
+    }
+  }
+  *mx = best;
+  *argmax = best_i == LLONG_MAX ? 0 : best_i;
+}
+
+// A plain-temperature row's weights over one part, each thread summing the contiguous chunk
+// [*begin, *end) of it; returns the thread's own sum, *prefix the sum of the chunks before it and
+// *total the part's sum. part_sums_kernel and row_pick_kernel both call it, so the part's total
+// that picks the part is the one its search sums again. Every thread calls it.
+template <typename W>
+__device__ __forceinline__ double chunked_weights(W weight, int64_t part_begin, int64_t part_end,
+                                                  int64_t* begin, int64_t* end, double* prefix,
+                                                  double* total) {
+  const int64_t chunk = (part_end - part_begin + blockDim.x - 1) / blockDim.x;
+  *begin = min(part_end, part_begin + threadIdx.x * chunk);
+  *end = min(part_end, *begin + chunk);
+  double own = 0.0;
+  for (int64_t i = *begin; i < *end; ++i) own += weight(i);
+  *prefix = block_exclusive_scan(own, total);
+  return own;
+}
+
+// grid: (rows, parts). The part's max and argmax; the part's sort keys for rows that need an
+// order.
+template <typename L>
+__global__ void __launch_bounds__(kPartThreads)
+    part_max_kernel(const L* logits, int64_t stride, int64_t vocab,
+                    const DeviceSampleParams* params, SampleScratch scratch) {
+  const int64_t row = blockIdx.x, part = blockIdx.y, num_parts = gridDim.y;
+  const L* l = logits + row * stride;
+  const DeviceSampleParams p = params[row];
+  int64_t begin, end;
+  part_range(vocab, num_parts, part, &begin, &end);
+  float best = -INFINITY;
+  int64_t best_i = LLONG_MAX;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
     const float v = to_float(l[i]);
-    if (v > best || (v == best && i < best_i)) {
+    if (better(v, i, best, best_i)) {
       best = v;
       best_i = i;
     }
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
-    const int64_t oi = __shfl_xor_sync(0xffffffffu, best_i, o);
-    if (ov > best || (ov == best && oi < best_i)) {
-      best = ov;
-      best_i = oi;
+  block_argmax(&best, &best_i);
+  if (threadIdx.x == 0) {
+    PartStats& st = scratch.parts[row * num_parts + part];
+    st.max = best;
+    st.argmax = best_i;
+  }
+  if (p.sorted_row >= 0) {
+    uint64_t* keys = scratch.keys_in + p.sorted_row * vocab;
+    int32_t* ids = scratch.ids_in + p.sorted_row * vocab;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+      keys[i] = (static_cast<uint64_t>(p.sorted_row) << 32) | ~orderable(to_float(l[i]));
+      ids[i] = static_cast<int32_t>(i);
     }
   }
-  if (lane == 0) {
-    best_s[warp] = best;
-    best_i_s[warp] = best_i;
-  }
-  __syncthreads();
-  best = best_s[0];
-  best_i = best_i_s[0];
-  for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w) {
-    if (best_s[w] > best || (best_s[w] == best && best_i_s[w] < best_i)) {
-      best = best_s[w];
-      best_i = best_i_s[w];
-    }
-  }
-  if (best_i == LLONG_MAX) best_i = 0;  // every logit NaN: the CPU keeps id 0 too
-  const float mx = best;
+}
 
+// grid: (rows, parts). The part's sum of exp(l - row max), and for plain-temperature rows the
+// sum of its weights exp((l - row max) / T), in f64.
+template <typename L>
+__global__ void __launch_bounds__(kPartThreads)
+    part_sums_kernel(const L* logits, int64_t stride, int64_t vocab,
+                     const DeviceSampleParams* params, SampleScratch scratch) {
+  const int64_t row = blockIdx.x, part = blockIdx.y, num_parts = gridDim.y;
+  const L* l = logits + row * stride;
+  const DeviceSampleParams p = params[row];
+  PartStats* parts = scratch.parts + row * num_parts;
+  float mx;
+  int64_t argmax;
+  row_max(parts, num_parts, &mx, &argmax);
+  int64_t begin, end;
+  part_range(vocab, num_parts, part, &begin, &end);
   double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
     sum += exp(static_cast<double>(to_float(l[i]) - mx));
   }
   double total;
   block_exclusive_scan(sum, &total);
-  const float log_sum = static_cast<float>(log(total));
-
-  int64_t chosen = best_i;
+  double weights = 0.0;
   if (p.temperature > 0.0f && !p.filtered) {
     const float inv_t = 1.0f / p.temperature;
     auto weight = [&](int64_t i) {
       return exp(static_cast<double>((to_float(l[i]) - mx) * inv_t));
     };
-    const int64_t chunk = (vocab + blockDim.x - 1) / blockDim.x;
-    const int64_t begin = min(vocab, threadIdx.x * chunk);
-    const int64_t end = min(vocab, begin + chunk);
-    double own = 0.0;
-    for (int64_t i = begin; i < end; ++i) own += weight(i);
-    double weights_total;
-    const double prefix = block_exclusive_scan(own, &weights_total);
-    chosen = block_first_crossing(weight, begin, end, prefix, own,
-                                  static_cast<double>(p.uniform) * weights_total, vocab - 1);
+    int64_t chunk_begin, chunk_end;
+    double prefix;
+    chunked_weights(weight, begin, end, &chunk_begin, &chunk_end, &prefix, &weights);
   }
-  if (p.sorted_row >= 0) {
-    uint64_t* keys = scratch.keys_in + p.sorted_row * vocab;
-    int32_t* ids = scratch.ids_in + p.sorted_row * vocab;
-    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-      keys[i] = (static_cast<uint64_t>(p.sorted_row) << 32) | ~orderable(to_float(l[i]));
-      ids[i] = static_cast<int32_t>(i);
+  if (threadIdx.x == 0) {  // other blocks of the row read only the parts' maxima
+    parts[part].sum = total;
+    parts[part].weights = weights;
+  }
+}
+
+// grid: rows. The row's statistics from its parts; the greedy pick, or the plain-temperature
+// draw: the first token whose cumulative weight, in token order, passes uniform * total. Only
+// the part the draw falls in is searched.
+template <typename L>
+__global__ void __launch_bounds__(kPartThreads)
+    row_pick_kernel(const L* logits, int64_t stride, int64_t vocab, int64_t num_parts,
+                    const DeviceSampleParams* params, SampleScratch scratch,
+                    DeviceSampleResult* results) {
+  const int64_t row = blockIdx.x;
+  const L* l = logits + row * stride;
+  const DeviceSampleParams p = params[row];
+  const PartStats* parts = scratch.parts + row * num_parts;
+  float mx;
+  int64_t chosen;
+  row_max(parts, num_parts, &mx, &chosen);
+  double total = 0.0;
+  for (int64_t b = 0; b < num_parts; ++b) total += parts[b].sum;
+  const float log_sum = static_cast<float>(log(total));
+
+  if (p.temperature > 0.0f && !p.filtered) {
+    double weights_total = 0.0;
+    for (int64_t b = 0; b < num_parts; ++b) weights_total += parts[b].weights;
+    const double target = static_cast<double>(p.uniform) * weights_total;
+    double before = 0.0;  // the weights of the parts before the one the draw falls in
+    int64_t hit = -1;
+    for (int64_t b = 0; b < num_parts; ++b) {
+      if (before <= target && target < before + parts[b].weights) {
+        hit = b;
+        break;
+      }
+      before += parts[b].weights;
+    }
+    chosen = vocab - 1;  // rounding may leave the draw past every part
+    if (hit >= 0) {
+      const float inv_t = 1.0f / p.temperature;
+      auto weight = [&](int64_t i) {
+        return exp(static_cast<double>((to_float(l[i]) - mx) * inv_t));
+      };
+      int64_t part_begin, part_end, begin, end;
+      part_range(vocab, num_parts, hit, &part_begin, &part_end);
+      double prefix, part_total;
+      const double own =
+          chunked_weights(weight, part_begin, part_end, &begin, &end, &prefix, &part_total);
+      chosen = block_first_crossing(weight, begin, end, before + prefix, own, target, part_end - 1);
     }
   }
   if (threadIdx.x == 0) {
@@ -238,7 +376,7 @@ __global__ void __launch_bounds__(kThreads)
     top_ids[row * max_logprobs + j] = ids[j];
     top_logprobs[row * max_logprobs + j] = (to_float(l[ids[j]]) - st.max) - st.log_sum;
   }
-  if (!(p.temperature > 0.0f) || !p.filtered) return;  // row_stats_kernel has picked
+  if (!(p.temperature > 0.0f) || !p.filtered) return;  // row_pick_kernel has picked
 
   const int64_t k = p.top_k > 0 ? min(int64_t{p.top_k}, vocab) : vocab;
   const float inv_t = 1.0f / p.temperature;
@@ -307,8 +445,18 @@ Launch sample_rows(DType logits_dtype, const void* logits, int64_t logits_stride
   auto run = [&](auto tag) -> Launch {
     using L = decltype(tag);
     const L* l = static_cast<const L*>(logits);
-    Launch r = launch(row_stats_kernel<L>, static_cast<unsigned>(rows), kThreads, 0, stream, l,
-                      logits_stride, vocab, params, s, results);
+    const int64_t parts = parts_for(vocab);
+    const dim3 part_grid(static_cast<unsigned>(rows), static_cast<unsigned>(parts));
+    Launch r = launch(part_max_kernel<L>, part_grid, kPartThreads, 0, stream, l, logits_stride,
+                      vocab, params, s);
+    if (r.ok()) {
+      r = launch(part_sums_kernel<L>, part_grid, kPartThreads, 0, stream, l, logits_stride, vocab,
+                 params, s);
+    }
+    if (r.ok()) {
+      r = launch(row_pick_kernel<L>, static_cast<unsigned>(rows), kPartThreads, 0, stream, l,
+                 logits_stride, vocab, parts, params, s, results);
+    }
     if (!r.ok() || sorted_rows == 0) return r;
     size_t temp_bytes = s.sort_temp_bytes;
     const cudaError_t se = cub::DeviceRadixSort::SortPairs(

@@ -729,12 +729,17 @@ TEST(BackendSampleTest, MatchesCpuSampler) {
     add(1.0f, 0, 1, 1);
     params.back().allowed = allowed;
     add(0, 0, 1, 0);  // ties: see below
+    add(0, 0, 1, 1);  // ties in different parts of a long row: see below
     const int64_t rows = static_cast<int64_t>(params.size());
     std::vector<float> logits(static_cast<size_t>(rows * vocab));
     std::normal_distribution<float> nd(0.0f, 3.0f);
     for (float& v : logits) v = round_bf16(nd(rng));
-    float* tie = logits.data() + (rows - 1) * vocab;  // the last row's maximum at ids 7 and 3
+    float* tie = logits.data() + (rows - 2) * vocab;  // this row's maximum at ids 7 and 3
     tie[3] = tie[7] = 100.0f;
+    // The last row's maximum at the last id and at one in the middle: in different parts of the
+    // row's statistics once the row is longer than one part (4K logits).
+    float* far = logits.data() + (rows - 1) * vocab;
+    far[vocab - 1] = far[vocab / 2 + 1] = 100.0f;
     for (DType gpu_dtype : {DType::kF32, DType::kBF16}) {
       std::vector<kernels::SampleResult> want, got;
       auto cpu_buf = cpu->allocate(logits.size() * 4);
@@ -760,8 +765,9 @@ TEST(BackendSampleTest, MatchesCpuSampler) {
           EXPECT_NEAR(got[r].top[j].logprob, want[r].top[j].logprob, 1e-4) << where << " top " << j;
         }
       }
-      EXPECT_EQ(got.back().token_id, 3) << "greedy ties go to the lowest id";
-      EXPECT_EQ(got[got.size() - 8].token_id, 7) << "a bias of 100 forces its token";
+      EXPECT_EQ(got[got.size() - 2].token_id, 3) << "greedy ties go to the lowest id";
+      EXPECT_EQ(got.back().token_id, vocab / 2 + 1) << "and across parts of the row";
+      EXPECT_EQ(got[got.size() - 9].token_id, 7) << "a bias of 100 forces its token";
     }
   }
 }
