@@ -334,6 +334,8 @@ std::vector<OpCase> kv_cases() {
       {"mha_long_prefill", {{900, 100}}, 4, 4, 128, 32},
       {"fixture_head_dim_12", {{3, 29}, {31, 1}}, 4, 2, 12, 16},
       {"group_16_head_dim_256", {{40, 2}, {100, 1}}, 16, 1, 256, 8},
+      // An odd head_dim: the last output pair of each lane is half padding.
+      {"odd_head_dim_9", {{33, 3}, {4, 1}}, 6, 2, 9, 16},
       // A long context: 140k cached tokens, slot offsets of tens of millions of elements (64-bit
       // index arithmetic), every flash-decoding split busy.
       {"long_context_decode", {{140000, 1}, {70000, 1}}, 8, 2, 128, 16},
