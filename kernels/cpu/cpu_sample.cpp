@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_exp.h"
 
 namespace loraserve::kernels::cpu {
 namespace {
@@ -86,8 +87,11 @@ void sample_row(const float* raw, int64_t vocab, const SampleParams& params, Sam
   const bool want_logprobs = params.want_logprob || params.num_logprobs > 0;
   float log_sum = 0.0f;
   if (want_logprobs) {
+    thread_local std::vector<double> e;
+    e.resize(static_cast<size_t>(vocab));
+    exp_shifted(raw, vocab, max_raw, 1.0f, e.data());
     double sum = 0.0;
-    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(raw[i] - max_raw));
+    for (const double v : e) sum += v;
     log_sum = static_cast<float>(std::log(sum));
   }
   // logprob(i) = (logit_i - max) - log(sum): subtracting the max first keeps it exact for large
@@ -99,17 +103,24 @@ void sample_row(const float* raw, int64_t vocab, const SampleParams& params, Sam
     const float inv_t = 1.0f / params.temperature;
     // A token's weight is its probability over the most likely token's: min_p drops those below.
     const double min_p = params.min_p;
+    // Without top-k every token's weight is read, by the draw or top-p's sums: all are computed
+    // up front, eight at a time (cpu_exp.h); with top-k only the candidates', when read.
+    thread_local std::vector<double> weights;
+    const bool every_weight = params.top_k <= 0 || params.top_k >= vocab;
+    if (every_weight) {
+      weights.resize(static_cast<size_t>(vocab));
+      exp_shifted(logits, vocab, max_logit, inv_t, weights.data());
+      for (double& w : weights) w = w < min_p ? 0.0 : w;
+    }
     auto weight = [&](int32_t i) {
+      if (every_weight) return weights[static_cast<size_t>(i)];
       const double w = std::exp(static_cast<double>((logits[i] - max_logit) * inv_t));
       return w < min_p ? 0.0 : w;
     };
     if (params.top_k <= 0 && !(params.top_p < 1.0f)) {
-      // The draw walks the tokens in id order, through every weight twice: computed once.
-      thread_local std::vector<double> weights;
-      weights.resize(static_cast<size_t>(vocab));
+      // The draw walks the tokens in id order.
       double total = 0.0;
-      for (int64_t i = 0; i < vocab; ++i)
-        total += (weights[static_cast<size_t>(i)] = weight(static_cast<int32_t>(i)));
+      for (const double w : weights) total += w;
       const double target = static_cast<double>(params.uniform) * total;
       double acc = 0.0;
       chosen = static_cast<int32_t>(vocab - 1);

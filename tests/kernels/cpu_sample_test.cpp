@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <set>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_exp.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace loraserve::kernels {
 namespace {
@@ -335,6 +338,71 @@ TEST(CpuSampleTest, TheSameDrawGivesTheSameTokenAloneOrInABatch) {
   }
   std::vector<SampleParams> wrong(3);
   EXPECT_FALSE(backend->sample(t, wrong, &batch).ok());  // one params entry per row
+}
+
+// Distance in units in the last place between two non-negative doubles (their bit patterns are
+// ordered like their values, subnormals and zero included).
+int64_t ulp_distance(double a, double b) {
+  int64_t ia, ib;
+  std::memcpy(&ia, &a, sizeof a);
+  std::memcpy(&ib, &b, sizeof b);
+  return ia > ib ? ia - ib : ib - ia;
+}
+
+// Every kernel level the CPU runs: libmvec's exponentials within glibc's documented 4 ulp of
+// std::exp, exactly 0 for -inf, 1 for a zero difference, and the tails past the last full vector
+// computed too; and the same draws, tokens and logprobs as std::exp gives.
+TEST(CpuSampleTest, TheSamplersExponentialsMatchStdExpAtEveryKernelLevel) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> x(1003);  // not a multiple of 8 or 4: the tails
+  for (float& v : x) v = normal(rng);
+  x[0] = 2.5f;       // the shift: a zero difference
+  x[1] = -INFINITY;  // a masked token
+  x[2] = -700.0f;    // results near the smallest normal double and below it
+  x[3] = -740.0f;
+  x[4] = -800.0f;       // underflows to 0
+  x[1002] = -INFINITY;  // in the tail
+  const std::vector<float> scales = {1.0f, 1.25f, 1.0f / 0.7f, 10.0f};
+  std::vector<float> row(20000);
+  for (float& v : row) v = normal(rng);
+  const cpu::KernelLevel best = cpu::best_kernel_level();
+  std::vector<SampleParams> draws;
+  for (float u : {0.0f, 0.21f, 0.5f, 0.93f}) {
+    draws.push_back(params(0.8f, 0, 1.0f, u));
+    draws.push_back(params(1.3f, 0, 0.9f, u));
+    draws.back().num_logprobs = 3;
+  }
+  std::vector<SampleResult> at_best;
+  for (cpu::KernelLevel level : {cpu::KernelLevel::kAvx512Bf16, cpu::KernelLevel::kAvx512,
+                                 cpu::KernelLevel::kAvx2, cpu::KernelLevel::kPortable}) {
+    if (level > best) continue;
+    cpu::cap_kernel_level(level);
+    SCOPED_TRACE(std::string(cpu::kernel_level_name(level)));
+    for (float scale : scales) {
+      std::vector<double> got(x.size());
+      cpu::exp_shifted(x.data(), static_cast<int64_t>(x.size()), 2.5f, scale, got.data());
+      for (size_t i = 0; i < x.size(); ++i) {
+        const double want = std::exp(static_cast<double>((x[i] - 2.5f) * scale));
+        EXPECT_LE(ulp_distance(got[i], want), 4) << "x " << x[i] << " scale " << scale;
+      }
+      EXPECT_EQ(got[0], 1.0);
+      EXPECT_EQ(got[1], 0.0);
+      EXPECT_EQ(got[4], 0.0);
+      EXPECT_EQ(got[1002], 0.0);
+    }
+    std::vector<SampleResult> results;
+    for (const SampleParams& p : draws) results.push_back(sample(row, p));
+    if (at_best.empty()) {
+      at_best = results;
+      continue;
+    }
+    for (size_t j = 0; j < results.size(); ++j) {
+      EXPECT_EQ(results[j].token_id, at_best[j].token_id) << j;
+      EXPECT_NEAR(results[j].logprob, at_best[j].logprob, 1e-6) << j;
+    }
+  }
+  cpu::cap_kernel_level(best);
 }
 
 }  // namespace
