@@ -1,7 +1,5 @@
 #include "kernels/cpu/cpu_exp.h"
 
-#include <cmath>
-
 #include "kernels/cpu/cpu_features.h"
 
 #if defined(__x86_64__)
@@ -17,7 +15,7 @@ namespace loraserve::kernels::cpu {
 namespace {
 
 void exp_shifted_portable(const float* x, int64_t n, float shift, float scale, double* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = std::exp(static_cast<double>((x[i] - shift) * scale));
+  for (int64_t i = 0; i < n; ++i) out[i] = exp_shifted_one(x[i], shift, scale);
 }
 
 #if defined(__x86_64__)

@@ -6,9 +6,15 @@
 // On an AMD EPYC, one 128,256-logit row: std::exp 0.50 ms, AVX2 0.125 ms, AVX-512 0.10 ms.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace loraserve::kernels::cpu {
+
+// exp(double((x - shift) * scale)) with std::exp: the formula, one value at a time.
+inline double exp_shifted_one(float x, float shift, float scale) {
+  return std::exp(static_cast<double>((x - shift) * scale));
+}
 
 // out[i] = exp(double((x[i] - shift) * scale)) for i < n. -inf differences give 0.
 void exp_shifted(const float* x, int64_t n, float shift, float scale, double* out);

@@ -114,7 +114,7 @@ void sample_row(const float* raw, int64_t vocab, const SampleParams& params, Sam
     }
     auto weight = [&](int32_t i) {
       if (every_weight) return weights[static_cast<size_t>(i)];
-      const double w = std::exp(static_cast<double>((logits[i] - max_logit) * inv_t));
+      const double w = exp_shifted_one(logits[i], max_logit, inv_t);
       return w < min_p ? 0.0 : w;
     };
     if (params.top_k <= 0 && !(params.top_p < 1.0f)) {

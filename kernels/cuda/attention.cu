@@ -33,23 +33,24 @@ __host__ __device__ constexpr int pairs_per_lane() {
 
 __host__ __device__ inline int padded8(int head_dim) { return (head_dim + 7) / 8 * 8; }
 
+// Floats per softmax state, a split's partial result or a warp's final state: the head's
+// unnormalised output, then its running max and sum.
+__host__ __device__ inline int64_t partial_floats(int head_dim) { return head_dim + 2; }
+
 // Shared memory of one block, in bytes: first the queries ([kAttentionMaxQueries][padded8]
 // floats, pre-scaled, zero-padded), a region the warps' final states ([kWarps][kGroupQueries]
-// [head_dim + 2] floats) reuse once every warp is done; then each warp's weights of its chunk
+// [partial_floats] floats) reuse once every warp is done; then each warp's weights of its chunk
 // ([kChunk][kGroupQueries] floats), its chunk's cache slots ([kChunk] int64) and its chunk's V
 // rows ([kChunk][padded8] in the cache's 16-bit type).
 __host__ __device__ inline int64_t states_offset_bytes(int head_dim) {
   const int64_t queries = int64_t{kAttentionMaxQueries} * padded8(head_dim) * 4;
-  const int64_t states = int64_t{kWarps} * kGroupQueries * (head_dim + 2) * 4;
+  const int64_t states = int64_t{kWarps} * kGroupQueries * partial_floats(head_dim) * 4;
   return ((queries > states ? queries : states) + 15) / 16 * 16;
 }
 size_t attention_smem_bytes(int head_dim) {
   return static_cast<size_t>(states_offset_bytes(head_dim)) +
          static_cast<size_t>(kWarps) * kChunk * (kGroupQueries * 4 + 8 + 2 * padded8(head_dim));
 }
-
-// Floats per partial result: the head's output, then its running max and sum.
-__host__ __device__ inline int64_t partial_floats(int head_dim) { return head_dim + 2; }
 
 __device__ inline float* partial_at(float* scratch, int64_t tile, int kv_head, int split, int query,
                                     const AttentionDims& d) {
@@ -170,6 +171,7 @@ __global__ void __launch_bounds__(kThreads)
   const bool vector_k = hd % 8 == 0 && cache_stride % 8 == 0 && aligned16(k_cache);
   // V rows copied into shared memory 16 bytes at a time, asynchronously, while K is scored.
   const bool staged_v = hd % 8 == 0 && cache_stride % 8 == 0 && aligned16(v_cache);
+  // V read two elements at a time (staged rows always can be: staged_v implies pair_v).
   const bool pair_v =
       hd % 2 == 0 && cache_stride % 2 == 0 && (reinterpret_cast<uintptr_t>(v_cache) & 3) == 0;
   const int units = hd / 8;
@@ -273,7 +275,7 @@ __global__ void __launch_bounds__(kThreads)
         const int pair = lane + 32 * e;
         if (pair < pairs) {
           float2 v;
-          if (staged_v || pair_v) {
+          if (pair_v) {
             v = to_float2(vrow + 2 * pair);
           } else {
             v.x = to_float(vrow[2 * pair]);
@@ -294,10 +296,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   // Merge each group's streams: state (m, l, acc) of query j of warp w at
-  // states[(w * kGroupQueries + j) * (hd + 2)]: acc[0, hd), m, l.
+  // states[(w * kGroupQueries + j) * partial_floats(hd)]: acc[0, hd), m, l, as a partial.
   __syncthreads();  // every warp is done with the queries: their region holds the states
   float* states = reinterpret_cast<float*>(smem_units);
-  const int state_row = hd + 2;
+  const int state_row = static_cast<int>(partial_floats(hd));
   if (active) {
 #pragma unroll
     for (int j = 0; j < kGroupQueries; ++j) {

@@ -160,6 +160,19 @@ __device__ int64_t block_first_crossing(W weight, int64_t begin, int64_t end, do
   return result;
 }
 
+// A token's plain-temperature weight exp((l - max) / T), in f64 as on the CPU. The one formula of
+// every kernel that sums or walks weights: part_sums_kernel's part totals pick the part that
+// row_pick_kernel sums again, so both must compute the same values.
+template <typename L>
+struct TemperatureWeight {
+  const L* l;
+  float max;
+  float inv_t;  // 1 / T
+  __device__ double operator()(int64_t i) const {
+    return exp(static_cast<double>((to_float(l[i]) - max) * inv_t));
+  }
+};
+
 // Logits [begin, end) of one part of a row of `vocab`, cut into `parts`.
 __device__ __forceinline__ void part_range(int64_t vocab, int64_t parts, int64_t part,
                                            int64_t* begin, int64_t* end) {
@@ -292,10 +305,7 @@ __global__ void __launch_bounds__(kPartThreads)
   block_exclusive_scan(sum, &total);
   double weights = 0.0;
   if (p.temperature > 0.0f && !p.filtered) {
-    const float inv_t = 1.0f / p.temperature;
-    auto weight = [&](int64_t i) {
-      return exp(static_cast<double>((to_float(l[i]) - mx) * inv_t));
-    };
+    const TemperatureWeight<L> weight{l, mx, 1.0f / p.temperature};
     int64_t chunk_begin, chunk_end;
     double prefix;
     chunked_weights(weight, begin, end, &chunk_begin, &chunk_end, &prefix, &weights);
@@ -340,10 +350,7 @@ __global__ void __launch_bounds__(kPartThreads)
     }
     chosen = vocab - 1;  // rounding may leave the draw past every part
     if (hit >= 0) {
-      const float inv_t = 1.0f / p.temperature;
-      auto weight = [&](int64_t i) {
-        return exp(static_cast<double>((to_float(l[i]) - mx) * inv_t));
-      };
+      const TemperatureWeight<L> weight{l, mx, 1.0f / p.temperature};
       int64_t part_begin, part_end, begin, end;
       part_range(vocab, num_parts, hit, &part_begin, &part_end);
       double prefix, part_total;
@@ -380,10 +387,8 @@ __global__ void __launch_bounds__(kThreads)
   if (!(p.temperature > 0.0f) || !p.filtered) return;  // row_pick_kernel has picked
 
   const int64_t k = p.top_k > 0 ? min(int64_t{p.top_k}, vocab) : vocab;
-  const float inv_t = 1.0f / p.temperature;
-  auto weight = [&](int64_t j) {
-    return exp(static_cast<double>((to_float(l[ids[j]]) - st.max) * inv_t));
-  };
+  const TemperatureWeight<L> token_weight{l, st.max, 1.0f / p.temperature};
+  auto weight = [&](int64_t j) { return token_weight(ids[j]); };
   const int64_t chunk = (k + blockDim.x - 1) / blockDim.x;
   const int64_t begin = min(k, threadIdx.x * chunk);
   const int64_t end = min(k, begin + chunk);
