@@ -106,10 +106,10 @@ int run(int argc, char** argv) {
       repeats);
   fmt::print("{:>5} {:>5} {:>20} {:>10} {:>10} {:>9} {:>8} {:>8} {:>10}\n", "rows", "dtype", "path",
              "ms (med)", "ms (min)", "GB/s", "% bw", "GFLOP/s", "CPU ms");
-  const MatmulPath paths[] = {MatmulPath::kRowsPortable,  MatmulPath::kRowsAvx2,
-                              MatmulPath::kRowsAvx512,    MatmulPath::kRowsBf16Dot,
-                              MatmulPath::kRowsBf16Split, MatmulPath::kRowsI8Vnni,
-                              MatmulPath::kBlas,          MatmulPath::kOneDnn};
+  const MatmulPath paths[] = {MatmulPath::kRowsPortable, MatmulPath::kRowsAvx2,
+                              MatmulPath::kRowsAvx512,   MatmulPath::kRowsBf16Dot,
+                              MatmulPath::kRowsI8Vnni,   MatmulPath::kBlas,
+                              MatmulPath::kOneDnn};
   for (int n : rows) {
     // (set, path) → per weight tensor, its times; every repeat runs every path once.
     std::map<std::pair<size_t, int>, std::vector<std::vector<double>>> times, cpu_times;

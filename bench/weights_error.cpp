@@ -1,7 +1,9 @@
 // weights_error: the error BF16 and I8 weights add to each weight matrix's products, per layer:
 // for every matrix of a checkpoint (embedding, q/k/v/o, gate/up/down, lm_head), y = x · Wᵀ for
-// random unit-normal rows x, with W kept in BF16 and in I8 (as the CPU backend keeps it), against
-// the same product in float64 with the checkpoint's own values. Prints the relative error
+// random unit-normal rows x, with W kept in BF16 and in I8 (as the CPU backend keeps it) and x as
+// the chosen kernel takes it (rounded to bf16 by the BF16 products where the CPU multiplies bf16
+// natively, int16 groups for I8 with AVX512_VNNI), against the same product in float64 with the
+// checkpoint's own values. Prints the relative error
 // ‖Δy‖₂ / ‖y‖₂ and the largest |Δy| over the largest |y| per matrix, then the worst per kind.
 //   weights_error --model models/demo
 #include <spdlog/spdlog.h>

@@ -8,12 +8,15 @@
 //     per step at the memory's speed; F32 over a shared dimension below kRowsMinInner (a LoRA
 //     expand over rank r) goes to OpenBLAS, which does not pay a horizontal sum per output.
 //     Except BF16 weights from kBf16ProductMinRows rows on, where the product, not the read,
-//     bounds the step: oneDNN's bf16 product where the CPU multiplies bf16 natively (x rounded
-//     to bf16, as a bf16 model computes in PyTorch; 32 rows of 8b-layers: 53 ms against 98 ms
-//     for the own kernel, which widens the weights to f32 and multiplies in f32).
-//     BF16 weights, 1 to kBf16SplitMaxRows rows, on CPUs with AVX512_BF16: VDPBF16PS against x
-//     split into hi + lo bf16 values (within 2^-16 of x), fewer instructions per weight byte
-//     than widening.
+//     bounds the step: oneDNN's bf16 product where the CPU multiplies bf16 natively (32 rows of
+//     8b-layers: 53 ms against 98 ms for the own kernel, which widens the weights to f32 and
+//     multiplies in f32).
+//     BF16 weights below kBf16ProductMinRows rows, on CPUs with AVX512_BF16: VDPBF16PS, one
+//     instruction per 32 weights and input row where widening takes four (1 row of 8b-layers:
+//     12.0 ms against 13.6; 8 rows: 21.8 against 29.0).
+//     Every bf16 product rounds x to bf16 (as a bf16 model computes in PyTorch, which also
+//     rounds every output and the residual stream; here those stay f32): one rounding of each
+//     input, the same at every batch size (docs/benchmarks.md measures what it costs).
 //   * I8 weights, 1 to kI8VnniMaxRows rows, on CPUs with AVX512_VNNI: the integer kernel (x in
 //     int16 groups, VPDPWSSD), which does per 64 weights and input row half the work of the
 //     widening kernel, reads one row's weights as one stream per thread, and beats oneDNN's
@@ -143,8 +146,6 @@ RowsKernelChoice rows_kernel(MatmulPath path, DType dtype) {
       return {rows_i8_avx512, RowsInput::kF32};
     case MatmulPath::kRowsBf16Dot:
       return {rows_bf16_dot_avx512, RowsInput::kBF16};
-    case MatmulPath::kRowsBf16Split:
-      return {rows_bf16_split_avx512, RowsInput::kBF16Split};
     case MatmulPath::kRowsI8Vnni:
       return {rows_i8_vnni_avx512, RowsInput::kI16Groups};
     default:
@@ -171,7 +172,6 @@ void run_rows(MatmulPath path, int64_t n, const float* x, int64_t ldx, const Ten
       prepare_rows(choice.input, rows, w.cols, x + r0 * ldx, ldx, prepared.data());
       a.x = prepared.data();
       a.ldx = w.cols;
-      if (choice.input == RowsInput::kBF16Split) a.ldx = 2 * w.cols;  // hi, then lo
       if (choice.input == RowsInput::kI16Groups) {
         a.ldx = i16_row_elems(w.cols);
         a.x_scales =
@@ -292,8 +292,6 @@ std::string_view matmul_path_name(MatmulPath path) {
       return "rows-avx512";
     case MatmulPath::kRowsBf16Dot:
       return "rows-avx512bf16-dot";
-    case MatmulPath::kRowsBf16Split:
-      return "rows-avx512bf16-split";
     case MatmulPath::kRowsI8Vnni:
       return "rows-avx512vnni-i8";
     case MatmulPath::kBlas:
@@ -315,7 +313,6 @@ bool matmul_path_available(MatmulPath path, DType dtype) {
     case MatmulPath::kRowsAvx512:
       return level >= KernelLevel::kAvx512;
     case MatmulPath::kRowsBf16Dot:
-    case MatmulPath::kRowsBf16Split:
       return dtype == DType::kBF16 && level >= KernelLevel::kAvx512Bf16;
     case MatmulPath::kRowsI8Vnni:
       return dtype == DType::kI8 && level >= KernelLevel::kAvx512 && cpu_features().avx512_vnni;
@@ -335,9 +332,9 @@ MatmulPath choose_matmul_path(int64_t n, int64_t in, DType dtype) {
       matmul_path_available(MatmulPath::kOneDnn, dtype)) {
     return MatmulPath::kOneDnn;
   }
-  if (dtype == DType::kBF16 && n <= kBf16SplitMaxRows &&
-      matmul_path_available(MatmulPath::kRowsBf16Split, dtype)) {
-    return MatmulPath::kRowsBf16Split;
+  if (dtype == DType::kBF16 && n < kBf16ProductMinRows &&
+      matmul_path_available(MatmulPath::kRowsBf16Dot, dtype)) {
+    return MatmulPath::kRowsBf16Dot;
   }
   if (dtype == DType::kI8 && n <= kI8VnniMaxRows &&
       matmul_path_available(MatmulPath::kRowsI8Vnni, dtype)) {

@@ -18,25 +18,21 @@ enum class MatmulPath : uint8_t {
   kRowsPortable,
   kRowsAvx2,
   kRowsAvx512,
-  kRowsBf16Dot,    // BF16 weights only: x rounded to bf16, VDPBF16PS (AVX512_BF16)
-  kRowsBf16Split,  // BF16 weights only: x as hi + lo bf16 (within 2^-16 of x), two VDPBF16PS
-  kRowsI8Vnni,     // I8 weights only: x in int16 groups (2^-16 of each group's largest |x|, at
-                   // least 2^-127), VPDPWSSD (AVX-512 with AVX512_VNNI)
-  kBlas,           // OpenBLAS: sgemv / sgemm; BF16 and I8 weights widened to f32 in bands first
-  kOneDnn,         // oneDNN matmul: F32 as f32; BF16 with x rounded to bf16; I8 widened to bf16 in
-                   // bands first
+  kRowsBf16Dot,  // BF16 weights only: x rounded to bf16, VDPBF16PS (AVX512_BF16)
+  kRowsI8Vnni,   // I8 weights only: x in int16 groups (2^-16 of each group's largest |x|, at
+                 // least 2^-127), VPDPWSSD (AVX-512 with AVX512_VNNI)
+  kBlas,         // OpenBLAS: sgemv / sgemm; BF16 and I8 weights widened to f32 in bands first
+  kOneDnn,       // oneDNN matmul: F32 as f32; BF16 with x rounded to bf16; I8 widened to bf16 in
+                 // bands first
 };
 
-// From this many rows on, matmul() runs BF16 weights through oneDNN's bf16 product where the CPU
-// multiplies bf16 natively (x rounded to bf16); below, x stays f32 (the own kernels widen the
-// weights). kernel_bench at 16 rows of 8b-layers: 45 ms oneDNN, 61 ms own; at 8: 37 and 34 ms.
+// BF16 weights: from this many rows on, matmul() runs oneDNN's bf16 product where the CPU
+// multiplies bf16 natively; below, the own VDPBF16PS kernel where the CPU has AVX512_BF16, else
+// the widening kernels. Both bf16 products round x to bf16. kernel_bench, 8b-layers (2026-12-04,
+// AMD EPYC, fastest of 5), the VDPBF16PS kernel against oneDNN: 12 rows 29.2 / 34.6 ms, 16 rows
+// 35.5 / 39.5, 24 rows 49.6 / 46.7; the crossover sits where AMX, which only oneDNN uses, can
+// only move it lower.
 inline constexpr int64_t kBf16ProductMinRows = 16;
-
-// Up to kBf16SplitMaxRows rows, matmul() runs BF16 weights through the split-x VDPBF16PS kernel
-// where the CPU has AVX512_BF16 (x within 2^-16 of its value, against 2^-8 rounded to bf16).
-// kernel_bench, 8b-layers, split against widening: 1 row 11.9-12.2 / 12.9-13.1 ms, 2 rows 16.1 /
-// 17.1-17.2, 4 rows 21.5-21.6 / 22.2-22.4, 8 rows 31.3-32.2 / 30.4-31.4.
-inline constexpr int64_t kBf16SplitMaxRows = 4;
 
 // Up to kI8VnniMaxRows rows, matmul() runs I8 weights through the VNNI kernel where the CPU has
 // it (over 32-row chunks past kSmallRowsMax); beyond, oneDNN's bf16 product. kernel_bench,

@@ -23,10 +23,6 @@ enum class RowsInput : uint8_t {
   kF32Pairs,   // f32, each block of 32 reordered as its 16 even then its 16 odd elements (the
                // order a BF16 row splits into when its pairs are widened); the tail as given
   kBF16,       // x rounded to bf16 (the VDPBF16PS kernels)
-  kBF16Split,  // x as two bf16 values per element: per row, `in` values hi = x rounded to bf16,
-               // then `in` values lo = (x − hi) rounded to bf16 (x − hi is exact in f32), so
-               // hi + lo is within 2^-16 |x| of x (±Inf: lo 0). VDPBF16PS reads subnormal bf16
-               // as zero, so the products see x within 2^-16 |x| + 2^-126
   kI16Groups,  // x as int16 in groups of kI8GroupSize, each with its f32 scale (the VPDPWSSD
                // kernel for I8 weights): per row, i16_row_elems(in) integers (zeros past `in`);
                // after all the rows' integers, i16_row_groups(in) scales per row. A group's scale
@@ -65,8 +61,8 @@ struct RowsArgs {
 // Computes output columns [o0, o1) of every row.
 using RowsKernel = void (*)(const RowsArgs& args, int64_t o0, int64_t o1);
 
-// Writes x (n, in; row stride ldx) into out as `input` says (n × in contiguous, n × 2·in for
-// kBF16Split, or as kI16Groups lays it out). REQUIRES: input is not kF32 (that one is x itself);
+// Writes x (n, in; row stride ldx) into out as `input` says (n × in contiguous, or as kI16Groups
+// lays it out). REQUIRES: input is not kF32 (that one is x itself);
 // kI16Groups only on CPUs with AVX-512 (the only kernel that takes it needs it too).
 void prepare_rows(RowsInput input, int64_t n, int64_t in, const float* x, int64_t ldx, void* out);
 
@@ -84,8 +80,6 @@ void rows_bf16_avx512(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kF32
 void rows_i8_avx512(const RowsArgs& args, int64_t o0, int64_t o1);    // x: kF32
 // AVX-512 with AVX512_BF16: bf16 × bf16 products summed in f32.
 void rows_bf16_dot_avx512(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kBF16
-// The same with x as kBF16Split: two products per weight, each exact, summed in f32.
-void rows_bf16_split_avx512(const RowsArgs& args, int64_t o0, int64_t o1);  // x: kBF16Split
 // One row of x (in elements) as kI16Groups: i16_row_elems(in) integers and i16_row_groups(in)
 // scales. AVX-512.
 void quantize_row_i16_avx512(const float* x, int64_t in, int16_t* q, float* scales);

@@ -11,12 +11,9 @@
 //         and then multiplied by its scale into the row's total (8 × 1); more rows: the widened
 //         weights are scaled once and feed every row (4 × 4).
 //   BF16 with AVX512_BF16: VDPBF16PS multiplies 32 bf16 weights by 32 bf16 inputs (x rounded to
-//         bf16 once per call, RowsInput::kBF16) and sums pairs into 16 f32 lanes; 4 × 4 (8 × 1).
-//   BF16 with AVX512_BF16, x split: x as the sum of two bf16 values (RowsInput::kBF16Split:
-//         hi = x rounded to bf16, lo = x − hi rounded to bf16, so hi + lo is within 2^-16 of x),
-//         two VDPBF16PS per 32 weights and input row. One input row (batch-1 decode): per 64
-//         bytes of weights one load and two products, against one load, two widening operations
-//         and two FMAs above; 4 × 4 (8 × 1).
+//         bf16 once per call, RowsInput::kBF16) and sums pairs into 16 f32 lanes: per 64 bytes of
+//         weights and input row one load and one product, against one load, two widening
+//         operations and two FMAs above; 4 × 4 (8 × 1).
 //   I8 with AVX512_VNNI: 32 int8 weights widened to int16 (one instruction), VPDPWSSD multiplies
 //         them by 32 int16 inputs (x in int16 groups, RowsInput::kI16Groups) and sums pairs into
 //         16 int32 lanes; a group's lanes, as f32, times its weight scale × input scale, into the
@@ -245,13 +242,11 @@ LS_AVX512 inline void tile_i8_scaled(const RowsArgs& a, int64_t o, int64_t r) {
   store<WR, XR>(a, acc, tail, o, r);
 }
 
-// x rounded to bf16 (Split false), or each input row as hi values (x) then lo values (x + in),
-// both bf16, each multiplying the same weights (Split true).
-template <int WR, int XR, bool Split>
+// x rounded to bf16.
+template <int WR, int XR>
 LS_AVX512BF16 inline void tile_bf16_dot(const RowsArgs& a, int64_t o, int64_t r) {
   const uint16_t* w = static_cast<const uint16_t*>(a.w) + o * a.ldw;
   const uint16_t* x = static_cast<const uint16_t*>(a.x) + r * a.ldx;
-  const int64_t lo = a.in;
   __m512 acc[WR][XR];
   float tail[WR][XR] = {};
   zero<WR, XR>(acc);
@@ -265,11 +260,6 @@ LS_AVX512BF16 inline void tile_bf16_dot(const RowsArgs& a, int64_t o, int64_t r)
       const __m512bh xh = (__m512bh)_mm512_loadu_si512(x + j * a.ldx + k);
 #pragma GCC unroll 8
       for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xh);
-      if constexpr (Split) {
-        const __m512bh xl = (__m512bh)_mm512_loadu_si512(x + j * a.ldx + lo + k);
-#pragma GCC unroll 8
-        for (int i = 0; i < WR; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xl);
-      }
     }
   }
   if (k < a.in) {
@@ -279,10 +269,6 @@ LS_AVX512BF16 inline void tile_bf16_dot(const RowsArgs& a, int64_t o, int64_t r)
       for (int j = 0; j < XR; ++j) {
         const uint16_t* xr = x + j * a.ldx + k;
         acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv, (__m512bh)_mm512_maskz_loadu_epi16(m, xr));
-        if constexpr (Split) {
-          acc[i][j] =
-              _mm512_dpbf16_ps(acc[i][j], wv, (__m512bh)_mm512_maskz_loadu_epi16(m, xr + lo));
-        }
       }
     }
   }
@@ -458,13 +444,7 @@ struct I8Tile {
 template <int WR, int XR>
 struct BF16DotTile {
   LS_AVX512BF16 static void run(const RowsArgs& a, int64_t o, int64_t r) {
-    tile_bf16_dot<WR, XR, false>(a, o, r);
-  }
-};
-template <int WR, int XR>
-struct BF16SplitTile {
-  LS_AVX512BF16 static void run(const RowsArgs& a, int64_t o, int64_t r) {
-    tile_bf16_dot<WR, XR, true>(a, o, r);
+    tile_bf16_dot<WR, XR>(a, o, r);
   }
 };
 template <int WR, int XR>
@@ -518,9 +498,6 @@ void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { columns<I8Tile,
 void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
   columns<BF16DotTile, 4, 8>(a, o0, o1);
 }
-void rows_bf16_split_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
-  columns<BF16SplitTile, 4, 8>(a, o0, o1);
-}
 void rows_i8_vnni_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
   switch (a.n) {
     case 1:
@@ -541,9 +518,6 @@ void rows_f32_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_f32_porta
 void rows_bf16_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_bf16_portable(a, o0, o1); }
 void rows_i8_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_i8_portable(a, o0, o1); }
 void rows_bf16_dot_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
-  rows_bf16_portable(a, o0, o1);
-}
-void rows_bf16_split_avx512(const RowsArgs& a, int64_t o0, int64_t o1) {
   rows_bf16_portable(a, o0, o1);
 }
 void rows_i8_vnni_avx512(const RowsArgs& a, int64_t o0, int64_t o1) { rows_i8_portable(a, o0, o1); }

@@ -63,8 +63,6 @@ int64_t prepared_rows_bytes(RowsInput input, int64_t n, int64_t in) {
       return n * in * static_cast<int64_t>(sizeof(float));
     case RowsInput::kBF16:
       return n * in * static_cast<int64_t>(sizeof(uint16_t));
-    case RowsInput::kBF16Split:
-      return 2 * n * in * static_cast<int64_t>(sizeof(uint16_t));
     case RowsInput::kI16Groups:
       return i16_scales_offset(n, in) +
              n * i16_row_groups(in) * static_cast<int64_t>(sizeof(float));
@@ -78,20 +76,6 @@ void prepare_rows(RowsInput input, int64_t n, int64_t in, const float* x, int64_
     if (input == RowsInput::kBF16) {
       uint16_t* o = static_cast<uint16_t*>(out) + r * in;
       for (int64_t k = 0; k < in; ++k) o[k] = f32_to_bf16(xr[k]);
-      continue;
-    }
-    if (input == RowsInput::kBF16Split) {
-      uint16_t* hi = static_cast<uint16_t*>(out) + 2 * r * in;
-      uint16_t* lo = hi + in;
-      for (int64_t k = 0; k < in; ++k) {
-        uint16_t h = f32_to_bf16(xr[k]);
-        // A finite x that rounds to ±Inf in bf16 keeps its largest finite bf16 (truncated), so
-        // that hi + lo stays finite as x is.
-        if ((h & 0x7fffu) == 0x7f80u && std::isfinite(xr[k])) h = static_cast<uint16_t>(h - 1u);
-        hi[k] = h;
-        // ±Inf is all hi (Inf − Inf would make lo NaN); NaN stays NaN in both.
-        lo[k] = std::isinf(xr[k]) ? 0 : f32_to_bf16(xr[k] - bf16_to_f32(h));
-      }
       continue;
     }
     if (input == RowsInput::kI16Groups) {

@@ -29,10 +29,10 @@ struct Shape {
   int64_t n, out, in;
 };
 
-constexpr MatmulPath kPaths[] = {MatmulPath::kRowsPortable,  MatmulPath::kRowsAvx2,
-                                 MatmulPath::kRowsAvx512,    MatmulPath::kRowsBf16Dot,
-                                 MatmulPath::kRowsBf16Split, MatmulPath::kRowsI8Vnni,
-                                 MatmulPath::kBlas,          MatmulPath::kOneDnn};
+constexpr MatmulPath kPaths[] = {MatmulPath::kRowsPortable, MatmulPath::kRowsAvx2,
+                                 MatmulPath::kRowsAvx512,   MatmulPath::kRowsBf16Dot,
+                                 MatmulPath::kRowsI8Vnni,   MatmulPath::kBlas,
+                                 MatmulPath::kOneDnn};
 
 // Whether `path` multiplies x rounded to bf16 (and, for I8, weights rounded to bf16).
 bool rounds_to_bf16(MatmulPath path, DType dtype) {
@@ -133,11 +133,8 @@ void check(MatmulPath path, const Problem& p, float beta, int threads) {
   // (2^-7 when the I8 weight is rounded too).
   // x in int16 groups: each x within half a step (its group's largest |x| / 32767) of its value,
   // and 32767 · 2^-23 of a step more for the f32 product x · (32767 / largest) that is rounded.
-  // x split into two bf16 values: within 2^-16 of x (kBF16Split), so each product within 2^-16.
   const double rounded = p.dtype == DType::kI8 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -8);
-  const double relative = rounds_to_bf16(path, p.dtype)        ? rounded + 1e-5
-                          : path == MatmulPath::kRowsBf16Split ? std::ldexp(1.0, -16) + 1e-5
-                                                               : 1e-5;
+  const double relative = rounds_to_bf16(path, p.dtype) ? rounded + 1e-5 : 1e-5;
   const double group_relative = path == MatmulPath::kRowsI8Vnni ? 0.505 / 32767 : 0.0;
   for (int64_t r = 0; r < s.n; ++r) {
     for (int64_t o = 0; o < s.out; ++o) {
@@ -327,47 +324,8 @@ TEST(CpuMatmulTest, PathsAboveThisCpuAreRefused) {
   cpu::cap_kernel_level(cpu::best_kernel_level());
   EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsBf16Dot, DType::kF32));
   EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsBf16Dot, DType::kI8));
-  EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsBf16Split, DType::kF32));
-  EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsBf16Split, DType::kI8));
   EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsI8Vnni, DType::kF32));
   EXPECT_FALSE(cpu::matmul_path_available(MatmulPath::kRowsI8Vnni, DType::kBF16));
-}
-
-// kBF16Split: hi + lo within 2^-16 |x| of every normal x, finite for every finite x (the largest
-// ones round to ±Inf in bf16), ±Inf kept ±Inf and NaN kept NaN.
-TEST(CpuMatmulTest, SplitInputIsWithinTwoToTheMinus16) {
-  std::mt19937 rng(11);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> x = {std::numeric_limits<float>::max(),
-                          -std::numeric_limits<float>::max(),
-                          3.3961e38f,
-                          1.0f + std::ldexp(1.0f, -20),
-                          -1.0f - std::ldexp(1.0f, -9),
-                          1e-30f,
-                          0.0f,
-                          std::numeric_limits<float>::quiet_NaN(),
-                          std::numeric_limits<float>::infinity(),
-                          -std::numeric_limits<float>::infinity()};
-  for (int i = 0; i < 200; ++i) x.push_back(u(rng) * std::ldexp(1.0f, i % 60 - 30));
-  const int64_t in = static_cast<int64_t>(x.size());
-  std::vector<uint16_t> out(static_cast<size_t>(
-      cpu::prepared_rows_bytes(cpu::RowsInput::kBF16Split, 1, in) / sizeof(uint16_t)));
-  cpu::prepare_rows(cpu::RowsInput::kBF16Split, 1, in, x.data(), in, out.data());
-  for (int64_t k = 0; k < in; ++k) {
-    const double hi = bf16_to_f32(out[static_cast<size_t>(k)]);
-    const double lo = bf16_to_f32(out[static_cast<size_t>(in + k)]);
-    const double v = x[static_cast<size_t>(k)];
-    if (std::isnan(v)) {
-      EXPECT_TRUE(std::isnan(hi + lo)) << k;
-      continue;
-    }
-    if (std::isinf(v)) {
-      EXPECT_EQ(hi + lo, v);  // not Inf − Inf
-      continue;
-    }
-    ASSERT_TRUE(std::isfinite(hi) && std::isfinite(lo)) << "x " << v;
-    EXPECT_LE(std::fabs(hi + lo - v), std::ldexp(std::fabs(v), -16)) << "x " << v;
-  }
 }
 
 TEST(CpuWeightConversionTest, Int8GroupsAreSymmetricAndWithinHalfAStep) {
