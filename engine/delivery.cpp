@@ -9,13 +9,19 @@ double millis(Sequence::Clock::time_point a, Sequence::Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+// Whether the token that ended the request is left out of its text and its answer's tokens.
+bool ending_token_hidden(const Sequence& s) {
+  return s.ended_by_token && !s.request.params.include_stop_str_in_output;
+}
+
 }  // namespace
 
 Result<FinishReason> stream_text(Sequence& s, SequenceUpdate* u, bool finishing) {
   if (s.text_stopped) return FinishReason::kStop;
   const size_t before = s.text.size();
-  // The token that ended the request (EOS, a stop token id) adds no text.
-  const int32_t with_text = s.num_generated() - (s.ended_by_token ? 1 : 0);
+  // The token that ended the request (EOS, a stop token id) adds no text, unless the request
+  // asks for its stop in the text (vLLM's include_stop_str_in_output).
+  const int32_t with_text = s.num_generated() - (ending_token_hidden(s) ? 1 : 0);
   for (; s.detokenized < with_text; ++s.detokenized) {
     const int32_t id = s.tokens[static_cast<size_t>(s.prompt_len + s.detokenized)];
     LS_ASSIGN_OR_RETURN(std::string piece, s.detokenizer->add(id));
@@ -35,10 +41,12 @@ Result<FinishReason> stream_text(Sequence& s, SequenceUpdate* u, bool finishing)
   if (!s.stop_strings.empty()) {
     // Stop strings count once the output has more than min_tokens tokens (vLLM's rule); one
     // whose text went out before then stays in the answer.
-    const size_t cut = s.num_generated() > s.request.params.min_tokens
-                           ? s.stop_strings.find(s.text, before, s.text_delivered)
-                           : std::string::npos;
-    if (cut != std::string::npos) {
+    const StopStringMatcher::Match match =
+        s.num_generated() > s.request.params.min_tokens
+            ? s.stop_strings.find(s.text, before, s.text_delivered)
+            : StopStringMatcher::Match{};
+    if (match.found()) {
+      const size_t cut = s.request.params.include_stop_str_in_output ? match.end : match.begin;
       s.text.resize(cut);
       s.text_stopped = true;
       deliverable = cut;
@@ -73,8 +81,9 @@ void deliver(Sequence& s, SequenceUpdate& u) {
   u.prompt_tokens = s.prompt_len;
   u.completion_tokens = s.num_generated();
   // Without a tokenizer there is no text: every token but the one that ended the request.
-  u.answer_tokens = s.detokenizer ? s.answer_tokens
-                                  : s.num_generated() - (u.finished && s.ended_by_token ? 1 : 0);
+  u.answer_tokens = s.detokenizer
+                        ? s.answer_tokens
+                        : s.num_generated() - (u.finished && ending_token_hidden(s) ? 1 : 0);
   u.scheduled = s.first_scheduled_at.has_value();
   if (s.first_scheduled_at) u.queue_ms = millis(s.submitted_at, *s.first_scheduled_at);
   if (s.first_token_at) u.ttft_ms = millis(s.submitted_at, *s.first_token_at);

@@ -42,7 +42,11 @@ struct SamplingParams {
   // vLLM's: only these tokens can be picked (before the edits above); empty: every token.
   std::vector<int32_t> allowed_token_ids;
   std::vector<int32_t> stop_token_ids;
-  std::vector<std::string> stop;    // stop strings (need the tokenizer); not returned in text
+  std::vector<std::string> stop;  // stop strings (need the tokenizer); not returned in text
+  // vLLM's: the text keeps the stop string that ended it (up to its end) and the text of an
+  // ending EOS or stop token id (none for a special token with skip_special_tokens), and that
+  // token counts among the answer's tokens.
+  bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;  // leave special tokens out of the text
 };
 

@@ -23,12 +23,17 @@ StopStringMatcher::StopStringMatcher(std::vector<std::string> stops) : stops_(st
   for (const auto& stop : stops_) longest_ = std::max(longest_, stop.size());
 }
 
-size_t StopStringMatcher::find(std::string_view text, size_t old_size, size_t min_start) const {
+StopStringMatcher::Match StopStringMatcher::find(std::string_view text, size_t old_size,
+                                                 size_t min_start) const {
   // A stop string that ends past old_size begins at old_size - longest + 1 or later.
   const size_t from = std::max(old_size >= longest_ ? old_size - longest_ + 1 : 0, min_start);
-  size_t cut = std::string_view::npos;
-  for (const auto& stop : stops_) cut = std::min(cut, text.find(stop, from));
-  return cut;
+  Match m;
+  for (const auto& stop : stops_) {
+    const size_t at = text.find(stop, from);
+    if (at == std::string_view::npos) continue;
+    if (at < m.begin || (at == m.begin && at + stop.size() > m.end)) m = {at, at + stop.size()};
+  }
+  return m;
 }
 
 size_t StopStringMatcher::pending_tail(std::string_view text) const {

@@ -3,7 +3,8 @@
 //   generation_config.json) unless the request ignores EOS → kEos; one of its stop_token_ids →
 //   kStop; max_tokens generated or the context full → kLength.
 //   StopStringMatcher: the request's stop strings, matched on the streamed text. The text ends
-//   right before the earliest stop string, which is never delivered, not even in part.
+//   right before the earliest stop string, which is never delivered, not even in part; with
+//   include_stop_str_in_output (vLLM's), right after it.
 // Pure functions and an immutable class; thread-compatible.
 #pragma once
 
@@ -31,10 +32,18 @@ class StopStringMatcher {
   // REQUIRES: no stop string is empty.
   explicit StopStringMatcher(std::vector<std::string> stops);
 
+  // Where a stop string lies in the text: [begin, end).
+  struct Match {
+    size_t begin = std::string_view::npos;
+    size_t end = std::string_view::npos;
+    bool found() const { return begin != std::string_view::npos; }
+  };
+
   bool empty() const { return stops_.empty(); }
-  // Where the earliest stop string that ends past byte `old_size` of `text` and begins at or
-  // after `min_start` begins, or npos. (Text before `old_size` was searched when it arrived.)
-  size_t find(std::string_view text, size_t old_size, size_t min_start = 0) const;
+  // The earliest stop string that ends past byte `old_size` of `text` and begins at or after
+  // `min_start` (of two that begin there, the longer), or no match. (Text before `old_size` was
+  // searched when it arrived.)
+  Match find(std::string_view text, size_t old_size, size_t min_start = 0) const;
   // The length of the longest tail of `text` that begins some stop string: text that must wait
   // for what follows before it may be delivered.
   size_t pending_tail(std::string_view text) const;

@@ -156,13 +156,12 @@ Error refuse_unsupported(const json& body, bool chat) {
     if ((v->is_array() || v->is_object() || v->is_string()) && v->empty()) return std::nullopt;
     return bad(name, "'{}' is not supported", name);
   };
-  for (auto check :
-       {integer_not("best_of", 1), true_refused("echo"), true_refused("use_beam_search"),
-        true_refused("include_stop_str_in_output"), present_refused("prompt_logprobs"),
-        present_refused("truncate_prompt_tokens"), present_refused("bad_words"),
-        present_refused("prompt_embeds"), present_refused("guided_json"),
-        present_refused("guided_regex"), present_refused("guided_choice"),
-        present_refused("guided_grammar"), present_refused("structured_outputs")}) {
+  for (auto check : {integer_not("best_of", 1), true_refused("echo"),
+                     true_refused("use_beam_search"), present_refused("prompt_logprobs"),
+                     present_refused("truncate_prompt_tokens"), present_refused("bad_words"),
+                     present_refused("prompt_embeds"), present_refused("guided_json"),
+                     present_refused("guided_regex"), present_refused("guided_choice"),
+                     present_refused("guided_grammar"), present_refused("structured_outputs")}) {
     if (check) return check;
   }
   if (!chat) {
@@ -348,6 +347,8 @@ Error parse_sampling(const json& body, bool chat, OpenAiRequest* out) {
   }
   if (auto e = get_bool(body, "ignore_eos", &p.ignore_eos)) return e;
   if (auto e = get_bool(body, "skip_special_tokens", &p.skip_special_tokens)) return e;
+  if (auto e = get_bool(body, "include_stop_str_in_output", &p.include_stop_str_in_output))
+    return e;
 
   if (chat) {
     if (auto e = get_bool(body, "logprobs", &out->logprobs)) return e;

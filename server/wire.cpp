@@ -90,6 +90,7 @@ engine::SamplingParams to_engine_params(const v1::SamplingParams& p) {
   out.ignore_eos = p.ignore_eos();
   out.stop.assign(p.stop().begin(), p.stop().end());
   out.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
+  out.include_stop_str_in_output = p.include_stop_str_in_output();
   out.logit_bias.assign(p.logit_bias().begin(), p.logit_bias().end());
   // A map's order is unspecified: sorted, a request's edits do not depend on it.
   std::sort(out.logit_bias.begin(), out.logit_bias.end());

@@ -41,16 +41,34 @@ TEST(TokenStopReason, AFullContextEndsWithLength) {
   EXPECT_EQ(token_stop_reason(s, 3, {}, 5), FinishReason::kLength);
 }
 
+// [begin, end) of a match, or {npos, npos}.
+std::pair<size_t, size_t> found(const StopStringMatcher::Match& m) { return {m.begin, m.end}; }
+std::pair<size_t, size_t> range(size_t begin, size_t end) { return {begin, end}; }
+const std::pair<size_t, size_t> kNone = range(std::string::npos, std::string::npos);
+
 TEST(StopStringMatcher, FindsTheEarliestStopThatEndsInTheNewText) {
   const StopStringMatcher m({"END", "X"});
   EXPECT_FALSE(m.empty());
-  EXPECT_EQ(m.find("abc", 0), std::string::npos);
-  EXPECT_EQ(m.find("abcXdef END", 3), 3u);
-  EXPECT_EQ(m.find("abc ENDdefX", 3), 4u);
+  EXPECT_EQ(found(m.find("abc", 0)), kNone);
+  EXPECT_FALSE(m.find("abc", 0).found());
+  EXPECT_EQ(found(m.find("abcXdef END", 3)), range(3, 4));
+  EXPECT_EQ(found(m.find("abc ENDdefX", 3)), range(4, 7));
   // A stop string split over two pieces: "EN" arrived before, "D" now.
-  EXPECT_EQ(m.find("abc END", 6), 4u);
+  EXPECT_EQ(found(m.find("abc END", 6)), range(4, 7));
   // Only stops that end past old_size are searched: the text before was searched already.
-  EXPECT_EQ(m.find("X is old", 5), std::string::npos);
+  EXPECT_EQ(found(m.find("X is old", 5)), kNone);
+}
+
+// Two stop strings that begin at the same byte: the longer one ends the match, whichever comes
+// first in the list (it matters when the text keeps the stop string).
+TEST(StopStringMatcher, OfTwoStopsAtOneByteTheLongerEndsTheMatch) {
+  for (const auto& stops : {std::vector<std::string>{"ab", "abc"}, {"abc", "ab"}}) {
+    const StopStringMatcher m(stops);
+    EXPECT_EQ(found(m.find("xxabcd", 0)), range(2, 5));
+  }
+  // An earlier begin wins over a longer match.
+  const StopStringMatcher m({"bcd", "abc"});
+  EXPECT_EQ(found(m.find("xabcd", 0)), range(1, 4));
 }
 
 TEST(StopStringMatcher, HoldsBackTheLongestTailThatBeginsAStop) {
@@ -71,13 +89,13 @@ TEST(StopStringMatcher, RepeatedCharactersHoldBackOnlyWhatCanStillMatch) {
   const StopStringMatcher m({"aab"});
   EXPECT_EQ(m.pending_tail("xaa"), 2u);
   EXPECT_EQ(m.pending_tail("xaaa"), 2u);  // "aaa" cannot begin "aab", its last "aa" can
-  EXPECT_EQ(m.find("xaaab", 4), 2u);
+  EXPECT_EQ(found(m.find("xaaab", 4)), range(2, 5));
 }
 
 TEST(StopStringMatcher, NoStopStringsMatchNothing) {
   const StopStringMatcher m;
   EXPECT_TRUE(m.empty());
-  EXPECT_EQ(m.find("anything", 0), std::string::npos);
+  EXPECT_FALSE(m.find("anything", 0).found());
   EXPECT_EQ(m.pending_tail("anything"), 0u);
 }
 

@@ -169,6 +169,35 @@ TEST_F(TextTest, StopStringEndsTheTextBeforeItAndIsNeverStreamed) {
   for (const auto& piece : out.pieces) EXPECT_EQ(piece.find(stop), std::string::npos);
 }
 
+// include_stop_str_in_output (vLLM's): the same stop, the same tokens, and the text now ends
+// right after the stop string; the answer's tokens are all the tokens generated.
+TEST_F(TextTest, IncludeStopStrInOutputEndsTheTextAfterTheStopString) {
+  const std::vector<int32_t> prompt = {72, 101, 108, 108, 111, 32, 76, 111};
+  Output free_run = run(greedy(prompt, 32));
+  const std::string full = join(free_run.pieces);
+  size_t at = 4;  // two printable ASCII characters in a row, as above
+  while (at + 1 < full.size() && !(std::isprint(static_cast<unsigned char>(full[at])) &&
+                                   std::isprint(static_cast<unsigned char>(full[at + 1])))) {
+    ++at;
+  }
+  ASSERT_LT(at + 1, full.size()) << "the free run has no two ASCII characters in a row: " << full;
+  const std::string stop = full.substr(at, 2);
+  const size_t first = full.find(stop);
+  GenerationRequest cut = greedy(prompt, 32);
+  cut.params.stop = {stop};
+  const Output without = run(std::move(cut));
+  GenerationRequest kept = greedy(prompt, 32);
+  kept.params.stop = {stop};
+  kept.params.include_stop_str_in_output = true;
+  const Output with = run(std::move(kept));
+  EXPECT_EQ(with.reason, FinishReason::kStop);
+  EXPECT_EQ(with.ids, without.ids);
+  EXPECT_EQ(join(with.pieces), full.substr(0, first + stop.size()));
+  EXPECT_EQ(join(without.pieces), full.substr(0, first));
+  // The token that completed the stop string holds its last character: part of the answer.
+  EXPECT_EQ(with.answer_tokens.back(), static_cast<int32_t>(with.ids.size()));
+}
+
 // With min_tokens, stop strings count once the output has more than min_tokens tokens (vLLM's
 // rule): one completed by token k stops a request with min_tokens k - 1, not one with k.
 TEST_F(TextTest, StopStringsCountOnlyPastMinTokens) {
@@ -207,7 +236,8 @@ TEST_F(TextTest, StopStringsCountOnlyPastMinTokens) {
 }
 
 // A stop token id ends the request without adding its text (as vLLM leaves it out), and the
-// answer's tokens (what OpenAI logprobs cover) are those before it.
+// answer's tokens (what OpenAI logprobs cover) are those before it; with
+// include_stop_str_in_output, its text and itself are in.
 TEST_F(TextTest, AStopTokenAddsNoText) {
   const std::vector<int32_t> prompt = {72, 101, 108, 108, 111, 32, 76, 111};
   Output free_run = run(greedy(prompt, 32));
@@ -232,6 +262,18 @@ TEST_F(TextTest, AStopTokenAddsNoText) {
   // While it ran, the count never went back and never passed the tokens seen.
   for (size_t i = 1; i < out.answer_tokens.size(); ++i)
     EXPECT_GE(out.answer_tokens[i], out.answer_tokens[i - 1]);
+
+  // With include_stop_str_in_output (vLLM's), the stop token's text is kept and it is one of the
+  // answer's tokens.
+  GenerationRequest kept = greedy(prompt, 32);
+  kept.params.stop_token_ids = {free_run.ids[k]};
+  kept.params.include_stop_str_in_output = true;
+  out = run(std::move(kept));
+  EXPECT_EQ(out.reason, FinishReason::kStop);
+  ASSERT_EQ(out.ids.size(), k + 1);
+  EXPECT_EQ(join(out.pieces), *engine_->tokenizer()->decode(out.ids, true));
+  EXPECT_NE(join(out.pieces), *engine_->tokenizer()->decode(before, true));
+  EXPECT_EQ(out.answer_tokens.back(), static_cast<int32_t>(k + 1));
 }
 
 // gRPC cancels a call when its deadline passes, which can reach the engine before the engine's

@@ -426,6 +426,20 @@ TEST_F(HttpTest, StopStringsAndStopTokens) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json["choices"][0]["text"], want->text());
   EXPECT_EQ(r.json["choices"][0]["finish_reason"], "stop");
+  // vLLM's include_stop_str_in_output: the text ends right after the stop string, over HTTP and
+  // gRPC alike.
+  g.mutable_params()->set_include_stop_str_in_output(true);
+  auto kept = client_->generate(g);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept->text(), want->text() + stop);
+  const HttpReply k = http().post("/v1/completions", {{"prompt", "stops"},
+                                                      {"max_tokens", 30},
+                                                      {"temperature", 0},
+                                                      {"stop", stop},
+                                                      {"include_stop_str_in_output", true}});
+  ASSERT_EQ(k.status, 200) << k.body;
+  EXPECT_EQ(k.json["choices"][0]["text"], want->text() + stop);
+  EXPECT_EQ(k.json["choices"][0]["finish_reason"], "stop");
 
   const int32_t stop_id = whole->token_ids(4);
   const HttpReply t = http().post("/v1/completions", {{"prompt", "stops"},

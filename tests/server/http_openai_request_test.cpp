@@ -33,7 +33,7 @@ TEST(HttpOpenAiRequest, CompletionFieldsReachTheEngineParameters) {
     "top_k": 40, "seed": 12, "stop": ["\n", "END"], "logprobs": 3, "stream": true,
     "stream_options": {"include_usage": true}, "ignore_eos": true, "stop_token_ids": [2, 3],
     "skip_special_tokens": false, "return_token_ids": true, "user": "someone",
-    "n": 1, "best_of": 1, "echo": false, "presence_penalty": 0, "frequency_penalty": 0.0,
+    "include_stop_str_in_output": true, "n": 1, "best_of": 1, "echo": false, "presence_penalty": 0, "frequency_penalty": 0.0,
     "logit_bias": {}, "suffix": null, "some_future_field": {"nested": [1, 2]}})");
   EXPECT_FALSE(r.chat);
   EXPECT_EQ(r.model, "sort");
@@ -49,6 +49,7 @@ TEST(HttpOpenAiRequest, CompletionFieldsReachTheEngineParameters) {
   EXPECT_EQ(r.params.stop_token_ids, (std::vector<int32_t>{2, 3}));
   EXPECT_TRUE(r.params.ignore_eos);
   EXPECT_FALSE(r.params.skip_special_tokens);
+  EXPECT_TRUE(r.params.include_stop_str_in_output);
   EXPECT_TRUE(r.logprobs);
   EXPECT_EQ(r.top_logprobs, 3);
   EXPECT_EQ(r.params.logprobs, 3);
@@ -193,7 +194,7 @@ TEST(HttpOpenAiRequest, BadFieldsAreNamed) {
       {R"({"prompt": "x", "allowed_token_ids": [1, -2]})", "allowed_token_ids"},
       {R"({"prompt": "x", "allowed_token_ids": 5})", "allowed_token_ids"},
       {R"({"prompt": "x", "use_beam_search": true})", "use_beam_search"},
-      {R"({"prompt": "x", "include_stop_str_in_output": true})", "include_stop_str_in_output"},
+      {R"({"prompt": "x", "include_stop_str_in_output": 1})", "include_stop_str_in_output"},
       {R"({"prompt": "x", "max_tokens": "5"})", "max_tokens"},
       {R"({"prompt": "x", "max_tokens": 1e12})", "max_tokens"},
       {R"({"prompt": "x", "max_tokens": 2.5})", "max_tokens"},
