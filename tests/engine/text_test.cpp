@@ -116,6 +116,16 @@ class TextTest : public ::testing::Test {
     r.params.ignore_eos = true;
     return r;
   }
+  // The first two printable ASCII characters in a row past the start of `text` (an ASCII pair
+  // cannot be half of a character the decoder holds back), or "".
+  static std::string first_ascii_pair(const std::string& text) {
+    for (size_t at = 4; at + 1 < text.size(); ++at) {
+      if (std::isprint(static_cast<unsigned char>(text[at])) &&
+          std::isprint(static_cast<unsigned char>(text[at + 1])))
+        return text.substr(at, 2);
+    }
+    return "";
+  }
   static std::string join(const std::vector<std::string>& pieces) {
     std::string s;
     for (const auto& p : pieces) s += p;
@@ -138,19 +148,14 @@ TEST_F(TextTest, PiecesConcatenateToTheFullDecode) {
   EXPECT_EQ(out.reason, FinishReason::kLength);
 }
 
+// (With include_stop_str_in_output, right after it.)
 TEST_F(TextTest, StopStringEndsTheTextBeforeItAndIsNeverStreamed) {
   const std::vector<int32_t> prompt = {72, 101, 108, 108, 111, 32, 76, 111};
   Output free_run = run(greedy(prompt, 32));
   const std::string full = join(free_run.pieces);
-  // A stop string taken from the middle of the free run: its first two ASCII characters in a row
-  // after the start (an ASCII pair cannot be half of a character the decoder holds back).
-  size_t at = 4;
-  while (at + 1 < full.size() && !(std::isprint(static_cast<unsigned char>(full[at])) &&
-                                   std::isprint(static_cast<unsigned char>(full[at + 1])))) {
-    ++at;
-  }
-  ASSERT_LT(at + 1, full.size()) << "the free run has no two ASCII characters in a row: " << full;
-  const std::string stop = full.substr(at, 2);
+  // A stop string taken from the middle of the free run.
+  const std::string stop = first_ascii_pair(full);
+  ASSERT_FALSE(stop.empty()) << "the free run has no two ASCII characters in a row: " << full;
   const size_t first = full.find(stop);
   GenerationRequest r = greedy(prompt, 32);
   r.params.stop = {stop, "a stop string that never occurs"};
@@ -167,34 +172,16 @@ TEST_F(TextTest, StopStringEndsTheTextBeforeItAndIsNeverStreamed) {
   EXPECT_EQ(out.ids, std::vector<int32_t>(free_run.ids.begin(),
                                           free_run.ids.begin() + static_cast<std::ptrdiff_t>(k)));
   for (const auto& piece : out.pieces) EXPECT_EQ(piece.find(stop), std::string::npos);
-}
 
-// include_stop_str_in_output (vLLM's): the same stop, the same tokens, and the text now ends
-// right after the stop string; the answer's tokens are all the tokens generated.
-TEST_F(TextTest, IncludeStopStrInOutputEndsTheTextAfterTheStopString) {
-  const std::vector<int32_t> prompt = {72, 101, 108, 108, 111, 32, 76, 111};
-  Output free_run = run(greedy(prompt, 32));
-  const std::string full = join(free_run.pieces);
-  size_t at = 4;  // two printable ASCII characters in a row, as above
-  while (at + 1 < full.size() && !(std::isprint(static_cast<unsigned char>(full[at])) &&
-                                   std::isprint(static_cast<unsigned char>(full[at + 1])))) {
-    ++at;
-  }
-  ASSERT_LT(at + 1, full.size()) << "the free run has no two ASCII characters in a row: " << full;
-  const std::string stop = full.substr(at, 2);
-  const size_t first = full.find(stop);
-  GenerationRequest cut = greedy(prompt, 32);
-  cut.params.stop = {stop};
-  const Output without = run(std::move(cut));
+  // include_stop_str_in_output (vLLM's): the same tokens, and the text ends right after the stop
+  // string; the token that completed it holds its last character, so it is part of the answer.
   GenerationRequest kept = greedy(prompt, 32);
   kept.params.stop = {stop};
   kept.params.include_stop_str_in_output = true;
   const Output with = run(std::move(kept));
   EXPECT_EQ(with.reason, FinishReason::kStop);
-  EXPECT_EQ(with.ids, without.ids);
+  EXPECT_EQ(with.ids, out.ids);
   EXPECT_EQ(join(with.pieces), full.substr(0, first + stop.size()));
-  EXPECT_EQ(join(without.pieces), full.substr(0, first));
-  // The token that completed the stop string holds its last character: part of the answer.
   EXPECT_EQ(with.answer_tokens.back(), static_cast<int32_t>(with.ids.size()));
 }
 
