@@ -1,5 +1,6 @@
 // Fuzzes the OpenAI-compatible HTTP API's request bodies: the first byte picks
-// /v1/completions or /v1/chat/completions, the rest is the body. Every refusal is a short, clean
+// /v1/completions or /v1/chat/completions, the rest is the body (also read as vLLM's /tokenize
+// and /detokenize bodies). Every refusal is a short, clean
 // message naming a short field; every accepted body keeps the limits the parser promises, and a
 // chat body's messages render with a Llama-3-style template (bounded by the render limits).
 #include <cstddef>
@@ -37,16 +38,40 @@ const chat::ChatTemplate& chat_template() {
   return *t;
 }
 
+void check_error(const server::RequestError& error) {
+  fuzz::check_status(error.status);
+  if (error.param.size() > 128) fuzz::fail("an error names a field longer than 128 bytes");
+}
+
+// The same body as vLLM's /tokenize and /detokenize read it.
+void check_tokenization_bodies(std::string_view body) {
+  auto tokenize = server::parse_tokenize_request(body);
+  if (auto* error = std::get_if<server::RequestError>(&tokenize)) {
+    check_error(*error);
+  } else {
+    const auto& r = std::get<server::TokenizeRequest>(tokenize).request;
+    if (!r.chat && (r.prompts.size() != 1 || !std::holds_alternative<std::string>(r.prompts[0])))
+      fuzz::fail("/tokenize accepted a prompt that is not one string");
+  }
+  auto detokenize = server::parse_detokenize_request(body);
+  if (auto* error = std::get_if<server::RequestError>(&detokenize)) {
+    check_error(*error);
+  } else {
+    for (int32_t id : std::get<server::DetokenizeRequest>(detokenize).tokens)
+      if (id < 0) fuzz::fail("/detokenize accepted a negative token id");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const bool chat = (data[0] & 1) != 0;
   const std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
+  check_tokenization_bodies(body);
   auto parsed = server::parse_openai_request(body, chat);
   if (auto* error = std::get_if<server::RequestError>(&parsed)) {
-    fuzz::check_status(error->status);
-    if (error->param.size() > 128) fuzz::fail("an error names a field longer than 128 bytes");
+    check_error(*error);
     return 0;
   }
   const auto& r = std::get<server::OpenAiRequest>(parsed);

@@ -468,6 +468,13 @@ void set_request_error(httplib::Response& res, const RequestError& e) {
   set_openai_error(res, e.status, e.param);
 }
 
+// OpenAiService::tokenizer_for's error: an unknown model is OpenAI's model_not_found.
+void set_tokenizer_error(httplib::Response& res, const Status& st) {
+  if (st.code() == StatusCode::kNotFound)
+    return set_openai_error(res, st, "model", "model_not_found");
+  set_openai_error(res, st);
+}
+
 }  // namespace
 
 OpenAiService::OpenAiService(ServingState* state, OpenAiOptions options)
@@ -504,7 +511,75 @@ void OpenAiService::add_routes(HttpServer& http) {
   http.post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
     generate(req, res, /*chat=*/true);
   });
+  http.post("/tokenize",
+            [this](const httplib::Request& req, httplib::Response& res) { tokenize(req, res); });
+  http.post("/detokenize",
+            [this](const httplib::Request& req, httplib::Response& res) { detokenize(req, res); });
   add_model_routes(http);
+}
+
+Result<const tokenizer::Tokenizer*> OpenAiService::tokenizer_for(const std::string& model) const {
+  const engine::Engine* e = state_->engine();
+  if (e == nullptr) return unavailable_error("the model is still loading; retry shortly");
+  if (!model.empty() && model != options_.served_model_name &&
+      !adapters::AdapterRegistry::validate_task_id(model).ok()) {
+    return not_found_error(
+        "model {} does not exist: it is neither the base model '{}' nor a task ID", excerpt(model),
+        options_.served_model_name);
+  }
+  if (e->tokenizer() == nullptr) {
+    return failed_precondition_error(
+        "this model has no tokenizer.json: it takes and gives token ids only");
+  }
+  return e->tokenizer();
+}
+
+void OpenAiService::tokenize(const httplib::Request& req, httplib::Response& res) {
+  // Rendering and tokenizing take many times the body's bytes, as for a generation.
+  ByteBudget::Claim preparing = state_->preparing().claim(req.body.size());
+  auto parsed = parse_tokenize_request(req.body);
+  if (auto* e = std::get_if<RequestError>(&parsed)) return set_request_error(res, *e);
+  const TokenizeRequest& t = std::get<TokenizeRequest>(parsed);
+  const OpenAiRequest& r = t.request;
+  auto tok = tokenizer_for(r.model);
+  if (!tok.ok()) return set_tokenizer_error(res, tok.status());
+  Result<std::string> text = r.chat ? render_chat(r) : std::get<std::string>(r.prompts[0]);
+  if (!text.ok()) return set_openai_error(res, text.status());
+  auto ids = (*tok)->encode(*text, r.add_special_tokens);
+  if (!ids.ok()) return set_openai_error(res, ids.status(), r.chat ? "messages" : "prompt");
+  json answer = {{"count", ids->size()},
+                 {"max_model_len", state_->engine()->config().max_context},
+                 {"tokens", *ids}};
+  if (t.return_token_strs) {
+    json strs = json::array();
+    for (int32_t id : *ids) strs.push_back(std::string((*tok)->id_to_token(id).value_or("")));
+    answer["token_strs"] = std::move(strs);
+  }
+  res.set_content(dump(answer), "application/json");
+}
+
+void OpenAiService::detokenize(const httplib::Request& req, httplib::Response& res) {
+  auto parsed = parse_detokenize_request(req.body);
+  if (auto* e = std::get_if<RequestError>(&parsed)) return set_request_error(res, *e);
+  const DetokenizeRequest& d = std::get<DetokenizeRequest>(parsed);
+  auto tok = tokenizer_for(d.model);
+  if (!tok.ok()) return set_tokenizer_error(res, tok.status());
+  // An id past the model's vocabulary is an error; one inside it without a token decodes to
+  // nothing, as Hugging Face's decode skips it.
+  const int64_t vocab = state_->engine()->config().vocab_size;
+  for (size_t i = 0; i < d.tokens.size(); ++i) {
+    if (d.tokens[i] >= vocab) {
+      return set_openai_error(res,
+                              invalid_argument_error("'tokens[{}]' {} is past the vocabulary ({} "
+                                                     "tokens)",
+                                                     i, d.tokens[i], vocab),
+                              "tokens");
+    }
+  }
+  // As vLLM decodes: special tokens included.
+  auto text = (*tok)->decode(d.tokens, /*skip_special_tokens=*/false);
+  if (!text.ok()) return set_openai_error(res, text.status(), "tokens");
+  res.set_content(dump(json{{"prompt", *text}}), "application/json");
 }
 
 void OpenAiService::add_model_routes(HttpServer& http) {

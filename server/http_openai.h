@@ -39,7 +39,7 @@ class OpenAiService {
   OpenAiService(ServingState* state, OpenAiOptions options);
   ~OpenAiService();
 
-  // Adds the /v1/* routes. REQUIRES: before http.start().
+  // Adds the /v1/* routes, and vLLM's /tokenize and /detokenize. REQUIRES: before http.start().
   void add_routes(HttpServer& http);
   // Adds only GET /v1/models and /v1/models/{model} (the HTTP admin listener serves them too, for
   // the tools that load adapters there). REQUIRES: before http.start().
@@ -54,6 +54,13 @@ class OpenAiService {
 
  private:
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
+  // vLLM's POST /tokenize and /detokenize, with the base model's tokenizer (every task's).
+  void tokenize(const httplib::Request& req, httplib::Response& res);
+  void detokenize(const httplib::Request& req, httplib::Response& res);
+  // The engine's tokenizer for a /tokenize or /detokenize request naming `model`, or the error
+  // to answer: UNAVAILABLE while loading, NOT_FOUND for a name that is neither the base model
+  // nor a task ID, FAILED_PRECONDITION for a model without a tokenizer.
+  Result<const tokenizer::Tokenizer*> tokenizer_for(const std::string& model) const;
   // The prompt text of a chat request: its messages rendered with the chat template.
   Result<std::string> render_chat(const OpenAiRequest& request) const;
 

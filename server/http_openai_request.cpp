@@ -368,18 +368,21 @@ Error parse_sampling(const json& body, bool chat, OpenAiRequest* out) {
   return std::nullopt;
 }
 
+// The body as a JSON object, within the untrusted-JSON caps and with no integer past 64 bits (one
+// would otherwise reach a template as a double).
+Result<json> parse_body(std::string_view text) {
+  LS_ASSIGN_OR_RETURN(json body, parse_untrusted_json<json>(text, "the request body"));
+  LS_RETURN_IF_ERROR(check_json_integers(text, "the request body"));
+  if (!body.is_object()) return invalid_argument_error("the request body must be a JSON object");
+  return body;
+}
+
 }  // namespace
 
 std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view text, bool chat) {
-  auto parsed = parse_untrusted_json<json>(text, "the request body");
+  auto parsed = parse_body(text);
   if (!parsed.ok()) return RequestError{parsed.status(), ""};
-  // After the caps: an integer past 64 bits would otherwise reach a template as a double.
-  if (Status wide = check_json_integers(text, "the request body"); !wide.ok()) {
-    return RequestError{std::move(wide), ""};
-  }
   const json& body = *parsed;
-  if (!body.is_object())
-    return RequestError{invalid_argument_error("the request body must be a JSON object"), ""};
   OpenAiRequest out;
   out.chat = chat;
   out.add_special_tokens = !chat;
@@ -419,6 +422,36 @@ std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view 
     }
   }
   if (auto e = get_bool(body, "return_token_ids", &out.return_token_ids)) return *e;
+  return out;
+}
+
+std::variant<TokenizeRequest, RequestError> parse_tokenize_request(std::string_view text) {
+  auto body = parse_body(text);
+  if (!body.ok()) return RequestError{body.status(), ""};
+  const bool chat = field(*body, "messages") != nullptr;
+  auto parsed = parse_openai_request(text, chat);
+  if (auto* e = std::get_if<RequestError>(&parsed)) return std::move(*e);
+  TokenizeRequest out{std::move(std::get<OpenAiRequest>(parsed)), false};
+  if (!chat && (out.request.prompts.size() != 1 ||
+                !std::holds_alternative<std::string>(out.request.prompts[0]))) {
+    return *bad("prompt", "'prompt' must be one string (or send 'messages')");
+  }
+  if (auto e = get_bool(*body, "return_token_strs", &out.return_token_strs)) return *e;
+  return out;
+}
+
+std::variant<DetokenizeRequest, RequestError> parse_detokenize_request(std::string_view text) {
+  auto body = parse_body(text);
+  if (!body.ok()) return RequestError{body.status(), ""};
+  DetokenizeRequest out;
+  if (const json* model = field(*body, "model")) {
+    if (!model->is_string()) return *bad("model", "'model' must be a string");
+    out.model = model->get<std::string>();
+  }
+  const json* tokens = field(*body, "tokens");
+  if (tokens == nullptr || !tokens->is_array())
+    return *bad("tokens", "'tokens' must be a list of token ids");
+  if (auto e = get_token_ids(*tokens, "tokens", &out.tokens)) return *e;
   return out;
 }
 

@@ -72,6 +72,23 @@ struct RequestError {
 // short prefix of the input).
 std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view body, bool chat);
 
+// vLLM's POST /tokenize: a completion's `prompt` (one string; `add_special_tokens` default true)
+// or a chat's `messages` (rendered with the chat template; `add_generation_prompt` default true,
+// `add_special_tokens` false, `chat_template_kwargs`), as /v1/completions and
+// /v1/chat/completions read them; `return_token_strs` adds each token's string.
+struct TokenizeRequest {
+  OpenAiRequest request;  // chat when the body has "messages"
+  bool return_token_strs = false;
+};
+std::variant<TokenizeRequest, RequestError> parse_tokenize_request(std::string_view body);
+
+// vLLM's POST /detokenize: `tokens`, a list of token ids (special tokens are decoded too).
+struct DetokenizeRequest {
+  std::string model;  // "" when absent
+  std::vector<int32_t> tokens;
+};
+std::variant<DetokenizeRequest, RequestError> parse_detokenize_request(std::string_view body);
+
 // A chat request's messages as the chat template sees them: [{"role", "content"[, "name"]}...];
 // content sent as a list of text parts is that list ([{"type": "text", "text"}...]) for a
 // template that takes lists (ChatTemplate::takes_content_lists), else the joined text.

@@ -231,7 +231,8 @@ HttpServer::HttpServer(HttpOptions options, ServingState* state)
   const std::string missing = fmt::format(
       "missing or wrong {}: send the header 'Authorization: Bearer <key>'", options_.key_name);
   l.set_pre_routing_handler([key, missing](const httplib::Request& req, httplib::Response& res) {
-    if (key.empty() || !req.path.starts_with("/v1/"))
+    if (key.empty() ||
+        !(req.path.starts_with("/v1/") || req.path == "/tokenize" || req.path == "/detokenize"))
       return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
     constexpr std::string_view kBearer = "Bearer ";

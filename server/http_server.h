@@ -3,11 +3,12 @@
 // holds its thread until it ends); a connection that finds no idle thread starts one, up to
 // --http-threads (by default the streams the server admits plus kSpareHttpThreads, so /health
 // still answers while every admitted stream is open); connections beyond it wait for a thread. It
-// owns what every route shares: the API key (`Authorization: Bearer KEY` on /v1/*, compared in
-// constant time), the request body limit, `GET /health` (200 while serving, 503 while the model
-// loads or the server drains), and errors in OpenAI's JSON shape for what no route answers (404,
-// 413, malformed HTTP). Routes are added before start(); the handlers run on the pool's threads.
-// start() and stop() are called from one thread; the rest is thread-safe once started.
+// owns what every route shares: the API key (`Authorization: Bearer KEY` on /v1/*, /tokenize and
+// /detokenize, compared in constant time), the request body limit, `GET /health` (200 while
+// serving, 503 while the model loads or the server drains), and errors in OpenAI's JSON shape for
+// what no route answers (404, 413, malformed HTTP). Routes are added before start(); the handlers
+// run on the pool's threads. start() and stop() are called from one thread; the rest is thread-safe
+// once started.
 #pragma once
 
 #include <httplib.h>
@@ -35,7 +36,7 @@ int32_t default_http_threads(int32_t max_concurrent_streams);
 
 struct HttpOptions {
   std::string listen = "127.0.0.1:8080";  // host:port (port 0 picks a free one); "": off
-  std::string api_key;                    // empty: /v1/* needs no key
+  std::string api_key;                    // empty: the API routes need no key
   std::string key_name = "API key";       // what a 401 calls the key
   // Connections served at once (serve: 0 is default_http_threads(--max-concurrent-streams)).
   // Threads start as connections need them and then stay.

@@ -770,6 +770,56 @@ TEST_F(HttpTest, ChatStreamsTheRoleThenTheContent) {
   EXPECT_EQ(usage["usage"], whole.json["usage"]);
 }
 
+// vLLM's /tokenize and /detokenize: a prompt's tokens as gRPC's Tokenize gives them and as a
+// completion counts them, a chat's as the chat completion counts them, and back to the text.
+TEST_F(HttpTest, TokenizeAndDetokenizeAsVllmDoes) {
+  const std::string prompt = "tokens, please";
+  const HttpReply t = http().post(
+      "/tokenize", {{"model", tasks_[1]}, {"prompt", prompt}, {"return_token_strs", true}});
+  ASSERT_EQ(t.status, 200) << t.body;
+  const std::vector<int32_t> ids = ids_of(t.json["tokens"]);
+  auto want = client_->tokenize(prompt, true);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(ids, std::vector<int32_t>(want->token_ids().begin(), want->token_ids().end()));
+  EXPECT_EQ(t.json["count"], ids.size());
+  EXPECT_EQ(t.json["max_model_len"], 128);
+  ASSERT_EQ(t.json["token_strs"].size(), ids.size());
+  const HttpReply c =
+      http().post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 3}, {"temperature", 0}});
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_EQ(c.json["usage"]["prompt_tokens"], ids.size());
+  const HttpReply d = http().post("/detokenize", {{"tokens", ids}});
+  ASSERT_EQ(d.status, 200) << d.body;
+  EXPECT_EQ(d.json["prompt"], prompt);
+
+  const json messages = json::array({{{"role", "user"}, {"content", "hi"}}});
+  const HttpReply chat = http().post("/tokenize", {{"messages", messages}});
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  EXPECT_EQ(chat.json["count"], std::string("<user>hi\n<assistant>").size());
+  EXPECT_FALSE(chat.json.contains("token_strs"));
+  const HttpReply rendered = http().post("/detokenize", {{"tokens", chat.json["tokens"]}});
+  EXPECT_EQ(rendered.json["prompt"], "<user>hi\n<assistant>");
+  const HttpReply no_prompt =
+      http().post("/tokenize", {{"messages", messages}, {"add_generation_prompt", false}});
+  EXPECT_EQ(no_prompt.json["count"], std::string("<user>hi\n").size());
+
+  // Errors name their field.
+  const HttpReply list = http().post("/tokenize", {{"prompt", {"a", "b"}}});
+  EXPECT_EQ(list.status, 400);
+  EXPECT_EQ(list.json["error"]["param"], "prompt");
+  const HttpReply unknown = http().post("/tokenize", {{"model", "no/such"}, {"prompt", "x"}});
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(unknown.json["error"]["code"], "model_not_found");
+  const HttpReply negative = http().post("/detokenize", {{"tokens", {1, -2}}});
+  EXPECT_EQ(negative.status, 400);
+  EXPECT_EQ(negative.json["error"]["param"], "tokens");
+  EXPECT_NE(negative.body.find("tokens[1]"), std::string::npos) << negative.body;
+  const HttpReply past = http().post("/detokenize", {{"tokens", {1, 1 << 30}}});
+  EXPECT_EQ(past.status, 400) << past.body;
+  EXPECT_EQ(past.json["error"]["param"], "tokens");
+  EXPECT_NE(past.body.find("tokens[1]"), std::string::npos) << past.body;
+}
+
 TEST_F(HttpTest, ChatMessagesAreCheckedBeforeTheTemplate) {
   const HttpReply r =
       http().post("/v1/chat/completions", {{"messages", {{{"role", 5}, {"content", "x"}}}}});
@@ -791,6 +841,8 @@ TEST(HttpStandalone, ApiKeyGuardsTheApiButNotHealth) {
     EXPECT_EQ(r.status, 401) << key;
     EXPECT_EQ(r.json["error"]["code"], "invalid_api_key");
     EXPECT_EQ(HttpClient(address, key).post("/v1/completions", {{"prompt", {5}}}).status, 401);
+    EXPECT_EQ(HttpClient(address, key).post("/detokenize", {{"tokens", {5}}}).status, 401);
+    EXPECT_EQ(HttpClient(address, key).post("/tokenize", {{"prompt", "hi"}}).status, 401);
   }
   const HttpReply ok = HttpClient(address, "k3y").get("/v1/models");
   ASSERT_EQ(ok.status, 200);
@@ -809,6 +861,9 @@ TEST(HttpStandalone, ApiKeyGuardsTheApiButNotHealth) {
   const HttpReply text = HttpClient(address, "k3y").post("/v1/completions", {{"prompt", "hi"}});
   EXPECT_EQ(text.status, 400);
   EXPECT_NE(text.body.find("tokenizer"), std::string::npos) << text.body;
+  const HttpReply tokenize = HttpClient(address, "k3y").post("/tokenize", {{"prompt", "hi"}});
+  EXPECT_EQ(tokenize.status, 400);
+  EXPECT_NE(tokenize.body.find("no tokenizer.json"), std::string::npos) << tokenize.body;
 }
 
 // The threads of a process, from /proc.

@@ -328,5 +328,57 @@ TEST(HttpOpenAiRequest, TooManyPrompts) {
   EXPECT_EQ(parse_bad(body).param, "prompt");
 }
 
+// vLLM's /tokenize: a prompt (add_special_tokens true) or messages (chat: add_special_tokens
+// false, add_generation_prompt true), return_token_strs; /detokenize: token ids.
+TEST(HttpOpenAiRequest, TokenizeAndDetokenizeBodies) {
+  auto prompt =
+      parse_tokenize_request(R"({"model": "m", "prompt": "hi", "return_token_strs": true})");
+  ASSERT_TRUE(std::holds_alternative<TokenizeRequest>(prompt));
+  const TokenizeRequest& p = std::get<TokenizeRequest>(prompt);
+  EXPECT_FALSE(p.request.chat);
+  EXPECT_EQ(p.request.model, "m");
+  EXPECT_EQ(std::get<std::string>(p.request.prompts.at(0)), "hi");
+  EXPECT_TRUE(p.request.add_special_tokens);
+  EXPECT_TRUE(p.return_token_strs);
+
+  auto chat = parse_tokenize_request(
+      R"({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false})");
+  ASSERT_TRUE(std::holds_alternative<TokenizeRequest>(chat));
+  const TokenizeRequest& c = std::get<TokenizeRequest>(chat);
+  EXPECT_TRUE(c.request.chat);
+  EXPECT_FALSE(c.request.add_special_tokens);
+  EXPECT_FALSE(c.request.add_generation_prompt);
+  EXPECT_FALSE(c.return_token_strs);
+
+  for (const auto& [body, param] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"prompt": ["a", "b"]})", "prompt"},
+           {R"({"prompt": [1, 2]})", "prompt"},
+           {R"({})", "prompt"},
+           {R"({"prompt": "x", "return_token_strs": "yes"})", "return_token_strs"},
+           {R"({"messages": []})", "messages"},
+           {R"([1])", ""}}) {
+    auto r = parse_tokenize_request(body);
+    ASSERT_TRUE(std::holds_alternative<RequestError>(r)) << body;
+    EXPECT_EQ(std::get<RequestError>(r).param, param) << body;
+    EXPECT_EQ(std::get<RequestError>(r).status.code(), StatusCode::kInvalidArgument) << body;
+  }
+
+  auto d = parse_detokenize_request(R"({"model": "m", "tokens": [0, 5, 2147483647]})");
+  ASSERT_TRUE(std::holds_alternative<DetokenizeRequest>(d));
+  EXPECT_EQ(std::get<DetokenizeRequest>(d).model, "m");
+  EXPECT_EQ(std::get<DetokenizeRequest>(d).tokens, (std::vector<int32_t>{0, 5, 2147483647}));
+  for (const auto& [body, param] : std::vector<std::pair<std::string, std::string>>{
+           {R"({})", "tokens"},
+           {R"({"tokens": 5})", "tokens"},
+           {R"({"tokens": [1, 2147483648]})", "tokens"},
+           {R"({"tokens": [1.5]})", "tokens"},
+           {R"({"tokens": [1], "model": 3})", "model"},
+           {R"("x")", ""}}) {
+    auto r = parse_detokenize_request(body);
+    ASSERT_TRUE(std::holds_alternative<RequestError>(r)) << body;
+    EXPECT_EQ(std::get<RequestError>(r).param, param) << body;
+  }
+}
+
 }  // namespace
 }  // namespace loraserve::server
