@@ -559,11 +559,21 @@ void OpenAiService::tokenize(const httplib::Request& req, httplib::Response& res
 }
 
 void OpenAiService::detokenize(const httplib::Request& req, httplib::Response& res) {
+  ByteBudget::Claim preparing = state_->preparing().claim(req.body.size());
   auto parsed = parse_detokenize_request(req.body);
   if (auto* e = std::get_if<RequestError>(&parsed)) return set_request_error(res, *e);
   const DetokenizeRequest& d = std::get<DetokenizeRequest>(parsed);
   auto tok = tokenizer_for(d.model);
   if (!tok.ok()) return set_tokenizer_error(res, tok.status());
+  // At most a context of tokens (vLLM's bound too), so the text stays a few times the body.
+  const int64_t context = state_->engine()->config().max_context;
+  if (static_cast<int64_t>(d.tokens.size()) > context) {
+    return set_openai_error(res,
+                            invalid_argument_error("'tokens' has {} ids; at most {}, the model's "
+                                                   "context",
+                                                   d.tokens.size(), context),
+                            "tokens");
+  }
   // An id past the model's vocabulary is an error; one inside it without a token decodes to
   // nothing, as Hugging Face's decode skips it.
   const int64_t vocab = state_->engine()->config().vocab_size;

@@ -818,6 +818,10 @@ TEST_F(HttpTest, TokenizeAndDetokenizeAsVllmDoes) {
   EXPECT_EQ(past.status, 400) << past.body;
   EXPECT_EQ(past.json["error"]["param"], "tokens");
   EXPECT_NE(past.body.find("tokens[1]"), std::string::npos) << past.body;
+  const HttpReply longer = http().post("/detokenize", {{"tokens", std::vector<int32_t>(129, 5)}});
+  EXPECT_EQ(longer.status, 400) << longer.body;
+  EXPECT_EQ(longer.json["error"]["param"], "tokens");
+  EXPECT_EQ(http().post("/detokenize", {{"tokens", std::vector<int32_t>(128, 5)}}).status, 200);
 }
 
 TEST_F(HttpTest, ChatMessagesAreCheckedBeforeTheTemplate) {
