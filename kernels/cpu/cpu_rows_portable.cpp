@@ -1,7 +1,6 @@
 // The small-row kernels in plain C++ for CPUs without AVX2 (and the input reordering every
 // instruction set shares). Four input rows per pass over a weight row.
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 
 #include "common/dtype.h"
