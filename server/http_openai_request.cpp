@@ -377,12 +377,8 @@ Result<json> parse_body(std::string_view text) {
   return body;
 }
 
-}  // namespace
-
-std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view text, bool chat) {
-  auto parsed = parse_body(text);
-  if (!parsed.ok()) return RequestError{parsed.status(), ""};
-  const json& body = *parsed;
+// A completion (`chat` false) or chat request from its parsed body.
+std::variant<OpenAiRequest, RequestError> read_openai_request(const json& body, bool chat) {
   OpenAiRequest out;
   out.chat = chat;
   out.add_special_tokens = !chat;
@@ -425,11 +421,19 @@ std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view 
   return out;
 }
 
+}  // namespace
+
+std::variant<OpenAiRequest, RequestError> parse_openai_request(std::string_view text, bool chat) {
+  auto body = parse_body(text);
+  if (!body.ok()) return RequestError{body.status(), ""};
+  return read_openai_request(*body, chat);
+}
+
 std::variant<TokenizeRequest, RequestError> parse_tokenize_request(std::string_view text) {
   auto body = parse_body(text);
   if (!body.ok()) return RequestError{body.status(), ""};
   const bool chat = field(*body, "messages") != nullptr;
-  auto parsed = parse_openai_request(text, chat);
+  auto parsed = read_openai_request(*body, chat);
   if (auto* e = std::get_if<RequestError>(&parsed)) return std::move(*e);
   TokenizeRequest out{std::move(std::get<OpenAiRequest>(parsed)), false};
   if (!chat && (out.request.prompts.size() != 1 ||
