@@ -468,10 +468,14 @@ void set_request_error(httplib::Response& res, const RequestError& e) {
   set_openai_error(res, e.status, e.param);
 }
 
+// OpenAI's answer for a model this server does not serve.
+void set_model_not_found(httplib::Response& res, const Status& st) {
+  set_openai_error(res, st, "model", "model_not_found");
+}
+
 // OpenAiService::tokenizer_for's error: an unknown model is OpenAI's model_not_found.
 void set_tokenizer_error(httplib::Response& res, const Status& st) {
-  if (st.code() == StatusCode::kNotFound)
-    return set_openai_error(res, st, "model", "model_not_found");
+  if (st.code() == StatusCode::kNotFound) return set_model_not_found(res, st);
   set_openai_error(res, st);
 }
 
@@ -518,14 +522,24 @@ void OpenAiService::add_routes(HttpServer& http) {
   add_model_routes(http);
 }
 
+Status OpenAiService::not_a_model_error(const std::string& model) const {
+  return not_found_error("model {} does not exist: it is neither the base model '{}' nor a task ID",
+                         excerpt(model), options_.served_model_name);
+}
+
+Status OpenAiService::not_loaded_error(const std::string& model) const {
+  return not_found_error(
+      "model {} does not exist: it is neither the base model '{}' nor a loaded adapter (GET "
+      "/v1/models lists them)",
+      excerpt(model), options_.served_model_name);
+}
+
 Result<const tokenizer::Tokenizer*> OpenAiService::tokenizer_for(const std::string& model) const {
   const engine::Engine* e = state_->engine();
   if (e == nullptr) return unavailable_error("the model is still loading; retry shortly");
   if (!model.empty() && model != options_.served_model_name &&
       !adapters::AdapterRegistry::validate_task_id(model).ok()) {
-    return not_found_error(
-        "model {} does not exist: it is neither the base model '{}' nor a task ID", excerpt(model),
-        options_.served_model_name);
+    return not_a_model_error(model);
   }
   if (e->tokenizer() == nullptr) {
     return failed_precondition_error(
@@ -611,11 +625,7 @@ void OpenAiService::add_model_routes(HttpServer& http) {
     for (const json& m : list["data"]) {
       if (m["id"] == id) return res.set_content(dump(m), "application/json");
     }
-    set_openai_error(res,
-                     not_found_error("model {} does not exist: it is neither the base model '{}' "
-                                     "nor a loaded adapter (GET /v1/models lists them)",
-                                     excerpt(id), options_.served_model_name),
-                     "model", "model_not_found");
+    set_model_not_found(res, not_loaded_error(id));
   });
 }
 
@@ -690,10 +700,9 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
     return set_openai_error(res, st);
   }
   if (!valid_task) {
-    st = not_found_error("model {} does not exist: it is neither the base model '{}' nor a task ID",
-                         excerpt(task), options_.served_model_name);
+    st = not_a_model_error(task);
     run->call(0).log_rejected(st);
-    return set_openai_error(res, st, "model", "model_not_found");
+    return set_model_not_found(res, st);
   }
   engine::Engine* engine = state_->engine();
   if (chat) {
@@ -742,12 +751,7 @@ void OpenAiService::generate(const httplib::Request& req, httplib::Response& res
     run->wait_finished();
     run->log_finished();
     if (st.code() == StatusCode::kNotFound) {
-      return set_openai_error(
-          res,
-          not_found_error("model {} does not exist: it is neither the base model '{}' nor a "
-                          "loaded adapter (GET /v1/models lists them)",
-                          excerpt(task), options_.served_model_name),
-          "model", "model_not_found");
+      return set_model_not_found(res, not_loaded_error(task));
     }
     const auto [param, code] = error_param(st, chat);
     const bool several_prompts = !chat && r.prompts.size() > 1;

@@ -61,6 +61,10 @@ class OpenAiService {
   // to answer: UNAVAILABLE while loading, NOT_FOUND for a name that is neither the base model
   // nor a task ID, FAILED_PRECONDITION for a model without a tokenizer.
   Result<const tokenizer::Tokenizer*> tokenizer_for(const std::string& model) const;
+  // NOT_FOUND for `model` (an excerpt of it): neither the base model nor a task ID, or neither
+  // the base model nor a loaded adapter.
+  Status not_a_model_error(const std::string& model) const;
+  Status not_loaded_error(const std::string& model) const;
   // The prompt text of a chat request: its messages rendered with the chat template.
   Result<std::string> render_chat(const OpenAiRequest& request) const;
 
