@@ -1,8 +1,8 @@
 // Fuzzes the OpenAI-compatible HTTP API's request bodies: the first byte picks
 // /v1/completions or /v1/chat/completions, the rest is the body (also read as vLLM's /tokenize
-// and /detokenize bodies). Every refusal is a short, clean
-// message naming a short field; every accepted body keeps the limits the parser promises, and a
-// chat body's messages render with a Llama-3-style template (bounded by the render limits).
+// and /detokenize bodies). Every refusal is a short, clean message naming a short field; every
+// accepted body keeps the limits the parser promises, and a chat body's messages render with a
+// Llama-3-style template (bounded by the render limits).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
